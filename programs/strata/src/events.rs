@@ -1,0 +1,238 @@
+//! Events: one per state change, so an indexer can rebuild the ledger from logs.
+
+use anchor_lang::prelude::*;
+
+use crate::state::{Capacity, ConfigParams};
+
+/// Writes an event as Anchor's `emit!` does (`Program data: <base64>` in the
+/// logs). In a native build `emit!` is a no-op, so off-chain it goes through
+/// the runtime's v3 syscall stubs, which the native harness routes to the log.
+pub fn emit_event<E: anchor_lang::Event>(event: &E) {
+    let data = event.data();
+    #[cfg(target_os = "solana")]
+    anchor_lang::solana_program::log::sol_log_data(&[&data]);
+    #[cfg(not(target_os = "solana"))]
+    solana_sysvar::program_stubs::sol_log_data(&[&data]);
+}
+
+/// The program was initialised.
+#[event]
+pub struct Initialized {
+    /// Admin key.
+    pub admin: Pubkey,
+    /// Stake/payment mint.
+    pub mint: Pubkey,
+    /// Reward authority.
+    pub reward_authority: Pubkey,
+    /// Parameters.
+    pub params: ConfigParams,
+}
+
+/// Parameters or the reward authority changed.
+#[event]
+pub struct ConfigUpdated {
+    /// New parameters.
+    pub params: ConfigParams,
+    /// New reward authority.
+    pub reward_authority: Pubkey,
+}
+
+/// A relayer was allowed.
+#[event]
+pub struct RelayerAdded {
+    /// Relayer key.
+    pub relayer: Pubkey,
+}
+
+/// A relayer was removed.
+#[event]
+pub struct RelayerRemoved {
+    /// Relayer key.
+    pub relayer: Pubkey,
+}
+
+/// A node registered or changed its endpoints, capacity or roles.
+#[event]
+pub struct NodeUpdated {
+    /// Operator key.
+    pub operator: Pubkey,
+    /// Roles.
+    pub roles: u8,
+    /// Capacity.
+    pub capacity: Capacity,
+    /// Multiaddrs.
+    pub multiaddrs: Vec<String>,
+}
+
+/// A node deregistered.
+#[event]
+pub struct NodeDeregistered {
+    /// Operator key.
+    pub operator: Pubkey,
+}
+
+/// Stake was added.
+#[event]
+pub struct Staked {
+    /// Operator key.
+    pub operator: Pubkey,
+    /// Amount added.
+    pub amount: u64,
+    /// Bonded stake afterwards.
+    pub stake: u64,
+}
+
+/// Stake began unbonding.
+#[event]
+pub struct UnstakeRequested {
+    /// Operator key.
+    pub operator: Pubkey,
+    /// Amount moved to unbonding.
+    pub amount: u64,
+    /// When it can be withdrawn.
+    pub unbonding_ends: i64,
+}
+
+/// Unbonded stake left the vault.
+#[event]
+pub struct StakeWithdrawn {
+    /// Operator key.
+    pub operator: Pubkey,
+    /// Amount withdrawn.
+    pub amount: u64,
+}
+
+/// A client deposited into escrow.
+#[event]
+pub struct Deposited {
+    /// Client key.
+    pub client: Pubkey,
+    /// Amount.
+    pub amount: u64,
+    /// Balance afterwards.
+    pub balance: u64,
+}
+
+/// A client asked to withdraw.
+#[event]
+pub struct WithdrawalRequested {
+    /// Client key.
+    pub client: Pubkey,
+    /// Amount.
+    pub amount: u64,
+    /// Earliest withdrawal time.
+    pub withdraw_after: i64,
+}
+
+/// A client withdrew from escrow.
+#[event]
+pub struct Withdrawn {
+    /// Client key.
+    pub client: Pubkey,
+    /// Amount.
+    pub amount: u64,
+}
+
+/// A receipt batch was posted.
+#[event]
+pub struct BatchPosted {
+    /// Batch id.
+    pub id: u64,
+    /// Relayer key.
+    pub relayer: Pubkey,
+    /// Epoch.
+    pub epoch: i64,
+    /// Merkle root.
+    pub root: [u8; 32],
+    /// Receipts in the batch.
+    pub task_count: u32,
+    /// Work units.
+    pub work_units: u64,
+}
+
+/// A voucher was redeemed.
+#[event]
+pub struct VoucherRedeemed {
+    /// Client key.
+    pub client: Pubkey,
+    /// Node operator key.
+    pub node: Pubkey,
+    /// Cumulative amount the voucher carried.
+    pub cumulative: u64,
+    /// Paid to the node now.
+    pub paid: u64,
+    /// Protocol fee to the reward pool.
+    pub fee: u64,
+}
+
+/// A challenge was opened.
+#[event]
+pub struct ChallengeOpened {
+    /// Challenge account.
+    pub challenge: Pubkey,
+    /// Accused node.
+    pub node: Pubkey,
+    /// Batch account.
+    pub batch: Pubkey,
+    /// Leaf index.
+    pub leaf_index: u32,
+    /// Challenger.
+    pub challenger: Pubkey,
+    /// Sortition seed.
+    pub seed: [u8; 32],
+}
+
+/// A challenge ended.
+#[event]
+pub struct ChallengeResolved {
+    /// Challenge account.
+    pub challenge: Pubkey,
+    /// Accused node.
+    pub node: Pubkey,
+    /// Whether the node was found guilty.
+    pub upheld: bool,
+    /// Amount slashed (0 unless upheld).
+    pub slashed: u64,
+    /// Paid to the challenger (bond and share of the slash).
+    pub to_challenger: u64,
+}
+
+/// A challenge expired without a verdict.
+#[event]
+pub struct ChallengeExpired {
+    /// Challenge account.
+    pub challenge: Pubkey,
+}
+
+/// Tokens were added to the reward pool.
+#[event]
+pub struct RewardsFunded {
+    /// Who funded it.
+    pub funder: Pubkey,
+    /// Amount.
+    pub amount: u64,
+}
+
+/// An epoch's reward root was published.
+#[event]
+pub struct RewardsPublished {
+    /// Epoch.
+    pub epoch: i64,
+    /// Root.
+    pub root: [u8; 32],
+    /// Declared new rewards (the epoch's payout limit).
+    pub declared: u64,
+}
+
+/// A node claimed rewards.
+#[event]
+pub struct RewardsClaimed {
+    /// Operator key.
+    pub operator: Pubkey,
+    /// Epoch whose root proved the claim.
+    pub epoch: i64,
+    /// Cumulative amount in the leaf.
+    pub cumulative: u64,
+    /// Paid now.
+    pub paid: u64,
+}

@@ -1,0 +1,82 @@
+use anchor_lang::prelude::*;
+use anchor_spl::token::{Token, TokenAccount};
+
+use crate::errors::StrataError;
+use crate::events::{emit_event, RewardsClaimed};
+use crate::merkle::{reward_leaf, verify, MAX_PROOF_LEN};
+use crate::state::{ClaimRecord, Config, RewardEpoch, STATE_VERSION};
+use crate::vault::pay_out;
+
+/// Pays an operator its cumulative rewards (proved against an epoch's root)
+/// minus what it already claimed. A repeated claim pays nothing and is
+/// refused with `NothingToClaim`.
+#[derive(Accounts)]
+pub struct ClaimRewards<'info> {
+    /// The operator named in the reward leaf; pays rent on first claim.
+    #[account(mut)]
+    pub operator: Signer<'info>,
+    /// The config.
+    #[account(mut, seeds = [Config::SEED], bump = config.bump, has_one = vault)]
+    pub config: Account<'info, Config>,
+    /// The epoch whose root proves the claim.
+    #[account(mut, seeds = [RewardEpoch::SEED, &reward_epoch.epoch.to_le_bytes()], bump = reward_epoch.bump)]
+    pub reward_epoch: Account<'info, RewardEpoch>,
+    /// What this operator claimed so far.
+    #[account(
+        init_if_needed,
+        payer = operator,
+        space = 8 + ClaimRecord::INIT_SPACE,
+        seeds = [ClaimRecord::SEED, operator.key().as_ref()],
+        bump,
+    )]
+    pub claim_record: Account<'info, ClaimRecord>,
+    /// Destination token account.
+    #[account(mut, token::mint = config.mint, constraint = operator_token.key() != vault.key() @ StrataError::DuplicateAccount)]
+    pub operator_token: Account<'info, TokenAccount>,
+    /// The vault.
+    #[account(mut)]
+    pub vault: Account<'info, TokenAccount>,
+    /// SPL Token.
+    pub token_program: Program<'info, Token>,
+    /// System program.
+    pub system_program: Program<'info, System>,
+}
+
+/// Handler.
+pub fn handler(ctx: Context<ClaimRewards>, cumulative: u64, leaf_index: u32, proof: Vec<[u8; 32]>) -> Result<()> {
+    let a = ctx.accounts;
+    require!(proof.len() <= MAX_PROOF_LEN, StrataError::InvalidMerkleProof);
+    let operator = a.operator.key();
+    require!(
+        verify(
+            &a.reward_epoch.root,
+            reward_leaf(&operator, cumulative),
+            u64::from(leaf_index),
+            u64::from(a.reward_epoch.leaf_count),
+            &proof
+        ),
+        StrataError::InvalidMerkleProof
+    );
+    let record = &mut a.claim_record;
+    if record.version == 0 {
+        record.version = STATE_VERSION;
+        record.bump = ctx.bumps.claim_record;
+        record.operator = operator;
+    }
+    require!(cumulative > record.claimed, StrataError::NothingToClaim);
+    let payout = cumulative - record.claimed;
+    require!(payout <= a.reward_epoch.remaining, StrataError::RewardCapExceeded);
+    require!(payout <= a.config.reward_pool, StrataError::InsufficientRewardPool);
+    record.claimed = cumulative;
+    record.last_epoch = a.reward_epoch.epoch;
+    a.reward_epoch.remaining -= payout;
+    a.config.reward_pool -= payout;
+    pay_out(&a.token_program, &a.config, &a.vault, a.operator_token.to_account_info(), payout)?;
+    emit_event(&RewardsClaimed {
+        operator,
+        epoch: a.reward_epoch.epoch,
+        cumulative,
+        paid: payout,
+    });
+    Ok(())
+}

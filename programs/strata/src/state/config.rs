@@ -1,0 +1,128 @@
+use anchor_lang::prelude::*;
+
+use crate::errors::StrataError;
+
+/// Seconds in a day, for the parameter bounds below.
+const DAY: i64 = 86_400;
+/// Basis points in one whole.
+pub const BPS: u64 = 10_000;
+/// Largest verifier committee the program will count signatures for; bounds
+/// the verdict instruction's loop and its transaction size.
+pub const MAX_COMMITTEE: u8 = 16;
+
+/// Tunable protocol parameters. Every update is checked against [`ConfigParams::validate`].
+#[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq, InitSpace)]
+pub struct ConfigParams {
+    /// Smallest stake (token base units) at which a node counts as active.
+    pub min_stake: u64,
+    /// Seconds between `request_unstake` and `withdraw_stake`; stake stays slashable meanwhile.
+    pub unbonding_period: i64,
+    /// Length of a reward epoch in seconds.
+    pub epoch_length: i64,
+    /// Share of tasks audited by verifiers, in basis points (read by verifiers off-chain).
+    pub audit_rate_bps: u16,
+    /// Share of a guilty node's stake that is slashed, in basis points.
+    pub slash_bps: u16,
+    /// Share of a slash paid to the challenger; the rest goes to the reward pool.
+    pub challenger_share_bps: u16,
+    /// Seconds after a batch is posted during which its receipts can be challenged.
+    pub challenge_window: i64,
+    /// Bond (token base units) a challenger locks; forfeited if the challenge is rejected.
+    pub challenge_bond: u64,
+    /// Seconds the verifiers have to deliver a verdict before a challenge expires.
+    pub verdict_timeout: i64,
+    /// Distinct selected verifiers whose signatures a verdict needs.
+    pub verifier_quorum: u8,
+    /// Expected number of verifiers selected per challenge (stake-weighted sortition).
+    pub committee_size: u8,
+    /// Protocol fee on every redeemed voucher, in basis points; it funds the reward pool.
+    pub protocol_fee_bps: u16,
+    /// Most that claims against one epoch's reward root can pay out (a circuit breaker).
+    pub epoch_reward_cap: u64,
+    /// Seconds between a client's withdrawal request and the withdrawal.
+    pub escrow_withdraw_delay: i64,
+}
+
+impl ConfigParams {
+    /// Refuses parameters outside the ranges the protocol's safety argument assumes.
+    pub fn validate(&self) -> Result<()> {
+        let ok = self.min_stake > 0
+            && (0..=90 * DAY).contains(&self.unbonding_period)
+            && (1..=90 * DAY).contains(&self.epoch_length)
+            && (1..=BPS).contains(&u64::from(self.audit_rate_bps))
+            && (1..=BPS).contains(&u64::from(self.slash_bps))
+            && u64::from(self.challenger_share_bps) <= BPS
+            && (1..=90 * DAY).contains(&self.challenge_window)
+            && self.challenge_bond > 0
+            && (1..=90 * DAY).contains(&self.verdict_timeout)
+            && self.verifier_quorum >= 1
+            && self.verifier_quorum <= self.committee_size
+            && self.committee_size <= MAX_COMMITTEE
+            && u64::from(self.protocol_fee_bps) <= BPS / 2
+            && (0..=90 * DAY).contains(&self.escrow_withdraw_delay);
+        require!(ok, StrataError::InvalidParameter);
+        Ok(())
+    }
+}
+
+/// The program's singleton: authorities, the mint, parameters and ledger totals.
+///
+/// The ledger totals let anyone check that the vault holds exactly
+/// `total_stake + total_escrow + reward_pool + bonds_held`.
+#[account]
+#[derive(InitSpace, Debug)]
+pub struct Config {
+    /// Layout version.
+    pub version: u8,
+    /// Canonical bump of this PDA (it also signs for the vault).
+    pub bump: u8,
+    /// Canonical bump of the vault token account.
+    pub vault_bump: u8,
+    /// May update parameters and register relayers.
+    pub admin: Pubkey,
+    /// Publishes per-epoch reward roots.
+    pub reward_authority: Pubkey,
+    /// SPL mint used for stake, payment and rewards.
+    pub mint: Pubkey,
+    /// The program's token vault (a PDA token account owned by this config).
+    pub vault: Pubkey,
+    /// Current parameters.
+    pub params: ConfigParams,
+    /// Unix time at which epoch 0 began.
+    pub genesis_ts: i64,
+    /// Id the next receipt batch will get.
+    pub next_batch_id: u64,
+    /// Latest epoch whose reward root was published, or -1 for none.
+    pub last_reward_epoch: i64,
+    /// Tokens held as node stake, bonded or unbonding.
+    pub total_stake: u64,
+    /// Bonded stake of nodes with the verifier role (the sortition denominator).
+    pub total_verifier_stake: u64,
+    /// Tokens held in client escrows.
+    pub total_escrow: u64,
+    /// Tokens available to pay rewards (fees, forfeited bonds, slashes, donations).
+    pub reward_pool: u64,
+    /// Tokens locked as challenge bonds.
+    pub bonds_held: u64,
+    /// Receipts posted in batches since genesis.
+    pub total_tasks: u64,
+    /// Work units posted in batches since genesis.
+    pub total_work_units: u64,
+    /// Room for later fields.
+    pub reserved: [u8; 64],
+}
+
+impl Config {
+    /// PDA seed.
+    pub const SEED: &'static [u8] = b"config";
+    /// Seed of the vault token account PDA.
+    pub const VAULT_SEED: &'static [u8] = b"vault";
+
+    /// The epoch that contains `now`.
+    pub fn epoch_at(&self, now: i64) -> i64 {
+        now.saturating_sub(self.genesis_ts)
+            .max(0)
+            .checked_div(self.params.epoch_length)
+            .unwrap_or(0)
+    }
+}
