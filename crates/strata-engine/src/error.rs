@@ -1,0 +1,82 @@
+//! The engine's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the engine. Every variant is reachable from
+/// external input (files, prompts, network messages) and carries enough context to
+/// tell the user what to fix; the engine never panics on such input.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The default model file is not in the cache.
+    #[error("model file {path} not found: run scripts/fetch-model to download the default model (SmolLM2-135M-Instruct Q4_1) into the cache")]
+    ModelMissing {
+        /// Where the model was expected.
+        path: PathBuf,
+    },
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A model file's sha256 differs from the expected one.
+    #[error("sha256 mismatch for {path}: expected {expected}, got {actual}")]
+    Sha256Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// The expected digest (hex).
+        expected: String,
+        /// The digest of the file (hex).
+        actual: String,
+    },
+    /// The GGUF file is corrupt, truncated or not a GGUF file.
+    #[error("invalid GGUF file: {0}")]
+    Gguf(String),
+    /// The model's architecture is not one the engine implements.
+    #[error("unsupported model architecture {0:?} (the engine runs llama-family models)")]
+    UnsupportedArchitecture(String),
+    /// The model's metadata or tensors are inconsistent.
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
+    /// A prompt plus generation would exceed the model's context window.
+    #[error("prompt too long: {tokens} tokens plus {max_new} new tokens exceed the context length {context}")]
+    PromptTooLong {
+        /// Tokens in the prompt.
+        tokens: usize,
+        /// Requested new tokens.
+        max_new: usize,
+        /// The model's (or configured) context length.
+        context: usize,
+    },
+    /// An empty prompt cannot be run.
+    #[error("empty prompt")]
+    EmptyPrompt,
+    /// A token id outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary of {vocab} tokens")]
+    BadToken {
+        /// The id.
+        id: u32,
+        /// Vocabulary size.
+        vocab: usize,
+    },
+    /// A hidden-state message could not be decoded.
+    #[error("malformed hidden-state message: {0}")]
+    BadHiddenStates(String),
+    /// A request was inconsistent with the engine's state (wrong layer range, shapes).
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// A commitment opening or proof is malformed or does not verify.
+    #[error("commitment error: {0}")]
+    Commitment(String),
+    /// The tokenizer metadata is missing or inconsistent.
+    #[error("tokenizer error: {0}")]
+    Tokenizer(String),
+    /// An error from candle's tensor code.
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// The engine's result type.
+pub type Result<T> = std::result::Result<T, EngineError>;
