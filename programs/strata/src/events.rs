@@ -17,6 +17,7 @@ pub fn emit_event<E: anchor_lang::Event>(event: &E) {
 
 /// The program was initialised.
 #[event]
+#[derive(Debug, Clone)]
 pub struct Initialized {
     /// Admin key.
     pub admin: Pubkey,
@@ -30,6 +31,7 @@ pub struct Initialized {
 
 /// Parameters or the reward authority changed.
 #[event]
+#[derive(Debug, Clone)]
 pub struct ConfigUpdated {
     /// New parameters.
     pub params: ConfigParams,
@@ -39,6 +41,7 @@ pub struct ConfigUpdated {
 
 /// A relayer was allowed.
 #[event]
+#[derive(Debug, Clone)]
 pub struct RelayerAdded {
     /// Relayer key.
     pub relayer: Pubkey,
@@ -46,6 +49,7 @@ pub struct RelayerAdded {
 
 /// A relayer was removed.
 #[event]
+#[derive(Debug, Clone)]
 pub struct RelayerRemoved {
     /// Relayer key.
     pub relayer: Pubkey,
@@ -53,6 +57,7 @@ pub struct RelayerRemoved {
 
 /// A node registered or changed its endpoints, capacity or roles.
 #[event]
+#[derive(Debug, Clone)]
 pub struct NodeUpdated {
     /// Operator key.
     pub operator: Pubkey,
@@ -66,6 +71,7 @@ pub struct NodeUpdated {
 
 /// A node deregistered.
 #[event]
+#[derive(Debug, Clone)]
 pub struct NodeDeregistered {
     /// Operator key.
     pub operator: Pubkey,
@@ -73,6 +79,7 @@ pub struct NodeDeregistered {
 
 /// Stake was added.
 #[event]
+#[derive(Debug, Clone)]
 pub struct Staked {
     /// Operator key.
     pub operator: Pubkey,
@@ -84,6 +91,7 @@ pub struct Staked {
 
 /// Stake began unbonding.
 #[event]
+#[derive(Debug, Clone)]
 pub struct UnstakeRequested {
     /// Operator key.
     pub operator: Pubkey,
@@ -95,6 +103,7 @@ pub struct UnstakeRequested {
 
 /// Unbonded stake left the vault.
 #[event]
+#[derive(Debug, Clone)]
 pub struct StakeWithdrawn {
     /// Operator key.
     pub operator: Pubkey,
@@ -104,6 +113,7 @@ pub struct StakeWithdrawn {
 
 /// A client deposited into escrow.
 #[event]
+#[derive(Debug, Clone)]
 pub struct Deposited {
     /// Client key.
     pub client: Pubkey,
@@ -115,6 +125,7 @@ pub struct Deposited {
 
 /// A client asked to withdraw.
 #[event]
+#[derive(Debug, Clone)]
 pub struct WithdrawalRequested {
     /// Client key.
     pub client: Pubkey,
@@ -126,6 +137,7 @@ pub struct WithdrawalRequested {
 
 /// A client withdrew from escrow.
 #[event]
+#[derive(Debug, Clone)]
 pub struct Withdrawn {
     /// Client key.
     pub client: Pubkey,
@@ -135,6 +147,7 @@ pub struct Withdrawn {
 
 /// A receipt batch was posted.
 #[event]
+#[derive(Debug, Clone)]
 pub struct BatchPosted {
     /// Batch id.
     pub id: u64,
@@ -152,6 +165,7 @@ pub struct BatchPosted {
 
 /// A voucher was redeemed.
 #[event]
+#[derive(Debug, Clone)]
 pub struct VoucherRedeemed {
     /// Client key.
     pub client: Pubkey,
@@ -167,6 +181,7 @@ pub struct VoucherRedeemed {
 
 /// A challenge was opened.
 #[event]
+#[derive(Debug, Clone)]
 pub struct ChallengeOpened {
     /// Challenge account.
     pub challenge: Pubkey,
@@ -184,6 +199,7 @@ pub struct ChallengeOpened {
 
 /// A challenge ended.
 #[event]
+#[derive(Debug, Clone)]
 pub struct ChallengeResolved {
     /// Challenge account.
     pub challenge: Pubkey,
@@ -199,6 +215,7 @@ pub struct ChallengeResolved {
 
 /// A challenge expired without a verdict.
 #[event]
+#[derive(Debug, Clone)]
 pub struct ChallengeExpired {
     /// Challenge account.
     pub challenge: Pubkey,
@@ -206,6 +223,7 @@ pub struct ChallengeExpired {
 
 /// Tokens were added to the reward pool.
 #[event]
+#[derive(Debug, Clone)]
 pub struct RewardsFunded {
     /// Who funded it.
     pub funder: Pubkey,
@@ -215,6 +233,7 @@ pub struct RewardsFunded {
 
 /// An epoch's reward root was published.
 #[event]
+#[derive(Debug, Clone)]
 pub struct RewardsPublished {
     /// Epoch.
     pub epoch: i64,
@@ -226,6 +245,7 @@ pub struct RewardsPublished {
 
 /// A node claimed rewards.
 #[event]
+#[derive(Debug, Clone)]
 pub struct RewardsClaimed {
     /// Operator key.
     pub operator: Pubkey,

@@ -1,0 +1,162 @@
+//! The RPC backend every binary uses: any Solana JSON-RPC endpoint, the
+//! embedded local chain or a public cluster.
+
+use std::time::Duration;
+
+use anchor_lang::AccountDeserialize;
+use solana_commitment_config::CommitmentConfig;
+use solana_instruction::error::InstructionError;
+use solana_instruction::Instruction;
+use solana_keypair::Keypair;
+use solana_rpc_client::nonblocking::rpc_client::RpcClient;
+use solana_rpc_client_api::client_error::Error as ClientError;
+use solana_signature::Signature;
+use solana_signer::Signer;
+use solana_transaction_error::TransactionError;
+
+use crate::accounts::{decode, Config, Escrow, Node};
+use crate::{cluster, error_names, pda, tx, ChainError, Pubkey};
+
+/// A connection to a cluster.
+pub struct ChainClient {
+    rpc: RpcClient,
+    url: String,
+}
+
+impl ChainClient {
+    /// Connects to `url` (a cluster name or an http(s) URL), at `confirmed` commitment.
+    pub fn new(url: &str) -> Result<Self, ChainError> {
+        let url = cluster::resolve(url)?;
+        let rpc = RpcClient::new_with_timeout_and_commitment(
+            url.clone(),
+            Duration::from_secs(30),
+            CommitmentConfig::confirmed(),
+        );
+        Ok(Self { rpc, url })
+    }
+
+    /// The resolved RPC URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The underlying RPC client, for calls this type does not wrap.
+    pub fn rpc(&self) -> &RpcClient {
+        &self.rpc
+    }
+
+    fn rpc_error(&self, e: ClientError) -> ChainError {
+        if let Some(TransactionError::InstructionError(_, InstructionError::Custom(code))) = e.get_transaction_error() {
+            let (name, message) = error_names::describe(code);
+            return ChainError::Program { code, name, message };
+        }
+        ChainError::Rpc {
+            url: self.url.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Checks the endpoint answers; the error says where it tried.
+    pub async fn ping(&self) -> Result<(), ChainError> {
+        self.rpc.get_version().await.map(|_| ()).map_err(|e| self.rpc_error(e))
+    }
+
+    /// Signs, sends and confirms `instructions`, paid by `payer`.
+    pub async fn send(
+        &self,
+        instructions: &[Instruction],
+        payer: &Keypair,
+        signers: &[&Keypair],
+    ) -> Result<Signature, ChainError> {
+        let blockhash = self.rpc.get_latest_blockhash().await.map_err(|e| self.rpc_error(e))?;
+        let transaction = tx::sign(instructions, payer, signers, blockhash);
+        tx::check_size(&transaction)?;
+        self.rpc
+            .send_and_confirm_transaction(&transaction)
+            .await
+            .map_err(|e| self.rpc_error(e))
+    }
+
+    /// Requests an airdrop of SOL lamports and waits until it is confirmed.
+    pub async fn airdrop(&self, to: &Pubkey, lamports: u64) -> Result<(), ChainError> {
+        let sig = self.rpc.request_airdrop(to, lamports).await.map_err(|e| self.rpc_error(e))?;
+        for _ in 0..60 {
+            if self.rpc.confirm_transaction(&sig).await.map_err(|e| self.rpc_error(e))? {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Err(ChainError::Rpc {
+            url: self.url.clone(),
+            message: format!("airdrop {sig} not confirmed after 15 s"),
+        })
+    }
+
+    /// Raw account data, or `None` if the account does not exist.
+    pub async fn account_data(&self, address: &Pubkey) -> Result<Option<Vec<u8>>, ChainError> {
+        let response = self
+            .rpc
+            .get_account_with_commitment(address, self.rpc.commitment())
+            .await
+            .map_err(|e| self.rpc_error(e))?;
+        Ok(response.value.map(|a| a.data))
+    }
+
+    /// Decodes a program account, or `None` if it does not exist.
+    pub async fn account<T: AccountDeserialize>(&self, address: &Pubkey, kind: &'static str) -> Result<Option<T>, ChainError> {
+        match self.account_data(address).await? {
+            Some(data) => decode(address, &data, kind).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The program's config; an error if the program is not initialised on this cluster.
+    pub async fn config(&self) -> Result<Config, ChainError> {
+        self.account(&pda::config(), "config")
+            .await?
+            .ok_or_else(|| ChainError::AccountNotFound(format!("Strata config at {} (is the program deployed and initialised on {}?)", pda::config(), self.url)))
+    }
+
+    /// A node's record, or `None` if it is not registered.
+    pub async fn node(&self, operator: &Pubkey) -> Result<Option<Node>, ChainError> {
+        self.account(&pda::node(operator), "node").await
+    }
+
+    /// A client's escrow, or `None` if it never deposited.
+    pub async fn escrow(&self, client: &Pubkey) -> Result<Option<Escrow>, ChainError> {
+        self.account(&pda::escrow(client), "escrow").await
+    }
+
+    /// SOL balance in lamports.
+    pub async fn lamports(&self, address: &Pubkey) -> Result<u64, ChainError> {
+        self.rpc.get_balance(address).await.map_err(|e| self.rpc_error(e))
+    }
+
+    /// Token balance (base units) of a token account; 0 if it does not exist.
+    pub async fn token_balance(&self, token_account: &Pubkey) -> Result<u64, ChainError> {
+        let Some(data) = self.account_data(token_account).await? else {
+            return Ok(0);
+        };
+        // SPL token account layout: mint (32), owner (32), amount (u64 LE).
+        data.get(64..72)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+            .ok_or_else(|| ChainError::Decode {
+                address: token_account.to_string(),
+                kind: "token account",
+            })
+    }
+
+    /// Lamports for rent exemption of `len` bytes.
+    pub async fn rent(&self, len: usize) -> Result<u64, ChainError> {
+        self.rpc
+            .get_minimum_balance_for_rent_exemption(len)
+            .await
+            .map_err(|e| self.rpc_error(e))
+    }
+
+    /// The public key of a keypair (a convenience for binaries).
+    pub fn pubkey(keypair: &Keypair) -> Pubkey {
+        keypair.pubkey()
+    }
+}
