@@ -17,6 +17,8 @@ pub mod errors;
 pub mod events;
 pub mod instructions;
 pub mod merkle;
+#[cfg(not(target_os = "solana"))]
+pub mod native;
 pub mod selection;
 pub mod signatures;
 pub mod state;

@@ -31,7 +31,7 @@ pub struct ClaimRewards<'info> {
     )]
     pub claim_record: Account<'info, ClaimRecord>,
     /// Destination token account.
-    #[account(mut, token::mint = config.mint, constraint = operator_token.key() != vault.key() @ StrataError::DuplicateAccount)]
+    #[account(mut, token::mint = config.mint)]
     pub operator_token: Account<'info, TokenAccount>,
     /// The vault.
     #[account(mut)]

@@ -29,7 +29,6 @@ pub struct Deposit<'info> {
         mut,
         token::mint = config.mint,
         token::authority = client,
-        constraint = client_token.key() != vault.key() @ StrataError::DuplicateAccount,
     )]
     pub client_token: Account<'info, TokenAccount>,
     /// The vault.

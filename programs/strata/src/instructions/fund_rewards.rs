@@ -19,7 +19,6 @@ pub struct FundRewards<'info> {
         mut,
         token::mint = config.mint,
         token::authority = funder,
-        constraint = funder_token.key() != vault.key() @ StrataError::DuplicateAccount,
     )]
     pub funder_token: Account<'info, TokenAccount>,
     /// The vault.

@@ -35,7 +35,6 @@ pub struct OpenChallenge<'info> {
         mut,
         token::mint = config.mint,
         token::authority = challenger,
-        constraint = challenger_token.key() != vault.key() @ StrataError::DuplicateAccount,
     )]
     pub challenger_token: Account<'info, TokenAccount>,
     /// The config.

@@ -69,10 +69,10 @@ pub fn handler<'info>(ctx: Context<'info, RedeemVouchers<'info>>) -> Result<()> 
         let delta = cumulative - channel.redeemed;
         require!(delta <= escrow.balance, StrataError::InsufficientEscrow);
 
+        require_keys_neq!(node_token_info.key(), a.vault.key(), StrataError::DuplicateAccount);
         let node_token = Account::<TokenAccount>::try_from(node_token_info)?;
         require_keys_eq!(node_token.owner, node, StrataError::InvalidAccount);
         require_keys_eq!(node_token.mint, a.config.mint, StrataError::InvalidAccount);
-        require_keys_neq!(node_token_info.key(), a.vault.key(), StrataError::DuplicateAccount);
 
         let fee = bps_of(delta, fee_bps);
         let paid = delta - fee;

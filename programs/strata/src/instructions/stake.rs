@@ -22,7 +22,6 @@ pub struct Stake<'info> {
         mut,
         token::mint = mint,
         token::authority = operator,
-        constraint = operator_token.key() != vault.key() @ StrataError::DuplicateAccount,
     )]
     pub operator_token: Account<'info, TokenAccount>,
     /// The vault.

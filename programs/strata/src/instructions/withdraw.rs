@@ -19,7 +19,7 @@ pub struct Withdraw<'info> {
     #[account(mut, seeds = [Escrow::SEED, client.key().as_ref()], bump = escrow.bump, has_one = client)]
     pub escrow: Account<'info, Escrow>,
     /// Destination token account.
-    #[account(mut, token::mint = config.mint, constraint = client_token.key() != vault.key() @ StrataError::DuplicateAccount)]
+    #[account(mut, token::mint = config.mint)]
     pub client_token: Account<'info, TokenAccount>,
     /// The vault.
     #[account(mut)]

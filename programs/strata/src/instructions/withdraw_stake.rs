@@ -19,7 +19,7 @@ pub struct WithdrawStake<'info> {
     #[account(mut, seeds = [Node::SEED, operator.key().as_ref()], bump = node.bump, has_one = operator)]
     pub node: Account<'info, Node>,
     /// Destination token account.
-    #[account(mut, token::mint = config.mint, constraint = operator_token.key() != vault.key() @ StrataError::DuplicateAccount)]
+    #[account(mut, token::mint = config.mint)]
     pub operator_token: Account<'info, TokenAccount>,
     /// The vault.
     #[account(mut)]
