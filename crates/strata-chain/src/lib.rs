@@ -18,6 +18,7 @@ pub mod events;
 pub mod ix;
 pub mod keys;
 pub mod pda;
+pub mod token;
 pub mod rpc;
 pub mod tx;
 

@@ -1,0 +1,164 @@
+//! Setting up a fresh chain for the testnet.
+
+use std::path::{Path, PathBuf};
+
+use strata_chain::{ix, keys, pda, rpc::ChainClient, token, Capacity, ChainError, ConfigParams, Keypair, Pubkey, Signer, ROLE_COMPUTE, ROLE_VERIFIER};
+
+use crate::TestnetManifest;
+
+/// Lamports in one SOL.
+pub const LAMPORTS_PER_SOL: u64 = 1_000_000_000;
+/// One whole token in base units (6 decimals).
+pub const TOKEN: u64 = 1_000_000;
+
+/// The testnet's keys, kept in its state directory.
+pub struct TestnetKeys {
+    /// Program admin.
+    pub admin: Keypair,
+    /// Mint authority, used as the faucet.
+    pub faucet: Keypair,
+    /// The mint's own keypair (fixes the mint address across restarts).
+    pub mint: Keypair,
+    /// Relayer and reward authority.
+    pub relayer: Keypair,
+    /// Demo client.
+    pub client: Keypair,
+    /// Node operators.
+    pub nodes: Vec<Keypair>,
+    dir: PathBuf,
+}
+
+impl TestnetKeys {
+    /// Loads the keys from `dir`, creating any that are missing.
+    pub fn load_or_create(dir: &Path, nodes: usize) -> Result<Self, ChainError> {
+        let key = |name: &str| keys::read_or_create(&dir.join("keys").join(format!("{name}.json")));
+        Ok(Self {
+            admin: key("admin")?,
+            faucet: key("faucet")?,
+            mint: key("mint")?,
+            relayer: key("relayer")?,
+            client: key("client")?,
+            nodes: (0..nodes).map(|i| key(&format!("node-{i}"))).collect::<Result<_, _>>()?,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join("keys").join(format!("{name}.json"))
+    }
+}
+
+/// What the genesis sets up.
+#[derive(Debug, Clone)]
+pub struct GenesisOptions {
+    /// Protocol parameters.
+    pub params: ConfigParams,
+    /// Stake per node, in token base units.
+    pub node_stake: u64,
+    /// Deposit of the demo client, in token base units.
+    pub client_deposit: u64,
+    /// Initial reward pool, in token base units.
+    pub reward_pool: u64,
+}
+
+impl Default for GenesisOptions {
+    fn default() -> Self {
+        Self {
+            params: testnet_params(),
+            node_stake: 1_000 * TOKEN,
+            client_deposit: 100 * TOKEN,
+            reward_pool: 10_000 * TOKEN,
+        }
+    }
+}
+
+/// Parameters for a local testnet: short periods so a demo sees every phase.
+pub fn testnet_params() -> ConfigParams {
+    ConfigParams {
+        min_stake: 100 * TOKEN,
+        unbonding_period: 120,
+        epoch_length: 60,
+        audit_rate_bps: 500,
+        slash_bps: 5_000,
+        challenger_share_bps: 2_000,
+        challenge_window: 600,
+        challenge_bond: 10 * TOKEN,
+        verdict_timeout: 300,
+        verifier_quorum: 2,
+        committee_size: 3,
+        protocol_fee_bps: 500,
+        epoch_reward_cap: 1_000 * TOKEN,
+        escrow_withdraw_delay: 60,
+    }
+}
+
+/// Creates the mint, initialises the program, allows the relayer, funds
+/// the reward pool and the demo client, and funds, registers and stakes each
+/// node (compute and verifier roles). Returns the manifest to write.
+pub async fn bootstrap(
+    client: &ChainClient,
+    ws_url: &str,
+    keys: &TestnetKeys,
+    options: &GenesisOptions,
+) -> Result<TestnetManifest, ChainError> {
+    let admin = &keys.admin;
+    let faucet = &keys.faucet;
+    let mint = keys.mint.pubkey();
+    for k in [admin, faucet, &keys.relayer, &keys.client] {
+        client.airdrop(&k.pubkey(), 100 * LAMPORTS_PER_SOL).await?;
+    }
+    let rent = client.rent(token::MINT_LEN).await?;
+    client
+        .send(&token::create_mint(&faucet.pubkey(), &mint, &faucet.pubkey(), rent)?, faucet, &[&keys.mint])
+        .await?;
+    client
+        .send(&[ix::initialize(&admin.pubkey(), &mint, options.params, &keys.relayer.pubkey())], admin, &[])
+        .await?;
+    client
+        .send(&[ix::add_relayer(&admin.pubkey(), &keys.relayer.pubkey())], admin, &[])
+        .await?;
+
+    let relayer_ata = token::faucet(client, faucet, &mint, &keys.relayer.pubkey(), 0, options.reward_pool).await?;
+    client
+        .send(&[ix::fund_rewards(&keys.relayer.pubkey(), &relayer_ata, options.reward_pool)], &keys.relayer, &[])
+        .await?;
+
+    let client_ata = token::faucet(client, faucet, &mint, &keys.client.pubkey(), 0, 10 * options.client_deposit).await?;
+    client
+        .send(&[ix::deposit(&keys.client.pubkey(), &client_ata, options.client_deposit)], &keys.client, &[])
+        .await?;
+
+    for (i, node) in keys.nodes.iter().enumerate() {
+        let ata = token::faucet(client, faucet, &mint, &node.pubkey(), 10 * LAMPORTS_PER_SOL, 2 * options.node_stake).await?;
+        let register = ix::register_node(
+            &node.pubkey(),
+            vec![format!("/ip4/127.0.0.1/tcp/{}", 4_001 + i)],
+            Capacity {
+                memory_mb: 4_096,
+                compute_score: 0,
+                bandwidth_mbps: 1_000,
+            },
+            ROLE_COMPUTE | ROLE_VERIFIER,
+        );
+        let stake = ix::stake(&node.pubkey(), &ata, &mint, options.node_stake);
+        client.send(&[register, stake], node, &[]).await?;
+    }
+
+    Ok(TestnetManifest {
+        rpc_url: client.url().to_string(),
+        ws_url: ws_url.to_string(),
+        program_id: strata_chain::PROGRAM_ID.to_string(),
+        mint: mint.to_string(),
+        faucet_keypair: keys.path("faucet"),
+        admin_keypair: keys.path("admin"),
+        relayer_keypair: keys.path("relayer"),
+        client_keypair: keys.path("client"),
+        node_keypairs: (0..keys.nodes.len()).map(|i| keys.path(&format!("node-{i}"))).collect(),
+        nodes: keys.nodes.iter().map(|k| k.pubkey().to_string()).collect(),
+    })
+}
+
+/// The vault's address, for printing.
+pub fn vault() -> Pubkey {
+    pda::vault()
+}
