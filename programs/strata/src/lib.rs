@@ -36,12 +36,20 @@ pub mod strata {
     use super::*;
 
     /// Creates the config and vault (once).
-    pub fn initialize(ctx: Context<Initialize>, params: ConfigParams, reward_authority: Pubkey) -> Result<()> {
+    pub fn initialize(
+        ctx: Context<Initialize>,
+        params: ConfigParams,
+        reward_authority: Pubkey,
+    ) -> Result<()> {
         instructions::initialize::handler(ctx, params, reward_authority)
     }
 
     /// Updates parameters and the reward authority (admin).
-    pub fn update_config(ctx: Context<UpdateConfig>, params: ConfigParams, reward_authority: Pubkey) -> Result<()> {
+    pub fn update_config(
+        ctx: Context<UpdateConfig>,
+        params: ConfigParams,
+        reward_authority: Pubkey,
+    ) -> Result<()> {
         instructions::update_config::handler(ctx, params, reward_authority)
     }
 
@@ -66,7 +74,12 @@ pub mod strata {
     }
 
     /// Updates a node's endpoints, capacity and roles.
-    pub fn update_node(ctx: Context<UpdateNode>, multiaddrs: Vec<String>, capacity: Capacity, roles: u8) -> Result<()> {
+    pub fn update_node(
+        ctx: Context<UpdateNode>,
+        multiaddrs: Vec<String>,
+        capacity: Capacity,
+        roles: u8,
+    ) -> Result<()> {
         instructions::update_node::handler(ctx, multiaddrs, capacity, roles)
     }
 
@@ -127,7 +140,10 @@ pub mod strata {
     }
 
     /// Resolves a challenge with a quorum-signed verdict.
-    pub fn resolve_challenge<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool) -> Result<()> {
+    pub fn resolve_challenge<'info>(
+        ctx: Context<'info, ResolveChallenge<'info>>,
+        upheld: bool,
+    ) -> Result<()> {
         instructions::resolve_challenge::handler(ctx, upheld)
     }
 
@@ -153,7 +169,12 @@ pub mod strata {
     }
 
     /// Claims rewards with a Merkle proof.
-    pub fn claim_rewards(ctx: Context<ClaimRewards>, cumulative: u64, leaf_index: u32, proof: Vec<[u8; 32]>) -> Result<()> {
+    pub fn claim_rewards(
+        ctx: Context<ClaimRewards>,
+        cumulative: u64,
+        leaf_index: u32,
+        proof: Vec<[u8; 32]>,
+    ) -> Result<()> {
         instructions::claim_rewards::handler(ctx, cumulative, leaf_index, proof)
     }
 }

@@ -14,12 +14,25 @@ const NODE_PREFIX: &[u8] = &[1];
 /// Leaf of a receipt batch: the task, the node that served it, and a digest
 /// of the full receipt (which the relayer serves off-chain).
 pub fn receipt_leaf(task_id: &[u8; 32], node: &Pubkey, receipt_digest: &[u8; 32]) -> [u8; 32] {
-    hashv(&[LEAF_PREFIX, b"receipt", task_id, node.as_ref(), receipt_digest]).to_bytes()
+    hashv(&[
+        LEAF_PREFIX,
+        b"receipt",
+        task_id,
+        node.as_ref(),
+        receipt_digest,
+    ])
+    .to_bytes()
 }
 
 /// Leaf of a reward root: a node's cumulative rewards since genesis.
 pub fn reward_leaf(operator: &Pubkey, cumulative: u64) -> [u8; 32] {
-    hashv(&[LEAF_PREFIX, b"reward", operator.as_ref(), &cumulative.to_le_bytes()]).to_bytes()
+    hashv(&[
+        LEAF_PREFIX,
+        b"reward",
+        operator.as_ref(),
+        &cumulative.to_le_bytes(),
+    ])
+    .to_bytes()
 }
 
 /// Parent of two nodes.

@@ -6,7 +6,11 @@ use anchor_lang::prelude::*;
 use anchor_lang::solana_program::entrypoint::ProgramResult;
 
 /// Calls Anchor's generated `entry`.
-pub fn process_instruction(program_id: &Pubkey, accounts: &[AccountInfo], data: &[u8]) -> ProgramResult {
+pub fn process_instruction(
+    program_id: &Pubkey,
+    accounts: &[AccountInfo],
+    data: &[u8],
+) -> ProgramResult {
     // SAFETY: Anchor's `entry` ties the slice's lifetime to the lifetime inside
     // `AccountInfo` ('info), which a plain fn-pointer signature cannot state.
     // Only the lifetime parameters change; the slice and the data it borrows

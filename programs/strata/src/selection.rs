@@ -13,7 +13,13 @@ pub fn challenge_seed(slot_hash: &[u8; 32], challenge: &Pubkey) -> [u8; 32] {
 }
 
 /// Whether `verifier` with `stake` is in the committee for `seed`.
-pub fn is_selected(seed: &[u8; 32], verifier: &Pubkey, stake: u64, total: u64, committee: u8) -> bool {
+pub fn is_selected(
+    seed: &[u8; 32],
+    verifier: &Pubkey,
+    stake: u64,
+    total: u64,
+    committee: u8,
+) -> bool {
     if stake == 0 || total == 0 {
         return false;
     }

@@ -50,7 +50,11 @@ pub fn verified_before_current(instructions_sysvar: &AccountInfo) -> Result<Vec<
 
 /// Parses the precompile's instruction data.
 pub fn parse_precompile_data(data: &[u8]) -> Result<Vec<SignedMessage>> {
-    let count = usize::from(*data.first().ok_or(error!(StrataError::MalformedSignatures))?);
+    let count = usize::from(
+        *data
+            .first()
+            .ok_or(error!(StrataError::MalformedSignatures))?,
+    );
     let mut out = Vec::with_capacity(count);
     for i in 0..count {
         let start = HEADER_LEN + i * OFFSETS_LEN;

@@ -66,7 +66,16 @@ fn type_cosplay_is_refused() {
     data.resize(size, 0);
     let lamports = env.svm.minimum_balance_for_rent_exemption(size);
     env.svm
-        .set_account(node_pda, Account { lamports, data, owner: PROGRAM_ID, executable: false, rent_epoch: 0 })
+        .set_account(
+            node_pda,
+            Account {
+                lamports,
+                data,
+                owner: PROGRAM_ID,
+                executable: false,
+                rent_epoch: 0,
+            },
+        )
         .unwrap();
     assert_code(
         env.send(&[ix::request_unstake(&op.pubkey(), 500)], &op, &[]),
@@ -79,11 +88,14 @@ fn type_cosplay_is_refused() {
 fn non_canonical_bump_is_refused() {
     let mut env = Env::new();
     let (op, _) = env.compute_node(MIN_STAKE);
-    let (canonical, bump) = Pubkey::find_program_address(&[b"node", op.pubkey().as_ref()], &PROGRAM_ID);
+    let (canonical, bump) =
+        Pubkey::find_program_address(&[b"node", op.pubkey().as_ref()], &PROGRAM_ID);
     // Another valid PDA for the same seeds with a lower bump, holding a copy of the real record.
     let other = (0..bump)
         .rev()
-        .find_map(|b| Pubkey::create_program_address(&[b"node", op.pubkey().as_ref(), &[b]], &PROGRAM_ID).ok())
+        .find_map(|b| {
+            Pubkey::create_program_address(&[b"node", op.pubkey().as_ref(), &[b]], &PROGRAM_ID).ok()
+        })
         .expect("some lower bump is off the curve");
     let copy = env.svm.get_account(&canonical).unwrap();
     env.svm.set_account(other, copy).unwrap();
@@ -111,7 +123,10 @@ fn reinitialization_is_refused() {
     let again = ix::initialize(&attacker.pubkey(), &env.mint, params(), &attacker.pubkey());
     assert_code(env.send(&[again], &attacker, &[]), ACCOUNT_ALREADY_IN_USE);
     let again_by_admin = ix::initialize(&admin.pubkey(), &env.mint, params(), &admin.pubkey());
-    assert_code(env.send(&[again_by_admin], &admin, &[]), ACCOUNT_ALREADY_IN_USE);
+    assert_code(
+        env.send(&[again_by_admin], &admin, &[]),
+        ACCOUNT_ALREADY_IN_USE,
+    );
     assert_eq!(env.config().admin, admin.pubkey());
     // Registering the same node twice is the same attack on another account.
     let (op, _) = env.compute_node(MIN_STAKE);
@@ -124,11 +139,20 @@ fn same_mutable_account_twice_is_refused() {
     // The vault passed as the client's destination account.
     let mut env = Env::new();
     let (client, _) = env.client(1_000);
-    env.send(&[ix::request_withdrawal(&client.pubkey(), 500)], &client, &[]).unwrap();
+    env.send(
+        &[ix::request_withdrawal(&client.pubkey(), 500)],
+        &client,
+        &[],
+    )
+    .unwrap();
     env.warp(params().escrow_withdraw_delay);
     // Anchor 1.x refuses duplicate mutable accounts itself.
     assert_code(
-        env.send(&[ix::withdraw(&client.pubkey(), &pda::vault())], &client, &[]),
+        env.send(
+            &[ix::withdraw(&client.pubkey(), &pda::vault())],
+            &client,
+            &[],
+        ),
         CONSTRAINT_DUPLICATE_MUTABLE_ACCOUNT,
     );
     // In `remaining_accounts` (outside Anchor's check) the program refuses it by name.
@@ -161,10 +185,32 @@ fn arithmetic_overflow_is_refused() {
     let relayer = env.relayer();
     let leaf = [[1u8; 32]];
     let id = env.config().next_batch_id;
-    env.send(&[ix::post_batch(&relayer.pubkey(), id, 0, merkle::root(&leaf), 1, u64::MAX)], &relayer, &[])
-        .unwrap();
+    env.send(
+        &[ix::post_batch(
+            &relayer.pubkey(),
+            id,
+            0,
+            merkle::root(&leaf),
+            1,
+            u64::MAX,
+        )],
+        &relayer,
+        &[],
+    )
+    .unwrap();
     assert_error(
-        env.send(&[ix::post_batch(&relayer.pubkey(), id + 1, 0, merkle::root(&leaf), 1, 1)], &relayer, &[]),
+        env.send(
+            &[ix::post_batch(
+                &relayer.pubkey(),
+                id + 1,
+                0,
+                merkle::root(&leaf),
+                1,
+                1,
+            )],
+            &relayer,
+            &[],
+        ),
         StrataError::MathOverflow,
     );
 }
@@ -174,12 +220,21 @@ fn config_update_by_non_admin_or_out_of_bounds_is_refused() {
     let mut env = Env::new();
     let (mallory, _) = env.user(0);
     assert_error(
-        env.send(&[ix::update_config(&mallory.pubkey(), params(), &mallory.pubkey())], &mallory, &[]),
+        env.send(
+            &[ix::update_config(
+                &mallory.pubkey(),
+                params(),
+                &mallory.pubkey(),
+            )],
+            &mallory,
+            &[],
+        ),
         StrataError::Unauthorized,
     );
     let admin = env.admin.insecure_clone();
     let reward = env.reward_authority.pubkey();
-    let bad: Vec<Box<dyn Fn(&mut strata_chain::ConfigParams)>> = vec![
+    type Change = Box<dyn Fn(&mut strata_chain::ConfigParams)>;
+    let bad: Vec<Change> = vec![
         Box::new(|p| p.protocol_fee_bps = 5_001),
         Box::new(|p| p.slash_bps = 10_001),
         Box::new(|p| p.verifier_quorum = p.committee_size + 1),
@@ -193,7 +248,11 @@ fn config_update_by_non_admin_or_out_of_bounds_is_refused() {
         let mut p = params();
         change(&mut p);
         assert_error(
-            env.send(&[ix::update_config(&admin.pubkey(), p, &reward)], &admin, &[]),
+            env.send(
+                &[ix::update_config(&admin.pubkey(), p, &reward)],
+                &admin,
+                &[],
+            ),
             StrataError::InvalidParameter,
         );
     }
@@ -213,24 +272,69 @@ fn relayer_must_be_registered() {
 fn double_claim_pays_nothing() {
     let mut env = Env::new();
     let (funder, funder_ata) = env.user(10_000);
-    env.send(&[ix::fund_rewards(&funder.pubkey(), &funder_ata, 10_000)], &funder, &[]).unwrap();
+    env.send(
+        &[ix::fund_rewards(&funder.pubkey(), &funder_ata, 10_000)],
+        &funder,
+        &[],
+    )
+    .unwrap();
     let (n, n_ata) = env.compute_node(MIN_STAKE);
-    let leaves = vec![merkle::reward_leaf(&n.pubkey(), 700), merkle::reward_leaf(&Pubkey::new_unique(), 1)];
+    let leaves = vec![
+        merkle::reward_leaf(&n.pubkey(), 700),
+        merkle::reward_leaf(&Pubkey::new_unique(), 1),
+    ];
     let auth = env.reward_authority.insecure_clone();
-    env.send(&[ix::publish_rewards(&auth.pubkey(), 0, merkle::root(&leaves), 2, 701)], &auth, &[])
-        .unwrap();
-    let claim = ix::claim_rewards(&n.pubkey(), &n_ata, 0, 700, 0, merkle::proof(&leaves, 0).unwrap());
-    env.send(&[claim.clone()], &n, &[]).unwrap();
+    env.send(
+        &[ix::publish_rewards(
+            &auth.pubkey(),
+            0,
+            merkle::root(&leaves),
+            2,
+            701,
+        )],
+        &auth,
+        &[],
+    )
+    .unwrap();
+    let claim = ix::claim_rewards(
+        &n.pubkey(),
+        &n_ata,
+        0,
+        700,
+        0,
+        merkle::proof(&leaves, 0).unwrap(),
+    );
+    env.send(std::slice::from_ref(&claim), &n, &[]).unwrap();
     let after_first = env.token_balance(&n_ata);
     assert_error(env.send(&[claim], &n, &[]), StrataError::NothingToClaim);
     assert_eq!(env.token_balance(&n_ata), after_first);
     // A forged amount fails the proof.
-    let forged = ix::claim_rewards(&n.pubkey(), &n_ata, 0, 7_000, 0, merkle::proof(&leaves, 0).unwrap());
-    assert_error(env.send(&[forged], &n, &[]), StrataError::InvalidMerkleProof);
+    let forged = ix::claim_rewards(
+        &n.pubkey(),
+        &n_ata,
+        0,
+        7_000,
+        0,
+        merkle::proof(&leaves, 0).unwrap(),
+    );
+    assert_error(
+        env.send(&[forged], &n, &[]),
+        StrataError::InvalidMerkleProof,
+    );
     // Someone else cannot claim with n's leaf.
     let (other, other_ata) = env.user(0);
-    let stolen = ix::claim_rewards(&other.pubkey(), &other_ata, 0, 700, 0, merkle::proof(&leaves, 0).unwrap());
-    assert_error(env.send(&[stolen], &other, &[]), StrataError::InvalidMerkleProof);
+    let stolen = ix::claim_rewards(
+        &other.pubkey(),
+        &other_ata,
+        0,
+        700,
+        0,
+        merkle::proof(&leaves, 0).unwrap(),
+    );
+    assert_error(
+        env.send(&[stolen], &other, &[]),
+        StrataError::InvalidMerkleProof,
+    );
 }
 
 #[test]
@@ -239,16 +343,28 @@ fn reward_root_above_cap_or_out_of_order_is_refused() {
     let auth = env.reward_authority.insecure_clone();
     let cap = params().epoch_reward_cap;
     assert_error(
-        env.send(&[ix::publish_rewards(&auth.pubkey(), 0, [1; 32], 1, cap + 1)], &auth, &[]),
+        env.send(
+            &[ix::publish_rewards(&auth.pubkey(), 0, [1; 32], 1, cap + 1)],
+            &auth,
+            &[],
+        ),
         StrataError::RewardCapExceeded,
     );
     assert_error(
-        env.send(&[ix::publish_rewards(&auth.pubkey(), 5, [1; 32], 1, 1)], &auth, &[]),
+        env.send(
+            &[ix::publish_rewards(&auth.pubkey(), 5, [1; 32], 1, 1)],
+            &auth,
+            &[],
+        ),
         StrataError::InvalidEpoch,
     );
     let (mallory, _) = env.user(0);
     assert_error(
-        env.send(&[ix::publish_rewards(&mallory.pubkey(), 0, [1; 32], 1, 1)], &mallory, &[]),
+        env.send(
+            &[ix::publish_rewards(&mallory.pubkey(), 0, [1; 32], 1, 1)],
+            &mallory,
+            &[],
+        ),
         StrataError::Unauthorized,
     );
 }
@@ -268,7 +384,13 @@ fn replayed_or_stale_voucher_is_refused() {
     let stale = env.redeem_ixs(&n.pubkey(), &[(&c, n.pubkey(), n_ata, 900)]);
     assert_error(env.send(&stale, &n, &[]), StrataError::StaleVoucher);
     // The same voucher twice in one batch.
-    let doubled = env.redeem_ixs(&n.pubkey(), &[(&c, n.pubkey(), n_ata, 1_500), (&c, n.pubkey(), n_ata, 1_500)]);
+    let doubled = env.redeem_ixs(
+        &n.pubkey(),
+        &[
+            (&c, n.pubkey(), n_ata, 1_500),
+            (&c, n.pubkey(), n_ata, 1_500),
+        ],
+    );
     assert_error(env.send(&doubled, &n, &[]), StrataError::StaleVoucher);
     assert_eq!(env.token_balance(&n_ata), paid, "nothing moved");
 }
@@ -302,31 +424,52 @@ fn voucher_without_precompile_or_with_forged_signature_is_refused() {
     assert_error(env.send(&ixs[1..], &n, &[]), StrataError::MissingSignatures);
     // A signature by another key claiming to be the client: the precompile fails the transaction.
     let mallory = Keypair::new();
-    let mut forged = SignedMessage::sign(&mallory, &voucher::voucher_message(&PROGRAM_ID, &n.pubkey(), 500));
+    let mut forged = SignedMessage::sign(
+        &mallory,
+        &voucher::voucher_message(&PROGRAM_ID, &n.pubkey(), 500),
+    );
     forged.signer = c.pubkey();
     let mut forged_ixs = ixs.clone();
     forged_ixs[0] = verify_instruction(&[forged]).unwrap();
     let err = env.send(&forged_ixs, &n, &[]).unwrap_err();
     assert!(
-        matches!(err, solana_transaction_error::TransactionError::InstructionError(0, _)),
+        matches!(
+            err,
+            solana_transaction_error::TransactionError::InstructionError(0, _)
+        ),
         "the ed25519 precompile (instruction 0) must reject it: {err:?}"
     );
     // A voucher for another deployment (different program id in the message).
-    let other = SignedMessage::sign(&c, &voucher::voucher_message(&Pubkey::new_unique(), &n.pubkey(), 500));
+    let other = SignedMessage::sign(
+        &c,
+        &voucher::voucher_message(&Pubkey::new_unique(), &n.pubkey(), 500),
+    );
     let mut wrong_program = ixs;
     wrong_program[0] = verify_instruction(&[other]).unwrap();
-    assert_error(env.send(&wrong_program, &n, &[]), StrataError::MessageMismatch);
+    assert_error(
+        env.send(&wrong_program, &n, &[]),
+        StrataError::MessageMismatch,
+    );
 }
 
 #[test]
 fn withdraw_before_unbonding_ends_is_refused() {
     let mut env = Env::new();
     let (op, ata) = env.compute_node(MIN_STAKE);
-    env.send(&[ix::request_unstake(&op.pubkey(), MIN_STAKE)], &op, &[]).unwrap();
+    env.send(&[ix::request_unstake(&op.pubkey(), MIN_STAKE)], &op, &[])
+        .unwrap();
     env.warp(params().unbonding_period - 1);
-    assert_error(env.send(&[ix::withdraw_stake(&op.pubkey(), &ata)], &op, &[]), StrataError::UnbondingNotElapsed);
+    assert_error(
+        env.send(&[ix::withdraw_stake(&op.pubkey(), &ata)], &op, &[]),
+        StrataError::UnbondingNotElapsed,
+    );
     let (client, client_ata) = env.client(100);
-    env.send(&[ix::request_withdrawal(&client.pubkey(), 100)], &client, &[]).unwrap();
+    env.send(
+        &[ix::request_withdrawal(&client.pubkey(), 100)],
+        &client,
+        &[],
+    )
+    .unwrap();
     assert_error(
         env.send(&[ix::withdraw(&client.pubkey(), &client_ata)], &client, &[]),
         StrataError::WithdrawalDelayNotElapsed,
@@ -350,11 +493,18 @@ fn open_case(verifiers: usize, committee: u8, quorum: u8) -> Case {
     p.committee_size = committee;
     p.verifier_quorum = quorum;
     let reward = env.reward_authority.pubkey();
-    env.send(&[ix::update_config(&admin.pubkey(), p, &reward)], &admin, &[]).unwrap();
+    env.send(
+        &[ix::update_config(&admin.pubkey(), p, &reward)],
+        &admin,
+        &[],
+    )
+    .unwrap();
     let relayer = env.relayer();
     let (accused, _) = env.compute_node(10_000);
     let vs: Vec<Keypair> = (0..verifiers).map(|_| env.verifier(5_000).0).collect();
-    let leaves: Vec<[u8; 32]> = (0..2u8).map(|i| merkle::receipt_leaf(&[i; 32], &accused.pubkey(), &[i; 32])).collect();
+    let leaves: Vec<[u8; 32]> = (0..2u8)
+        .map(|i| merkle::receipt_leaf(&[i; 32], &accused.pubkey(), &[i; 32]))
+        .collect();
     let id = env.post_batch(&relayer, &leaves);
     let challenge = pda::challenge(&pda::batch(id), 1);
     let total = env.config().total_verifier_stake;
@@ -363,37 +513,85 @@ fn open_case(verifiers: usize, committee: u8, quorum: u8) -> Case {
         .map(|i| [i; 32])
         .find(|h| {
             let seed = selection::challenge_seed(h, &challenge);
-            let n = vs.iter().filter(|v| selection::is_selected(&seed, &v.pubkey(), 5_000, total, committee)).count();
+            let n = vs
+                .iter()
+                .filter(|v| selection::is_selected(&seed, &v.pubkey(), 5_000, total, committee))
+                .count();
             n >= usize::from(quorum) && n < vs.len()
         })
         .expect("a slot hash that splits the committee");
     env.set_slot_hash(hash);
     let (challenger, challenger_ata) = env.user(1_000);
-    let claim = ReceiptClaim { leaf_index: 1, task_id: [1; 32], receipt_digest: [1; 32], proof: merkle::proof(&leaves, 1).unwrap() };
-    env.send(&[ix::open_challenge(&challenger.pubkey(), &challenger_ata, id, &accused.pubkey(), claim)], &challenger, &[])
-        .unwrap();
+    let claim = ReceiptClaim {
+        leaf_index: 1,
+        task_id: [1; 32],
+        receipt_digest: [1; 32],
+        proof: merkle::proof(&leaves, 1).unwrap(),
+    };
+    env.send(
+        &[ix::open_challenge(
+            &challenger.pubkey(),
+            &challenger_ata,
+            id,
+            &accused.pubkey(),
+            claim,
+        )],
+        &challenger,
+        &[],
+    )
+    .unwrap();
     let c: Challenge = env.account(&challenge);
-    let (selected, not_selected) = vs
-        .into_iter()
-        .partition(|v| selection::is_selected(&c.seed, &v.pubkey(), 5_000, c.total_verifier_stake, committee));
-    Case { env, accused, challenger_ata, challenge, selected, not_selected }
+    let (selected, not_selected) = vs.into_iter().partition(|v| {
+        selection::is_selected(
+            &c.seed,
+            &v.pubkey(),
+            5_000,
+            c.total_verifier_stake,
+            committee,
+        )
+    });
+    Case {
+        env,
+        accused,
+        challenger_ata,
+        challenge,
+        selected,
+        not_selected,
+    }
 }
 
 impl Case {
-    fn verdict(&mut self, voters: &[&Keypair], upheld: bool) -> Result<litesvm::types::TransactionMetadata, solana_transaction_error::TransactionError> {
+    fn verdict(
+        &mut self,
+        voters: &[&Keypair],
+        upheld: bool,
+    ) -> Result<litesvm::types::TransactionMetadata, solana_transaction_error::TransactionError>
+    {
         let msg = voucher::verdict_message(&PROGRAM_ID, &self.challenge, upheld);
-        let signed: Vec<_> = voters.iter().map(|v| SignedMessage::sign(v, &msg)).collect();
+        let signed: Vec<_> = voters
+            .iter()
+            .map(|v| SignedMessage::sign(v, &msg))
+            .collect();
         let keys: Vec<_> = voters.iter().map(|v| v.pubkey()).collect();
         let submitter = voters[0].insecure_clone();
         let ixs = vec![
             verify_instruction(&signed).unwrap(),
-            ix::resolve_challenge(&submitter.pubkey(), &self.challenge, &self.accused.pubkey(), &self.challenger_ata, &keys, upheld),
+            ix::resolve_challenge(
+                &submitter.pubkey(),
+                &self.challenge,
+                &self.accused.pubkey(),
+                &self.challenger_ata,
+                &keys,
+                upheld,
+            ),
         ];
         self.env.send(&ixs, &submitter, &[])
     }
 
     fn stake_of_accused(&self) -> u64 {
-        self.env.account::<Node>(&pda::node(&self.accused.pubkey())).stake
+        self.env
+            .account::<Node>(&pda::node(&self.accused.pubkey()))
+            .stake
     }
 }
 
@@ -403,7 +601,10 @@ fn slash_without_quorum_is_refused() {
     let one = case.selected[0].insecure_clone();
     assert_error(case.verdict(&[&one], true), StrataError::QuorumNotReached);
     // The same verifier twice does not make a quorum either.
-    assert_error(case.verdict(&[&one, &one], true), StrataError::QuorumNotReached);
+    assert_error(
+        case.verdict(&[&one, &one], true),
+        StrataError::QuorumNotReached,
+    );
     assert_eq!(case.stake_of_accused(), 10_000);
 }
 
@@ -413,7 +614,10 @@ fn verdict_by_verifiers_not_selected_is_refused() {
     assert!(!case.not_selected.is_empty());
     let a = case.selected[0].insecure_clone();
     let outsider = case.not_selected[0].insecure_clone();
-    assert_error(case.verdict(&[&a, &outsider], true), StrataError::VerifierNotSelected);
+    assert_error(
+        case.verdict(&[&a, &outsider], true),
+        StrataError::VerifierNotSelected,
+    );
     // A key that is not a registered verifier at all cannot even be loaded as one.
     let stranger = Keypair::new();
     let err = case.verdict(&[&a, &stranger], true).unwrap_err();
@@ -433,10 +637,20 @@ fn verdict_for_the_other_outcome_or_after_deadline_is_refused() {
     let b = case.selected[1].insecure_clone();
     // Signatures for "rejected" submitted as "upheld".
     let msg = voucher::verdict_message(&PROGRAM_ID, &case.challenge, false);
-    let signed: Vec<_> = [&a, &b].iter().map(|v| SignedMessage::sign(v, &msg)).collect();
+    let signed: Vec<_> = [&a, &b]
+        .iter()
+        .map(|v| SignedMessage::sign(v, &msg))
+        .collect();
     let ixs = vec![
         verify_instruction(&signed).unwrap(),
-        ix::resolve_challenge(&a.pubkey(), &case.challenge, &case.accused.pubkey(), &case.challenger_ata, &[a.pubkey(), b.pubkey()], true),
+        ix::resolve_challenge(
+            &a.pubkey(),
+            &case.challenge,
+            &case.accused.pubkey(),
+            &case.challenger_ata,
+            &[a.pubkey(), b.pubkey()],
+            true,
+        ),
     ];
     assert_error(case.env.send(&ixs, &a, &[]), StrataError::MessageMismatch);
     case.env.warp(params().verdict_timeout + 1);
@@ -448,9 +662,22 @@ fn stake_cannot_leave_while_challenged_and_window_closes() {
     let mut case = open_case(8, 4, 2);
     let accused = case.accused.insecure_clone();
     let ata = pda::associated_token(&accused.pubkey(), &case.env.mint);
-    case.env.send(&[ix::request_unstake(&accused.pubkey(), 10_000)], &accused, &[]).unwrap();
+    case.env
+        .send(
+            &[ix::request_unstake(&accused.pubkey(), 10_000)],
+            &accused,
+            &[],
+        )
+        .unwrap();
     case.env.warp(params().unbonding_period);
-    assert_error(case.env.send(&[ix::withdraw_stake(&accused.pubkey(), &ata)], &accused, &[]), StrataError::ChallengePending);
+    assert_error(
+        case.env.send(
+            &[ix::withdraw_stake(&accused.pubkey(), &ata)],
+            &accused,
+            &[],
+        ),
+        StrataError::ChallengePending,
+    );
     // Unbonding stake is still slashable.
     let a = case.selected[0].insecure_clone();
     let b = case.selected[1].insecure_clone();
@@ -466,18 +693,50 @@ fn challenge_with_bad_proof_or_after_window_is_refused() {
     let relayer = env.relayer();
     let (accused, _) = env.compute_node(10_000);
     env.verifier(5_000);
-    let leaves: Vec<[u8; 32]> = (0..3u8).map(|i| merkle::receipt_leaf(&[i; 32], &accused.pubkey(), &[i; 32])).collect();
+    let leaves: Vec<[u8; 32]> = (0..3u8)
+        .map(|i| merkle::receipt_leaf(&[i; 32], &accused.pubkey(), &[i; 32]))
+        .collect();
     let id = env.post_batch(&relayer, &leaves);
     let (ch, ch_ata) = env.user(1_000);
-    let bad = ReceiptClaim { leaf_index: 1, task_id: [9; 32], receipt_digest: [1; 32], proof: merkle::proof(&leaves, 1).unwrap() };
+    let bad = ReceiptClaim {
+        leaf_index: 1,
+        task_id: [9; 32],
+        receipt_digest: [1; 32],
+        proof: merkle::proof(&leaves, 1).unwrap(),
+    };
     assert_error(
-        env.send(&[ix::open_challenge(&ch.pubkey(), &ch_ata, id, &accused.pubkey(), bad)], &ch, &[]),
+        env.send(
+            &[ix::open_challenge(
+                &ch.pubkey(),
+                &ch_ata,
+                id,
+                &accused.pubkey(),
+                bad,
+            )],
+            &ch,
+            &[],
+        ),
         StrataError::InvalidMerkleProof,
     );
     env.warp(params().challenge_window + 1);
-    let good = ReceiptClaim { leaf_index: 1, task_id: [1; 32], receipt_digest: [1; 32], proof: merkle::proof(&leaves, 1).unwrap() };
+    let good = ReceiptClaim {
+        leaf_index: 1,
+        task_id: [1; 32],
+        receipt_digest: [1; 32],
+        proof: merkle::proof(&leaves, 1).unwrap(),
+    };
     assert_error(
-        env.send(&[ix::open_challenge(&ch.pubkey(), &ch_ata, id, &accused.pubkey(), good)], &ch, &[]),
+        env.send(
+            &[ix::open_challenge(
+                &ch.pubkey(),
+                &ch_ata,
+                id,
+                &accused.pubkey(),
+                good,
+            )],
+            &ch,
+            &[],
+        ),
         StrataError::ChallengeWindowClosed,
     );
     assert_eq!(env.token_balance(&ch_ata), 1_000, "no bond taken");
@@ -488,15 +747,157 @@ fn bad_node_declarations_are_refused() {
     let mut env = Env::new();
     let (op, _) = env.user(0);
     let too_many = vec!["/ip4/127.0.0.1/tcp/1".to_string(); 5];
-    assert_error(env.send(&[ix::register_node(&op.pubkey(), too_many, Default::default(), 1)], &op, &[]), StrataError::TooManyMultiaddrs);
+    assert_error(
+        env.send(
+            &[ix::register_node(
+                &op.pubkey(),
+                too_many,
+                Default::default(),
+                1,
+            )],
+            &op,
+            &[],
+        ),
+        StrataError::TooManyMultiaddrs,
+    );
     let not_addr = vec!["127.0.0.1:4001".to_string()];
-    assert_error(env.send(&[ix::register_node(&op.pubkey(), not_addr, Default::default(), 1)], &op, &[]), StrataError::InvalidMultiaddr);
-    assert_error(env.send(&[ix::register_node(&op.pubkey(), vec![], Default::default(), 0)], &op, &[]), StrataError::InvalidRoles);
-    assert_error(env.send(&[ix::register_node(&op.pubkey(), vec![], Default::default(), 4)], &op, &[]), StrataError::InvalidRoles);
-    env.send(&[ix::register_node(&op.pubkey(), vec![], Default::default(), 1)], &op, &[]).unwrap();
+    assert_error(
+        env.send(
+            &[ix::register_node(
+                &op.pubkey(),
+                not_addr,
+                Default::default(),
+                1,
+            )],
+            &op,
+            &[],
+        ),
+        StrataError::InvalidMultiaddr,
+    );
+    assert_error(
+        env.send(
+            &[ix::register_node(
+                &op.pubkey(),
+                vec![],
+                Default::default(),
+                0,
+            )],
+            &op,
+            &[],
+        ),
+        StrataError::InvalidRoles,
+    );
+    assert_error(
+        env.send(
+            &[ix::register_node(
+                &op.pubkey(),
+                vec![],
+                Default::default(),
+                4,
+            )],
+            &op,
+            &[],
+        ),
+        StrataError::InvalidRoles,
+    );
+    env.send(
+        &[ix::register_node(
+            &op.pubkey(),
+            vec![],
+            Default::default(),
+            1,
+        )],
+        &op,
+        &[],
+    )
+    .unwrap();
     let ata = env.token_account_for(&op.pubkey());
     env.mint_to(&ata, 10);
-    assert_error(env.send(&[ix::stake(&op.pubkey(), &ata, &env.mint, 10)], &op, &[]), StrataError::BelowMinimumStake);
+    assert_error(
+        env.send(&[ix::stake(&op.pubkey(), &ata, &env.mint, 10)], &op, &[]),
+        StrataError::BelowMinimumStake,
+    );
     let (staked, _) = env.compute_node(MIN_STAKE);
-    assert_error(env.send(&[ix::deregister_node(&staked.pubkey())], &staked, &[]), StrataError::NodeHasStake);
+    assert_error(
+        env.send(&[ix::deregister_node(&staked.pubkey())], &staked, &[]),
+        StrataError::NodeHasStake,
+    );
+}
+
+mod garbage {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every instruction's discriminator, followed by arbitrary bytes and
+    /// arbitrary accounts, is refused with an error: never a panic (which
+    /// the native harness reports as `ProgramFailedToComplete`), never a success.
+    #[test]
+    fn arbitrary_instruction_data_is_refused_without_panic() {
+        let env = std::cell::RefCell::new(Env::new());
+        let (user, ata) = env.borrow_mut().user(1_000);
+        let mint = env.borrow().mint;
+        let known = [
+            pda::config(),
+            pda::vault(),
+            ata,
+            user.pubkey(),
+            mint,
+            anchor_lang::system_program::ID,
+        ];
+        let discriminators: Vec<Vec<u8>> = {
+            use anchor_lang::Discriminator;
+            use strata_program::instruction as i;
+            vec![
+                i::Initialize::DISCRIMINATOR.to_vec(),
+                i::Stake::DISCRIMINATOR.to_vec(),
+                i::Deposit::DISCRIMINATOR.to_vec(),
+                i::RegisterNode::DISCRIMINATOR.to_vec(),
+                i::RedeemVouchers::DISCRIMINATOR.to_vec(),
+                i::OpenChallenge::DISCRIMINATOR.to_vec(),
+                i::ClaimRewards::DISCRIMINATOR.to_vec(),
+                i::PostBatch::DISCRIMINATOR.to_vec(),
+                vec![],
+            ]
+        };
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(200));
+        let strategy = (
+            0..discriminators.len(),
+            proptest::collection::vec(any::<u8>(), 0..300),
+            proptest::collection::vec((0..known.len(), any::<bool>()), 0..10),
+        );
+        runner
+            .run(&strategy, |(d, tail, metas)| {
+                let mut data = discriminators[d].clone();
+                data.extend_from_slice(&tail);
+                let accounts = metas
+                    .iter()
+                    .map(|(k, w)| {
+                        let key = known[*k];
+                        let signer = key == user.pubkey();
+                        if *w {
+                            AccountMeta::new(key, signer)
+                        } else {
+                            AccountMeta::new_readonly(key, signer)
+                        }
+                    })
+                    .collect();
+                let ix = solana_instruction::Instruction {
+                    program_id: PROGRAM_ID,
+                    accounts,
+                    data,
+                };
+                let result = env.borrow_mut().send(&[ix], &user, &[]);
+                match result {
+                    Ok(_) => Err(TestCaseError::fail("garbage succeeded")),
+                    Err(solana_transaction_error::TransactionError::InstructionError(
+                        _,
+                        solana_instruction::error::InstructionError::ProgramFailedToComplete,
+                    )) => Err(TestCaseError::fail("the program panicked")),
+                    Err(_) => Ok(()),
+                }
+            })
+            .unwrap();
+        env.borrow().assert_vault_balanced();
+    }
 }

@@ -6,9 +6,13 @@ mod common;
 use common::*;
 use solana_signer::Signer;
 use strata_chain::events::{from_logs, StrataEvent};
-use strata_chain::{ix, merkle, pda, selection, voucher, Capacity, PROGRAM_ID, ROLE_COMPUTE, ROLE_VERIFIER};
+use strata_chain::{
+    ix, merkle, pda, selection, voucher, Capacity, PROGRAM_ID, ROLE_COMPUTE, ROLE_VERIFIER,
+};
 use strata_program::instructions::ReceiptClaim;
-use strata_program::state::{Batch, Challenge, ChallengeStatus, Channel, Escrow, Node, RewardEpoch};
+use strata_program::state::{
+    Batch, Challenge, ChallengeStatus, Channel, Escrow, Node, RewardEpoch,
+};
 
 #[test]
 fn initialize_sets_config_and_vault() {
@@ -31,16 +35,26 @@ fn admin_updates_config_and_relayers() {
     p.protocol_fee_bps = 250;
     let new_authority = solana_keypair::Keypair::new().pubkey();
     let meta = env
-        .send(&[ix::update_config(&admin.pubkey(), p, &new_authority)], &admin, &[])
+        .send(
+            &[ix::update_config(&admin.pubkey(), p, &new_authority)],
+            &admin,
+            &[],
+        )
         .unwrap();
-    assert!(matches!(from_logs(&meta.logs).as_slice(), [StrataEvent::ConfigUpdated(e)] if e.params.protocol_fee_bps == 250));
+    assert!(
+        matches!(from_logs(&meta.logs).as_slice(), [StrataEvent::ConfigUpdated(e)] if e.params.protocol_fee_bps == 250)
+    );
     assert_eq!(env.config().params.protocol_fee_bps, 250);
     assert_eq!(env.config().reward_authority, new_authority);
 
     let relayer = env.relayer();
     assert!(env.exists(&pda::relayer(&relayer.pubkey())));
-    env.send(&[ix::remove_relayer(&admin.pubkey(), &relayer.pubkey())], &admin, &[])
-        .unwrap();
+    env.send(
+        &[ix::remove_relayer(&admin.pubkey(), &relayer.pubkey())],
+        &admin,
+        &[],
+    )
+    .unwrap();
     assert!(!env.exists(&pda::relayer(&relayer.pubkey())));
 }
 
@@ -53,37 +67,68 @@ fn node_lifecycle_register_stake_unstake_withdraw_deregister() {
         compute_score: 9_000,
         bandwidth_mbps: 1_000,
     };
-    let addrs = vec!["/ip4/127.0.0.1/tcp/4001".to_string(), "/ip4/127.0.0.1/udp/4001/quic-v1".to_string()];
+    let addrs = vec![
+        "/ip4/127.0.0.1/tcp/4001".to_string(),
+        "/ip4/127.0.0.1/udp/4001/quic-v1".to_string(),
+    ];
     let meta = env
-        .send(&[ix::register_node(&op.pubkey(), addrs.clone(), caps, ROLE_COMPUTE | ROLE_VERIFIER)], &op, &[])
+        .send(
+            &[ix::register_node(
+                &op.pubkey(),
+                addrs.clone(),
+                caps,
+                ROLE_COMPUTE | ROLE_VERIFIER,
+            )],
+            &op,
+            &[],
+        )
         .unwrap();
-    assert!(matches!(from_logs(&meta.logs).as_slice(), [StrataEvent::NodeUpdated(e)] if e.multiaddrs == addrs));
+    assert!(
+        matches!(from_logs(&meta.logs).as_slice(), [StrataEvent::NodeUpdated(e)] if e.multiaddrs == addrs)
+    );
     let node: Node = env.account(&pda::node(&op.pubkey()));
-    assert_eq!((node.operator, node.capacity, node.multiaddrs.clone()), (op.pubkey(), caps, addrs));
+    assert_eq!(
+        (node.operator, node.capacity, node.multiaddrs.clone()),
+        (op.pubkey(), caps, addrs)
+    );
 
-    env.send(&[ix::stake(&op.pubkey(), &ata, &env.mint, 4_000)], &op, &[]).unwrap();
-    env.send(&[ix::stake(&op.pubkey(), &ata, &env.mint, 1_000)], &op, &[]).unwrap();
+    env.send(&[ix::stake(&op.pubkey(), &ata, &env.mint, 4_000)], &op, &[])
+        .unwrap();
+    env.send(&[ix::stake(&op.pubkey(), &ata, &env.mint, 1_000)], &op, &[])
+        .unwrap();
     assert_eq!(env.token_balance(&ata), 5_000);
     assert_eq!(env.config().total_verifier_stake, 5_000);
     env.assert_vault_balanced();
 
     env.send(
-        &[ix::update_node(&op.pubkey(), vec!["/dns4/node.example/tcp/4001".into()], caps, ROLE_COMPUTE)],
+        &[ix::update_node(
+            &op.pubkey(),
+            vec!["/dns4/node.example/tcp/4001".into()],
+            caps,
+            ROLE_COMPUTE,
+        )],
         &op,
         &[],
     )
     .unwrap();
-    assert_eq!(env.config().total_verifier_stake, 0, "dropping the verifier role removes its stake from sortition");
+    assert_eq!(
+        env.config().total_verifier_stake,
+        0,
+        "dropping the verifier role removes its stake from sortition"
+    );
 
-    env.send(&[ix::request_unstake(&op.pubkey(), 5_000)], &op, &[]).unwrap();
+    env.send(&[ix::request_unstake(&op.pubkey(), 5_000)], &op, &[])
+        .unwrap();
     let node: Node = env.account(&pda::node(&op.pubkey()));
     assert_eq!((node.stake, node.unbonding), (0, 5_000));
     env.warp(params().unbonding_period);
-    env.send(&[ix::withdraw_stake(&op.pubkey(), &ata)], &op, &[]).unwrap();
+    env.send(&[ix::withdraw_stake(&op.pubkey(), &ata)], &op, &[])
+        .unwrap();
     assert_eq!(env.token_balance(&ata), 10_000);
     env.assert_vault_balanced();
 
-    env.send(&[ix::deregister_node(&op.pubkey())], &op, &[]).unwrap();
+    env.send(&[ix::deregister_node(&op.pubkey())], &op, &[])
+        .unwrap();
     assert!(!env.exists(&pda::node(&op.pubkey())));
 }
 
@@ -92,13 +137,23 @@ fn client_deposit_request_and_withdraw_after_delay() {
     let mut env = Env::new();
     let (client, ata) = env.client(1_000);
     assert_eq!(env.token_balance(&ata), 1_000);
-    env.send(&[ix::deposit(&client.pubkey(), &ata, 500)], &client, &[]).unwrap();
+    env.send(&[ix::deposit(&client.pubkey(), &ata, 500)], &client, &[])
+        .unwrap();
     let e: Escrow = env.account(&pda::escrow(&client.pubkey()));
     assert_eq!(e.balance, 1_500);
-    env.send(&[ix::request_withdrawal(&client.pubkey(), 700)], &client, &[]).unwrap();
+    env.send(
+        &[ix::request_withdrawal(&client.pubkey(), 700)],
+        &client,
+        &[],
+    )
+    .unwrap();
     env.warp(params().escrow_withdraw_delay);
-    let meta = env.send(&[ix::withdraw(&client.pubkey(), &ata)], &client, &[]).unwrap();
-    assert!(matches!(from_logs(&meta.logs).as_slice(), [StrataEvent::Withdrawn(w)] if w.amount == 700));
+    let meta = env
+        .send(&[ix::withdraw(&client.pubkey(), &ata)], &client, &[])
+        .unwrap();
+    assert!(
+        matches!(from_logs(&meta.logs).as_slice(), [StrataEvent::Withdrawn(w)] if w.amount == 700)
+    );
     assert_eq!(env.token_balance(&ata), 1_200);
     let e: Escrow = env.account(&pda::escrow(&client.pubkey()));
     assert_eq!((e.balance, e.pending_withdrawal), (800, 0));
@@ -117,7 +172,11 @@ fn vouchers_settle_in_one_transaction_and_pay_the_fee_to_the_pool() {
 
     let ixs = env.redeem_ixs(
         &relayer.pubkey(),
-        &[(&c1, n1.pubkey(), n1_ata, 1_000), (&c1, n2.pubkey(), n2_ata, 500), (&c2, n1.pubkey(), n1_ata, 2_000)],
+        &[
+            (&c1, n1.pubkey(), n1_ata, 1_000),
+            (&c1, n2.pubkey(), n2_ata, 500),
+            (&c2, n1.pubkey(), n1_ata, 2_000),
+        ],
     );
     let meta = env.send(&ixs, &relayer, &[]).unwrap();
     let redeemed: Vec<_> = from_logs(&meta.logs)
@@ -155,7 +214,11 @@ fn channel_address_prefunded_by_a_griefer_still_opens() {
             solana_instruction::AccountMeta::new(griefer.pubkey(), true),
             solana_instruction::AccountMeta::new(pda::channel(&c.pubkey(), &n.pubkey()), false),
         ],
-        data: [2u32.to_le_bytes().as_slice(), 1_000_000u64.to_le_bytes().as_slice()].concat(),
+        data: [
+            2u32.to_le_bytes().as_slice(),
+            1_000_000u64.to_le_bytes().as_slice(),
+        ]
+        .concat(),
     };
     env.send(&[transfer], &griefer, &[]).unwrap();
     let ixs = env.redeem_ixs(&n.pubkey(), &[(&c, n.pubkey(), n_ata, 100)]);
@@ -168,45 +231,90 @@ fn channel_address_prefunded_by_a_griefer_still_opens() {
 fn batch_post_and_reward_claims_are_idempotent() {
     let mut env = Env::new();
     let relayer = env.relayer();
-    let leaves: Vec<[u8; 32]> = (0..5u8).map(|i| merkle::receipt_leaf(&[i; 32], &PROGRAM_ID, &[i; 32])).collect();
+    let leaves: Vec<[u8; 32]> = (0..5u8)
+        .map(|i| merkle::receipt_leaf(&[i; 32], &PROGRAM_ID, &[i; 32]))
+        .collect();
     let id = env.post_batch(&relayer, &leaves);
     let b: Batch = env.account(&pda::batch(id));
     assert_eq!((b.id, b.task_count, b.root), (0, 5, merkle::root(&leaves)));
 
     let (funder, funder_ata) = env.user(100_000);
-    env.send(&[ix::fund_rewards(&funder.pubkey(), &funder_ata, 50_000)], &funder, &[])
-        .unwrap();
+    env.send(
+        &[ix::fund_rewards(&funder.pubkey(), &funder_ata, 50_000)],
+        &funder,
+        &[],
+    )
+    .unwrap();
 
     let (n1, n1_ata) = env.compute_node(MIN_STAKE);
     let (n2, n2_ata) = env.compute_node(MIN_STAKE);
-    let epoch0 = vec![merkle::reward_leaf(&n1.pubkey(), 300), merkle::reward_leaf(&n2.pubkey(), 200)];
+    let epoch0 = vec![
+        merkle::reward_leaf(&n1.pubkey(), 300),
+        merkle::reward_leaf(&n2.pubkey(), 200),
+    ];
     let authority = env.reward_authority.insecure_clone();
     env.send(
-        &[ix::publish_rewards(&authority.pubkey(), 0, merkle::root(&epoch0), 2, 500)],
+        &[ix::publish_rewards(
+            &authority.pubkey(),
+            0,
+            merkle::root(&epoch0),
+            2,
+            500,
+        )],
         &authority,
         &[],
     )
     .unwrap();
     let proof = merkle::proof(&epoch0, 0).unwrap();
     let before = env.token_balance(&n1_ata);
-    env.send(&[ix::claim_rewards(&n1.pubkey(), &n1_ata, 0, 300, 0, proof.clone())], &n1, &[])
-        .unwrap();
+    env.send(
+        &[ix::claim_rewards(
+            &n1.pubkey(),
+            &n1_ata,
+            0,
+            300,
+            0,
+            proof.clone(),
+        )],
+        &n1,
+        &[],
+    )
+    .unwrap();
     assert_eq!(env.token_balance(&n1_ata) - before, 300);
 
     // Next epoch: n1's cumulative grows to 450; it is paid only the 150 difference.
     env.warp(params().epoch_length);
-    let epoch1 = vec![merkle::reward_leaf(&n1.pubkey(), 450), merkle::reward_leaf(&n2.pubkey(), 200)];
+    let epoch1 = vec![
+        merkle::reward_leaf(&n1.pubkey(), 450),
+        merkle::reward_leaf(&n2.pubkey(), 200),
+    ];
     env.send(
-        &[ix::publish_rewards(&authority.pubkey(), 1, merkle::root(&epoch1), 2, 350)],
+        &[ix::publish_rewards(
+            &authority.pubkey(),
+            1,
+            merkle::root(&epoch1),
+            2,
+            350,
+        )],
         &authority,
         &[],
     )
     .unwrap();
     let p1 = merkle::proof(&epoch1, 0).unwrap();
-    env.send(&[ix::claim_rewards(&n1.pubkey(), &n1_ata, 1, 450, 0, p1)], &n1, &[]).unwrap();
+    env.send(
+        &[ix::claim_rewards(&n1.pubkey(), &n1_ata, 1, 450, 0, p1)],
+        &n1,
+        &[],
+    )
+    .unwrap();
     assert_eq!(env.token_balance(&n1_ata) - before, 450);
     let p2 = merkle::proof(&epoch1, 1).unwrap();
-    env.send(&[ix::claim_rewards(&n2.pubkey(), &n2_ata, 1, 200, 1, p2)], &n2, &[]).unwrap();
+    env.send(
+        &[ix::claim_rewards(&n2.pubkey(), &n2_ata, 1, 200, 1, p2)],
+        &n2,
+        &[],
+    )
+    .unwrap();
     let e1: RewardEpoch = env.account(&pda::reward_epoch(1));
     assert_eq!(e1.remaining, 0);
     assert_eq!(env.config().reward_pool, 50_000 - 650);
@@ -229,8 +337,16 @@ fn dispute(verifier_count: usize, committee: u8, quorum: u8) -> Dispute {
     let mut p = params();
     p.committee_size = committee;
     p.verifier_quorum = quorum;
-    env.send(&[ix::update_config(&admin.pubkey(), p, &env.reward_authority.pubkey())], &admin, &[])
-        .unwrap();
+    env.send(
+        &[ix::update_config(
+            &admin.pubkey(),
+            p,
+            &env.reward_authority.pubkey(),
+        )],
+        &admin,
+        &[],
+    )
+    .unwrap();
     let relayer = env.relayer();
     let (accused, _) = env.compute_node(10_000);
     let verifiers: Vec<_> = (0..verifier_count).map(|_| env.verifier(5_000).0).collect();
@@ -247,12 +363,21 @@ fn dispute(verifier_count: usize, committee: u8, quorum: u8) -> Dispute {
     };
     let meta = env
         .send(
-            &[ix::open_challenge(&challenger.pubkey(), &challenger_ata, id, &accused.pubkey(), claim)],
+            &[ix::open_challenge(
+                &challenger.pubkey(),
+                &challenger_ata,
+                id,
+                &accused.pubkey(),
+                claim,
+            )],
             &challenger,
             &[],
         )
         .unwrap();
-    assert!(matches!(from_logs(&meta.logs).as_slice(), [StrataEvent::ChallengeOpened(_)]));
+    assert!(matches!(
+        from_logs(&meta.logs).as_slice(),
+        [StrataEvent::ChallengeOpened(_)]
+    ));
     let challenge = pda::challenge(&pda::batch(id), 2);
     Dispute {
         env,
@@ -270,11 +395,24 @@ impl Dispute {
         let committee = self.env.config().params.committee_size;
         self.verifiers
             .iter()
-            .filter(|v| selection::is_selected(&c.seed, &v.pubkey(), 5_000, c.total_verifier_stake, committee))
+            .filter(|v| {
+                selection::is_selected(
+                    &c.seed,
+                    &v.pubkey(),
+                    5_000,
+                    c.total_verifier_stake,
+                    committee,
+                )
+            })
             .collect()
     }
 
-    fn verdict(&mut self, voters: &[&solana_keypair::Keypair], upheld: bool) -> Result<litesvm::types::TransactionMetadata, solana_transaction_error::TransactionError> {
+    fn verdict(
+        &mut self,
+        voters: &[&solana_keypair::Keypair],
+        upheld: bool,
+    ) -> Result<litesvm::types::TransactionMetadata, solana_transaction_error::TransactionError>
+    {
         let msg = voucher::verdict_message(&PROGRAM_ID, &self.challenge, upheld);
         let signed: Vec<_> = voters
             .iter()
@@ -284,7 +422,14 @@ impl Dispute {
         let submitter = voters[0].insecure_clone();
         let ixs = vec![
             strata_chain::ed25519::verify_instruction(&signed).unwrap(),
-            ix::resolve_challenge(&submitter.pubkey(), &self.challenge, &self.accused.pubkey(), &self.challenger_ata, &keys, upheld),
+            ix::resolve_challenge(
+                &submitter.pubkey(),
+                &self.challenge,
+                &self.accused.pubkey(),
+                &self.challenger_ata,
+                &keys,
+                upheld,
+            ),
         ];
         self.env.send(&ixs, &submitter, &[])
     }
@@ -294,12 +439,23 @@ impl Dispute {
 fn upheld_challenge_slashes_and_pays_the_challenger() {
     let mut d = dispute(3, 3, 2);
     assert_eq!(d.env.token_balance(&d.challenger_ata), 900, "bond locked");
-    let voters: Vec<_> = d.selected().into_iter().map(|k| k.insecure_clone()).collect();
-    assert_eq!(voters.len(), 3, "committee >= verifier count selects everyone");
+    let voters: Vec<_> = d
+        .selected()
+        .into_iter()
+        .map(|k| k.insecure_clone())
+        .collect();
+    assert_eq!(
+        voters.len(),
+        3,
+        "committee >= verifier count selects everyone"
+    );
     let refs: Vec<_> = voters.iter().take(2).collect();
     d.verdict(&refs, true).unwrap();
     let node: Node = d.env.account(&pda::node(&d.accused.pubkey()));
-    assert_eq!((node.stake, node.slashed_total, node.open_challenges), (5_000, 5_000, 0));
+    assert_eq!(
+        (node.stake, node.slashed_total, node.open_challenges),
+        (5_000, 5_000, 0)
+    );
     // Bond back (100) plus 20 % of the 5,000 slashed.
     assert_eq!(d.env.token_balance(&d.challenger_ata), 900 + 100 + 1_000);
     assert_eq!(d.env.config().reward_pool, 4_000);
@@ -311,7 +467,12 @@ fn upheld_challenge_slashes_and_pays_the_challenger() {
 #[test]
 fn rejected_challenge_forfeits_the_bond() {
     let mut d = dispute(3, 3, 2);
-    let voters: Vec<_> = d.verifiers.iter().take(2).map(|k| k.insecure_clone()).collect();
+    let voters: Vec<_> = d
+        .verifiers
+        .iter()
+        .take(2)
+        .map(|k| k.insecure_clone())
+        .collect();
     let refs: Vec<_> = voters.iter().collect();
     d.verdict(&refs, false).unwrap();
     assert_eq!(d.env.token_balance(&d.challenger_ata), 900);
@@ -327,7 +488,16 @@ fn stale_challenge_expires_and_returns_the_bond() {
     d.env.warp(params().verdict_timeout + 1);
     let (anyone, _) = d.env.user(0);
     d.env
-        .send(&[ix::expire_challenge(&anyone.pubkey(), &d.challenge, &d.accused.pubkey(), &d.challenger_ata)], &anyone, &[])
+        .send(
+            &[ix::expire_challenge(
+                &anyone.pubkey(),
+                &d.challenge,
+                &d.accused.pubkey(),
+                &d.challenger_ata,
+            )],
+            &anyone,
+            &[],
+        )
         .unwrap();
     assert_eq!(d.env.token_balance(&d.challenger_ata), 1_000);
     let c: Challenge = d.env.account(&d.challenge);

@@ -17,7 +17,11 @@ fn size(ixs: &[solana_instruction::Instruction], payer: &Keypair, signers: &[&Ke
     wire_size(&sign(ixs, payer, signers, Default::default()))
 }
 
-fn voucher_ixs(payer: &Pubkey, n: usize, same_node: bool) -> (Vec<solana_instruction::Instruction>, Vec<Keypair>) {
+fn voucher_ixs(
+    payer: &Pubkey,
+    n: usize,
+    same_node: bool,
+) -> (Vec<solana_instruction::Instruction>, Vec<Keypair>) {
     let clients: Vec<Keypair> = (0..n).map(|_| Keypair::new()).collect();
     let node = Pubkey::new_unique();
     let node_token = Pubkey::new_unique();
@@ -27,16 +31,32 @@ fn voucher_ixs(payer: &Pubkey, n: usize, same_node: bool) -> (Vec<solana_instruc
         .collect();
     let accounts: Vec<_> = clients
         .iter()
-        .map(|c| ix::VoucherAccounts { client: c.pubkey(), node, node_token: if same_node { node_token } else { Pubkey::new_unique() } })
+        .map(|c| ix::VoucherAccounts {
+            client: c.pubkey(),
+            node,
+            node_token: if same_node {
+                node_token
+            } else {
+                Pubkey::new_unique()
+            },
+        })
         .collect();
-    (vec![verify_instruction(&signed).unwrap(), ix::redeem_vouchers(payer, &accounts)], clients)
+    (
+        vec![
+            verify_instruction(&signed).unwrap(),
+            ix::redeem_vouchers(payer, &accounts),
+        ],
+        clients,
+    )
 }
 
 /// The largest number of vouchers from distinct clients per transaction,
 /// all to one node (how a relayer groups them) or each to another node.
 fn max_vouchers(payer: &Keypair, same_node: bool) -> usize {
     (1..=32)
-        .take_while(|&n| size(&voucher_ixs(&payer.pubkey(), n, same_node).0, payer, &[]) <= PACKET_DATA_SIZE)
+        .take_while(|&n| {
+            size(&voucher_ixs(&payer.pubkey(), n, same_node).0, payer, &[]) <= PACKET_DATA_SIZE
+        })
         .last()
         .unwrap_or(0)
 }
@@ -46,39 +66,98 @@ fn largest_instructions_fit_and_report_sizes() {
     let p = Keypair::new();
     let k = p.pubkey();
     let long_addrs = vec!["/".repeat(MAX_MULTIADDR_LEN); MAX_MULTIADDRS];
-    let caps = Capacity { memory_mb: u32::MAX, compute_score: u32::MAX, bandwidth_mbps: u32::MAX };
-    let deep = |levels: usize| ReceiptClaim { leaf_index: u32::MAX, task_id: [0; 32], receipt_digest: [0; 32], proof: vec![[0; 32]; levels] };
+    let caps = Capacity {
+        memory_mb: u32::MAX,
+        compute_score: u32::MAX,
+        bandwidth_mbps: u32::MAX,
+    };
+    let deep = |levels: usize| ReceiptClaim {
+        leaf_index: u32::MAX,
+        task_id: [0; 32],
+        receipt_digest: [0; 32],
+        proof: vec![[0; 32]; levels],
+    };
     let verdict_voters: Vec<Keypair> = (0..3).map(|_| Keypair::new()).collect();
     let verdict_msgs: Vec<_> = verdict_voters
         .iter()
-        .map(|v| SignedMessage::sign(v, &voucher::verdict_message(&PROGRAM_ID, &Pubkey::new_unique(), true)))
+        .map(|v| {
+            SignedMessage::sign(
+                v,
+                &voucher::verdict_message(&PROGRAM_ID, &Pubkey::new_unique(), true),
+            )
+        })
         .collect();
     let voter_keys: Vec<_> = verdict_voters.iter().map(|v| v.pubkey()).collect();
     let m = Pubkey::new_unique();
     let rows: Vec<(&str, usize)> = vec![
-        ("initialize", size(&[ix::initialize(&k, &m, params(), &k)], &p, &[])),
-        ("update_config", size(&[ix::update_config(&k, params(), &k)], &p, &[])),
-        ("register_node (4 x 96-byte multiaddrs)", size(&[ix::register_node(&k, long_addrs.clone(), caps, 3)], &p, &[])),
-        ("update_node (4 x 96-byte multiaddrs)", size(&[ix::update_node(&k, long_addrs, caps, 3)], &p, &[])),
+        (
+            "initialize",
+            size(&[ix::initialize(&k, &m, params(), &k)], &p, &[]),
+        ),
+        (
+            "update_config",
+            size(&[ix::update_config(&k, params(), &k)], &p, &[]),
+        ),
+        (
+            "register_node (4 x 96-byte multiaddrs)",
+            size(
+                &[ix::register_node(&k, long_addrs.clone(), caps, 3)],
+                &p,
+                &[],
+            ),
+        ),
+        (
+            "update_node (4 x 96-byte multiaddrs)",
+            size(&[ix::update_node(&k, long_addrs, caps, 3)], &p, &[]),
+        ),
         ("stake", size(&[ix::stake(&k, &m, &m, 1)], &p, &[])),
         ("deposit", size(&[ix::deposit(&k, &m, 1)], &p, &[])),
         ("withdraw", size(&[ix::withdraw(&k, &m)], &p, &[])),
-        ("post_batch", size(&[ix::post_batch(&k, 0, 0, [0; 32], 1, 1)], &p, &[])),
-        ("open_challenge (2^20-leaf batch, 20-hash proof)", size(&[ix::open_challenge(&k, &m, 0, &m, deep(20))], &p, &[])),
+        (
+            "post_batch",
+            size(&[ix::post_batch(&k, 0, 0, [0; 32], 1, 1)], &p, &[]),
+        ),
+        (
+            "open_challenge (2^20-leaf batch, 20-hash proof)",
+            size(&[ix::open_challenge(&k, &m, 0, &m, deep(20))], &p, &[]),
+        ),
         (
             "resolve_challenge (3 verifier signatures)",
-            size(&[verify_instruction(&verdict_msgs).unwrap(), ix::resolve_challenge(&k, &m, &m, &m, &voter_keys, true)], &p, &[]),
+            size(
+                &[
+                    verify_instruction(&verdict_msgs).unwrap(),
+                    ix::resolve_challenge(&k, &m, &m, &m, &voter_keys, true),
+                ],
+                &p,
+                &[],
+            ),
         ),
-        ("publish_rewards", size(&[ix::publish_rewards(&k, 0, [0; 32], 1, 1)], &p, &[])),
-        ("claim_rewards (2^20 nodes, 20-hash proof)", size(&[ix::claim_rewards(&k, &m, 0, 1, 0, vec![[0; 32]; 20])], &p, &[])),
-        ("redeem_vouchers (1 voucher)", size(&voucher_ixs(&k, 1, true).0, &p, &[])),
+        (
+            "publish_rewards",
+            size(&[ix::publish_rewards(&k, 0, [0; 32], 1, 1)], &p, &[]),
+        ),
+        (
+            "claim_rewards (2^20 nodes, 20-hash proof)",
+            size(
+                &[ix::claim_rewards(&k, &m, 0, 1, 0, vec![[0; 32]; 20])],
+                &p,
+                &[],
+            ),
+        ),
+        (
+            "redeem_vouchers (1 voucher)",
+            size(&voucher_ixs(&k, 1, true).0, &p, &[]),
+        ),
     ];
     let vouchers = max_vouchers(&p, true);
     let spread = max_vouchers(&p, false);
     println!("\n| instruction (largest form) | bytes | of 1232 |");
     println!("|---|---:|---:|");
     for (name, bytes) in &rows {
-        println!("| {name} | {bytes} | {:.0} % |", *bytes as f64 * 100.0 / PACKET_DATA_SIZE as f64);
+        println!(
+            "| {name} | {bytes} | {:.0} % |",
+            *bytes as f64 * 100.0 / PACKET_DATA_SIZE as f64
+        );
         assert!(*bytes <= PACKET_DATA_SIZE, "{name} is {bytes} bytes");
     }
     println!(
@@ -105,28 +184,44 @@ fn the_largest_voucher_batch_executes() {
     let n = max_vouchers(&payer, true);
     let (node, node_ata) = env.compute_node(MIN_STAKE);
     let clients: Vec<Keypair> = (0..n).map(|_| env.client(1_000).0).collect();
-    let vouchers: Vec<_> = clients.iter().map(|c| (c, node.pubkey(), node_ata, 100)).collect();
+    let vouchers: Vec<_> = clients
+        .iter()
+        .map(|c| (c, node.pubkey(), node_ata, 100))
+        .collect();
     let ixs = env.redeem_ixs(&payer.pubkey(), &vouchers);
     let tx_size = size(&ixs, &payer, &[]);
     assert!(tx_size <= PACKET_DATA_SIZE);
     let before = env.token_balance(&node_ata);
     let lamports_before = env.svm.get_balance(&payer.pubkey()).unwrap();
-    env.send(&ixs, &payer, &[]).expect("the largest batch settles");
+    env.send(&ixs, &payer, &[])
+        .expect("the largest batch settles");
     assert_eq!(env.token_balance(&node_ata) - before, n as u64 * 90);
     let spent = lamports_before - env.svm.get_balance(&payer.pubkey()).unwrap();
-    let rent = env.svm.minimum_balance_for_rent_exemption(8 + 32 + 32 + 8 + 2 + 16);
+    let rent = env
+        .svm
+        .minimum_balance_for_rent_exemption(8 + 32 + 32 + 8 + 2 + 16);
     println!(
         "\n{n} vouchers (same node, {tx_size} bytes) settled in one transaction: {spent} lamports paid, of which fee {} and channel rent {} x {n} (first redemption only)",
         spent - rent * n as u64,
         rent
     );
     // The same clients' next vouchers cost only the fee.
-    let vouchers: Vec<_> = clients.iter().map(|c| (c, node.pubkey(), node_ata, 200)).collect();
+    let vouchers: Vec<_> = clients
+        .iter()
+        .map(|c| (c, node.pubkey(), node_ata, 200))
+        .collect();
     let ixs = env.redeem_ixs(&payer.pubkey(), &vouchers);
     let before = env.svm.get_balance(&payer.pubkey()).unwrap();
     env.send(&ixs, &payer, &[]).unwrap();
     let fee = before - env.svm.get_balance(&payer.pubkey()).unwrap();
-    println!("next round: {fee} lamports for {n} vouchers = {} lamports per voucher", fee / n as u64);
-    assert_eq!(fee, LAMPORTS_PER_SIGNATURE * (1 + n as u64), "signatures only, no new accounts");
+    println!(
+        "next round: {fee} lamports for {n} vouchers = {} lamports per voucher",
+        fee / n as u64
+    );
+    assert_eq!(
+        fee,
+        LAMPORTS_PER_SIGNATURE * (1 + n as u64),
+        "signatures only, no new accounts"
+    );
     let _ = merkle::root(&[]);
 }

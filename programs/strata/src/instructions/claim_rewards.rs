@@ -43,9 +43,17 @@ pub struct ClaimRewards<'info> {
 }
 
 /// Handler.
-pub fn handler(ctx: Context<ClaimRewards>, cumulative: u64, leaf_index: u32, proof: Vec<[u8; 32]>) -> Result<()> {
+pub fn handler(
+    ctx: Context<ClaimRewards>,
+    cumulative: u64,
+    leaf_index: u32,
+    proof: Vec<[u8; 32]>,
+) -> Result<()> {
     let a = ctx.accounts;
-    require!(proof.len() <= MAX_PROOF_LEN, StrataError::InvalidMerkleProof);
+    require!(
+        proof.len() <= MAX_PROOF_LEN,
+        StrataError::InvalidMerkleProof
+    );
     let operator = a.operator.key();
     require!(
         verify(
@@ -65,13 +73,25 @@ pub fn handler(ctx: Context<ClaimRewards>, cumulative: u64, leaf_index: u32, pro
     }
     require!(cumulative > record.claimed, StrataError::NothingToClaim);
     let payout = cumulative - record.claimed;
-    require!(payout <= a.reward_epoch.remaining, StrataError::RewardCapExceeded);
-    require!(payout <= a.config.reward_pool, StrataError::InsufficientRewardPool);
+    require!(
+        payout <= a.reward_epoch.remaining,
+        StrataError::RewardCapExceeded
+    );
+    require!(
+        payout <= a.config.reward_pool,
+        StrataError::InsufficientRewardPool
+    );
     record.claimed = cumulative;
     record.last_epoch = a.reward_epoch.epoch;
     a.reward_epoch.remaining -= payout;
     a.config.reward_pool -= payout;
-    pay_out(&a.token_program, &a.config, &a.vault, a.operator_token.to_account_info(), payout)?;
+    pay_out(
+        &a.token_program,
+        &a.config,
+        &a.vault,
+        a.operator_token.to_account_info(),
+        payout,
+    )?;
     emit_event(&RewardsClaimed {
         operator,
         epoch: a.reward_epoch.epoch,

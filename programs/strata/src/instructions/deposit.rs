@@ -50,9 +50,23 @@ pub fn handler(ctx: Context<Deposit>, amount: u64) -> Result<()> {
         a.escrow.bump = ctx.bumps.escrow;
         a.escrow.client = a.client.key();
     }
-    pay_in(&a.token_program, &a.client_token, &a.vault, &a.client, amount)?;
-    a.escrow.balance = a.escrow.balance.checked_add(amount).ok_or(StrataError::MathOverflow)?;
-    a.config.total_escrow = a.config.total_escrow.checked_add(amount).ok_or(StrataError::MathOverflow)?;
+    pay_in(
+        &a.token_program,
+        &a.client_token,
+        &a.vault,
+        &a.client,
+        amount,
+    )?;
+    a.escrow.balance = a
+        .escrow
+        .balance
+        .checked_add(amount)
+        .ok_or(StrataError::MathOverflow)?;
+    a.config.total_escrow = a
+        .config
+        .total_escrow
+        .checked_add(amount)
+        .ok_or(StrataError::MathOverflow)?;
     emit_event(&Deposited {
         client: a.escrow.client,
         amount,

@@ -24,7 +24,10 @@ pub struct DeregisterNode<'info> {
 /// Handler.
 pub fn handler(ctx: Context<DeregisterNode>) -> Result<()> {
     let node = &ctx.accounts.node;
-    require!(node.stake == 0 && node.unbonding == 0, StrataError::NodeHasStake);
+    require!(
+        node.stake == 0 && node.unbonding == 0,
+        StrataError::NodeHasStake
+    );
     require!(node.open_challenges == 0, StrataError::ChallengePending);
     emit_event(&NodeDeregistered {
         operator: node.operator,

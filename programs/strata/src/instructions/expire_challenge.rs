@@ -38,13 +38,29 @@ pub struct ExpireChallenge<'info> {
 /// Handler.
 pub fn handler(ctx: Context<ExpireChallenge>) -> Result<()> {
     let a = ctx.accounts;
-    require!(a.challenge.status == ChallengeStatus::Open, StrataError::ChallengeNotOpen);
-    require!(Clock::get()?.unix_timestamp > a.challenge.deadline, StrataError::DeadlineNotReached);
+    require!(
+        a.challenge.status == ChallengeStatus::Open,
+        StrataError::ChallengeNotOpen
+    );
+    require!(
+        Clock::get()?.unix_timestamp > a.challenge.deadline,
+        StrataError::DeadlineNotReached
+    );
     let bond = a.challenge.bond;
     a.challenge.status = ChallengeStatus::Expired;
     a.node.open_challenges = a.node.open_challenges.saturating_sub(1);
-    a.config.bonds_held = a.config.bonds_held.checked_sub(bond).ok_or(StrataError::MathOverflow)?;
-    pay_out(&a.token_program, &a.config, &a.vault, a.challenger_token.to_account_info(), bond)?;
+    a.config.bonds_held = a
+        .config
+        .bonds_held
+        .checked_sub(bond)
+        .ok_or(StrataError::MathOverflow)?;
+    pay_out(
+        &a.token_program,
+        &a.config,
+        &a.vault,
+        a.challenger_token.to_account_info(),
+        bond,
+    )?;
     emit_event(&ChallengeExpired {
         challenge: a.challenge.key(),
     });

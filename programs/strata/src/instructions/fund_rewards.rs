@@ -32,8 +32,18 @@ pub struct FundRewards<'info> {
 pub fn handler(ctx: Context<FundRewards>, amount: u64) -> Result<()> {
     require!(amount > 0, StrataError::ZeroAmount);
     let a = ctx.accounts;
-    pay_in(&a.token_program, &a.funder_token, &a.vault, &a.funder, amount)?;
-    a.config.reward_pool = a.config.reward_pool.checked_add(amount).ok_or(StrataError::MathOverflow)?;
+    pay_in(
+        &a.token_program,
+        &a.funder_token,
+        &a.vault,
+        &a.funder,
+        amount,
+    )?;
+    a.config.reward_pool = a
+        .config
+        .reward_pool
+        .checked_add(amount)
+        .ok_or(StrataError::MathOverflow)?;
     emit_event(&RewardsFunded {
         funder: a.funder.key(),
         amount,

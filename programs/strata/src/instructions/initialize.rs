@@ -32,7 +32,11 @@ pub struct Initialize<'info> {
 }
 
 /// Handler.
-pub fn handler(ctx: Context<Initialize>, params: ConfigParams, reward_authority: Pubkey) -> Result<()> {
+pub fn handler(
+    ctx: Context<Initialize>,
+    params: ConfigParams,
+    reward_authority: Pubkey,
+) -> Result<()> {
     params.validate()?;
     let now = Clock::get()?.unix_timestamp;
     let config = &mut ctx.accounts.config;

@@ -78,7 +78,10 @@ pub fn handler(ctx: Context<OpenChallenge>, claim: ReceiptClaim) -> Result<()> {
         .checked_add(a.config.params.challenge_window)
         .ok_or(StrataError::MathOverflow)?;
     require!(now <= window_end, StrataError::ChallengeWindowClosed);
-    require!(claim.proof.len() <= MAX_PROOF_LEN, StrataError::InvalidMerkleProof);
+    require!(
+        claim.proof.len() <= MAX_PROOF_LEN,
+        StrataError::InvalidMerkleProof
+    );
     let leaf = receipt_leaf(&claim.task_id, &a.node.operator, &claim.receipt_digest);
     require!(
         verify(
@@ -93,9 +96,23 @@ pub fn handler(ctx: Context<OpenChallenge>, claim: ReceiptClaim) -> Result<()> {
     require!(a.config.total_verifier_stake > 0, StrataError::NoVerifiers);
 
     let bond = a.config.params.challenge_bond;
-    pay_in(&a.token_program, &a.challenger_token, &a.vault, &a.challenger, bond)?;
-    a.config.bonds_held = a.config.bonds_held.checked_add(bond).ok_or(StrataError::MathOverflow)?;
-    a.node.open_challenges = a.node.open_challenges.checked_add(1).ok_or(StrataError::MathOverflow)?;
+    pay_in(
+        &a.token_program,
+        &a.challenger_token,
+        &a.vault,
+        &a.challenger,
+        bond,
+    )?;
+    a.config.bonds_held = a
+        .config
+        .bonds_held
+        .checked_add(bond)
+        .ok_or(StrataError::MathOverflow)?;
+    a.node.open_challenges = a
+        .node
+        .open_challenges
+        .checked_add(1)
+        .ok_or(StrataError::MathOverflow)?;
 
     let key = a.challenge.key();
     let seed = challenge_seed(&latest_slot_hash(&a.slot_hashes)?, &key);

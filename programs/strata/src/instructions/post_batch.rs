@@ -30,7 +30,13 @@ pub struct PostBatch<'info> {
 }
 
 /// Handler.
-pub fn handler(ctx: Context<PostBatch>, epoch: i64, root: [u8; 32], task_count: u32, work_units: u64) -> Result<()> {
+pub fn handler(
+    ctx: Context<PostBatch>,
+    epoch: i64,
+    root: [u8; 32],
+    task_count: u32,
+    work_units: u64,
+) -> Result<()> {
     require!(task_count > 0 && root != [0; 32], StrataError::EmptyBatch);
     let clock = Clock::get()?;
     let config = &mut ctx.accounts.config;
@@ -49,7 +55,10 @@ pub fn handler(ctx: Context<PostBatch>, epoch: i64, root: [u8; 32], task_count: 
         .checked_add(work_units)
         .ok_or(StrataError::MathOverflow)?;
     let relayer = &mut ctx.accounts.relayer;
-    relayer.batches_posted = relayer.batches_posted.checked_add(1).ok_or(StrataError::MathOverflow)?;
+    relayer.batches_posted = relayer
+        .batches_posted
+        .checked_add(1)
+        .ok_or(StrataError::MathOverflow)?;
     ctx.accounts.batch.set_inner(Batch {
         version: STATE_VERSION,
         bump: ctx.bumps.batch,

@@ -41,10 +41,16 @@ pub fn handler(
 ) -> Result<()> {
     let now = Clock::get()?.unix_timestamp;
     let config = &mut ctx.accounts.config;
-    require!(epoch > config.last_reward_epoch, StrataError::EpochOutOfOrder);
+    require!(
+        epoch > config.last_reward_epoch,
+        StrataError::EpochOutOfOrder
+    );
     require!(epoch <= config.epoch_at(now), StrataError::InvalidEpoch);
     require!(leaf_count > 0 && root != [0; 32], StrataError::EmptyBatch);
-    require!(declared <= config.params.epoch_reward_cap, StrataError::RewardCapExceeded);
+    require!(
+        declared <= config.params.epoch_reward_cap,
+        StrataError::RewardCapExceeded
+    );
     config.last_reward_epoch = epoch;
     ctx.accounts.reward_epoch.set_inner(RewardEpoch {
         version: STATE_VERSION,
@@ -57,6 +63,10 @@ pub fn handler(
         published_at: now,
         reserved: [0; 16],
     });
-    emit_event(&RewardsPublished { epoch, root, declared });
+    emit_event(&RewardsPublished {
+        epoch,
+        root,
+        declared,
+    });
     Ok(())
 }

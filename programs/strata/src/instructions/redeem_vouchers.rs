@@ -1,5 +1,7 @@
 use anchor_lang::prelude::*;
-use anchor_lang::system_program::{allocate, assign, create_account, transfer, Allocate, Assign, CreateAccount, Transfer};
+use anchor_lang::system_program::{
+    allocate, assign, create_account, transfer, Allocate, Assign, CreateAccount, Transfer,
+};
 use anchor_spl::token::{Token, TokenAccount};
 
 use crate::errors::StrataError;
@@ -52,7 +54,10 @@ pub fn handler<'info>(ctx: Context<'info, RedeemVouchers<'info>>) -> Result<()> 
     );
     let a = ctx.accounts;
     let fee_bps = a.config.params.protocol_fee_bps;
-    for (voucher, accounts) in signed.iter().zip(ctx.remaining_accounts.chunks(ACCOUNTS_PER_VOUCHER)) {
+    for (voucher, accounts) in signed
+        .iter()
+        .zip(ctx.remaining_accounts.chunks(ACCOUNTS_PER_VOUCHER))
+    {
         let [escrow_info, channel_info, node_token_info] = accounts else {
             return err!(StrataError::SignatureCountMismatch);
         };
@@ -60,7 +65,8 @@ pub fn handler<'info>(ctx: Context<'info, RedeemVouchers<'info>>) -> Result<()> 
         let (node, cumulative) =
             parse_voucher(ctx.program_id, &voucher.message).ok_or(StrataError::MessageMismatch)?;
 
-        let (escrow_key, _) = Pubkey::find_program_address(&[Escrow::SEED, client.as_ref()], ctx.program_id);
+        let (escrow_key, _) =
+            Pubkey::find_program_address(&[Escrow::SEED, client.as_ref()], ctx.program_id);
         require_keys_eq!(escrow_info.key(), escrow_key, StrataError::InvalidPda);
         let mut escrow = Account::<Escrow>::try_from(escrow_info)?;
 
@@ -69,7 +75,11 @@ pub fn handler<'info>(ctx: Context<'info, RedeemVouchers<'info>>) -> Result<()> 
         let delta = cumulative - channel.redeemed;
         require!(delta <= escrow.balance, StrataError::InsufficientEscrow);
 
-        require_keys_neq!(node_token_info.key(), a.vault.key(), StrataError::DuplicateAccount);
+        require_keys_neq!(
+            node_token_info.key(),
+            a.vault.key(),
+            StrataError::DuplicateAccount
+        );
         let node_token = Account::<TokenAccount>::try_from(node_token_info)?;
         require_keys_eq!(node_token.owner, node, StrataError::InvalidAccount);
         require_keys_eq!(node_token.mint, a.config.mint, StrataError::InvalidAccount);
@@ -78,13 +88,30 @@ pub fn handler<'info>(ctx: Context<'info, RedeemVouchers<'info>>) -> Result<()> 
         let paid = delta - fee;
         channel.redeemed = cumulative;
         escrow.balance -= delta;
-        escrow.total_paid = escrow.total_paid.checked_add(delta).ok_or(StrataError::MathOverflow)?;
+        escrow.total_paid = escrow
+            .total_paid
+            .checked_add(delta)
+            .ok_or(StrataError::MathOverflow)?;
         escrow.pending_withdrawal = escrow.pending_withdrawal.min(escrow.balance);
-        a.config.total_escrow = a.config.total_escrow.checked_sub(delta).ok_or(StrataError::MathOverflow)?;
-        a.config.reward_pool = a.config.reward_pool.checked_add(fee).ok_or(StrataError::MathOverflow)?;
+        a.config.total_escrow = a
+            .config
+            .total_escrow
+            .checked_sub(delta)
+            .ok_or(StrataError::MathOverflow)?;
+        a.config.reward_pool = a
+            .config
+            .reward_pool
+            .checked_add(fee)
+            .ok_or(StrataError::MathOverflow)?;
         escrow.exit(ctx.program_id)?;
         channel.exit(ctx.program_id)?;
-        pay_out(&a.token_program, &a.config, &a.vault, node_token_info.clone(), paid)?;
+        pay_out(
+            &a.token_program,
+            &a.config,
+            &a.vault,
+            node_token_info.clone(),
+            paid,
+        )?;
         emit_event(&VoucherRedeemed {
             client,
             node,
@@ -104,7 +131,8 @@ fn load_or_create_channel<'info>(
     node: &Pubkey,
     program_id: &Pubkey,
 ) -> Result<Account<'info, Channel>> {
-    let (key, bump) = Pubkey::find_program_address(&[Channel::SEED, client.as_ref(), node.as_ref()], program_id);
+    let (key, bump) =
+        Pubkey::find_program_address(&[Channel::SEED, client.as_ref(), node.as_ref()], program_id);
     require_keys_eq!(info.key(), key, StrataError::InvalidPda);
     if info.owner == &anchor_lang::system_program::ID {
         let space = 8 + Channel::INIT_SPACE;
@@ -143,11 +171,23 @@ fn load_or_create_channel<'info>(
                 )?;
             }
             allocate(
-                CpiContext::new_with_signer(system, Allocate { account_to_allocate: info.clone() }, &[seeds]),
+                CpiContext::new_with_signer(
+                    system,
+                    Allocate {
+                        account_to_allocate: info.clone(),
+                    },
+                    &[seeds],
+                ),
                 space as u64,
             )?;
             assign(
-                CpiContext::new_with_signer(system, Assign { account_to_assign: info.clone() }, &[seeds]),
+                CpiContext::new_with_signer(
+                    system,
+                    Assign {
+                        account_to_assign: info.clone(),
+                    },
+                    &[seeds],
+                ),
                 program_id,
             )?;
         }

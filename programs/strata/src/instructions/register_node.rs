@@ -23,7 +23,12 @@ pub struct RegisterNode<'info> {
 }
 
 /// Handler.
-pub fn handler(ctx: Context<RegisterNode>, multiaddrs: Vec<String>, capacity: Capacity, roles: u8) -> Result<()> {
+pub fn handler(
+    ctx: Context<RegisterNode>,
+    multiaddrs: Vec<String>,
+    capacity: Capacity,
+    roles: u8,
+) -> Result<()> {
     validate_endpoints(&multiaddrs, roles)?;
     let operator = ctx.accounts.operator.key();
     ctx.accounts.node.set_inner(Node {

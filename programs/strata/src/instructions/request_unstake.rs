@@ -26,7 +26,10 @@ pub fn handler(ctx: Context<RequestUnstake>, amount: u64) -> Result<()> {
     require!(amount <= node.stake, StrataError::InsufficientStake);
     let verifier_before = node.verifier_stake();
     node.stake -= amount;
-    node.unbonding = node.unbonding.checked_add(amount).ok_or(StrataError::MathOverflow)?;
+    node.unbonding = node
+        .unbonding
+        .checked_add(amount)
+        .ok_or(StrataError::MathOverflow)?;
     node.unbonding_ends = Clock::get()?
         .unix_timestamp
         .checked_add(config.params.unbonding_period)

@@ -50,22 +50,39 @@ pub struct ResolveChallenge<'info> {
 /// Handler.
 pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool) -> Result<()> {
     let a = ctx.accounts;
-    require!(a.challenge.status == ChallengeStatus::Open, StrataError::ChallengeNotOpen);
-    require!(Clock::get()?.unix_timestamp <= a.challenge.deadline, StrataError::DeadlinePassed);
+    require!(
+        a.challenge.status == ChallengeStatus::Open,
+        StrataError::ChallengeNotOpen
+    );
+    require!(
+        Clock::get()?.unix_timestamp <= a.challenge.deadline,
+        StrataError::DeadlinePassed
+    );
 
     let signed = verified_before_current(&a.instructions)?;
-    require!(signed.len() <= usize::from(MAX_COMMITTEE), StrataError::BatchTooLarge);
-    require!(signed.len() == ctx.remaining_accounts.len(), StrataError::SignatureCountMismatch);
+    require!(
+        signed.len() <= usize::from(MAX_COMMITTEE),
+        StrataError::BatchTooLarge
+    );
+    require!(
+        signed.len() == ctx.remaining_accounts.len(),
+        StrataError::SignatureCountMismatch
+    );
     let expected = verdict_message(ctx.program_id, &a.challenge.key(), upheld);
     let params = a.config.params;
     let mut voters = BTreeSet::new();
     for (sig, info) in signed.iter().zip(ctx.remaining_accounts) {
         let verifier = Account::<Node>::try_from(info)?;
-        let (pda, _) = Pubkey::find_program_address(&[Node::SEED, verifier.operator.as_ref()], ctx.program_id);
+        let (pda, _) =
+            Pubkey::find_program_address(&[Node::SEED, verifier.operator.as_ref()], ctx.program_id);
         require_keys_eq!(info.key(), pda, StrataError::InvalidPda);
         require_keys_eq!(sig.signer, verifier.operator, StrataError::WrongSigner);
         require!(sig.message == expected, StrataError::MessageMismatch);
-        require_keys_neq!(verifier.operator, a.challenge.node, StrataError::SelfVerification);
+        require_keys_neq!(
+            verifier.operator,
+            a.challenge.node,
+            StrataError::SelfVerification
+        );
         require!(
             verifier.is_verifier() && verifier.stake >= params.min_stake,
             StrataError::NotAVerifier
@@ -82,10 +99,17 @@ pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool
         );
         voters.insert(verifier.operator);
     }
-    require!(voters.len() >= usize::from(params.verifier_quorum), StrataError::QuorumNotReached);
+    require!(
+        voters.len() >= usize::from(params.verifier_quorum),
+        StrataError::QuorumNotReached
+    );
 
     let bond = a.challenge.bond;
-    a.config.bonds_held = a.config.bonds_held.checked_sub(bond).ok_or(StrataError::MathOverflow)?;
+    a.config.bonds_held = a
+        .config
+        .bonds_held
+        .checked_sub(bond)
+        .ok_or(StrataError::MathOverflow)?;
     a.node.open_challenges = a.node.open_challenges.saturating_sub(1);
     let (slashed, to_challenger) = if upheld {
         let slashed = slash(&mut a.node, &mut a.config, params.slash_bps)?;
@@ -95,9 +119,16 @@ pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool
             .reward_pool
             .checked_add(slashed - share)
             .ok_or(StrataError::MathOverflow)?;
-        (slashed, bond.checked_add(share).ok_or(StrataError::MathOverflow)?)
+        (
+            slashed,
+            bond.checked_add(share).ok_or(StrataError::MathOverflow)?,
+        )
     } else {
-        a.config.reward_pool = a.config.reward_pool.checked_add(bond).ok_or(StrataError::MathOverflow)?;
+        a.config.reward_pool = a
+            .config
+            .reward_pool
+            .checked_add(bond)
+            .ok_or(StrataError::MathOverflow)?;
         (0, 0)
     };
     a.challenge.status = if upheld {
@@ -106,7 +137,13 @@ pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool
         ChallengeStatus::Rejected
     };
     a.challenge.slashed = slashed;
-    pay_out(&a.token_program, &a.config, &a.vault, a.challenger_token.to_account_info(), to_challenger)?;
+    pay_out(
+        &a.token_program,
+        &a.config,
+        &a.vault,
+        a.challenger_token.to_account_info(),
+        to_challenger,
+    )?;
     emit_event(&ChallengeResolved {
         challenge: a.challenge.key(),
         node: a.node.operator,
@@ -119,14 +156,23 @@ pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool
 
 /// Takes `slash_bps` of everything the node has at stake, bonded first.
 fn slash(node: &mut Node, config: &mut Config, slash_bps: u16) -> Result<u64> {
-    let at_stake = node.stake.checked_add(node.unbonding).ok_or(StrataError::MathOverflow)?;
+    let at_stake = node
+        .stake
+        .checked_add(node.unbonding)
+        .ok_or(StrataError::MathOverflow)?;
     let amount = bps_of(at_stake, slash_bps);
     let verifier_before = node.verifier_stake();
     let from_stake = amount.min(node.stake);
     node.stake -= from_stake;
     node.unbonding -= amount - from_stake;
-    node.slashed_total = node.slashed_total.checked_add(amount).ok_or(StrataError::MathOverflow)?;
-    config.total_stake = config.total_stake.checked_sub(amount).ok_or(StrataError::MathOverflow)?;
+    node.slashed_total = node
+        .slashed_total
+        .checked_add(amount)
+        .ok_or(StrataError::MathOverflow)?;
+    config.total_stake = config
+        .total_stake
+        .checked_sub(amount)
+        .ok_or(StrataError::MathOverflow)?;
     config.total_verifier_stake = config
         .total_verifier_stake
         .checked_sub(verifier_before)

@@ -38,13 +38,29 @@ pub struct Stake<'info> {
 pub fn handler(ctx: Context<Stake>, amount: u64) -> Result<()> {
     require!(amount > 0, StrataError::ZeroAmount);
     let a = ctx.accounts;
-    let stake = a.node.stake.checked_add(amount).ok_or(StrataError::MathOverflow)?;
-    require!(stake >= a.config.params.min_stake, StrataError::BelowMinimumStake);
-    pay_in(&a.token_program, &a.operator_token, &a.vault, &a.operator, amount)?;
+    let stake = a
+        .node
+        .stake
+        .checked_add(amount)
+        .ok_or(StrataError::MathOverflow)?;
+    require!(
+        stake >= a.config.params.min_stake,
+        StrataError::BelowMinimumStake
+    );
+    pay_in(
+        &a.token_program,
+        &a.operator_token,
+        &a.vault,
+        &a.operator,
+        amount,
+    )?;
     let verifier_before = a.node.verifier_stake();
     a.node.stake = stake;
     let config = &mut a.config;
-    config.total_stake = config.total_stake.checked_add(amount).ok_or(StrataError::MathOverflow)?;
+    config.total_stake = config
+        .total_stake
+        .checked_add(amount)
+        .ok_or(StrataError::MathOverflow)?;
     config.total_verifier_stake = config
         .total_verifier_stake
         .checked_sub(verifier_before)

@@ -15,7 +15,11 @@ pub struct UpdateConfig<'info> {
 }
 
 /// Handler.
-pub fn handler(ctx: Context<UpdateConfig>, params: ConfigParams, reward_authority: Pubkey) -> Result<()> {
+pub fn handler(
+    ctx: Context<UpdateConfig>,
+    params: ConfigParams,
+    reward_authority: Pubkey,
+) -> Result<()> {
     params.validate()?;
     let config = &mut ctx.accounts.config;
     config.params = params;

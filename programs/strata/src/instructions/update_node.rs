@@ -18,7 +18,12 @@ pub struct UpdateNode<'info> {
 }
 
 /// Handler.
-pub fn handler(ctx: Context<UpdateNode>, multiaddrs: Vec<String>, capacity: Capacity, roles: u8) -> Result<()> {
+pub fn handler(
+    ctx: Context<UpdateNode>,
+    multiaddrs: Vec<String>,
+    capacity: Capacity,
+    roles: u8,
+) -> Result<()> {
     validate_endpoints(&multiaddrs, roles)?;
     let node = &mut ctx.accounts.node;
     let config = &mut ctx.accounts.config;

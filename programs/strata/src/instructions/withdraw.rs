@@ -31,7 +31,10 @@ pub struct Withdraw<'info> {
 /// Handler.
 pub fn handler(ctx: Context<Withdraw>) -> Result<()> {
     let a = ctx.accounts;
-    require!(a.escrow.pending_withdrawal > 0, StrataError::NothingToWithdraw);
+    require!(
+        a.escrow.pending_withdrawal > 0,
+        StrataError::NothingToWithdraw
+    );
     require!(
         Clock::get()?.unix_timestamp >= a.escrow.withdraw_after,
         StrataError::WithdrawalDelayNotElapsed
@@ -40,8 +43,18 @@ pub fn handler(ctx: Context<Withdraw>) -> Result<()> {
     require!(amount > 0, StrataError::NothingToWithdraw);
     a.escrow.pending_withdrawal = 0;
     a.escrow.balance -= amount;
-    a.config.total_escrow = a.config.total_escrow.checked_sub(amount).ok_or(StrataError::MathOverflow)?;
-    pay_out(&a.token_program, &a.config, &a.vault, a.client_token.to_account_info(), amount)?;
+    a.config.total_escrow = a
+        .config
+        .total_escrow
+        .checked_sub(amount)
+        .ok_or(StrataError::MathOverflow)?;
+    pay_out(
+        &a.token_program,
+        &a.config,
+        &a.vault,
+        a.client_token.to_account_info(),
+        amount,
+    )?;
     emit_event(&Withdrawn {
         client: a.escrow.client,
         amount,

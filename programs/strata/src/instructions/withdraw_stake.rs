@@ -39,8 +39,18 @@ pub fn handler(ctx: Context<WithdrawStake>) -> Result<()> {
         StrataError::UnbondingNotElapsed
     );
     a.node.unbonding = 0;
-    a.config.total_stake = a.config.total_stake.checked_sub(amount).ok_or(StrataError::MathOverflow)?;
-    pay_out(&a.token_program, &a.config, &a.vault, a.operator_token.to_account_info(), amount)?;
+    a.config.total_stake = a
+        .config
+        .total_stake
+        .checked_sub(amount)
+        .ok_or(StrataError::MathOverflow)?;
+    pay_out(
+        &a.token_program,
+        &a.config,
+        &a.vault,
+        a.operator_token.to_account_info(),
+        amount,
+    )?;
     emit_event(&StakeWithdrawn {
         operator: a.node.operator,
         amount,

@@ -12,7 +12,9 @@ pub const ROLE_COMPUTE: u8 = 1;
 pub const ROLE_VERIFIER: u8 = 2;
 
 /// What a node declares it can offer; the scheduler sizes layer ranges from it.
-#[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, Default, PartialEq, Eq, InitSpace)]
+#[derive(
+    AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, Default, PartialEq, Eq, InitSpace,
+)]
 pub struct Capacity {
     /// Memory available for model weights and KV cache, in MiB.
     pub memory_mb: u32,
@@ -77,7 +79,10 @@ impl Node {
 
 /// Checks what an operator declares about its node.
 pub fn validate_endpoints(multiaddrs: &[String], roles: u8) -> Result<()> {
-    require!(multiaddrs.len() <= MAX_MULTIADDRS, StrataError::TooManyMultiaddrs);
+    require!(
+        multiaddrs.len() <= MAX_MULTIADDRS,
+        StrataError::TooManyMultiaddrs
+    );
     for addr in multiaddrs {
         require!(
             !addr.is_empty() && addr.len() <= MAX_MULTIADDR_LEN && addr.starts_with('/'),

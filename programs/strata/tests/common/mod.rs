@@ -15,7 +15,10 @@ use solana_signer::Signer;
 use solana_transaction::Transaction;
 use solana_transaction_error::TransactionError;
 use strata_chain::ed25519::{verify_instruction, SignedMessage};
-use strata_chain::{ix, merkle, pda, voucher, Capacity, ConfigParams, Pubkey, PROGRAM_ID, ROLE_COMPUTE, ROLE_VERIFIER};
+use strata_chain::{
+    ix, merkle, pda, voucher, Capacity, ConfigParams, Pubkey, PROGRAM_ID, ROLE_COMPUTE,
+    ROLE_VERIFIER,
+};
 use strata_program::errors::StrataError;
 use strata_program::state::Config;
 
@@ -60,10 +63,17 @@ pub fn code(err: &TransactionError) -> Option<u32> {
 
 /// Asserts that `result` failed with the program error `expected`.
 #[track_caller]
-pub fn assert_error<T: std::fmt::Debug>(result: Result<T, TransactionError>, expected: StrataError) {
+pub fn assert_error<T: std::fmt::Debug>(
+    result: Result<T, TransactionError>,
+    expected: StrataError,
+) {
     let want = u32::from(expected);
     match result {
-        Err(e) => assert_eq!(code(&e), Some(want), "expected {expected:?} ({want}), got {e:?}"),
+        Err(e) => assert_eq!(
+            code(&e),
+            Some(want),
+            "expected {expected:?} ({want}), got {e:?}"
+        ),
         Ok(ok) => panic!("expected {expected:?}, but the transaction succeeded: {ok:?}"),
     }
 }
@@ -81,7 +91,11 @@ impl Env {
     /// A runtime with the program, a mint and a funded admin; not initialised.
     pub fn bare() -> Self {
         let mut svm = LiteSVM::new();
-        native_svm::add_native_program(&mut svm, PROGRAM_ID, strata_program::native::process_instruction);
+        native_svm::add_native_program(
+            &mut svm,
+            PROGRAM_ID,
+            strata_program::native::process_instruction,
+        );
         let mut clock: anchor_lang::prelude::Clock = svm.get_sysvar();
         clock.unix_timestamp = GENESIS;
         clock.slot = 1_000;
@@ -107,7 +121,12 @@ impl Env {
     /// A runtime with the program initialised with [`params`].
     pub fn new() -> Self {
         let mut env = Self::bare();
-        let ix = ix::initialize(&env.admin.pubkey(), &env.mint, params(), &env.reward_authority.pubkey());
+        let ix = ix::initialize(
+            &env.admin.pubkey(),
+            &env.mint,
+            params(),
+            &env.reward_authority.pubkey(),
+        );
         let admin = env.admin.insecure_clone();
         env.send(&[ix], &admin, &[]).expect("initialize");
         env
@@ -123,7 +142,11 @@ impl Env {
                 solana_instruction::AccountMeta::new(self.mint_authority.pubkey(), true),
                 solana_instruction::AccountMeta::new(mint.pubkey(), true),
             ],
-            data: system_create_account_data(self.svm.minimum_balance_for_rent_exemption(space), space as u64, &token),
+            data: system_create_account_data(
+                self.svm.minimum_balance_for_rent_exemption(space),
+                space as u64,
+                &token,
+            ),
         };
         let init = spl_token_interface::instruction::initialize_mint2(
             &token,
@@ -134,7 +157,8 @@ impl Env {
         )
         .expect("initialize_mint2");
         let payer = self.mint_authority.insecure_clone();
-        self.send(&[create, init], &payer, &[&mint]).expect("create mint");
+        self.send(&[create, init], &payer, &[&mint])
+            .expect("create mint");
         mint.pubkey()
     }
 
@@ -146,8 +170,18 @@ impl Env {
         signers: &[&Keypair],
     ) -> Result<TransactionMetadata, TransactionError> {
         let mut all: Vec<&Keypair> = vec![payer];
-        all.extend(signers.iter().copied().filter(|s| s.pubkey() != payer.pubkey()));
-        let tx = Transaction::new_signed_with_payer(ixs, Some(&payer.pubkey()), &all, self.svm.latest_blockhash());
+        all.extend(
+            signers
+                .iter()
+                .copied()
+                .filter(|s| s.pubkey() != payer.pubkey()),
+        );
+        let tx = Transaction::new_signed_with_payer(
+            ixs,
+            Some(&payer.pubkey()),
+            &all,
+            self.svm.latest_blockhash(),
+        );
         let result = self.svm.send_transaction(tx).map_err(|failed| failed.err);
         self.svm.expire_blockhash();
         result
@@ -196,7 +230,9 @@ impl Env {
 
     pub fn token_balance(&self, account: &Pubkey) -> u64 {
         let data = self.svm.get_account(account).expect("token account").data;
-        spl_token_interface::state::Account::unpack(&data).expect("token account").amount
+        spl_token_interface::state::Account::unpack(&data)
+            .expect("token account")
+            .amount
     }
 
     pub fn account<T: AccountDeserialize>(&self, address: &Pubkey) -> T {
@@ -205,7 +241,9 @@ impl Env {
     }
 
     pub fn exists(&self, address: &Pubkey) -> bool {
-        self.svm.get_account(address).is_some_and(|a| a.lamports > 0)
+        self.svm
+            .get_account(address)
+            .is_some_and(|a| a.lamports > 0)
     }
 
     pub fn config(&self) -> Config {
@@ -213,14 +251,18 @@ impl Env {
     }
 
     pub fn now(&self) -> i64 {
-        self.svm.get_sysvar::<anchor_lang::prelude::Clock>().unix_timestamp
+        self.svm
+            .get_sysvar::<anchor_lang::prelude::Clock>()
+            .unix_timestamp
     }
 
     /// Moves the clock forward by `seconds` (and a slot per 400 ms).
     pub fn warp(&mut self, seconds: i64) {
         let mut clock: anchor_lang::prelude::Clock = self.svm.get_sysvar();
         clock.unix_timestamp += seconds;
-        clock.slot = clock.slot.saturating_add_signed(seconds.saturating_mul(5) / 2);
+        clock.slot = clock
+            .slot
+            .saturating_add_signed(seconds.saturating_mul(5) / 2);
         self.svm.set_sysvar(&clock);
     }
 
@@ -235,7 +277,12 @@ impl Env {
         let account = Account {
             lamports: existing.as_ref().map_or(1_000_000, |a| a.lamports),
             data,
-            owner: existing.map_or("Sysvar1111111111111111111111111111111111111".parse::<Pubkey>().expect("valid"), |a| a.owner),
+            owner: existing.map_or(
+                "Sysvar1111111111111111111111111111111111111"
+                    .parse::<Pubkey>()
+                    .expect("valid"),
+                |a| a.owner,
+            ),
             executable: false,
             rent_epoch: 0,
         };
@@ -274,18 +321,28 @@ impl Env {
     /// A client with `deposit` in escrow.
     pub fn client(&mut self, deposit: u64) -> (Keypair, Pubkey) {
         let (client, ata) = self.user(deposit * 2);
-        self.send(&[ix::deposit(&client.pubkey(), &ata, deposit)], &client, &[])
-            .expect("deposit");
+        self.send(
+            &[ix::deposit(&client.pubkey(), &ata, deposit)],
+            &client,
+            &[],
+        )
+        .expect("deposit");
         (client, ata)
     }
 
     /// A relayer the admin allowed.
     pub fn relayer(&mut self) -> Keypair {
         let relayer = Keypair::new();
-        self.svm.airdrop(&relayer.pubkey(), 10 * SOL).expect("airdrop");
+        self.svm
+            .airdrop(&relayer.pubkey(), 10 * SOL)
+            .expect("airdrop");
         let admin = self.admin.insecure_clone();
-        self.send(&[ix::add_relayer(&admin.pubkey(), &relayer.pubkey())], &admin, &[])
-            .expect("add relayer");
+        self.send(
+            &[ix::add_relayer(&admin.pubkey(), &relayer.pubkey())],
+            &admin,
+            &[],
+        )
+        .expect("add relayer");
         relayer
     }
 
@@ -293,17 +350,31 @@ impl Env {
     pub fn post_batch(&mut self, relayer: &Keypair, leaves: &[[u8; 32]]) -> u64 {
         let id = self.config().next_batch_id;
         let epoch = self.config().epoch_at(self.now());
-        let ix = ix::post_batch(&relayer.pubkey(), id, epoch, merkle::root(leaves), leaves.len() as u32, 1_000);
+        let ix = ix::post_batch(
+            &relayer.pubkey(),
+            id,
+            epoch,
+            merkle::root(leaves),
+            leaves.len() as u32,
+            1_000,
+        );
         self.send(&[ix], relayer, &[]).expect("post batch");
         id
     }
 
     /// The ed25519 + redeem pair for `vouchers` (client, node, node token, cumulative).
-    pub fn redeem_ixs(&self, payer: &Pubkey, vouchers: &[(&Keypair, Pubkey, Pubkey, u64)]) -> Vec<Instruction> {
+    pub fn redeem_ixs(
+        &self,
+        payer: &Pubkey,
+        vouchers: &[(&Keypair, Pubkey, Pubkey, u64)],
+    ) -> Vec<Instruction> {
         let signed: Vec<_> = vouchers
             .iter()
             .map(|(client, node, _, cumulative)| {
-                SignedMessage::sign(client, &voucher::voucher_message(&PROGRAM_ID, node, *cumulative))
+                SignedMessage::sign(
+                    client,
+                    &voucher::voucher_message(&PROGRAM_ID, node, *cumulative),
+                )
             })
             .collect();
         let accounts: Vec<_> = vouchers
@@ -314,7 +385,10 @@ impl Env {
                 node_token: *node_token,
             })
             .collect();
-        vec![verify_instruction(&signed).expect("ed25519 ix"), ix::redeem_vouchers(payer, &accounts)]
+        vec![
+            verify_instruction(&signed).expect("ed25519 ix"),
+            ix::redeem_vouchers(payer, &accounts),
+        ]
     }
 
     /// The vault holds exactly what the ledger says it holds.
@@ -322,12 +396,18 @@ impl Env {
     pub fn assert_vault_balanced(&self) {
         let c = self.config();
         let owed = c.total_stake + c.total_escrow + c.reward_pool + c.bonds_held;
-        assert_eq!(self.token_balance(&pda::vault()), owed, "vault vs ledger totals: {c:?}");
+        assert_eq!(
+            self.token_balance(&pda::vault()),
+            owed,
+            "vault vs ledger totals: {c:?}"
+        );
     }
 }
 
 fn solana_sdk_ids_slot_hashes() -> Pubkey {
-    "SysvarS1otHashes111111111111111111111111111".parse().expect("valid")
+    "SysvarS1otHashes111111111111111111111111111"
+        .parse()
+        .expect("valid")
 }
 
 /// The system program's CreateAccount instruction data (bincode of the enum).
