@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use strata_chain::{ix, keys, pda, rpc::ChainClient, token, Capacity, ChainError, ConfigParams, Keypair, Pubkey, Signer, ROLE_COMPUTE, ROLE_VERIFIER};
+use strata_chain::{
+    ix, keys, pda, rpc::ChainClient, token, Capacity, ChainError, ConfigParams, Keypair, Pubkey,
+    Signer, ROLE_COMPUTE, ROLE_VERIFIER,
+};
 
 use crate::TestnetManifest;
 
@@ -38,7 +41,9 @@ impl TestnetKeys {
             mint: key("mint")?,
             relayer: key("relayer")?,
             client: key("client")?,
-            nodes: (0..nodes).map(|i| key(&format!("node-{i}"))).collect::<Result<_, _>>()?,
+            nodes: (0..nodes)
+                .map(|i| key(&format!("node-{i}")))
+                .collect::<Result<_, _>>()?,
             dir: dir.to_path_buf(),
         })
     }
@@ -109,27 +114,84 @@ pub async fn bootstrap(
     }
     let rent = client.rent(token::MINT_LEN).await?;
     client
-        .send(&token::create_mint(&faucet.pubkey(), &mint, &faucet.pubkey(), rent)?, faucet, &[&keys.mint])
+        .send(
+            &token::create_mint(&faucet.pubkey(), &mint, &faucet.pubkey(), rent)?,
+            faucet,
+            &[&keys.mint],
+        )
         .await?;
     client
-        .send(&[ix::initialize(&admin.pubkey(), &mint, options.params, &keys.relayer.pubkey())], admin, &[])
+        .send(
+            &[ix::initialize(
+                &admin.pubkey(),
+                &mint,
+                options.params,
+                &keys.relayer.pubkey(),
+            )],
+            admin,
+            &[],
+        )
         .await?;
     client
-        .send(&[ix::add_relayer(&admin.pubkey(), &keys.relayer.pubkey())], admin, &[])
+        .send(
+            &[ix::add_relayer(&admin.pubkey(), &keys.relayer.pubkey())],
+            admin,
+            &[],
+        )
         .await?;
 
-    let relayer_ata = token::faucet(client, faucet, &mint, &keys.relayer.pubkey(), 0, options.reward_pool).await?;
+    let relayer_ata = token::faucet(
+        client,
+        faucet,
+        &mint,
+        &keys.relayer.pubkey(),
+        0,
+        options.reward_pool,
+    )
+    .await?;
     client
-        .send(&[ix::fund_rewards(&keys.relayer.pubkey(), &relayer_ata, options.reward_pool)], &keys.relayer, &[])
+        .send(
+            &[ix::fund_rewards(
+                &keys.relayer.pubkey(),
+                &relayer_ata,
+                options.reward_pool,
+            )],
+            &keys.relayer,
+            &[],
+        )
         .await?;
 
-    let client_ata = token::faucet(client, faucet, &mint, &keys.client.pubkey(), 0, 10 * options.client_deposit).await?;
+    let client_ata = token::faucet(
+        client,
+        faucet,
+        &mint,
+        &keys.client.pubkey(),
+        0,
+        10 * options.client_deposit,
+    )
+    .await?;
     client
-        .send(&[ix::deposit(&keys.client.pubkey(), &client_ata, options.client_deposit)], &keys.client, &[])
+        .send(
+            &[ix::deposit(
+                &keys.client.pubkey(),
+                &client_ata,
+                options.client_deposit,
+            )],
+            &keys.client,
+            &[],
+        )
         .await?;
 
     for (i, node) in keys.nodes.iter().enumerate() {
-        let ata = token::faucet(client, faucet, &mint, &node.pubkey(), 10 * LAMPORTS_PER_SOL, 2 * options.node_stake).await?;
+        let ata = token::faucet(
+            client,
+            faucet,
+            &mint,
+            &node.pubkey(),
+            10 * LAMPORTS_PER_SOL,
+            2 * options.node_stake,
+        )
+        .await?;
         let register = ix::register_node(
             &node.pubkey(),
             vec![format!("/ip4/127.0.0.1/tcp/{}", 4_001 + i)],
@@ -153,7 +215,9 @@ pub async fn bootstrap(
         admin_keypair: keys.path("admin"),
         relayer_keypair: keys.path("relayer"),
         client_keypair: keys.path("client"),
-        node_keypairs: (0..keys.nodes.len()).map(|i| keys.path(&format!("node-{i}"))).collect(),
+        node_keypairs: (0..keys.nodes.len())
+            .map(|i| keys.path(&format!("node-{i}")))
+            .collect(),
         nodes: keys.nodes.iter().map(|k| k.pubkey().to_string()).collect(),
     })
 }

@@ -42,7 +42,9 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
         .init();
     match Cli::parse().command {
         Command::Up {
@@ -51,12 +53,28 @@ async fn main() -> anyhow::Result<()> {
             nodes,
             state_dir,
             exit_after_setup,
-        } => up(rpc_port, ws_port, usize::from(nodes), state_dir, exit_after_setup).await,
+        } => {
+            up(
+                rpc_port,
+                ws_port,
+                usize::from(nodes),
+                state_dir,
+                exit_after_setup,
+            )
+            .await
+        }
     }
 }
 
-async fn up(rpc_port: u16, ws_port: u16, nodes: usize, state_dir: PathBuf, exit_after_setup: bool) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+async fn up(
+    rpc_port: u16,
+    ws_port: u16,
+    nodes: usize,
+    state_dir: PathBuf,
+    exit_after_setup: bool,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating {}", state_dir.display()))?;
     let keys = TestnetKeys::load_or_create(&state_dir, nodes)?;
     let config = LocalnetConfig {
         rpc_port,
@@ -82,7 +100,9 @@ async fn up(rpc_port: u16, ws_port: u16, nodes: usize, state_dir: PathBuf, exit_
         return Ok(());
     }
     println!("Press Ctrl-C to stop.");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     println!("Stopping.");
     tokio::task::spawn_blocking(move || drop(chain)).await?;
     Ok(())

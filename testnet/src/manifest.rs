@@ -36,7 +36,10 @@ impl TestnetManifest {
     /// Writes the manifest into `dir`.
     pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
         let path = dir.join(FILE);
-        std::fs::write(&path, serde_json::to_string_pretty(self).map_err(std::io::Error::other)?)?;
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(self).map_err(std::io::Error::other)?,
+        )?;
         Ok(path)
     }
 

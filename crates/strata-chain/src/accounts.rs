@@ -2,13 +2,18 @@
 
 use anchor_lang::AccountDeserialize;
 pub use strata_program::state::{
-    Batch, Challenge, ChallengeStatus, Channel, ClaimRecord, Config, Escrow, Node, Relayer, RewardEpoch,
+    Batch, Challenge, ChallengeStatus, Channel, ClaimRecord, Config, Escrow, Node, Relayer,
+    RewardEpoch,
 };
 
 use crate::{ChainError, Pubkey};
 
 /// Decodes `data` as account type `T`, checking its discriminator.
-pub fn decode<T: AccountDeserialize>(address: &Pubkey, data: &[u8], kind: &'static str) -> Result<T, ChainError> {
+pub fn decode<T: AccountDeserialize>(
+    address: &Pubkey,
+    data: &[u8],
+    kind: &'static str,
+) -> Result<T, ChainError> {
     let mut slice = data;
     T::try_deserialize(&mut slice).map_err(|_| ChainError::Decode {
         address: address.to_string(),

@@ -26,8 +26,14 @@ mod tests {
     fn names_and_urls() {
         assert_eq!(resolve("localnet").unwrap(), "http://127.0.0.1:8899");
         assert_eq!(resolve("devnet").unwrap(), "https://api.devnet.solana.com");
-        assert_eq!(resolve("http://10.0.0.1:9000").unwrap(), "http://10.0.0.1:9000");
-        assert!(matches!(resolve("ftp://x"), Err(ChainError::UnknownCluster(_))));
+        assert_eq!(
+            resolve("http://10.0.0.1:9000").unwrap(),
+            "http://10.0.0.1:9000"
+        );
+        assert!(matches!(
+            resolve("ftp://x"),
+            Err(ChainError::UnknownCluster(_))
+        ));
         assert!(matches!(resolve(""), Err(ChainError::UnknownCluster(_))));
     }
 }

@@ -43,8 +43,11 @@ impl SignedMessage {
         let Ok(key) = ed25519_dalek::VerifyingKey::from_bytes(&self.signer.to_bytes()) else {
             return false;
         };
-        key.verify_strict(&self.message, &ed25519_dalek::Signature::from_bytes(&self.signature))
-            .is_ok()
+        key.verify_strict(
+            &self.message,
+            &ed25519_dalek::Signature::from_bytes(&self.signature),
+        )
+        .is_ok()
     }
 }
 

@@ -13,25 +13,104 @@ macro_rules! program_errors {
     };
 }
 
-program_errors!(InvalidParameter, Unauthorized, MathOverflow, ZeroAmount, TooManyMultiaddrs, InvalidMultiaddr, InvalidRoles, BelowMinimumStake, InsufficientStake, UnbondingNotElapsed, NothingToWithdraw, ChallengePending, NodeHasStake, DuplicateAccount, InsufficientEscrow, WithdrawalDelayNotElapsed, InvalidEpoch, EmptyBatch, MissingSignatures, MalformedSignatures, SignatureCountMismatch, MessageMismatch, WrongSigner, InvalidPda, InvalidAccount, StaleVoucher, BatchTooLarge, InvalidMerkleProof, ChallengeWindowClosed, ChallengeNotOpen, DeadlinePassed, DeadlineNotReached, NoVerifiers, NotAVerifier, VerifierNotSelected, QuorumNotReached, SelfVerification, EpochOutOfOrder, RewardCapExceeded, NothingToClaim, InsufficientRewardPool, SlotHashesUnavailable, );
+program_errors!(
+    InvalidParameter,
+    Unauthorized,
+    MathOverflow,
+    ZeroAmount,
+    TooManyMultiaddrs,
+    InvalidMultiaddr,
+    InvalidRoles,
+    BelowMinimumStake,
+    InsufficientStake,
+    UnbondingNotElapsed,
+    NothingToWithdraw,
+    ChallengePending,
+    NodeHasStake,
+    DuplicateAccount,
+    InsufficientEscrow,
+    WithdrawalDelayNotElapsed,
+    InvalidEpoch,
+    EmptyBatch,
+    MissingSignatures,
+    MalformedSignatures,
+    SignatureCountMismatch,
+    MessageMismatch,
+    WrongSigner,
+    InvalidPda,
+    InvalidAccount,
+    StaleVoucher,
+    BatchTooLarge,
+    InvalidMerkleProof,
+    ChallengeWindowClosed,
+    ChallengeNotOpen,
+    DeadlinePassed,
+    DeadlineNotReached,
+    NoVerifiers,
+    NotAVerifier,
+    VerifierNotSelected,
+    QuorumNotReached,
+    SelfVerification,
+    EpochOutOfOrder,
+    RewardCapExceeded,
+    NothingToClaim,
+    InsufficientRewardPool,
+    SlotHashesUnavailable,
+);
 
 /// Anchor's own codes that a caller can run into (constraints, account checks).
 const ANCHOR: &[(u32, &str, &str)] = &[
     (2000, "ConstraintMut", "a mut constraint was violated"),
-    (2001, "ConstraintHasOne", "a has_one constraint was violated"),
+    (
+        2001,
+        "ConstraintHasOne",
+        "a has_one constraint was violated",
+    ),
     (2002, "ConstraintSigner", "a signer constraint was violated"),
     (2003, "ConstraintRaw", "a raw constraint was violated"),
     (2006, "ConstraintSeeds", "a seeds constraint was violated"),
-    (2012, "ConstraintAddress", "an address constraint was violated"),
-    (2014, "ConstraintTokenMint", "a token mint constraint was violated"),
-    (2015, "ConstraintTokenOwner", "a token owner constraint was violated"),
-    (3001, "AccountDiscriminatorNotFound", "no account discriminator was found"),
-    (3002, "AccountDiscriminatorMismatch", "account discriminator did not match"),
-    (3003, "AccountDidNotDeserialize", "failed to deserialize the account"),
-    (3007, "AccountOwnedByWrongProgram", "the account is owned by a different program"),
+    (
+        2012,
+        "ConstraintAddress",
+        "an address constraint was violated",
+    ),
+    (
+        2014,
+        "ConstraintTokenMint",
+        "a token mint constraint was violated",
+    ),
+    (
+        2015,
+        "ConstraintTokenOwner",
+        "a token owner constraint was violated",
+    ),
+    (
+        3001,
+        "AccountDiscriminatorNotFound",
+        "no account discriminator was found",
+    ),
+    (
+        3002,
+        "AccountDiscriminatorMismatch",
+        "account discriminator did not match",
+    ),
+    (
+        3003,
+        "AccountDidNotDeserialize",
+        "failed to deserialize the account",
+    ),
+    (
+        3007,
+        "AccountOwnedByWrongProgram",
+        "the account is owned by a different program",
+    ),
     (3008, "InvalidProgramId", "program ID was not as expected"),
     (3010, "AccountNotSigner", "the account did not sign"),
-    (3012, "AccountNotInitialized", "the account is not initialized"),
+    (
+        3012,
+        "AccountNotInitialized",
+        "the account is not initialized",
+    ),
 ];
 
 /// (name, message) for an error code.
@@ -42,7 +121,10 @@ pub fn describe(code: u32) -> (String, String) {
     if let Some((_, name, msg)) = ANCHOR.iter().find(|(c, _, _)| *c == code) {
         return (name.to_string(), msg.to_string());
     }
-    ("Unknown".to_string(), format!("custom program error {code}"))
+    (
+        "Unknown".to_string(),
+        format!("custom program error {code}"),
+    )
 }
 
 #[cfg(test)]

@@ -42,10 +42,26 @@ pub fn decode_event(data: &[u8]) -> Option<StrataEvent> {
         };
     }
     try_each!(
-        Initialized, ConfigUpdated, RelayerAdded, RelayerRemoved, NodeUpdated, NodeDeregistered, Staked,
-        UnstakeRequested, StakeWithdrawn, Deposited, WithdrawalRequested, Withdrawn, BatchPosted,
-        VoucherRedeemed, ChallengeOpened, ChallengeResolved, ChallengeExpired, RewardsFunded,
-        RewardsPublished, RewardsClaimed
+        Initialized,
+        ConfigUpdated,
+        RelayerAdded,
+        RelayerRemoved,
+        NodeUpdated,
+        NodeDeregistered,
+        Staked,
+        UnstakeRequested,
+        StakeWithdrawn,
+        Deposited,
+        WithdrawalRequested,
+        Withdrawn,
+        BatchPosted,
+        VoucherRedeemed,
+        ChallengeOpened,
+        ChallengeResolved,
+        ChallengeExpired,
+        RewardsFunded,
+        RewardsPublished,
+        RewardsClaimed
     );
     None
 }
@@ -54,7 +70,11 @@ pub fn decode_event(data: &[u8]) -> Option<StrataEvent> {
 pub fn from_logs<S: AsRef<str>>(logs: &[S]) -> Vec<StrataEvent> {
     logs.iter()
         .filter_map(|line| line.as_ref().strip_prefix("Program data: "))
-        .filter_map(|b64| base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok())
+        .filter_map(|b64| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+        })
         .filter_map(|bytes| decode_event(&bytes))
         .collect()
 }
@@ -73,7 +93,10 @@ mod tests {
             amount: 5,
             stake: 9,
         };
-        let line = format!("Program data: {}", base64::engine::general_purpose::STANDARD.encode(e.data()));
+        let line = format!(
+            "Program data: {}",
+            base64::engine::general_purpose::STANDARD.encode(e.data())
+        );
         match from_logs(&[line.as_str(), "Program log: hi"]).as_slice() {
             [StrataEvent::Staked(s)] => assert_eq!((s.amount, s.stake), (5, 9)),
             other => panic!("unexpected {other:?}"),

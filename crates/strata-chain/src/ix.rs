@@ -23,7 +23,12 @@ fn build(accounts: impl ToAccountMetas, args: impl InstructionData) -> Instructi
 }
 
 /// `initialize`: creates config and vault; `admin` pays and becomes admin.
-pub fn initialize(admin: &Pubkey, mint: &Pubkey, params: ConfigParams, reward_authority: &Pubkey) -> Instruction {
+pub fn initialize(
+    admin: &Pubkey,
+    mint: &Pubkey,
+    params: ConfigParams,
+    reward_authority: &Pubkey,
+) -> Instruction {
     build(
         acc::Initialize {
             admin: *admin,
@@ -41,7 +46,11 @@ pub fn initialize(admin: &Pubkey, mint: &Pubkey, params: ConfigParams, reward_au
 }
 
 /// `update_config` (admin).
-pub fn update_config(admin: &Pubkey, params: ConfigParams, reward_authority: &Pubkey) -> Instruction {
+pub fn update_config(
+    admin: &Pubkey,
+    params: ConfigParams,
+    reward_authority: &Pubkey,
+) -> Instruction {
     build(
         acc::UpdateConfig {
             admin: *admin,
@@ -80,7 +89,12 @@ pub fn remove_relayer(admin: &Pubkey, relayer: &Pubkey) -> Instruction {
 }
 
 /// `register_node`.
-pub fn register_node(operator: &Pubkey, multiaddrs: Vec<String>, capacity: Capacity, roles: u8) -> Instruction {
+pub fn register_node(
+    operator: &Pubkey,
+    multiaddrs: Vec<String>,
+    capacity: Capacity,
+    roles: u8,
+) -> Instruction {
     build(
         acc::RegisterNode {
             operator: *operator,
@@ -96,7 +110,12 @@ pub fn register_node(operator: &Pubkey, multiaddrs: Vec<String>, capacity: Capac
 }
 
 /// `update_node`.
-pub fn update_node(operator: &Pubkey, multiaddrs: Vec<String>, capacity: Capacity, roles: u8) -> Instruction {
+pub fn update_node(
+    operator: &Pubkey,
+    multiaddrs: Vec<String>,
+    capacity: Capacity,
+    roles: u8,
+) -> Instruction {
     build(
         acc::UpdateNode {
             operator: *operator,
@@ -112,7 +131,12 @@ pub fn update_node(operator: &Pubkey, multiaddrs: Vec<String>, capacity: Capacit
 }
 
 /// `stake` from `operator_token`.
-pub fn stake(operator: &Pubkey, operator_token: &Pubkey, mint: &Pubkey, amount: u64) -> Instruction {
+pub fn stake(
+    operator: &Pubkey,
+    operator_token: &Pubkey,
+    mint: &Pubkey,
+    amount: u64,
+) -> Instruction {
     build(
         acc::Stake {
             operator: *operator,
@@ -260,8 +284,10 @@ pub fn redeem_vouchers(payer: &Pubkey, vouchers: &[VoucherAccounts]) -> Instruct
         data::RedeemVouchers {},
     );
     for v in vouchers {
-        ix.accounts.push(AccountMeta::new(pda::escrow(&v.client), false));
-        ix.accounts.push(AccountMeta::new(pda::channel(&v.client, &v.node), false));
+        ix.accounts
+            .push(AccountMeta::new(pda::escrow(&v.client), false));
+        ix.accounts
+            .push(AccountMeta::new(pda::channel(&v.client, &v.node), false));
         ix.accounts.push(AccountMeta::new(v.node_token, false));
     }
     ix
@@ -317,13 +343,19 @@ pub fn resolve_challenge(
         data::ResolveChallenge { upheld },
     );
     for v in verifiers {
-        ix.accounts.push(AccountMeta::new_readonly(pda::node(v), false));
+        ix.accounts
+            .push(AccountMeta::new_readonly(pda::node(v), false));
     }
     ix
 }
 
 /// `expire_challenge`.
-pub fn expire_challenge(submitter: &Pubkey, challenge: &Pubkey, node: &Pubkey, challenger_token: &Pubkey) -> Instruction {
+pub fn expire_challenge(
+    submitter: &Pubkey,
+    challenge: &Pubkey,
+    node: &Pubkey,
+    challenger_token: &Pubkey,
+) -> Instruction {
     build(
         acc::ExpireChallenge {
             submitter: *submitter,
@@ -353,7 +385,13 @@ pub fn fund_rewards(funder: &Pubkey, funder_token: &Pubkey, amount: u64) -> Inst
 }
 
 /// `publish_rewards` (reward authority).
-pub fn publish_rewards(authority: &Pubkey, epoch: i64, root: [u8; 32], leaf_count: u32, declared: u64) -> Instruction {
+pub fn publish_rewards(
+    authority: &Pubkey,
+    epoch: i64,
+    root: [u8; 32],
+    leaf_count: u32,
+    declared: u64,
+) -> Instruction {
     build(
         acc::PublishRewards {
             reward_authority: *authority,

@@ -35,12 +35,14 @@ pub fn write_new(path: &Path, keypair: &Keypair) -> Result<(), ChainError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| fail(e.to_string()))?;
     }
-    let json = serde_json::to_string(&keypair.to_bytes().to_vec()).map_err(|e| fail(e.to_string()))?;
+    let json =
+        serde_json::to_string(&keypair.to_bytes().to_vec()).map_err(|e| fail(e.to_string()))?;
     std::fs::write(path, json).map_err(|e| fail(e.to_string()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| fail(e.to_string()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| fail(e.to_string()))?;
     }
     Ok(())
 }
@@ -77,9 +79,16 @@ mod tests {
         let short = read(&dir.join("short.json")).unwrap_err().to_string();
         assert!(short.contains("expected 64 bytes, found 3"), "{short}");
         std::fs::write(dir.join("junk.json"), "not json").unwrap();
-        assert!(read(&dir.join("junk.json")).unwrap_err().to_string().contains("not a Solana keypair"));
+        assert!(read(&dir.join("junk.json"))
+            .unwrap_err()
+            .to_string()
+            .contains("not a Solana keypair"));
         // 64 bytes whose public half does not match the secret half.
-        std::fs::write(dir.join("mismatch.json"), serde_json::to_string(&vec![7u8; 64]).unwrap()).unwrap();
+        std::fs::write(
+            dir.join("mismatch.json"),
+            serde_json::to_string(&vec![7u8; 64]).unwrap(),
+        )
+        .unwrap();
         assert!(read(&dir.join("mismatch.json")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }

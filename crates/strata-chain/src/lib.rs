@@ -18,17 +18,17 @@ pub mod events;
 pub mod ix;
 pub mod keys;
 pub mod pda;
-pub mod token;
 pub mod rpc;
+pub mod token;
 pub mod tx;
 
 pub use error::ChainError;
+pub use solana_keypair::Keypair;
+pub use solana_signer::Signer;
 pub use strata_program::{
     merkle, selection,
     state::{Capacity, ConfigParams, ROLE_COMPUTE, ROLE_VERIFIER},
     voucher, ID as PROGRAM_ID,
 };
-pub use solana_keypair::Keypair;
-pub use solana_signer::Signer;
 /// Public key type shared with the program.
 pub type Pubkey = anchor_lang::prelude::Pubkey;

@@ -1,6 +1,8 @@
 //! Program-derived addresses, with the same seeds as the program's `state/`.
 
-use strata_program::state::{Batch, Challenge, Channel, ClaimRecord, Config, Escrow, Node, Relayer, RewardEpoch};
+use strata_program::state::{
+    Batch, Challenge, Channel, ClaimRecord, Config, Escrow, Node, Relayer, RewardEpoch,
+};
 use strata_program::ID;
 
 use crate::Pubkey;

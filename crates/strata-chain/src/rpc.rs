@@ -46,9 +46,15 @@ impl ChainClient {
     }
 
     fn rpc_error(&self, e: ClientError) -> ChainError {
-        if let Some(TransactionError::InstructionError(_, InstructionError::Custom(code))) = e.get_transaction_error() {
+        if let Some(TransactionError::InstructionError(_, InstructionError::Custom(code))) =
+            e.get_transaction_error()
+        {
             let (name, message) = error_names::describe(code);
-            return ChainError::Program { code, name, message };
+            return ChainError::Program {
+                code,
+                name,
+                message,
+            };
         }
         ChainError::Rpc {
             url: self.url.clone(),
@@ -58,7 +64,11 @@ impl ChainClient {
 
     /// Checks the endpoint answers; the error says where it tried.
     pub async fn ping(&self) -> Result<(), ChainError> {
-        self.rpc.get_version().await.map(|_| ()).map_err(|e| self.rpc_error(e))
+        self.rpc
+            .get_version()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.rpc_error(e))
     }
 
     /// Signs, sends and confirms `instructions`, paid by `payer`.
@@ -68,7 +78,11 @@ impl ChainClient {
         payer: &Keypair,
         signers: &[&Keypair],
     ) -> Result<Signature, ChainError> {
-        let blockhash = self.rpc.get_latest_blockhash().await.map_err(|e| self.rpc_error(e))?;
+        let blockhash = self
+            .rpc
+            .get_latest_blockhash()
+            .await
+            .map_err(|e| self.rpc_error(e))?;
         let transaction = tx::sign(instructions, payer, signers, blockhash);
         tx::check_size(&transaction)?;
         self.rpc
@@ -79,9 +93,18 @@ impl ChainClient {
 
     /// Requests an airdrop of SOL lamports and waits until it is confirmed.
     pub async fn airdrop(&self, to: &Pubkey, lamports: u64) -> Result<(), ChainError> {
-        let sig = self.rpc.request_airdrop(to, lamports).await.map_err(|e| self.rpc_error(e))?;
+        let sig = self
+            .rpc
+            .request_airdrop(to, lamports)
+            .await
+            .map_err(|e| self.rpc_error(e))?;
         for _ in 0..60 {
-            if self.rpc.confirm_transaction(&sig).await.map_err(|e| self.rpc_error(e))? {
+            if self
+                .rpc
+                .confirm_transaction(&sig)
+                .await
+                .map_err(|e| self.rpc_error(e))?
+            {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
@@ -103,7 +126,11 @@ impl ChainClient {
     }
 
     /// Decodes a program account, or `None` if it does not exist.
-    pub async fn account<T: AccountDeserialize>(&self, address: &Pubkey, kind: &'static str) -> Result<Option<T>, ChainError> {
+    pub async fn account<T: AccountDeserialize>(
+        &self,
+        address: &Pubkey,
+        kind: &'static str,
+    ) -> Result<Option<T>, ChainError> {
         match self.account_data(address).await? {
             Some(data) => decode(address, &data, kind).map(Some),
             None => Ok(None),
@@ -114,7 +141,13 @@ impl ChainClient {
     pub async fn config(&self) -> Result<Config, ChainError> {
         self.account(&pda::config(), "config")
             .await?
-            .ok_or_else(|| ChainError::AccountNotFound(format!("Strata config at {} (is the program deployed and initialised on {}?)", pda::config(), self.url)))
+            .ok_or_else(|| {
+                ChainError::AccountNotFound(format!(
+                    "Strata config at {} (is the program deployed and initialised on {}?)",
+                    pda::config(),
+                    self.url
+                ))
+            })
     }
 
     /// A node's record, or `None` if it is not registered.
@@ -129,7 +162,10 @@ impl ChainClient {
 
     /// SOL balance in lamports.
     pub async fn lamports(&self, address: &Pubkey) -> Result<u64, ChainError> {
-        self.rpc.get_balance(address).await.map_err(|e| self.rpc_error(e))
+        self.rpc
+            .get_balance(address)
+            .await
+            .map_err(|e| self.rpc_error(e))
     }
 
     /// Token balance (base units) of a token account; 0 if it does not exist.

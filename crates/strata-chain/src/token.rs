@@ -13,18 +13,32 @@ pub const DECIMALS: u8 = 6;
 pub const MINT_LEN: usize = 82;
 
 /// Creates and initialises `mint` with `authority` (payer funds the rent).
-pub fn create_mint(payer: &Pubkey, mint: &Pubkey, authority: &Pubkey, rent: u64) -> Result<Vec<Instruction>, ChainError> {
+pub fn create_mint(
+    payer: &Pubkey,
+    mint: &Pubkey,
+    authority: &Pubkey,
+    rent: u64,
+) -> Result<Vec<Instruction>, ChainError> {
     let mut data = 0u32.to_le_bytes().to_vec(); // SystemInstruction::CreateAccount
     data.extend_from_slice(&rent.to_le_bytes());
     data.extend_from_slice(&(MINT_LEN as u64).to_le_bytes());
     data.extend_from_slice(spl_token_interface::ID.as_ref());
     let create = Instruction {
         program_id: anchor_lang::system_program::ID,
-        accounts: vec![AccountMeta::new(*payer, true), AccountMeta::new(*mint, true)],
+        accounts: vec![
+            AccountMeta::new(*payer, true),
+            AccountMeta::new(*mint, true),
+        ],
         data,
     };
-    let init = spl_token_interface::instruction::initialize_mint2(&spl_token_interface::ID, mint, authority, None, DECIMALS)
-        .map_err(|e| ChainError::Invalid(e.to_string()))?;
+    let init = spl_token_interface::instruction::initialize_mint2(
+        &spl_token_interface::ID,
+        mint,
+        authority,
+        None,
+        DECIMALS,
+    )
+    .map_err(|e| ChainError::Invalid(e.to_string()))?;
     Ok(vec![create, init])
 }
 
@@ -39,9 +53,21 @@ pub fn create_ata_idempotent(payer: &Pubkey, owner: &Pubkey, mint: &Pubkey) -> I
 }
 
 /// Mints `amount` to `account`.
-pub fn mint_to(mint: &Pubkey, account: &Pubkey, authority: &Pubkey, amount: u64) -> Result<Instruction, ChainError> {
-    spl_token_interface::instruction::mint_to(&spl_token_interface::ID, mint, account, authority, &[], amount)
-        .map_err(|e| ChainError::Invalid(e.to_string()))
+pub fn mint_to(
+    mint: &Pubkey,
+    account: &Pubkey,
+    authority: &Pubkey,
+    amount: u64,
+) -> Result<Instruction, ChainError> {
+    spl_token_interface::instruction::mint_to(
+        &spl_token_interface::ID,
+        mint,
+        account,
+        authority,
+        &[],
+        amount,
+    )
+    .map_err(|e| ChainError::Invalid(e.to_string()))
 }
 
 /// The testnet faucet: SOL for fees (by airdrop) and `tokens` of the Strata

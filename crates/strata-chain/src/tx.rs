@@ -14,9 +14,19 @@ pub const PACKET_DATA_SIZE: usize = 1232;
 pub const LAMPORTS_PER_SIGNATURE: u64 = 5_000;
 
 /// Signs a legacy transaction paid by `payer`; extra signers follow the payer.
-pub fn sign(instructions: &[Instruction], payer: &Keypair, signers: &[&Keypair], blockhash: Hash) -> Transaction {
+pub fn sign(
+    instructions: &[Instruction],
+    payer: &Keypair,
+    signers: &[&Keypair],
+    blockhash: Hash,
+) -> Transaction {
     let mut all: Vec<&Keypair> = vec![payer];
-    all.extend(signers.iter().copied().filter(|s| s.pubkey() != payer.pubkey()));
+    all.extend(
+        signers
+            .iter()
+            .copied()
+            .filter(|s| s.pubkey() != payer.pubkey()),
+    );
     Transaction::new_signed_with_payer(instructions, Some(&payer.pubkey()), &all, blockhash)
 }
 

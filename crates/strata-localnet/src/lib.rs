@@ -47,7 +47,9 @@ impl Default for LocalnetConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum LocalnetError {
     /// A port is taken or could not be probed.
-    #[error("cannot bind 127.0.0.1:{port}: {source} (is another chain running? pick another port)")]
+    #[error(
+        "cannot bind 127.0.0.1:{port}: {source} (is another chain running? pick another port)"
+    )]
     Port {
         /// The port.
         port: u16,
@@ -115,14 +117,24 @@ impl Localnet {
         let thread = std::thread::Builder::new()
             .name("strata-localnet".into())
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+                let runtime = match tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                {
                     Ok(rt) => rt,
                     Err(e) => {
                         tracing::error!("local chain runtime: {e}");
                         return;
                     }
                 };
-                let run = surfpool_core::start_local_surfnet(svm, surfpool, commands_tx, commands_rx, geyser);
+                let run = surfpool_core::start_local_surfnet(
+                    svm,
+                    surfpool,
+                    commands_tx,
+                    commands_rx,
+                    geyser,
+                );
                 if let Err(e) = runtime.block_on(run) {
                     tracing::error!("local chain stopped: {e}");
                 }
@@ -137,7 +149,9 @@ impl Localnet {
                 Ok(SimnetEvent::ErrorLog(_, msg)) => tracing::warn!("local chain: {msg}"),
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
-                    return Err(LocalnetError::NotStarted(format!("no start signal within {STARTUP_DEADLINE:?}")))
+                    return Err(LocalnetError::NotStarted(format!(
+                        "no start signal within {STARTUP_DEADLINE:?}"
+                    )))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(LocalnetError::NotStarted("the chain thread exited".into()))
@@ -180,7 +194,8 @@ impl Drop for Localnet {
 
 /// `port`, checked free, or a free port if `port` is 0.
 fn pick_port(port: u16) -> Result<u16, LocalnetError> {
-    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|source| LocalnetError::Port { port, source })?;
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .map_err(|source| LocalnetError::Port { port, source })?;
     listener
         .local_addr()
         .map(|a| a.port())
