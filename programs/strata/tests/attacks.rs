@@ -567,24 +567,14 @@ impl Case {
         upheld: bool,
     ) -> Result<litesvm::types::TransactionMetadata, solana_transaction_error::TransactionError>
     {
-        let msg = voucher::verdict_message(&PROGRAM_ID, &self.challenge, upheld);
-        let signed: Vec<_> = voters
-            .iter()
-            .map(|v| SignedMessage::sign(v, &msg))
-            .collect();
-        let keys: Vec<_> = voters.iter().map(|v| v.pubkey()).collect();
+        let ixs = Env::verdict_ixs(
+            &self.challenge,
+            &self.accused.pubkey(),
+            &self.challenger_ata,
+            voters,
+            upheld,
+        );
         let submitter = voters[0].insecure_clone();
-        let ixs = vec![
-            verify_instruction(&signed).unwrap(),
-            ix::resolve_challenge(
-                &submitter.pubkey(),
-                &self.challenge,
-                &self.accused.pubkey(),
-                &self.challenger_ata,
-                &keys,
-                upheld,
-            ),
-        ];
         self.env.send(&ixs, &submitter, &[])
     }
 

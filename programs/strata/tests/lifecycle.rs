@@ -6,9 +6,7 @@ mod common;
 use common::*;
 use solana_signer::Signer;
 use strata_chain::events::{from_logs, StrataEvent};
-use strata_chain::{
-    ix, merkle, pda, selection, voucher, Capacity, PROGRAM_ID, ROLE_COMPUTE, ROLE_VERIFIER,
-};
+use strata_chain::{ix, merkle, pda, selection, Capacity, PROGRAM_ID, ROLE_COMPUTE, ROLE_VERIFIER};
 use strata_program::instructions::ReceiptClaim;
 use strata_program::state::{
     Batch, Challenge, ChallengeStatus, Channel, Escrow, Node, RewardEpoch,
@@ -413,24 +411,14 @@ impl Dispute {
         upheld: bool,
     ) -> Result<litesvm::types::TransactionMetadata, solana_transaction_error::TransactionError>
     {
-        let msg = voucher::verdict_message(&PROGRAM_ID, &self.challenge, upheld);
-        let signed: Vec<_> = voters
-            .iter()
-            .map(|v| strata_chain::ed25519::SignedMessage::sign(v, &msg))
-            .collect();
-        let keys: Vec<_> = voters.iter().map(|v| v.pubkey()).collect();
+        let ixs = Env::verdict_ixs(
+            &self.challenge,
+            &self.accused.pubkey(),
+            &self.challenger_ata,
+            voters,
+            upheld,
+        );
         let submitter = voters[0].insecure_clone();
-        let ixs = vec![
-            strata_chain::ed25519::verify_instruction(&signed).unwrap(),
-            ix::resolve_challenge(
-                &submitter.pubkey(),
-                &self.challenge,
-                &self.accused.pubkey(),
-                &self.challenger_ata,
-                &keys,
-                upheld,
-            ),
-        ];
         self.env.send(&ixs, &submitter, &[])
     }
 }

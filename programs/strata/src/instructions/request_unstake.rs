@@ -34,11 +34,7 @@ pub fn handler(ctx: Context<RequestUnstake>, amount: u64) -> Result<()> {
         .unix_timestamp
         .checked_add(config.params.unbonding_period)
         .ok_or(StrataError::MathOverflow)?;
-    config.total_verifier_stake = config
-        .total_verifier_stake
-        .checked_sub(verifier_before)
-        .and_then(|t| t.checked_add(node.verifier_stake()))
-        .ok_or(StrataError::MathOverflow)?;
+    config.replace_verifier_stake(verifier_before, node.verifier_stake())?;
     emit_event(&UnstakeRequested {
         operator: node.operator,
         amount,

@@ -173,10 +173,6 @@ fn slash(node: &mut Node, config: &mut Config, slash_bps: u16) -> Result<u64> {
         .total_stake
         .checked_sub(amount)
         .ok_or(StrataError::MathOverflow)?;
-    config.total_verifier_stake = config
-        .total_verifier_stake
-        .checked_sub(verifier_before)
-        .and_then(|t| t.checked_add(node.verifier_stake()))
-        .ok_or(StrataError::MathOverflow)?;
+    config.replace_verifier_stake(verifier_before, node.verifier_stake())?;
     Ok(amount)
 }

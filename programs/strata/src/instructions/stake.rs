@@ -61,11 +61,7 @@ pub fn handler(ctx: Context<Stake>, amount: u64) -> Result<()> {
         .total_stake
         .checked_add(amount)
         .ok_or(StrataError::MathOverflow)?;
-    config.total_verifier_stake = config
-        .total_verifier_stake
-        .checked_sub(verifier_before)
-        .and_then(|t| t.checked_add(a.node.verifier_stake()))
-        .ok_or(StrataError::MathOverflow)?;
+    config.replace_verifier_stake(verifier_before, a.node.verifier_stake())?;
     emit_event(&Staked {
         operator: a.node.operator,
         amount,

@@ -1,6 +1,5 @@
 use anchor_lang::prelude::*;
 
-use crate::errors::StrataError;
 use crate::events::{emit_event, NodeUpdated};
 use crate::state::{validate_endpoints, Capacity, Config, Node};
 
@@ -31,11 +30,7 @@ pub fn handler(
     node.roles = roles;
     node.capacity = capacity;
     node.multiaddrs = multiaddrs.clone();
-    config.total_verifier_stake = config
-        .total_verifier_stake
-        .checked_sub(before)
-        .and_then(|t| t.checked_add(node.verifier_stake()))
-        .ok_or(StrataError::MathOverflow)?;
+    config.replace_verifier_stake(before, node.verifier_stake())?;
     emit_event(&NodeUpdated {
         operator: node.operator,
         roles,

@@ -118,6 +118,17 @@ impl Config {
     /// Seed of the vault token account PDA.
     pub const VAULT_SEED: &'static [u8] = b"vault";
 
+    /// Swaps one node's contribution to the verifier-stake total (the
+    /// sortition denominator) from `before` to `after`.
+    pub fn replace_verifier_stake(&mut self, before: u64, after: u64) -> Result<()> {
+        self.total_verifier_stake = self
+            .total_verifier_stake
+            .checked_sub(before)
+            .and_then(|t| t.checked_add(after))
+            .ok_or(StrataError::MathOverflow)?;
+        Ok(())
+    }
+
     /// The epoch that contains `now`.
     pub fn epoch_at(&self, now: i64) -> i64 {
         now.saturating_sub(self.genesis_ts)

@@ -391,6 +391,33 @@ impl Env {
         ]
     }
 
+    /// The ed25519 + resolve pair for a verdict signed by `voters` (the first submits).
+    pub fn verdict_ixs(
+        challenge: &Pubkey,
+        accused: &Pubkey,
+        challenger_token: &Pubkey,
+        voters: &[&Keypair],
+        upheld: bool,
+    ) -> Vec<Instruction> {
+        let msg = voucher::verdict_message(&PROGRAM_ID, challenge, upheld);
+        let signed: Vec<_> = voters
+            .iter()
+            .map(|v| SignedMessage::sign(v, &msg))
+            .collect();
+        let keys: Vec<_> = voters.iter().map(|v| v.pubkey()).collect();
+        vec![
+            verify_instruction(&signed).expect("ed25519 ix"),
+            ix::resolve_challenge(
+                &keys[0],
+                challenge,
+                accused,
+                challenger_token,
+                &keys,
+                upheld,
+            ),
+        ]
+    }
+
     /// The vault holds exactly what the ledger says it holds.
     #[track_caller]
     pub fn assert_vault_balanced(&self) {
