@@ -1,0 +1,185 @@
+//! Configuration of the p2p layer.
+
+use std::time::Duration;
+
+/// Request-response protocols the application can use; each has its own
+/// protocol name, size limits and time-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    /// A task handed to a node (prompt, pipeline slot, voucher).
+    Task,
+    /// Hidden states passed between pipeline stages.
+    HiddenState,
+    /// A verifier asking for commitment openings.
+    Opening,
+}
+
+impl RequestKind {
+    /// All kinds.
+    pub const ALL: [RequestKind; 3] = [
+        RequestKind::Task,
+        RequestKind::HiddenState,
+        RequestKind::Opening,
+    ];
+
+    /// libp2p protocol name.
+    pub fn protocol(self) -> &'static str {
+        match self {
+            RequestKind::Task => "/strata/task/1",
+            RequestKind::HiddenState => "/strata/hidden-state/1",
+            RequestKind::Opening => "/strata/opening/1",
+        }
+    }
+}
+
+/// Size limits and time-out of one request-response protocol.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestLimits {
+    /// Largest request accepted or sent, in bytes.
+    pub max_request: usize,
+    /// Largest response accepted or sent, in bytes.
+    pub max_response: usize,
+    /// Time allowed for the whole exchange.
+    pub timeout: Duration,
+}
+
+/// Limits a public node applies when serving as a circuit relay.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayLimits {
+    /// Reservations held at once.
+    pub max_reservations: usize,
+    /// Relayed connections at once.
+    pub max_circuits: usize,
+    /// Relayed connections per peer.
+    pub max_circuits_per_peer: usize,
+    /// Bytes per relayed connection before it is cut (hole punching should
+    /// take over long before).
+    pub max_circuit_bytes: u64,
+    /// Lifetime of a relayed connection.
+    pub max_circuit_duration: Duration,
+}
+
+impl Default for RelayLimits {
+    fn default() -> Self {
+        RelayLimits {
+            max_reservations: 128,
+            max_circuits: 64,
+            max_circuits_per_peer: 4,
+            max_circuit_bytes: 16 << 20,
+            max_circuit_duration: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Everything the swarm needs besides the identity.
+#[derive(Debug, Clone)]
+pub struct P2pConfig {
+    /// Multiaddrs to listen on, e.g. `/ip4/0.0.0.0/tcp/4001` and
+    /// `/ip4/0.0.0.0/udp/4001/quic-v1`.
+    pub listen: Vec<String>,
+    /// Bootstrap peers (`.../p2p/<peer id>`), from the config file and from the
+    /// chain's node registry. Added to Kademlia and dialled at start.
+    pub bootstrap: Vec<String>,
+    /// Static peers: dialled at start and re-dialled when the connection drops.
+    pub static_peers: Vec<String>,
+    /// Addresses known to be reachable from outside (e.g. a public IP).
+    pub external_addresses: Vec<String>,
+    /// LAN mode: discover peers with mDNS.
+    pub mdns: bool,
+    /// Serve Kademlia queries (set on public nodes); `None` lets libp2p decide
+    /// from confirmed external addresses.
+    pub kad_server: Option<bool>,
+    /// Act as a circuit relay v2 for NATed peers, with these limits.
+    pub relay_server: Option<RelayLimits>,
+    /// Largest gossip payload (inside the signed envelope).
+    pub max_gossip_payload: usize,
+    /// Limits per request kind.
+    pub task: RequestLimits,
+    /// Limits for hidden-state transfers.
+    pub hidden_state: RequestLimits,
+    /// Limits for commitment openings.
+    pub opening: RequestLimits,
+    /// Time-out of one chunk request.
+    pub chunk_timeout: Duration,
+    /// Cap on the bytes per second this node uploads for file distribution
+    /// (`None` = unlimited).
+    pub upload_rate_limit: Option<u64>,
+    /// Chunk requests in flight per peer.
+    pub max_requests_per_peer: usize,
+    /// Chunk requests in flight per download.
+    pub max_requests_per_download: usize,
+    /// Penalty points at which a peer is disconnected and banned.
+    pub ban_threshold: u32,
+    /// How long a quiet connection is kept open.
+    pub idle_connection_timeout: Duration,
+    /// AutoNAT: only consider global IPs (false for test networks).
+    pub autonat_only_global_ips: bool,
+    /// Agent string sent with identify.
+    pub agent: String,
+    /// Test only: flip a byte of every chunk this node uploads, to play a
+    /// malicious seeder against real peers.
+    #[doc(hidden)]
+    pub test_corrupt_uploads: bool,
+}
+
+impl RequestLimits {
+    fn new(max_request: usize, max_response: usize, secs: u64) -> Self {
+        RequestLimits {
+            max_request,
+            max_response,
+            timeout: Duration::from_secs(secs),
+        }
+    }
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            listen: vec![
+                "/ip4/0.0.0.0/tcp/0".into(),
+                "/ip4/0.0.0.0/udp/0/quic-v1".into(),
+            ],
+            bootstrap: vec![],
+            static_peers: vec![],
+            external_addresses: vec![],
+            mdns: false,
+            kad_server: None,
+            relay_server: None,
+            max_gossip_payload: 64 * 1024,
+            task: RequestLimits::new(1 << 20, 1 << 20, 60),
+            hidden_state: RequestLimits::new(64 << 20, 64 << 10, 60),
+            opening: RequestLimits::new(64 << 10, 64 << 20, 60),
+            chunk_timeout: Duration::from_secs(60),
+            upload_rate_limit: None,
+            max_requests_per_peer: 4,
+            max_requests_per_download: 16,
+            ban_threshold: 100,
+            idle_connection_timeout: Duration::from_secs(60),
+            autonat_only_global_ips: true,
+            agent: format!("strata/{}", env!("CARGO_PKG_VERSION")),
+            test_corrupt_uploads: false,
+        }
+    }
+}
+
+impl P2pConfig {
+    /// A config for tests and benchmarks on one machine: TCP on 127.0.0.1
+    /// only, Kademlia in server mode, private addresses accepted by AutoNAT.
+    pub fn local() -> Self {
+        P2pConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            kad_server: Some(true),
+            autonat_only_global_ips: false,
+            ..P2pConfig::default()
+        }
+    }
+
+    /// Limits of a request kind.
+    pub fn limits(&self, kind: RequestKind) -> RequestLimits {
+        match kind {
+            RequestKind::Task => self.task,
+            RequestKind::HiddenState => self.hidden_state,
+            RequestKind::Opening => self.opening,
+        }
+    }
+}

@@ -1,0 +1,355 @@
+//! The narrow API the node, verifier and relayer use: a cheap clonable
+//! [`P2pHandle`] that sends commands to the event loop, and [`P2pEvents`], the
+//! stream of what happened on the network.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::RequestKind;
+use crate::distribution::manifest::{FileRoot, DEFAULT_CHUNK_SIZE};
+use crate::distribution::store::ChunkStore;
+use crate::gossip::GossipKind;
+use crate::identity::NodeId;
+use crate::P2pError;
+
+/// How this node can be reached from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reachability {
+    /// Not known yet (AutoNAT has not concluded).
+    Unknown,
+    /// Directly reachable at these addresses.
+    Public(Vec<String>),
+    /// Behind NAT/firewall, with no relay reservation yet.
+    Private,
+    /// Behind NAT, reachable through these relayed (`/p2p-circuit`) addresses.
+    Relayed(Vec<String>),
+}
+
+/// A request from a peer that the application should answer.
+#[derive(Debug)]
+pub struct IncomingRequest {
+    /// Which protocol it came on.
+    pub kind: RequestKind,
+    /// Who sent it (already authenticated by noise).
+    pub from: NodeId,
+    /// The request bytes (within the kind's size limit).
+    pub payload: Vec<u8>,
+    pub(crate) id: u64,
+    pub(crate) responder: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+}
+
+impl IncomingRequest {
+    /// Send the answer. Dropping the request without answering lets the
+    /// remote time out.
+    pub fn respond(self, payload: Vec<u8>) -> Result<(), P2pError> {
+        self.responder
+            .send((self.id, payload))
+            .map_err(|_| P2pError::Shutdown)
+    }
+}
+
+/// Events from the network, in the crate's own terms.
+#[derive(Debug)]
+pub enum P2pEvent {
+    /// Now listening on an address.
+    Listening {
+        /// The address.
+        addr: String,
+    },
+    /// A connection to a peer was opened.
+    PeerConnected {
+        /// The peer.
+        node: NodeId,
+        /// Remote address of this connection.
+        addr: String,
+        /// Whether it goes through a relay.
+        relayed: bool,
+    },
+    /// The last connection to a peer closed.
+    PeerDisconnected {
+        /// The peer.
+        node: NodeId,
+    },
+    /// identify told us about a peer.
+    PeerIdentified {
+        /// The peer.
+        node: NodeId,
+        /// Its agent string.
+        agent: String,
+        /// The addresses it listens on.
+        addrs: Vec<String>,
+    },
+    /// A validated gossip message (signature checked, sender == author).
+    Gossip {
+        /// Its kind.
+        kind: GossipKind,
+        /// The signer, i.e. the original publisher.
+        from: NodeId,
+        /// Application bytes.
+        payload: Vec<u8>,
+    },
+    /// A request to answer.
+    Request(IncomingRequest),
+    /// Our reachability changed.
+    Reachability(Reachability),
+    /// A relay accepted our reservation.
+    RelayReservation {
+        /// The relay.
+        relay: NodeId,
+    },
+    /// A hole-punch (DCUtR) attempt finished.
+    HolePunch {
+        /// The remote peer.
+        node: NodeId,
+        /// `Ok` if a direct connection replaced the relayed one.
+        result: Result<(), String>,
+    },
+    /// A peer misbehaved and was penalised (and banned when `banned`).
+    PeerPenalised {
+        /// The peer.
+        node: NodeId,
+        /// What it did.
+        reason: String,
+        /// Whether it is now disconnected and refused.
+        banned: bool,
+    },
+    /// A download made progress.
+    DownloadProgress {
+        /// The file.
+        root: FileRoot,
+        /// Chunks held.
+        have: u32,
+        /// Chunks in the file.
+        total: u32,
+        /// Bytes held.
+        bytes: u64,
+    },
+}
+
+/// Options of a download.
+#[derive(Debug, Clone, Default)]
+pub struct DownloadOptions {
+    /// Peers known to have (part of) the file, e.g. the publisher.
+    pub peers: Vec<NodeId>,
+    /// Star mode: fetch only from `peers`, never from other downloaders
+    /// (the baseline the benchmark compares against).
+    pub star: bool,
+}
+
+/// Outcome of a finished download.
+#[derive(Debug, Clone)]
+pub struct DownloadReport {
+    /// The file.
+    pub root: FileRoot,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Chunks fetched in this run (excludes chunks resumed from disk).
+    pub chunks_fetched: u32,
+    /// Chunks already on disk at start.
+    pub chunks_resumed: u32,
+    /// Chunks refused because they did not verify.
+    pub chunks_rejected: u32,
+    /// Bytes received per peer.
+    pub bytes_from: Vec<(NodeId, u64)>,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Counters of this node.
+#[derive(Debug, Clone, Default)]
+pub struct NodeStats {
+    /// Chunk bytes uploaded to other peers.
+    pub chunk_bytes_uploaded: u64,
+    /// Chunk requests served.
+    pub chunks_served: u64,
+    /// Peers currently connected.
+    pub connected_peers: usize,
+    /// Peers banned for misbehaviour.
+    pub banned_peers: usize,
+}
+
+pub(crate) enum Command {
+    Dial(String, oneshot::Sender<Result<(), P2pError>>),
+    AddAddress(NodeId, String),
+    Publish(GossipKind, Vec<u8>, oneshot::Sender<Result<(), P2pError>>),
+    Request(
+        NodeId,
+        RequestKind,
+        Vec<u8>,
+        oneshot::Sender<Result<Vec<u8>, P2pError>>,
+    ),
+    ListenAddrs(oneshot::Sender<Vec<String>>),
+    ConnectedPeers(oneshot::Sender<Vec<NodeId>>),
+    Reachability(oneshot::Sender<Reachability>),
+    ListenViaRelay(String, oneshot::Sender<Result<(), P2pError>>),
+    Seed(Arc<ChunkStore>),
+    Download(
+        FileRoot,
+        PathBuf,
+        DownloadOptions,
+        oneshot::Sender<Result<DownloadReport, P2pError>>,
+    ),
+    Stats(oneshot::Sender<NodeStats>),
+    Shutdown,
+}
+
+/// Clonable handle to a running p2p node.
+#[derive(Clone)]
+pub struct P2pHandle {
+    pub(crate) node_id: NodeId,
+    pub(crate) tx: mpsc::Sender<Command>,
+}
+
+impl std::fmt::Debug for P2pHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "P2pHandle({})", self.node_id)
+    }
+}
+
+impl P2pHandle {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, P2pError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx
+            .send(make(tx))
+            .await
+            .map_err(|_| P2pError::Shutdown)?;
+        rx.await.map_err(|_| P2pError::Shutdown)
+    }
+
+    /// This node's id (its Solana pubkey).
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Addresses we listen on, each ending in `/p2p/<our peer id>` so they can
+    /// be handed to other nodes or registered on-chain as they are.
+    pub async fn listen_addrs(&self) -> Result<Vec<String>, P2pError> {
+        self.call(Command::ListenAddrs).await
+    }
+
+    /// Dial a multiaddr (with or without `/p2p/<id>`).
+    pub async fn dial(&self, addr: &str) -> Result<(), P2pError> {
+        self.call(|tx| Command::Dial(addr.to_string(), tx)).await?
+    }
+
+    /// Tell the swarm where a peer can be reached (e.g. from the chain).
+    pub async fn add_address(&self, node: NodeId, addr: &str) -> Result<(), P2pError> {
+        self.tx
+            .send(Command::AddAddress(node, addr.to_string()))
+            .await
+            .map_err(|_| P2pError::Shutdown)
+    }
+
+    /// Peers with an open connection.
+    pub async fn connected_peers(&self) -> Result<Vec<NodeId>, P2pError> {
+        self.call(Command::ConnectedPeers).await
+    }
+
+    /// Publish a payload to the topic of `kind`, signed with our node key.
+    pub async fn publish(&self, kind: GossipKind, payload: Vec<u8>) -> Result<(), P2pError> {
+        self.call(|tx| Command::Publish(kind, payload, tx)).await?
+    }
+
+    /// Send a request and wait for the answer (bounded by the kind's limits
+    /// and time-out).
+    pub async fn request(
+        &self,
+        to: NodeId,
+        kind: RequestKind,
+        payload: Vec<u8>,
+    ) -> Result<Vec<u8>, P2pError> {
+        self.call(|tx| Command::Request(to, kind, payload, tx))
+            .await?
+    }
+
+    /// How we are reachable right now.
+    pub async fn reachability(&self) -> Result<Reachability, P2pError> {
+        self.call(Command::Reachability).await
+    }
+
+    /// Reserve a slot on a relay (`relay_addr` must include `/p2p/<relay>`)
+    /// and listen through it.
+    pub async fn listen_via_relay(&self, relay_addr: &str) -> Result<(), P2pError> {
+        self.call(|tx| Command::ListenViaRelay(relay_addr.to_string(), tx))
+            .await?
+    }
+
+    /// Share a complete local file; returns its root. Hashing runs off the
+    /// async executor.
+    pub async fn seed_file(&self, path: impl Into<PathBuf>) -> Result<FileRoot, P2pError> {
+        self.seed_file_with_chunk_size(path, DEFAULT_CHUNK_SIZE)
+            .await
+    }
+
+    /// [`seed_file`](Self::seed_file) with an explicit chunk size.
+    pub async fn seed_file_with_chunk_size(
+        &self,
+        path: impl Into<PathBuf>,
+        chunk_size: u32,
+    ) -> Result<FileRoot, P2pError> {
+        let path = path.into();
+        let store = tokio::task::spawn_blocking(move || ChunkStore::seed(&path, chunk_size))
+            .await
+            .map_err(|e| P2pError::Transport(e.to_string()))??;
+        let root = store.root();
+        self.tx
+            .send(Command::Seed(Arc::new(store)))
+            .await
+            .map_err(|_| P2pError::Shutdown)?;
+        Ok(root)
+    }
+
+    /// Download `root` into `dest` (resuming a partial download there), and
+    /// keep serving it afterwards. Every chunk is verified before it is
+    /// written; corrupt senders are banned.
+    pub async fn download(
+        &self,
+        root: FileRoot,
+        dest: impl Into<PathBuf>,
+        options: DownloadOptions,
+    ) -> Result<DownloadReport, P2pError> {
+        let dest = dest.into();
+        self.call(|tx| Command::Download(root, dest, options, tx))
+            .await?
+    }
+
+    /// Counters.
+    pub async fn stats(&self) -> Result<NodeStats, P2pError> {
+        self.call(Command::Stats).await
+    }
+
+    /// Stop the event loop (also happens when every handle is dropped).
+    pub async fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown).await;
+    }
+}
+
+/// The stream of [`P2pEvent`]s. Events are dropped (with a warning) if the
+/// application stops reading, so a slow consumer never stalls the network.
+#[derive(Debug)]
+pub struct P2pEvents {
+    pub(crate) rx: mpsc::Receiver<P2pEvent>,
+}
+
+impl P2pEvents {
+    /// Next event; `None` once the node has stopped.
+    pub async fn recv(&mut self) -> Option<P2pEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl futures::Stream for P2pEvents {
+    type Item = P2pEvent;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<P2pEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}
