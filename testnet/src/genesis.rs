@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use strata_chain::{
-    ix, keys, pda, rpc::ChainClient, token, Capacity, ChainError, ConfigParams, Keypair, Pubkey,
-    Signer, ROLE_COMPUTE, ROLE_VERIFIER,
+    ix, keys, rpc::ChainClient, token, Capacity, ChainError, ConfigParams, Keypair, Signer,
+    ROLE_COMPUTE, ROLE_VERIFIER,
 };
 
 use crate::TestnetManifest;
@@ -220,9 +220,4 @@ pub async fn bootstrap(
             .collect(),
         nodes: keys.nodes.iter().map(|k| k.pubkey().to_string()).collect(),
     })
-}
-
-/// The vault's address, for printing.
-pub fn vault() -> Pubkey {
-    pda::vault()
 }

@@ -11,7 +11,6 @@ use solana_keypair::Keypair;
 use solana_rpc_client::nonblocking::rpc_client::RpcClient;
 use solana_rpc_client_api::client_error::Error as ClientError;
 use solana_signature::Signature;
-use solana_signer::Signer;
 use solana_transaction_error::TransactionError;
 
 use crate::accounts::{decode, Config, Escrow, Node};
@@ -189,10 +188,5 @@ impl ChainClient {
             .get_minimum_balance_for_rent_exemption(len)
             .await
             .map_err(|e| self.rpc_error(e))
-    }
-
-    /// The public key of a keypair (a convenience for binaries).
-    pub fn pubkey(keypair: &Keypair) -> Pubkey {
-        keypair.pubkey()
     }
 }
