@@ -28,11 +28,13 @@ pub struct Tolerance {
 
 /// The calibrated default (`cargo run --release -p engine-bench --bin calibrate`).
 /// Honest re-runs with the same kernels deviate by exactly 0 across thread counts,
-/// batch compositions and prefill vs decode. A verifier whose CPU takes the other
-/// kernel path (AVX2 vs scalar: different float summation orders, which flip a
-/// few 8-bit activation roundings) measured at most 2.7e-2. The threshold is
-/// 5e-2: a 1.9x margin over that, and 2.2x below the weakest attack measured
-/// (every activation jittered by up to 1 %: at least 1.09e-1).
+/// batch compositions and prefill vs decode. A verifier whose CPU took the other
+/// kernel path of the earlier kernels (AVX2 vs scalar: different float summation
+/// orders, which flip a few 8-bit activation roundings) measured at most 2.7e-2;
+/// the current kernels' paths (AVX-512 VNNI, AVX2, scalar) are bit-identical, so
+/// that figure now stands for other implementations of the same arithmetic. The
+/// threshold is 5e-2: a 1.9x margin over that, and 2.2x below the weakest attack
+/// measured (every activation jittered by up to 1 %: at least 1.09e-1).
 pub const DEFAULT_TOLERANCE: Tolerance = Tolerance {
     max_rel_dev: 5e-2,
     max_sketch_dev: 5e-2,

@@ -332,40 +332,54 @@ impl Model {
         let group = cfg.n_heads / cfg.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let qkv: &[f32] = qkv;
+        // One work item per (row, kv head): the `group` query heads sharing a
+        // kv head read each cached key and value once. Each head's arithmetic
+        // (and its order) is the same as computing it alone.
         let compute = |item: usize, dst: &mut [f32], scores: &mut Vec<f32>| {
-            let (r, h) = (item / cfg.n_heads, item % cfg.n_heads);
+            let (r, g) = (item / cfg.n_kv_heads, item % cfg.n_kv_heads);
             let (row, si, pos) = items[r];
             let kv = caches[si];
-            let q = &qkv[row * width + h * hd..row * width + (h + 1) * hd];
-            let g = h / group;
+            let n = pos + 1;
+            let qs = &qkv[row * width + g * group * hd..row * width + (g + 1) * group * hd];
             scores.clear();
-            let mut max = f32::NEG_INFINITY;
-            for j in 0..=pos {
+            scores.resize(group * n + group, 0.0);
+            // Scores, head after head, then each head's running max (later 1/sum).
+            let (scores, max) = scores.split_at_mut(group * n);
+            max.fill(f32::NEG_INFINITY);
+            for j in 0..n {
                 let k = &kv.k[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd];
-                let s = dot(q, k) * scale;
-                max = max.max(s);
-                scores.push(s);
+                for (hh, q) in qs.chunks_exact(hd).enumerate() {
+                    let s = dot(q, k) * scale;
+                    max[hh] = max[hh].max(s);
+                    scores[hh * n + j] = s;
+                }
             }
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
+            for (hh, sc) in scores.chunks_exact_mut(n).enumerate() {
+                let mut sum = 0f32;
+                for s in sc.iter_mut() {
+                    *s = (*s - max[hh]).exp();
+                    sum += *s;
+                }
+                max[hh] = 1.0 / sum;
             }
-            let inv = 1.0 / sum;
+            let inv = max;
             dst.fill(0.0);
-            for (j, p) in scores.iter().enumerate() {
+            for j in 0..n {
                 let v = &kv.v[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd];
-                let p = p * inv;
-                for (d, vv) in dst.iter_mut().zip(v) {
-                    *d += p * vv;
+                for (hh, d) in dst.chunks_exact_mut(hd).enumerate() {
+                    let p = scores[hh * n + j] * inv[hh];
+                    for (d, vv) in d.iter_mut().zip(v) {
+                        *d += p * vv;
+                    }
                 }
             }
         };
-        let n_items = n_rows * cfg.n_heads;
+        let n_items = n_rows * cfg.n_kv_heads;
+        let span = group * hd;
         let work: usize = items.iter().map(|(_, _, pos)| pos + 1).sum::<usize>() * cfg.n_heads;
         if work < 4096 {
             let mut scores = Vec::new();
-            for (item, dst) in out.chunks_mut(hd).enumerate() {
+            for (item, dst) in out.chunks_mut(span).enumerate() {
                 compute(item, dst, &mut scores);
             }
         } else {
@@ -374,10 +388,11 @@ impl Model {
                 let mut scores = Vec::new();
                 let p = &out_ptr;
                 for item in range {
-                    // SAFETY: each item writes only its own `hd` values at
-                    // `item · hd`, inside `out` (n_items · hd values), and the pool
-                    // hands every item to exactly one worker; `out` outlives the call.
-                    let dst = unsafe { std::slice::from_raw_parts_mut(p.0.add(item * hd), hd) };
+                    // SAFETY: each item writes only its own `span` values at
+                    // `item · span`, inside `out` (n_items · span values), and the
+                    // pool hands every item to exactly one worker; `out` outlives
+                    // the call.
+                    let dst = unsafe { std::slice::from_raw_parts_mut(p.0.add(item * span), span) };
                     compute(item, dst, &mut scores);
                 }
             });
@@ -469,6 +484,7 @@ fn silu(x: f32) -> f32 {
 
 /// Dot product with eight fixed accumulators: vectorizes, and the summation
 /// order never depends on anything but the length.
+#[inline]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let mut ca = a.chunks_exact(8);
