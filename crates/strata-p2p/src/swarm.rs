@@ -1228,7 +1228,11 @@ impl EventLoop {
             (PendingChunk::Have(root, peer), _) => {
                 if let Some(d) = self.download_mut(&root) {
                     d.have_pending.remove(&peer);
+                    if let Some(s) = d.scheduler.as_mut() {
+                        s.forget_view(&peer);
+                    }
                 }
+                self.drive(root);
             }
             (PendingChunk::Chunk(root, peer, i), ChunkResponse::Chunk(data)) => {
                 let Some(store) = self.files.get(&root).and_then(|e| e.store.clone()) else {
@@ -1296,7 +1300,11 @@ impl EventLoop {
             PendingChunk::Have(root, peer) => {
                 if let Some(d) = self.download_mut(&root) {
                     d.have_pending.remove(&peer);
+                    if let Some(s) = d.scheduler.as_mut() {
+                        s.forget_view(&peer);
+                    }
                 }
+                self.drive(root);
             }
             PendingChunk::Chunk(root, peer, i) => {
                 if let Some(d) = self.download_mut(&root) {

@@ -92,6 +92,18 @@ impl<P: Clone + Eq + Hash> Scheduler<P> {
         }
     }
 
+    /// Drop what we believed `peer` holds and is fetching (it stopped
+    /// answering have-map polls, e.g. it left after finishing). Its stale
+    /// `fetching` bits would otherwise keep the origin from being asked for
+    /// those chunks forever. Origin status is kept.
+    pub fn forget_view(&mut self, peer: &P) {
+        if let Some(v) = self.peers.get_mut(peer) {
+            v.have.clear();
+            v.fetching.clear();
+            v.have_count = 0;
+        }
+    }
+
     /// Forget a peer (disconnected or banned); its in-flight chunks are freed.
     pub fn remove_peer(&mut self, peer: &P) {
         self.peers.remove(peer);
@@ -254,6 +266,18 @@ mod tests {
         let ra: Vec<u32> = a.next_requests().into_iter().map(|x| x.1).collect();
         let rb: Vec<u32> = b.next_requests().into_iter().map(|x| x.1).collect();
         assert_ne!(ra, rb);
+    }
+
+    #[test]
+    fn forgotten_view_no_longer_blocks_origin() {
+        let mut s = Scheduler::new(1, |_| false, 0, 4, 4);
+        s.set_peer_view("origin", full(1), vec![]);
+        s.set_origin("origin");
+        // "gone" said it was fetching chunk 0, then left.
+        s.set_peer_view("gone", vec![], vec![0b1]);
+        assert!(s.next_requests().is_empty());
+        s.forget_view(&"gone");
+        assert_eq!(s.next_requests(), vec![("origin", 0)]);
     }
 
     #[test]
