@@ -4,16 +4,17 @@
 mod common;
 
 use anchor_lang::{AccountSerialize, Discriminator};
+use common::dispute::open_dispute;
 use common::*;
 use solana_account::Account;
 use solana_instruction::AccountMeta;
 use solana_keypair::Keypair;
 use solana_signer::Signer;
 use strata_chain::ed25519::{verify_instruction, SignedMessage};
-use strata_chain::{ix, merkle, pda, selection, voucher, Pubkey, PROGRAM_ID};
+use strata_chain::{ix, merkle, pda, voucher, Pubkey, PROGRAM_ID};
 use strata_program::errors::StrataError;
 use strata_program::instructions::ReceiptClaim;
-use strata_program::state::{Challenge, Escrow, Node};
+use strata_program::state::{Escrow, Node};
 
 /// Anchor's own error codes (anchor-lang's `ErrorCode`).
 const CONSTRAINT_SEEDS: u32 = 2006;
@@ -476,118 +477,9 @@ fn withdraw_before_unbonding_ends_is_refused() {
     );
 }
 
-/// A node with an open challenge, and verifiers of which the sortition picks some.
-struct Case {
-    env: Env,
-    accused: Keypair,
-    challenger_ata: Pubkey,
-    challenge: Pubkey,
-    selected: Vec<Keypair>,
-    not_selected: Vec<Keypair>,
-}
-
-fn open_case(verifiers: usize, committee: u8, quorum: u8) -> Case {
-    let mut env = Env::new();
-    let admin = env.admin.insecure_clone();
-    let mut p = params();
-    p.committee_size = committee;
-    p.verifier_quorum = quorum;
-    let reward = env.reward_authority.pubkey();
-    env.send(
-        &[ix::update_config(&admin.pubkey(), p, &reward)],
-        &admin,
-        &[],
-    )
-    .unwrap();
-    let relayer = env.relayer();
-    let (accused, _) = env.compute_node(10_000);
-    let vs: Vec<Keypair> = (0..verifiers).map(|_| env.verifier(5_000).0).collect();
-    let leaves: Vec<[u8; 32]> = (0..2u8)
-        .map(|i| merkle::receipt_leaf(&[i; 32], &accused.pubkey(), &[i; 32]))
-        .collect();
-    let id = env.post_batch(&relayer, &leaves);
-    let challenge = pda::challenge(&pda::batch(id), 1);
-    let total = env.config().total_verifier_stake;
-    // Pick a slot hash under which the committee is split (found off-chain, as anyone could).
-    let hash = (0u8..=255)
-        .map(|i| [i; 32])
-        .find(|h| {
-            let seed = selection::challenge_seed(h, &challenge);
-            let n = vs
-                .iter()
-                .filter(|v| selection::is_selected(&seed, &v.pubkey(), 5_000, total, committee))
-                .count();
-            n >= usize::from(quorum) && n < vs.len()
-        })
-        .expect("a slot hash that splits the committee");
-    env.set_slot_hash(hash);
-    let (challenger, challenger_ata) = env.user(1_000);
-    let claim = ReceiptClaim {
-        leaf_index: 1,
-        task_id: [1; 32],
-        receipt_digest: [1; 32],
-        proof: merkle::proof(&leaves, 1).unwrap(),
-    };
-    env.send(
-        &[ix::open_challenge(
-            &challenger.pubkey(),
-            &challenger_ata,
-            id,
-            &accused.pubkey(),
-            claim,
-        )],
-        &challenger,
-        &[],
-    )
-    .unwrap();
-    let c: Challenge = env.account(&challenge);
-    let (selected, not_selected) = vs.into_iter().partition(|v| {
-        selection::is_selected(
-            &c.seed,
-            &v.pubkey(),
-            5_000,
-            c.total_verifier_stake,
-            committee,
-        )
-    });
-    Case {
-        env,
-        accused,
-        challenger_ata,
-        challenge,
-        selected,
-        not_selected,
-    }
-}
-
-impl Case {
-    fn verdict(
-        &mut self,
-        voters: &[&Keypair],
-        upheld: bool,
-    ) -> Result<litesvm::types::TransactionMetadata, solana_transaction_error::TransactionError>
-    {
-        let ixs = Env::verdict_ixs(
-            &self.challenge,
-            &self.accused.pubkey(),
-            &self.challenger_ata,
-            voters,
-            upheld,
-        );
-        let submitter = voters[0].insecure_clone();
-        self.env.send(&ixs, &submitter, &[])
-    }
-
-    fn stake_of_accused(&self) -> u64 {
-        self.env
-            .account::<Node>(&pda::node(&self.accused.pubkey()))
-            .stake
-    }
-}
-
 #[test]
 fn slash_without_quorum_is_refused() {
-    let mut case = open_case(8, 4, 2);
+    let mut case = open_dispute(8, 4, 2);
     let one = case.selected[0].insecure_clone();
     assert_error(case.verdict(&[&one], true), StrataError::QuorumNotReached);
     // The same verifier twice does not make a quorum either.
@@ -595,12 +487,12 @@ fn slash_without_quorum_is_refused() {
         case.verdict(&[&one, &one], true),
         StrataError::QuorumNotReached,
     );
-    assert_eq!(case.stake_of_accused(), 10_000);
+    assert_eq!(case.accused_node().stake, 10_000);
 }
 
 #[test]
 fn verdict_by_verifiers_not_selected_is_refused() {
-    let mut case = open_case(8, 4, 2);
+    let mut case = open_dispute(8, 4, 2);
     assert!(!case.not_selected.is_empty());
     let a = case.selected[0].insecure_clone();
     let outsider = case.not_selected[0].insecure_clone();
@@ -612,17 +504,17 @@ fn verdict_by_verifiers_not_selected_is_refused() {
     let stranger = Keypair::new();
     let err = case.verdict(&[&a, &stranger], true).unwrap_err();
     assert_eq!(code(&err), Some(3012), "unregistered verifier: {err:?}");
-    assert_eq!(case.stake_of_accused(), 10_000);
+    assert_eq!(case.accused_node().stake, 10_000);
     // The selected committee can resolve it.
     let b = case.selected[1].insecure_clone();
     case.verdict(&[&a, &b], true).unwrap();
-    assert_eq!(case.stake_of_accused(), 5_000);
+    assert_eq!(case.accused_node().stake, 5_000);
     case.env.assert_vault_balanced();
 }
 
 #[test]
 fn verdict_for_the_other_outcome_or_after_deadline_is_refused() {
-    let mut case = open_case(8, 4, 2);
+    let mut case = open_dispute(8, 4, 2);
     let a = case.selected[0].insecure_clone();
     let b = case.selected[1].insecure_clone();
     // Signatures for "rejected" submitted as "upheld".
@@ -649,7 +541,7 @@ fn verdict_for_the_other_outcome_or_after_deadline_is_refused() {
 
 #[test]
 fn stake_cannot_leave_while_challenged_and_window_closes() {
-    let mut case = open_case(8, 4, 2);
+    let mut case = open_dispute(8, 4, 2);
     let accused = case.accused.insecure_clone();
     let ata = pda::associated_token(&accused.pubkey(), &case.env.mint);
     case.env

@@ -3,11 +3,11 @@
 
 mod common;
 
+use common::dispute::open_dispute;
 use common::*;
 use solana_signer::Signer;
 use strata_chain::events::{from_logs, StrataEvent};
-use strata_chain::{ix, merkle, pda, selection, Capacity, PROGRAM_ID, ROLE_COMPUTE, ROLE_VERIFIER};
-use strata_program::instructions::ReceiptClaim;
+use strata_chain::{ix, merkle, pda, Capacity, PROGRAM_ID, ROLE_COMPUTE, ROLE_VERIFIER};
 use strata_program::state::{
     Batch, Challenge, ChallengeStatus, Channel, Escrow, Node, RewardEpoch,
 };
@@ -319,127 +319,18 @@ fn batch_post_and_reward_claims_are_idempotent() {
     env.assert_vault_balanced();
 }
 
-/// A challenge, a verdict by the selected committee, and the slash.
-struct Dispute {
-    env: Env,
-    accused: solana_keypair::Keypair,
-    challenger: solana_keypair::Keypair,
-    challenger_ata: anchor_lang::prelude::Pubkey,
-    challenge: anchor_lang::prelude::Pubkey,
-    verifiers: Vec<solana_keypair::Keypair>,
-}
-
-fn dispute(verifier_count: usize, committee: u8, quorum: u8) -> Dispute {
-    let mut env = Env::new();
-    let admin = env.admin.insecure_clone();
-    let mut p = params();
-    p.committee_size = committee;
-    p.verifier_quorum = quorum;
-    env.send(
-        &[ix::update_config(
-            &admin.pubkey(),
-            p,
-            &env.reward_authority.pubkey(),
-        )],
-        &admin,
-        &[],
-    )
-    .unwrap();
-    let relayer = env.relayer();
-    let (accused, _) = env.compute_node(10_000);
-    let verifiers: Vec<_> = (0..verifier_count).map(|_| env.verifier(5_000).0).collect();
-    let leaves: Vec<[u8; 32]> = (0..4u8)
-        .map(|i| merkle::receipt_leaf(&[i; 32], &accused.pubkey(), &[i + 100; 32]))
-        .collect();
-    let id = env.post_batch(&relayer, &leaves);
-    let (challenger, challenger_ata) = env.user(1_000);
-    let claim = ReceiptClaim {
-        leaf_index: 2,
-        task_id: [2; 32],
-        receipt_digest: [102; 32],
-        proof: merkle::proof(&leaves, 2).unwrap(),
-    };
-    let meta = env
-        .send(
-            &[ix::open_challenge(
-                &challenger.pubkey(),
-                &challenger_ata,
-                id,
-                &accused.pubkey(),
-                claim,
-            )],
-            &challenger,
-            &[],
-        )
-        .unwrap();
-    assert!(matches!(
-        from_logs(&meta.logs).as_slice(),
-        [StrataEvent::ChallengeOpened(_)]
-    ));
-    let challenge = pda::challenge(&pda::batch(id), 2);
-    Dispute {
-        env,
-        accused,
-        challenger,
-        challenger_ata,
-        challenge,
-        verifiers,
-    }
-}
-
-impl Dispute {
-    fn selected(&self) -> Vec<&solana_keypair::Keypair> {
-        let c: Challenge = self.env.account(&self.challenge);
-        let committee = self.env.config().params.committee_size;
-        self.verifiers
-            .iter()
-            .filter(|v| {
-                selection::is_selected(
-                    &c.seed,
-                    &v.pubkey(),
-                    5_000,
-                    c.total_verifier_stake,
-                    committee,
-                )
-            })
-            .collect()
-    }
-
-    fn verdict(
-        &mut self,
-        voters: &[&solana_keypair::Keypair],
-        upheld: bool,
-    ) -> Result<litesvm::types::TransactionMetadata, solana_transaction_error::TransactionError>
-    {
-        let ixs = Env::verdict_ixs(
-            &self.challenge,
-            &self.accused.pubkey(),
-            &self.challenger_ata,
-            voters,
-            upheld,
-        );
-        let submitter = voters[0].insecure_clone();
-        self.env.send(&ixs, &submitter, &[])
-    }
-}
-
 #[test]
 fn upheld_challenge_slashes_and_pays_the_challenger() {
-    let mut d = dispute(3, 3, 2);
+    let mut d = open_dispute(3, 3, 2);
     assert_eq!(d.env.token_balance(&d.challenger_ata), 900, "bond locked");
-    let voters: Vec<_> = d
-        .selected()
-        .into_iter()
-        .map(|k| k.insecure_clone())
-        .collect();
     assert_eq!(
-        voters.len(),
-        3,
+        (d.selected.len(), d.not_selected.len()),
+        (3, 0),
         "committee >= verifier count selects everyone"
     );
-    let refs: Vec<_> = voters.iter().take(2).collect();
-    d.verdict(&refs, true).unwrap();
-    let node: Node = d.env.account(&pda::node(&d.accused.pubkey()));
+    let (a, b) = d.quorum();
+    d.verdict(&[&a, &b], true).unwrap();
+    let node = d.accused_node();
     assert_eq!(
         (node.stake, node.slashed_total, node.open_challenges),
         (5_000, 5_000, 0)
@@ -454,25 +345,19 @@ fn upheld_challenge_slashes_and_pays_the_challenger() {
 
 #[test]
 fn rejected_challenge_forfeits_the_bond() {
-    let mut d = dispute(3, 3, 2);
-    let voters: Vec<_> = d
-        .verifiers
-        .iter()
-        .take(2)
-        .map(|k| k.insecure_clone())
-        .collect();
-    let refs: Vec<_> = voters.iter().collect();
-    d.verdict(&refs, false).unwrap();
+    let mut d = open_dispute(3, 3, 2);
+    let (a, b) = d.quorum();
+    d.verdict(&[&a, &b], false).unwrap();
     assert_eq!(d.env.token_balance(&d.challenger_ata), 900);
     assert_eq!(d.env.config().reward_pool, 100);
-    let node: Node = d.env.account(&pda::node(&d.accused.pubkey()));
+    let node = d.accused_node();
     assert_eq!((node.stake, node.open_challenges), (10_000, 0));
     d.env.assert_vault_balanced();
 }
 
 #[test]
 fn stale_challenge_expires_and_returns_the_bond() {
-    let mut d = dispute(3, 3, 2);
+    let mut d = open_dispute(3, 3, 2);
     d.env.warp(params().verdict_timeout + 1);
     let (anyone, _) = d.env.user(0);
     d.env
@@ -490,6 +375,5 @@ fn stale_challenge_expires_and_returns_the_bond() {
     assert_eq!(d.env.token_balance(&d.challenger_ata), 1_000);
     let c: Challenge = d.env.account(&d.challenge);
     assert_eq!(c.status, ChallengeStatus::Expired);
-    let _ = &d.challenger;
     d.env.assert_vault_balanced();
 }

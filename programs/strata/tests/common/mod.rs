@@ -3,6 +3,8 @@
 //! and helpers that send real signed transactions.
 #![allow(dead_code)]
 
+pub mod dispute;
+
 use anchor_lang::AccountDeserialize;
 use litesvm::types::TransactionMetadata;
 use litesvm::LiteSVM;
