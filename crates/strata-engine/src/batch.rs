@@ -233,6 +233,19 @@ impl<'m> Batcher<'m> {
         Ok(())
     }
 
+    /// Ends a running sequence early (a stop string matched, or its caller
+    /// went away); it is returned by [`take_finished`](Self::take_finished)
+    /// with what it generated so far and [`FinishReason::Stop`]. Returns
+    /// false if no such sequence is running.
+    pub fn stop(&mut self, id: SeqId) -> Result<bool> {
+        let Some(pos) = self.active.iter().position(|a| a.id == id) else {
+            return Ok(false);
+        };
+        let a = self.active.swap_remove(pos);
+        self.finish(a, FinishReason::Stop)?;
+        Ok(true)
+    }
+
     /// Removes and returns the sequences that completed.
     pub fn take_finished(&mut self) -> Vec<Finished> {
         std::mem::take(&mut self.finished)

@@ -42,6 +42,7 @@ pub(crate) struct Behaviour {
     pub(crate) task: AppRr,
     pub(crate) hidden_state: AppRr,
     pub(crate) opening: AppRr,
+    pub(crate) receipt: AppRr,
     pub(crate) chunks: ChunkRr,
 }
 
@@ -156,6 +157,7 @@ impl Behaviour {
             task: app_rr(RequestKind::Task, cfg.task),
             hidden_state: app_rr(RequestKind::HiddenState, cfg.hidden_state),
             opening: app_rr(RequestKind::Opening, cfg.opening),
+            receipt: app_rr(RequestKind::Receipt, cfg.receipt),
             chunks,
         })
     }
@@ -165,6 +167,7 @@ impl Behaviour {
             RequestKind::Task => &mut self.task,
             RequestKind::HiddenState => &mut self.hidden_state,
             RequestKind::Opening => &mut self.opening,
+            RequestKind::Receipt => &mut self.receipt,
         }
     }
 }

@@ -12,14 +12,17 @@ pub enum RequestKind {
     HiddenState,
     /// A verifier asking for commitment openings.
     Opening,
+    /// A node handing a signed receipt to a relayer, which answers once it is stored.
+    Receipt,
 }
 
 impl RequestKind {
     /// All kinds.
-    pub const ALL: [RequestKind; 3] = [
+    pub const ALL: [RequestKind; 4] = [
         RequestKind::Task,
         RequestKind::HiddenState,
         RequestKind::Opening,
+        RequestKind::Receipt,
     ];
 
     /// libp2p protocol name.
@@ -28,6 +31,7 @@ impl RequestKind {
             RequestKind::Task => "/strata/task/1",
             RequestKind::HiddenState => "/strata/hidden-state/1",
             RequestKind::Opening => "/strata/opening/1",
+            RequestKind::Receipt => "/strata/receipt/1",
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct P2pConfig {
     pub hidden_state: RequestLimits,
     /// Limits for commitment openings.
     pub opening: RequestLimits,
+    /// Limits for receipts handed to a relayer.
+    pub receipt: RequestLimits,
     /// Time-out of one chunk request.
     pub chunk_timeout: Duration,
     /// Cap on the bytes per second this node uploads for file distribution
@@ -149,6 +155,7 @@ impl Default for P2pConfig {
             task: RequestLimits::new(1 << 20, 1 << 20, 60),
             hidden_state: RequestLimits::new(64 << 20, 64 << 10, 60),
             opening: RequestLimits::new(64 << 10, 64 << 20, 60),
+            receipt: RequestLimits::new(4 << 10, 4 << 10, 30),
             chunk_timeout: Duration::from_secs(60),
             upload_rate_limit: None,
             max_requests_per_peer: 4,
@@ -180,6 +187,7 @@ impl P2pConfig {
             RequestKind::Task => self.task,
             RequestKind::HiddenState => self.hidden_state,
             RequestKind::Opening => self.opening,
+            RequestKind::Receipt => self.receipt,
         }
     }
 }

@@ -660,6 +660,7 @@ impl EventLoop {
             BehaviourEvent::Task(ev) => self.on_app_event(RequestKind::Task, ev),
             BehaviourEvent::HiddenState(ev) => self.on_app_event(RequestKind::HiddenState, ev),
             BehaviourEvent::Opening(ev) => self.on_app_event(RequestKind::Opening, ev),
+            BehaviourEvent::Receipt(ev) => self.on_app_event(RequestKind::Receipt, ev),
             BehaviourEvent::Chunks(ev) => self.on_chunk_event(ev),
             _ => {}
         }

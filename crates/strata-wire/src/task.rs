@@ -1,0 +1,183 @@
+//! The node task protocol, carried over the p2p layer's `Task`
+//! request-response kind. A gateway runs one task in three kinds of call:
+//!
+//! 1. [`TaskRequest::Start`]: the node validates, admits the task into its
+//!    batch and answers [`TaskResponse::Started`] at once.
+//! 2. [`TaskRequest::Poll`] (repeated): a long poll that returns the text
+//!    generated since the last poll as soon as there is some, and the task's
+//!    usage and price once it has finished. This is what streams tokens.
+//! 3. [`TaskRequest::Settle`]: the client's voucher for the finished task;
+//!    the node checks it, signs the receipt, publishes it on the receipt
+//!    topic and returns it.
+//!
+//! Work is delivered before it is paid for; a node refuses new tasks from a
+//! client with too many finished tasks left unsettled.
+
+use borsh::{BorshDeserialize, BorshSerialize};
+
+use crate::{Receipt, Voucher};
+
+/// Largest encoded task request or response.
+pub const MAX_TASK_MESSAGE_BYTES: usize = 1 << 20;
+/// Longest prompt text a node accepts, in bytes (the model's context bounds tokens).
+pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
+
+/// One chat message.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ChatTurn {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// Its text.
+    pub content: String,
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
+pub enum Prompt {
+    /// A chat, rendered with the model's chat template.
+    Chat(Vec<ChatTurn>),
+    /// Raw text completion.
+    Text(String),
+}
+
+impl Prompt {
+    /// Bytes of text in the prompt.
+    pub fn text_len(&self) -> usize {
+        match self {
+            Prompt::Chat(turns) => turns.iter().map(|t| t.role.len() + t.content.len()).sum(),
+            Prompt::Text(t) => t.len(),
+        }
+    }
+}
+
+/// Sampling settings (temperature 0 is greedy).
+#[derive(Debug, Clone, Copy, PartialEq, BorshSerialize, BorshDeserialize)]
+pub struct Sampling {
+    /// Temperature.
+    pub temperature: f32,
+    /// Nucleus threshold (1 = off).
+    pub top_p: f32,
+    /// Top-k (0 = off).
+    pub top_k: u32,
+    /// Seed of the sampler.
+    pub seed: u64,
+}
+
+/// A task as the gateway hands it to a node.
+#[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
+pub struct TaskSpec {
+    /// Unique id (random, chosen by the gateway).
+    pub task_id: [u8; 32],
+    /// The paying client.
+    pub client: [u8; 32],
+    /// Model name asked for.
+    pub model: String,
+    /// The prompt.
+    pub prompt: Prompt,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Sampling.
+    pub sampling: Sampling,
+    /// Extra stop strings (the model's end-of-turn token always stops).
+    pub stop: Vec<String>,
+}
+
+/// A request to a node.
+#[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
+pub enum TaskRequest {
+    /// Start a task.
+    Start(TaskSpec),
+    /// Text generated after the first `from_byte` bytes already received.
+    Poll {
+        /// The task.
+        task_id: [u8; 32],
+        /// Bytes of output text the caller already has.
+        from_byte: u64,
+    },
+    /// Pay for a finished task and get its receipt.
+    Settle {
+        /// The task.
+        task_id: [u8; 32],
+        /// Voucher whose cumulative covers everything owed to this node.
+        voucher: Voucher,
+    },
+    /// Stop a task (the caller went away); it is billed for what ran.
+    Cancel {
+        /// The task.
+        task_id: [u8; 32],
+    },
+}
+
+/// Why a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum Finish {
+    /// End of turn or a stop string.
+    Stop,
+    /// `max_tokens` reached.
+    Length,
+    /// Cancelled by the caller.
+    Cancelled,
+}
+
+/// Usage and price of a finished task.
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub completion_tokens: u32,
+    /// Price owed for it, token base units.
+    pub price: u64,
+    /// The cumulative amount the node expects in the voucher for this task
+    /// (what the client owed it before, plus `price`).
+    pub expected_cumulative: u64,
+}
+
+/// Error classes a node reports, so the gateway can answer with the right HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum TaskErrorKind {
+    /// The request is malformed or out of range (HTTP 400).
+    BadRequest,
+    /// This node does not serve that model (HTTP 404).
+    UnknownModel,
+    /// The prompt does not fit the context (HTTP 400).
+    PromptTooLong,
+    /// The node is at capacity (HTTP 503; try another node).
+    Busy,
+    /// No such task (HTTP 404).
+    UnknownTask,
+    /// The client has an unsettled task or a bad voucher (HTTP 402).
+    Payment,
+    /// The node failed (HTTP 500).
+    Internal,
+}
+
+/// A node's answer.
+#[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
+pub enum TaskResponse {
+    /// Admitted.
+    Started {
+        /// Prompt length in tokens.
+        prompt_tokens: u32,
+        /// Price per token applied.
+        price_per_token: u64,
+    },
+    /// New output, and the usage once finished.
+    Output {
+        /// Text generated since `from_byte` (always whole UTF-8 characters).
+        text: String,
+        /// Set once the task has finished.
+        finished: Option<(Finish, Usage)>,
+    },
+    /// The signed receipt of a settled task.
+    Settled(Receipt),
+    /// Cancelled.
+    Cancelled,
+    /// Refused.
+    Error {
+        /// Class.
+        kind: TaskErrorKind,
+        /// Human-readable reason.
+        message: String,
+    },
+}

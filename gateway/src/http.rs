@@ -1,0 +1,397 @@
+//! HTTP routes: `/v1/models`, `/v1/chat/completions` and `/v1/completions`
+//! (both with `stream: true` as server-sent events), `/v1/stats` and
+//! `/health`. Every refusal is an OpenAI-style error object with a fitting
+//! status: 400 malformed, 401 bad key, 402 deposit exhausted, 404 unknown
+//! model, 413 body too large, 502 node failure, 503 no capacity.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::stream::{self, StreamExt};
+use serde_json::{json, Value};
+use strata_wire::task::{ChatTurn, Finish, Prompt, Sampling};
+
+use crate::openai::{
+    error_body, ChatRequest, Common, CompletionRequest, Usage, DEFAULT_MAX_TOKENS, MAX_BODY_BYTES,
+};
+use crate::runner::{self, Event, Outcome, TaskInput};
+use crate::{GatewayError, Inner};
+
+/// Counters over completed tasks (what `/v1/stats` reports).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Tasks completed and paid.
+    pub tasks: AtomicU64,
+    /// Tokens billed.
+    pub tokens: AtomicU64,
+    /// Sum of start-to-last-token times, µs.
+    pub generation_us: AtomicU64,
+    /// Sum of start-to-receipt times, µs.
+    pub total_us: AtomicU64,
+}
+
+impl Stats {
+    fn record(&self, o: &Outcome) {
+        self.tasks.fetch_add(1, Ordering::Relaxed);
+        self.tokens.fetch_add(
+            u64::from(o.usage.prompt_tokens) + u64::from(o.usage.completion_tokens),
+            Ordering::Relaxed,
+        );
+        self.generation_us
+            .fetch_add(o.generation.as_micros() as u64, Ordering::Relaxed);
+        self.total_us
+            .fetch_add(o.total.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The gateway's routes.
+pub fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/v1/models", get(models))
+        .route("/v1/stats", get(stats))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(inner)
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        let (status, kind, code) = match &self {
+            GatewayError::BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+            ),
+            GatewayError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+            ),
+            GatewayError::PaymentRequired(_) => (
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_quota",
+                "insufficient_quota",
+            ),
+            GatewayError::UnknownModel(_) => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+            ),
+            GatewayError::Busy(_) | GatewayError::NoCapacity(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "no_capacity",
+            ),
+            GatewayError::Node(_) => (StatusCode::BAD_GATEWAY, "server_error", "node_error"),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "internal_error",
+            ),
+        };
+        (status, Json(error_body(&self.to_string(), kind, code))).into_response()
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+async fn models(State(gw): State<Arc<Inner>>) -> Json<Value> {
+    let data: Vec<Value> = gw
+        .router
+        .models()
+        .into_iter()
+        .map(|m| json!({ "id": m, "object": "model", "created": 0, "owned_by": "strata" }))
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
+}
+
+async fn stats(State(gw): State<Arc<Inner>>) -> Json<Value> {
+    let s = &gw.stats;
+    Json(json!({
+        "nodes": gw.router.len(),
+        "tasks": s.tasks.load(Ordering::Relaxed),
+        "tokens": s.tokens.load(Ordering::Relaxed),
+        "generation_us": s.generation_us.load(Ordering::Relaxed),
+        "total_us": s.total_us.load(Ordering::Relaxed),
+    }))
+}
+
+fn api_key(headers: &HeaderMap) -> Result<String, GatewayError> {
+    headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|k| k.trim().to_string())
+        .ok_or(GatewayError::Unauthorized)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, GatewayError> {
+    serde_json::from_slice(body)
+        .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// Checks the shared fields and turns them into the task's settings.
+fn settings(c: &Common) -> Result<(u32, Sampling, Vec<String>), GatewayError> {
+    if c.n.unwrap_or(1) != 1 {
+        return Err(GatewayError::BadRequest("only n = 1 is supported".into()));
+    }
+    let max_tokens = c
+        .max_completion_tokens
+        .or(c.max_tokens)
+        .unwrap_or(DEFAULT_MAX_TOKENS);
+    if max_tokens == 0 {
+        return Err(GatewayError::BadRequest(
+            "max_tokens must be at least 1".into(),
+        ));
+    }
+    let temperature = c.temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) {
+        return Err(GatewayError::BadRequest(
+            "temperature must be between 0 and 2".into(),
+        ));
+    }
+    let top_p = c.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(GatewayError::BadRequest("top_p must be in (0, 1]".into()));
+    }
+    let stop = c.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
+    if stop.len() > 4 || stop.iter().any(|s| s.is_empty() || s.len() > 64) {
+        return Err(GatewayError::BadRequest(
+            "stop: at most 4 non-empty sequences of up to 64 bytes".into(),
+        ));
+    }
+    let sampling = Sampling {
+        temperature,
+        top_p,
+        top_k: c.top_k.unwrap_or(0),
+        seed: c.seed.unwrap_or_else(rand::random),
+    };
+    Ok((max_tokens, sampling, stop))
+}
+
+async fn chat(State(gw): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let key = api_key(&headers)?;
+        let req: ChatRequest = parse(&body)?;
+        if req.messages.is_empty() {
+            return Err(GatewayError::BadRequest(
+                "messages must not be empty".into(),
+            ));
+        }
+        let prompt = Prompt::Chat(
+            req.messages
+                .into_iter()
+                .map(|m| ChatTurn {
+                    role: m.role,
+                    content: m.content,
+                })
+                .collect(),
+        );
+        serve(gw, key, req.common, prompt, Kind::Chat).await
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn completions(State(gw): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = async {
+        let key = api_key(&headers)?;
+        let req: CompletionRequest = parse(&body)?;
+        if req.prompt.is_empty() {
+            return Err(GatewayError::BadRequest("prompt must not be empty".into()));
+        }
+        serve(gw, key, req.common, Prompt::Text(req.prompt), Kind::Text).await
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+fn finish_reason(f: Finish) -> &'static str {
+    match f {
+        Finish::Stop | Finish::Cancelled => "stop",
+        Finish::Length => "length",
+    }
+}
+
+fn usage(o: &Outcome) -> Usage {
+    Usage {
+        prompt_tokens: o.usage.prompt_tokens,
+        completion_tokens: o.usage.completion_tokens,
+        total_tokens: o.usage.prompt_tokens + o.usage.completion_tokens,
+    }
+}
+
+/// The Strata extension on every final object: who served it, what it cost, and the receipt.
+fn strata(o: &Outcome) -> Value {
+    json!({
+        "task_id": hex::encode(o.task_id),
+        "node": strata_chain::Pubkey::from(o.node.0).to_string(),
+        "price": o.usage.price,
+        "voucher_cumulative": o.receipt.body.voucher.cumulative,
+        "receipt": hex::encode(o.receipt.encode()),
+    })
+}
+
+async fn serve(
+    gw: Arc<Inner>,
+    api_key: String,
+    common: Common,
+    prompt: Prompt,
+    kind: Kind,
+) -> Result<Response, GatewayError> {
+    if gw.accounts.get(&api_key).is_none() {
+        return Err(GatewayError::Unauthorized);
+    }
+    let (max_tokens, sampling, stop) = settings(&common)?;
+    if !gw.router.is_empty() && !gw.router.models().contains(&common.model) {
+        return Err(GatewayError::UnknownModel(common.model));
+    }
+    let model = common.model.clone();
+    let mut rx = runner::spawn(
+        gw.clone(),
+        TaskInput {
+            api_key,
+            model: model.clone(),
+            prompt,
+            max_tokens,
+            sampling,
+            stop,
+        },
+    );
+    let created = now();
+    if !common.stream {
+        let mut text = String::new();
+        while let Some(ev) = rx.recv().await {
+            match ev {
+                Event::Text(t) => text.push_str(&t),
+                Event::Done(done) => {
+                    let o = (*done)?;
+                    gw.stats.record(&o);
+                    let id = hex::encode(&o.task_id[..12]);
+                    let body = match kind {
+                        Kind::Chat => json!({
+                            "id": format!("chatcmpl-{id}"), "object": "chat.completion",
+                            "created": created, "model": model,
+                            "choices": [{ "index": 0, "message": { "role": "assistant", "content": text },
+                                          "logprobs": null, "finish_reason": finish_reason(o.finish) }],
+                            "usage": usage(&o), "strata": strata(&o),
+                        }),
+                        Kind::Text => json!({
+                            "id": format!("cmpl-{id}"), "object": "text_completion",
+                            "created": created, "model": model,
+                            "choices": [{ "index": 0, "text": text, "logprobs": null,
+                                          "finish_reason": finish_reason(o.finish) }],
+                            "usage": usage(&o), "strata": strata(&o),
+                        }),
+                    };
+                    return Ok(Json(body).into_response());
+                }
+            }
+        }
+        return Err(GatewayError::Internal(
+            "task ended without an outcome".into(),
+        ));
+    }
+
+    // Streaming: wait for the first event so that refusals (402, 503, ...)
+    // still get their status instead of a 200 stream carrying an error.
+    let first = match rx.recv().await {
+        Some(Event::Done(done)) => Event::Done(Box::new(Ok((*done)?))),
+        Some(ev) => ev,
+        None => {
+            return Err(GatewayError::Internal(
+                "task ended without an outcome".into(),
+            ))
+        }
+    };
+    let include_usage = common
+        .stream_options
+        .map(|o| o.include_usage)
+        .unwrap_or(false);
+    let id = format!("strata-{:016x}", rand::random::<u64>());
+    let chunk = move |delta: Value, finish: Option<&str>, extra: Option<(&str, Value)>| -> Value {
+        let choice = match kind {
+            Kind::Chat => {
+                json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish })
+            }
+            Kind::Text => {
+                json!({ "index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")),
+                                   "logprobs": null, "finish_reason": finish })
+            }
+        };
+        let object = match kind {
+            Kind::Chat => "chat.completion.chunk",
+            Kind::Text => "text_completion",
+        };
+        let mut v = json!({ "id": id, "object": object, "created": created, "model": model, "choices": [choice] });
+        if let Some((k, x)) = extra {
+            v[k] = x;
+        }
+        v
+    };
+    let opening = match kind {
+        Kind::Chat => vec![chunk(
+            json!({ "role": "assistant", "content": "" }),
+            None,
+            None,
+        )],
+        Kind::Text => vec![],
+    };
+    let rest =
+        stream::once(async move { first }).chain(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let stats = gw.clone();
+    let events = rest.flat_map(move |ev| {
+        let out: Vec<Value> = match ev {
+            Event::Text(t) => vec![chunk(json!({ "content": t }), None, None)],
+            Event::Done(done) => match *done {
+                Ok(o) => {
+                    stats.stats.record(&o);
+                    let mut v = vec![chunk(
+                        json!({}),
+                        Some(finish_reason(o.finish)),
+                        Some(("strata", strata(&o))),
+                    )];
+                    if include_usage {
+                        let mut u = chunk(json!({}), None, Some(("usage", json!(usage(&o)))));
+                        u["choices"] = json!([]);
+                        v.push(u);
+                    }
+                    v
+                }
+                Err(e) => vec![error_body(&e.to_string(), "server_error", "task_failed")],
+            },
+        };
+        stream::iter(out)
+    });
+    let sse = stream::iter(opening)
+        .chain(events)
+        .map(|v| Ok::<_, Infallible>(SseEvent::default().data(v.to_string())))
+        .chain(stream::once(async {
+            Ok(SseEvent::default().data("[DONE]"))
+        }));
+    Ok(Sse::new(sse)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}

@@ -1,0 +1,171 @@
+//! The Strata gateway: an OpenAI-compatible HTTP API in front of the network.
+//!
+//! A request's API key names a client account (see [`accounts`]); the
+//! gateway holds the most the task can cost against that client's on-chain
+//! escrow, picks a node from the capacity gossip ([`routing`]), runs the task
+//! over the p2p task protocol ([`runner`]), streams the text back as
+//! server-sent events if asked, pays the node with a voucher and returns the
+//! node's signed receipt alongside the completion ([`http`]).
+#![warn(missing_docs)]
+
+pub mod accounts;
+pub mod http;
+pub mod openai;
+pub mod routing;
+pub mod runner;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use strata_chain::rpc::ChainClient;
+use strata_chain::Keypair;
+use strata_p2p::{GossipKind, NodeIdentity, P2pConfig, P2pEvent, P2pHandle};
+use strata_wire::capacity::MAX_CAPACITY_BYTES;
+use tokio::task::JoinHandle;
+
+/// Errors, each with the HTTP status and OpenAI error type it maps to.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// Malformed or out-of-range request (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Missing or unknown API key (401).
+    #[error("invalid API key")]
+    Unauthorized,
+    /// The client's deposit does not cover the task (402).
+    #[error("{0}")]
+    PaymentRequired(String),
+    /// No node serves this model (404).
+    #[error("model `{0}` is not served by any node")]
+    UnknownModel(String),
+    /// The chosen node is full; another may be tried.
+    #[error("{0}")]
+    Busy(String),
+    /// No node can take the task (503).
+    #[error("{0}")]
+    NoCapacity(String),
+    /// A node failed or misbehaved (502).
+    #[error("{0}")]
+    Node(String),
+    /// The gateway's own state failed (500).
+    #[error("gateway state: {0}")]
+    State(String),
+    /// Anything else (500).
+    #[error("{0}")]
+    Internal(String),
+    /// Start-up failed.
+    #[error(transparent)]
+    P2p(#[from] strata_p2p::P2pError),
+    /// Chain client failed at start-up.
+    #[error(transparent)]
+    Chain(#[from] strata_chain::ChainError),
+}
+
+/// How a gateway runs.
+pub struct GatewayConfig {
+    /// HTTP listen address (port 0 picks one).
+    pub http_addr: SocketAddr,
+    /// Chain RPC URL (escrow balances and channels are read there).
+    pub rpc_url: String,
+    /// API keys and the client keypairs they pay with.
+    pub accounts: Vec<(String, Keypair)>,
+    /// Where voucher totals are kept.
+    pub state_dir: PathBuf,
+    /// p2p settings; bootstrap peers should include a node or the relayer.
+    pub p2p: P2pConfig,
+}
+
+/// State shared by the HTTP handlers and the task runners.
+pub struct Inner {
+    /// Client accounts.
+    pub accounts: accounts::Accounts,
+    /// Known nodes.
+    pub router: routing::Router,
+    /// p2p handle.
+    pub p2p: P2pHandle,
+    /// Chain.
+    pub chain: ChainClient,
+    /// Completed tasks, for `/metrics`-style counters.
+    pub stats: http::Stats,
+}
+
+/// A running gateway.
+pub struct RunningGateway {
+    /// Bound HTTP address.
+    pub http_addr: SocketAddr,
+    /// Shared state.
+    pub inner: Arc<Inner>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningGateway {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Stops serving.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        self.inner.p2p.shutdown().await;
+    }
+}
+
+/// Starts the gateway: p2p (a fresh identity: the gateway signs nothing on
+/// the network), the capacity listener and the HTTP server.
+pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
+    let chain = ChainClient::new(&config.rpc_url)?;
+    let accounts = accounts::Accounts::open(config.accounts, &config.state_dir)?;
+    let (p2p, mut events) = strata_p2p::start(NodeIdentity::generate(), config.p2p).await?;
+    let inner = Arc::new(Inner {
+        accounts,
+        router: routing::Router::default(),
+        p2p: p2p.clone(),
+        chain,
+        stats: http::Stats::default(),
+    });
+    let listen = {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                let P2pEvent::Gossip {
+                    kind: GossipKind::Capacity,
+                    from,
+                    payload,
+                } = ev
+                else {
+                    continue;
+                };
+                match strata_wire::decode::<strata_wire::Capacity>(&payload, MAX_CAPACITY_BYTES) {
+                    Ok(c) => {
+                        for a in &c.addrs {
+                            let _ = inner.p2p.add_address(from, a).await;
+                        }
+                        inner.router.announce(from, c);
+                    }
+                    Err(e) => tracing::debug!("bad capacity announcement from {from}: {e}"),
+                }
+            }
+        })
+    };
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|e| GatewayError::Internal(format!("binding {}: {e}", config.http_addr)))?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let app = http::router(inner.clone());
+    let serve = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("gateway HTTP server stopped: {e}");
+        }
+    });
+    Ok(RunningGateway {
+        http_addr,
+        inner,
+        tasks: vec![listen, serve],
+    })
+}

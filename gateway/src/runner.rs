@@ -1,0 +1,268 @@
+//! Running one task on a node for one client: hold the most it can cost
+//! against the client's escrow, pick a node, start the task, stream its text
+//! by long polls, then pay with a voucher and check the node's receipt.
+//!
+//! The task runs on its own tokio task, independent of the HTTP connection:
+//! a client that disconnects mid-stream cancels the generation, but the
+//! task is still settled (and billed for what ran), so no node does free work
+//! and no voucher total is skipped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_chain::{Pubkey, Signer};
+use strata_p2p::{NodeId, RequestKind};
+use strata_wire::task::{
+    Finish, Prompt, Sampling, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec, Usage,
+    MAX_TASK_MESSAGE_BYTES,
+};
+use strata_wire::{decode, encode, Receipt};
+use tokio::sync::mpsc;
+
+use crate::{GatewayError, Inner};
+
+/// Prompt-template tokens added on top of the prompt's bytes when bounding a
+/// task's cost before the node has tokenized it.
+const TEMPLATE_ALLOWANCE: u64 = 64;
+/// Nodes tried before giving up on a busy network.
+const MAX_ATTEMPTS: usize = 3;
+
+/// What to run, already validated by the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct TaskInput {
+    /// API key of the paying client.
+    pub api_key: String,
+    /// Model name.
+    pub model: String,
+    /// Prompt.
+    pub prompt: Prompt,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Sampling.
+    pub sampling: Sampling,
+    /// Stop strings.
+    pub stop: Vec<String>,
+}
+
+/// A finished, paid task.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Task id.
+    pub task_id: [u8; 32],
+    /// Node that served it.
+    pub node: NodeId,
+    /// Why it ended.
+    pub finish: Finish,
+    /// Usage and price.
+    pub usage: Usage,
+    /// The node-signed receipt (already verified).
+    pub receipt: Receipt,
+    /// Time from start to the last token.
+    pub generation: Duration,
+    /// Time from start to receipt.
+    pub total: Duration,
+}
+
+/// What a running task reports.
+#[derive(Debug)]
+pub enum Event {
+    /// More text.
+    Text(String),
+    /// The end.
+    Done(Box<Result<Outcome, GatewayError>>),
+}
+
+/// Starts `input` on a tokio task; events arrive on the returned channel.
+pub fn spawn(gw: Arc<Inner>, input: TaskInput) -> mpsc::Receiver<Event> {
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let done = run(&gw, input, &tx).await;
+        let _ = tx.send(Event::Done(Box::new(done))).await;
+    });
+    rx
+}
+
+async fn run(
+    gw: &Inner,
+    input: TaskInput,
+    events: &mpsc::Sender<Event>,
+) -> Result<Outcome, GatewayError> {
+    let account = gw
+        .accounts
+        .get(&input.api_key)
+        .ok_or(GatewayError::Unauthorized)?;
+    let client = account.keypair.pubkey();
+    let mut tried = Vec::new();
+    for _ in 0..MAX_ATTEMPTS {
+        let Some((node, capacity)) = gw
+            .router
+            .candidates(&input.model, &tried)
+            .into_iter()
+            .next()
+        else {
+            break;
+        };
+        tried.push(node);
+        let max_cost =
+            (input.prompt.text_len() as u64 + TEMPLATE_ALLOWANCE + u64::from(input.max_tokens))
+                .saturating_mul(capacity.price_per_token);
+        let available = available_funds(gw, &client).await?;
+        if !gw.accounts.reserve(&client, max_cost, available) {
+            return Err(GatewayError::PaymentRequired(format!(
+                "deposit exhausted: {available} base units available in escrow {}, this task may cost up to {max_cost}; deposit more with `strata deposit`",
+                strata_chain::pda::escrow(&client)
+            )));
+        }
+        let result = run_on(gw, account, node, &input, events).await;
+        gw.accounts.release(&client, max_cost);
+        match result {
+            Err(GatewayError::Busy(_)) => continue,
+            other => return other,
+        }
+    }
+    if tried.is_empty() {
+        if gw.router.models().is_empty() {
+            return Err(GatewayError::NoCapacity("no node is serving yet".into()));
+        }
+        return Err(GatewayError::UnknownModel(input.model));
+    }
+    Err(GatewayError::NoCapacity(format!(
+        "all {} nodes tried are at capacity",
+        tried.len()
+    )))
+}
+
+/// Escrow balance not already promised to nodes by vouchers in flight.
+async fn available_funds(gw: &Inner, client: &Pubkey) -> Result<u64, GatewayError> {
+    let escrow = gw
+        .chain
+        .escrow(client)
+        .await
+        .map_err(|e| GatewayError::Internal(format!("reading escrow: {e}")))?
+        .ok_or_else(|| {
+            GatewayError::PaymentRequired(format!(
+                "client {client} has no escrow; deposit with `strata deposit`"
+            ))
+        })?;
+    Ok(escrow
+        .balance
+        .saturating_sub(gw.accounts.unredeemed(client, escrow.total_paid)))
+}
+
+async fn call(gw: &Inner, node: NodeId, req: &TaskRequest) -> Result<TaskResponse, GatewayError> {
+    let bytes = gw
+        .p2p
+        .request(node, RequestKind::Task, encode(req))
+        .await
+        .map_err(|e| GatewayError::Node(format!("node {node}: {e}")))?;
+    decode::<TaskResponse>(&bytes, MAX_TASK_MESSAGE_BYTES)
+        .map_err(|e| GatewayError::Node(format!("node {node} answered garbage: {e}")))
+}
+
+fn node_error(kind: TaskErrorKind, message: String) -> GatewayError {
+    match kind {
+        TaskErrorKind::BadRequest => GatewayError::BadRequest(message),
+        TaskErrorKind::PromptTooLong => GatewayError::BadRequest(message),
+        TaskErrorKind::UnknownModel => GatewayError::UnknownModel(message),
+        TaskErrorKind::Busy => GatewayError::Busy(message),
+        TaskErrorKind::Payment => GatewayError::PaymentRequired(message),
+        TaskErrorKind::UnknownTask | TaskErrorKind::Internal => GatewayError::Node(message),
+    }
+}
+
+async fn run_on(
+    gw: &Inner,
+    account: &crate::accounts::Account,
+    node: NodeId,
+    input: &TaskInput,
+    events: &mpsc::Sender<Event>,
+) -> Result<Outcome, GatewayError> {
+    let client = account.keypair.pubkey();
+    let node_key = Pubkey::from(node.0);
+    if !gw.accounts.knows(&client, &node_key) {
+        let channel = strata_chain::pda::channel(&client, &node_key);
+        let redeemed = gw
+            .chain
+            .account::<strata_chain::accounts::Channel>(&channel, "channel")
+            .await
+            .map_err(|e| GatewayError::Internal(format!("reading channel: {e}")))?
+            .map(|c| c.redeemed)
+            .unwrap_or(0);
+        gw.accounts.catch_up(&client, &node_key, redeemed);
+    }
+    let task_id: [u8; 32] = rand::random();
+    let start = Instant::now();
+    let spec = TaskSpec {
+        task_id,
+        client: client.to_bytes(),
+        model: input.model.clone(),
+        prompt: input.prompt.clone(),
+        max_tokens: input.max_tokens,
+        sampling: input.sampling,
+        stop: input.stop.clone(),
+    };
+    match call(gw, node, &TaskRequest::Start(spec)).await? {
+        TaskResponse::Started { .. } => {}
+        TaskResponse::Error { kind, message } => return Err(node_error(kind, message)),
+        other => return Err(GatewayError::Node(format!("unexpected answer {other:?}"))),
+    }
+    gw.router.track(&node, 1);
+    let polled = poll_to_end(gw, node, task_id, events).await;
+    gw.router.track(&node, -1);
+    let (finish, usage) = polled?;
+    let generation = start.elapsed();
+
+    let voucher = gw.accounts.sign_voucher(account, &node_key, usage.price)?;
+    let receipt = match call(gw, node, &TaskRequest::Settle { task_id, voucher }).await? {
+        TaskResponse::Settled(r) => r,
+        TaskResponse::Error { kind, message } => return Err(node_error(kind, message)),
+        other => return Err(GatewayError::Node(format!("unexpected answer {other:?}"))),
+    };
+    receipt
+        .verify()
+        .map_err(|e| GatewayError::Node(format!("node {node} sent a bad receipt: {e}")))?;
+    let b = &receipt.body;
+    if b.task_id != task_id || b.node != node.0 || b.voucher != voucher || b.price != usage.price {
+        return Err(GatewayError::Node(format!(
+            "node {node} sent a receipt for something else"
+        )));
+    }
+    Ok(Outcome {
+        task_id,
+        node,
+        finish,
+        usage,
+        receipt,
+        generation,
+        total: start.elapsed(),
+    })
+}
+
+async fn poll_to_end(
+    gw: &Inner,
+    node: NodeId,
+    task_id: [u8; 32],
+    events: &mpsc::Sender<Event>,
+) -> Result<(Finish, Usage), GatewayError> {
+    let mut from_byte = 0u64;
+    let mut cancelled = false;
+    loop {
+        match call(gw, node, &TaskRequest::Poll { task_id, from_byte }).await? {
+            TaskResponse::Output { text, finished } => {
+                if !text.is_empty() {
+                    from_byte += text.len() as u64;
+                    if events.send(Event::Text(text)).await.is_err() && !cancelled {
+                        // The HTTP client went away: stop generating, still settle.
+                        cancelled = true;
+                        let _ = call(gw, node, &TaskRequest::Cancel { task_id }).await;
+                    }
+                }
+                if let Some(done) = finished {
+                    return Ok(done);
+                }
+            }
+            TaskResponse::Error { kind, message } => return Err(node_error(kind, message)),
+            other => return Err(GatewayError::Node(format!("unexpected answer {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! `strata-node`: flags in, [`strata_node::start`], wait for Ctrl-C, leave cleanly.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use strata_chain::{cluster, keys, Signer};
+use strata_node::{start, NodeConfig};
+use strata_p2p::P2pConfig;
+
+/// One whole token in base units (6 decimals).
+const TOKEN: f64 = 1_000_000.0;
+
+#[derive(Parser)]
+#[command(
+    name = "strata-node",
+    version,
+    about = "Serve paid inference on the Strata network"
+)]
+struct Cli {
+    /// Operator keypair (Solana JSON); created if missing.
+    #[arg(long, default_value = "~/.config/strata/node.json")]
+    keypair: String,
+    /// Cluster: localnet, devnet, testnet or an RPC URL.
+    #[arg(long, default_value = "localnet")]
+    url: String,
+    /// Run without a chain (no registration; for trying the engine out).
+    #[arg(long)]
+    offline: bool,
+    /// GGUF model file (default: the cache path of the default model).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Name clients ask for.
+    #[arg(long, default_value = "SmolLM2-135M-Instruct")]
+    model_name: String,
+    /// Price per token (prompt and completion), in base units.
+    #[arg(long, default_value_t = 10)]
+    price: u64,
+    /// Sequences batched at once.
+    #[arg(long, default_value_t = 16)]
+    max_concurrent: usize,
+    /// Longest completion per task.
+    #[arg(long, default_value_t = 1024)]
+    max_tokens: u32,
+    /// Stake to hold, in whole tokens (topped up at start).
+    #[arg(long, default_value_t = 100.0)]
+    stake: f64,
+    /// p2p listen multiaddr (repeatable).
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4001")]
+    listen: Vec<String>,
+    /// Bootstrap peer multiaddr (repeatable).
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// The relayer's multiaddr (with /p2p/<id>), which takes receipts.
+    #[arg(long)]
+    relayer: Option<String>,
+    /// Hide progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn expand(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    if !(cli.stake.is_finite() && cli.stake >= 0.0) {
+        anyhow::bail!("--stake must be a non-negative number of tokens");
+    }
+    let key_path = expand(&cli.keypair);
+    let keypair = keys::read_or_create(&key_path)
+        .with_context(|| format!("keypair {}", key_path.display()))?;
+    let model_path = match cli.model {
+        Some(p) => p,
+        None => strata_engine::default_model_path().unwrap_or_else(|_| {
+            strata_engine::model_cache_dir().join(strata_engine::DEFAULT_MODEL_FILE)
+        }),
+    };
+    let rpc_url = if cli.offline {
+        None
+    } else {
+        Some(cluster::resolve(&cli.url)?)
+    };
+    println!("strata-node {}", keypair.pubkey());
+    let node = start(NodeConfig {
+        keypair,
+        rpc_url,
+        model_path,
+        model_sha256: strata_engine::DEFAULT_MODEL_SHA256.to_string(),
+        model_name: cli.model_name,
+        price_per_token: cli.price,
+        max_concurrent: cli.max_concurrent,
+        max_tokens: cli.max_tokens,
+        stake: (cli.stake * TOKEN).round() as u64,
+        p2p: P2pConfig {
+            listen: cli.listen,
+            bootstrap: cli.bootstrap,
+            ..P2pConfig::default()
+        },
+        relayer: cli.relayer,
+        profile_tokens: 32,
+        quiet: cli.quiet,
+    })
+    .await?;
+    println!(
+        "serving: {:.1} tokens/s, {} MiB; listening on {}",
+        node.profile.tokens_per_sec,
+        node.profile.memory_mb,
+        node.addrs.join(", ")
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    println!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}

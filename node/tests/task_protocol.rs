@@ -1,0 +1,305 @@
+//! The node's task protocol over real libp2p on loopback, with the real
+//! model: a task streams, settles against a voucher and yields a verifiable
+//! receipt; bad requests and bad vouchers are refused with the right class.
+
+use std::time::Duration;
+
+use strata_chain::{Keypair, Signer};
+use strata_node::{start, NodeConfig, RunningNode};
+use strata_p2p::{NodeIdentity, P2pConfig, P2pHandle, RequestKind};
+use strata_wire::task::{
+    ChatTurn, Finish, Prompt, Sampling, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec, Usage,
+    MAX_TASK_MESSAGE_BYTES,
+};
+use strata_wire::{decode, encode, Voucher};
+
+const MODEL: &str = "SmolLM2-135M-Instruct";
+
+async fn node(key: &Keypair) -> RunningNode {
+    start(NodeConfig {
+        keypair: key.insecure_clone(),
+        rpc_url: None,
+        model_path: strata_engine::model_cache_dir().join(strata_engine::DEFAULT_MODEL_FILE),
+        model_sha256: strata_engine::DEFAULT_MODEL_SHA256.to_string(),
+        model_name: MODEL.into(),
+        price_per_token: 7,
+        max_concurrent: 4,
+        max_tokens: 64,
+        stake: 0,
+        p2p: P2pConfig::local(),
+        relayer: None,
+        profile_tokens: 4,
+        quiet: true,
+    })
+    .await
+    .unwrap()
+}
+
+async fn peer(node: &RunningNode) -> P2pHandle {
+    let (p2p, _events) = strata_p2p::start(NodeIdentity::generate(), P2pConfig::local())
+        .await
+        .unwrap();
+    p2p.dial(&node.addrs[0]).await.unwrap();
+    p2p
+}
+
+async fn call(p2p: &P2pHandle, node: &RunningNode, req: &TaskRequest) -> TaskResponse {
+    let bytes = p2p
+        .request(node.node_id(), RequestKind::Task, encode(req))
+        .await
+        .unwrap();
+    decode(&bytes, MAX_TASK_MESSAGE_BYTES).unwrap()
+}
+
+fn spec(client: &Keypair, text: &str, seed: u64) -> TaskSpec {
+    TaskSpec {
+        task_id: rand::random(),
+        client: client.pubkey().to_bytes(),
+        model: MODEL.into(),
+        prompt: Prompt::Chat(vec![ChatTurn {
+            role: "user".into(),
+            content: text.into(),
+        }]),
+        max_tokens: 16,
+        sampling: Sampling {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 40,
+            seed,
+        },
+        stop: vec![],
+    }
+}
+
+/// Runs a task to its end; returns the text, the number of polls that
+/// brought text, and the final usage.
+async fn run(
+    p2p: &P2pHandle,
+    node: &RunningNode,
+    spec: TaskSpec,
+) -> (String, usize, Finish, Usage) {
+    let id = spec.task_id;
+    match call(p2p, node, &TaskRequest::Start(spec)).await {
+        TaskResponse::Started {
+            price_per_token, ..
+        } => assert_eq!(price_per_token, 7),
+        other => panic!("not started: {other:?}"),
+    }
+    let (mut text, mut pieces) = (String::new(), 0);
+    loop {
+        let r = call(
+            p2p,
+            node,
+            &TaskRequest::Poll {
+                task_id: id,
+                from_byte: text.len() as u64,
+            },
+        )
+        .await;
+        let TaskResponse::Output { text: t, finished } = r else {
+            panic!("bad poll answer {r:?}");
+        };
+        if !t.is_empty() {
+            pieces += 1;
+        }
+        text.push_str(&t);
+        if let Some((f, u)) = finished {
+            return (text, pieces, f, u);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_streams_settles_and_yields_a_verifiable_receipt() {
+    let (key, client) = (Keypair::new(), Keypair::new());
+    let node = node(&key).await;
+    let p2p = peer(&node).await;
+
+    let s = spec(&client, "Write one sentence about the sea.", 42);
+    let id = s.task_id;
+    let (text, pieces, finish, usage) = run(&p2p, &node, s).await;
+    assert!(!text.is_empty());
+    assert!(
+        pieces > 1,
+        "text should arrive in several polls, got {pieces}"
+    );
+    assert!(matches!(finish, Finish::Stop | Finish::Length));
+    assert_eq!(
+        usage.price,
+        7 * u64::from(usage.prompt_tokens + usage.completion_tokens)
+    );
+    assert_eq!(usage.expected_cumulative, usage.price);
+
+    // Same seed, same tokens.
+    let again = spec(&client, "Write one sentence about the sea.", 42);
+    let (text2, _, _, usage2) = run(&p2p, &node, again.clone()).await;
+    assert_eq!(text, text2);
+
+    // Vouchers that do not pay are refused.
+    let other = Keypair::new();
+    for (voucher, why) in [
+        (
+            Voucher::sign(&client, &key.pubkey(), usage.price - 1),
+            "below",
+        ),
+        (Voucher::sign(&other, &key.pubkey(), usage.price), "client"),
+        (
+            Voucher::sign(&client, &other.pubkey(), usage.price),
+            "another node",
+        ),
+    ] {
+        match call(
+            &p2p,
+            &node,
+            &TaskRequest::Settle {
+                task_id: id,
+                voucher,
+            },
+        )
+        .await
+        {
+            TaskResponse::Error {
+                kind: TaskErrorKind::Payment,
+                message,
+            } => {
+                assert!(message.contains(why), "{message}")
+            }
+            other => panic!("bad voucher accepted ({why}): {other:?}"),
+        }
+    }
+
+    // The right voucher yields a receipt that verifies and matches the task.
+    let voucher = Voucher::sign(&client, &key.pubkey(), usage.price);
+    let TaskResponse::Settled(receipt) = call(
+        &p2p,
+        &node,
+        &TaskRequest::Settle {
+            task_id: id,
+            voucher,
+        },
+    )
+    .await
+    else {
+        panic!("not settled");
+    };
+    receipt.verify().unwrap();
+    assert_eq!(receipt.body.task_id, id);
+    assert_eq!(receipt.body.price, usage.price);
+    assert_eq!(receipt.body.completion_tokens, usage.completion_tokens);
+    assert_ne!(receipt.body.commitment_root, [0; 32]);
+
+    // The second task's voucher must cover both (vouchers are cumulative);
+    // the old total is a replay and is refused.
+    let replay = Voucher::sign(&client, &key.pubkey(), usage.price);
+    match call(
+        &p2p,
+        &node,
+        &TaskRequest::Settle {
+            task_id: again.task_id,
+            voucher: replay,
+        },
+    )
+    .await
+    {
+        TaskResponse::Error {
+            kind: TaskErrorKind::Payment,
+            ..
+        } => {}
+        other => panic!("replayed voucher accepted: {other:?}"),
+    }
+    let voucher = Voucher::sign(&client, &key.pubkey(), usage.price + usage2.price);
+    assert!(matches!(
+        call(
+            &p2p,
+            &node,
+            &TaskRequest::Settle {
+                task_id: again.task_id,
+                voucher
+            }
+        )
+        .await,
+        TaskResponse::Settled(_)
+    ));
+    // Settling twice finds no task.
+    let voucher = Voucher::sign(&client, &key.pubkey(), 10 * usage.price);
+    assert!(matches!(
+        call(
+            &p2p,
+            &node,
+            &TaskRequest::Settle {
+                task_id: again.task_id,
+                voucher
+            }
+        )
+        .await,
+        TaskResponse::Error {
+            kind: TaskErrorKind::UnknownTask,
+            ..
+        }
+    ));
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_with_their_class() {
+    let (key, client) = (Keypair::new(), Keypair::new());
+    let node = node(&key).await;
+    let p2p = peer(&node).await;
+    let kind = |r: TaskResponse| match r {
+        TaskResponse::Error { kind, .. } => kind,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+
+    let mut s = spec(&client, "hi", 1);
+    s.model = "gpt-17".into();
+    assert_eq!(
+        kind(call(&p2p, &node, &TaskRequest::Start(s)).await),
+        TaskErrorKind::UnknownModel
+    );
+
+    let mut s = spec(&client, "hi", 1);
+    s.max_tokens = 10_000;
+    assert_eq!(
+        kind(call(&p2p, &node, &TaskRequest::Start(s)).await),
+        TaskErrorKind::BadRequest
+    );
+
+    // 20k words do not fit the 8k context.
+    let s = spec(&client, &"word ".repeat(20_000), 1);
+    assert_eq!(
+        kind(call(&p2p, &node, &TaskRequest::Start(s)).await),
+        TaskErrorKind::PromptTooLong
+    );
+
+    let mut s = spec(&client, "hi", 1);
+    s.sampling.top_p = 7.0;
+    assert_eq!(
+        kind(call(&p2p, &node, &TaskRequest::Start(s)).await),
+        TaskErrorKind::BadRequest
+    );
+
+    let poll = TaskRequest::Poll {
+        task_id: [3; 32],
+        from_byte: 0,
+    };
+    assert_eq!(
+        kind(call(&p2p, &node, &poll).await),
+        TaskErrorKind::UnknownTask
+    );
+
+    // Garbage bytes get a BadRequest answer, and the node keeps serving.
+    let bytes = p2p
+        .request(node.node_id(), RequestKind::Task, vec![0xff; 100])
+        .await
+        .unwrap();
+    let r: TaskResponse = decode(&bytes, MAX_TASK_MESSAGE_BYTES).unwrap();
+    assert_eq!(kind(r), TaskErrorKind::BadRequest);
+    let (text, _, _, _) = tokio::time::timeout(
+        Duration::from_secs(120),
+        run(&p2p, &node, spec(&client, "Say hello.", 3)),
+    )
+    .await
+    .unwrap();
+    assert!(!text.is_empty());
+    node.shutdown().await;
+}
