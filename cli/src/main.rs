@@ -4,7 +4,9 @@
 //! testnet (`faucet`), registers and stakes nodes (`node register|update|
 //! deregister`, `stake`, `unstake`, `withdraw-stake`), manages a client's
 //! escrow (`deposit`, `request-withdrawal`, `withdraw`) and reads the chain
-//! (`status node|config|escrow`, `balance`). Global flags follow the Solana
+//! (`status node|config|escrow`, `balance`); with a relayer it checks a
+//! task's receipt against the on-chain batch root (`audit`) and claims a
+//! node's rewards (`claim`). Global flags follow the Solana
 //! CLI: `--url` (a cluster name or an http(s) URL), `--keypair` (a Solana
 //! CLI JSON keypair file) and `--json` for machine-readable output.
 //!
@@ -21,6 +23,7 @@ mod faucet;
 mod keys;
 mod node;
 mod output;
+mod relayer;
 mod status;
 
 use std::path::PathBuf;
@@ -116,6 +119,21 @@ enum Command {
     /// Show on-chain state.
     #[command(subcommand)]
     Status(StatusCommand),
+    /// Check a task's receipt: node and client signatures, digest, leaf, and
+    /// its Merkle proof against the on-chain batch root.
+    Audit {
+        /// Task id (64 hex characters).
+        task_id: String,
+        /// Relayer HTTP URL.
+        #[arg(long, default_value = relayer::DEFAULT_RELAYER)]
+        relayer: String,
+    },
+    /// Claim your node's rewards with the proof the relayer serves.
+    Claim {
+        /// Relayer HTTP URL.
+        #[arg(long, default_value = relayer::DEFAULT_RELAYER)]
+        relayer: String,
+    },
     /// SOL and Strata token balance.
     Balance {
         /// Account [default: the --keypair's key].
@@ -328,6 +346,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 status::escrow(&chain::connect(g.url()).await?, &pk, out).await
             }
         },
+        Command::Audit { task_id, relayer } => {
+            relayer::audit(&chain::connect(g.url()).await?, &relayer, &task_id, out).await
+        }
+        Command::Claim { relayer } => {
+            let (client, operator) = signer(&g).await?;
+            relayer::claim(&client, &operator, &relayer, out).await
+        }
         Command::Balance { pubkey } => {
             let pk = g.key_or(pubkey)?;
             status::balance(&chain::connect(g.url()).await?, &pk, out).await

@@ -103,6 +103,14 @@ impl Accounts {
         *t = (*t).max(redeemed);
     }
 
+    /// Every (client, node, voucher total) signed so far.
+    pub fn totals(&self) -> Vec<(Pubkey, Pubkey, u64)> {
+        lock(&self.totals)
+            .iter()
+            .map(|((c, n), t)| (*c, *n, *t))
+            .collect()
+    }
+
     /// Whether a total for (client, node) is known.
     pub fn knows(&self, client: &Pubkey, node: &Pubkey) -> bool {
         lock(&self.totals).contains_key(&(*client, *node))

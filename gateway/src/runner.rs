@@ -214,7 +214,7 @@ async fn run_on(
 
     let voucher = gw.accounts.sign_voucher(account, &node_key, usage.price)?;
     let receipt = match call(gw, node, &TaskRequest::Settle { task_id, voucher }).await? {
-        TaskResponse::Settled(r) => r,
+        TaskResponse::Settled(r) => *r,
         TaskResponse::Error { kind, message } => return Err(node_error(kind, message)),
         other => return Err(GatewayError::Node(format!("unexpected answer {other:?}"))),
     };

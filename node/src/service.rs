@@ -404,7 +404,7 @@ impl Service {
             l.tasks.retain(|_, t| t.started.elapsed() < SETTLE_DEADLINE);
         }
         self.inner.outbox.push(receipt.clone());
-        TaskResponse::Settled(receipt)
+        TaskResponse::Settled(Box::new(receipt))
     }
 }
 

@@ -64,6 +64,9 @@ pub struct GenesisOptions {
     pub client_deposit: u64,
     /// Initial reward pool, in token base units.
     pub reward_pool: u64,
+    /// Register and stake the nodes here; when false they are only funded
+    /// and `strata-node` registers and stakes itself on first start.
+    pub register_nodes: bool,
 }
 
 impl Default for GenesisOptions {
@@ -73,6 +76,7 @@ impl Default for GenesisOptions {
             node_stake: 1_000 * TOKEN,
             client_deposit: 100 * TOKEN,
             reward_pool: 10_000 * TOKEN,
+            register_nodes: true,
         }
     }
 }
@@ -97,6 +101,23 @@ pub fn testnet_params() -> ConfigParams {
     }
 }
 
+/// Gives `who` SOL for fees and ten times `deposit` in tokens, and deposits
+/// `deposit` into its escrow: a client ready to pay for tasks.
+pub async fn fund_client(
+    client: &ChainClient,
+    faucet: &Keypair,
+    mint: &strata_chain::Pubkey,
+    who: &Keypair,
+    deposit: u64,
+) -> Result<(), ChainError> {
+    client.airdrop(&who.pubkey(), 10 * LAMPORTS_PER_SOL).await?;
+    let ata = token::faucet(client, faucet, mint, &who.pubkey(), 0, 10 * deposit).await?;
+    client
+        .send(&[ix::deposit(&who.pubkey(), &ata, deposit)], who, &[])
+        .await?;
+    Ok(())
+}
+
 /// Creates the mint, initialises the program, allows the relayer, funds
 /// the reward pool and the demo client, and funds, registers and stakes each
 /// node (compute and verifier roles). Returns the manifest to write.
@@ -109,7 +130,7 @@ pub async fn bootstrap(
     let admin = &keys.admin;
     let faucet = &keys.faucet;
     let mint = keys.mint.pubkey();
-    for k in [admin, faucet, &keys.relayer, &keys.client] {
+    for k in [admin, faucet, &keys.relayer] {
         client.airdrop(&k.pubkey(), 100 * LAMPORTS_PER_SOL).await?;
     }
     let rent = client.rent(token::MINT_LEN).await?;
@@ -161,26 +182,7 @@ pub async fn bootstrap(
         )
         .await?;
 
-    let client_ata = token::faucet(
-        client,
-        faucet,
-        &mint,
-        &keys.client.pubkey(),
-        0,
-        10 * options.client_deposit,
-    )
-    .await?;
-    client
-        .send(
-            &[ix::deposit(
-                &keys.client.pubkey(),
-                &client_ata,
-                options.client_deposit,
-            )],
-            &keys.client,
-            &[],
-        )
-        .await?;
+    fund_client(client, faucet, &mint, &keys.client, options.client_deposit).await?;
 
     for (i, node) in keys.nodes.iter().enumerate() {
         let ata = token::faucet(
@@ -203,7 +205,9 @@ pub async fn bootstrap(
             ROLE_COMPUTE | ROLE_VERIFIER,
         );
         let stake = ix::stake(&node.pubkey(), &ata, &mint, options.node_stake);
-        client.send(&[register, stake], node, &[]).await?;
+        if options.register_nodes {
+            client.send(&[register, stake], node, &[]).await?;
+        }
     }
 
     Ok(TestnetManifest {

@@ -3,10 +3,18 @@
 //! relayer, a funded demo client, and funded, registered, staked nodes, all
 //! created through the same RPC client every binary uses. The manifest it
 //! writes (`testnet.json`) tells the other tools where everything is.
+//! [`network`] then starts the services (relayer, nodes, gateway) and
+//! [`loadgen`] drives paying clients against the gateway.
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod genesis;
+pub mod loadgen;
 pub mod manifest;
+pub mod network;
 
-pub use genesis::{bootstrap, GenesisOptions, TestnetKeys};
+pub use genesis::{bootstrap, fund_client, GenesisOptions, TestnetKeys};
+
+/// The model every testnet node serves.
+pub const MODEL_NAME: &str = "SmolLM2-135M-Instruct";
 pub use manifest::TestnetManifest;

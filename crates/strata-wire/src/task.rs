@@ -170,7 +170,7 @@ pub enum TaskResponse {
         finished: Option<(Finish, Usage)>,
     },
     /// The signed receipt of a settled task.
-    Settled(Receipt),
+    Settled(Box<Receipt>),
     /// Cancelled.
     Cancelled,
     /// Refused.

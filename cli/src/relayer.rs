@@ -1,0 +1,267 @@
+//! Commands that read the relayer's HTTP API and check it against the chain:
+//! `strata audit` (a receipt, its signatures, its leaf and its Merkle proof
+//! against the on-chain batch root) and `strata claim` (a node's reward proof,
+//! sent as `claim_rewards`). The relayer is never trusted: every hash is
+//! recomputed from the raw receipt, and roots come from the chain.
+
+use anyhow::{anyhow, bail, Context};
+use serde::de::DeserializeOwned;
+use strata_chain::accounts::{Batch, ClaimRecord};
+use strata_chain::ed25519::SignedMessage;
+use strata_chain::rpc::ChainClient;
+use strata_chain::{ix, merkle, pda, ChainError, Keypair, Pubkey, Signer};
+use strata_wire::api::{ErrorResponse, ReceiptView, RewardProofView};
+use strata_wire::{hex32, parse_hex32, Receipt, MAX_RECEIPT_BYTES, RECEIPT_DOMAIN};
+
+use crate::amount::format_tokens;
+use crate::chain;
+use crate::output::{Output, Report};
+
+/// Default `--relayer`.
+pub const DEFAULT_RELAYER: &str = "http://127.0.0.1:8788";
+
+/// GETs `path` from the relayer: `None` on 404, an error with the relayer's
+/// message on any other failure.
+async fn fetch<T: DeserializeOwned>(relayer: &str, path: &str) -> anyhow::Result<Option<T>> {
+    let url = format!("{}{path}", relayer.trim_end_matches('/'));
+    let response = reqwest::get(&url).await.map_err(|e| {
+        anyhow!("could not reach the relayer at {relayer} ({e}); is it running? pass --relayer URL")
+    })?;
+    let status = response.status();
+    if status == reqwest::StatusCode::NOT_FOUND {
+        return Ok(None);
+    }
+    if !status.is_success() {
+        let message = response
+            .json::<ErrorResponse>()
+            .await
+            .map(|e| e.error)
+            .unwrap_or_else(|_| status.to_string());
+        bail!("the relayer at {relayer} answered {status}: {message}");
+    }
+    let value = response.json().await.with_context(|| {
+        format!("the relayer at {relayer} sent an unreadable answer for {path}")
+    })?;
+    Ok(Some(value))
+}
+
+fn hashes(list: &[String], what: &str) -> anyhow::Result<Vec<[u8; 32]>> {
+    list.iter()
+        .map(|h| parse_hex32(h).map_err(|e| anyhow!("{what}: {e}")))
+        .collect()
+}
+
+/// One check of an audit: its name, whether it held, and what it compared.
+struct Check {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+}
+
+/// `strata audit TASK_ID`.
+pub async fn audit(
+    client: &ChainClient,
+    relayer: &str,
+    task_id: &str,
+    out: Output,
+) -> anyhow::Result<()> {
+    let id = parse_hex32(task_id)
+        .map_err(|_| anyhow!("{task_id:?} is not a task id (64 hex characters)"))?;
+    let view: ReceiptView = fetch(relayer, &format!("/v1/receipts/{}", hex32(&id)))
+        .await?
+        .ok_or_else(|| {
+            anyhow!(
+                "the relayer at {relayer} has no receipt for task {}",
+                hex32(&id)
+            )
+        })?;
+    let raw =
+        hex::decode(&view.raw).map_err(|e| anyhow!("the relayer's raw receipt is not hex: {e}"))?;
+    let receipt: Receipt = strata_wire::decode(&raw, MAX_RECEIPT_BYTES)
+        .map_err(|e| anyhow!("the relayer's raw receipt does not decode: {e}"))?;
+    let b = &receipt.body;
+    let node = Pubkey::from(b.node);
+    let digest = b.digest();
+    let leaf = receipt.leaf();
+    let mut checks = Vec::new();
+    checks.push(Check {
+        name: "task",
+        ok: b.task_id == id,
+        detail: hex32(&b.task_id),
+    });
+    let node_signed = SignedMessage {
+        signer: node,
+        signature: receipt.signature,
+        message: [RECEIPT_DOMAIN.as_slice(), digest.as_slice()].concat(),
+    }
+    .verify();
+    checks.push(Check {
+        name: "node signature",
+        ok: node_signed,
+        detail: format!("signed by node {node}"),
+    });
+    let v = &b.voucher;
+    checks.push(Check {
+        name: "voucher",
+        ok: v.verify().is_ok() && v.node == b.node && v.cumulative >= b.price,
+        detail: format!(
+            "signed by client {}, pays node {}, cumulative {} covers price {}",
+            v.client_key(),
+            v.node_key(),
+            format_tokens(v.cumulative),
+            format_tokens(b.price)
+        ),
+    });
+    checks.push(Check {
+        name: "digest",
+        ok: hex32(&digest) == view.digest,
+        detail: hex32(&digest),
+    });
+    checks.push(Check {
+        name: "leaf",
+        ok: hex32(&leaf) == view.leaf,
+        detail: hex32(&leaf),
+    });
+    let mut batch_tx = None;
+    let mut batch_id = None;
+    match &view.batch {
+        None => checks.push(Check {
+            name: "proof",
+            ok: false,
+            detail: "not in a batch yet (the relayer batches receipts every few seconds)".into(),
+        }),
+        Some(inclusion) => {
+            batch_id = Some(inclusion.batch_id);
+            batch_tx = inclusion.post_signature.clone();
+            let onchain: Option<Batch> = client
+                .account(&pda::batch(inclusion.batch_id), "batch")
+                .await
+                .map_err(chain::explain)?;
+            let proof = hashes(&inclusion.proof, "proof")?;
+            let (ok, detail) = match onchain {
+                None => (
+                    false,
+                    format!("batch {} is not on-chain (yet)", inclusion.batch_id),
+                ),
+                Some(batch) => (
+                    merkle::verify(
+                        &batch.root,
+                        leaf,
+                        u64::from(inclusion.leaf_index),
+                        u64::from(batch.task_count),
+                        &proof,
+                    ),
+                    format!(
+                        "leaf {} of {} against on-chain batch {} root {}",
+                        inclusion.leaf_index,
+                        batch.task_count,
+                        inclusion.batch_id,
+                        hex32(&batch.root)
+                    ),
+                ),
+            };
+            checks.push(Check {
+                name: "proof",
+                ok,
+                detail,
+            });
+        }
+    }
+    let mut report = Report::new();
+    for c in &checks {
+        let mark = if c.ok { "✓" } else { "✗" };
+        report = report.field(
+            &c.name.replace(' ', "_"),
+            serde_json::json!({ "ok": c.ok, "detail": c.detail }),
+            format!("{mark} {}", c.detail),
+        );
+    }
+    report = report.field(
+        "batch_tx",
+        serde_json::json!(batch_tx),
+        batch_tx.clone().unwrap_or_else(|| "unknown".into()),
+    );
+    let failed: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
+    report = report.field(
+        "verified",
+        failed.is_empty(),
+        if failed.is_empty() { "yes" } else { "NO" },
+    );
+    out.report(&report);
+    if let Some(first) = failed.first() {
+        bail!(
+            "audit of task {} failed: {} does not match ({}){}",
+            hex32(&id),
+            first.name,
+            first.detail,
+            batch_id.map(|b| format!(", batch {b}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// `strata claim`.
+pub async fn claim(
+    client: &ChainClient,
+    operator: &Keypair,
+    relayer: &str,
+    out: Output,
+) -> anyhow::Result<()> {
+    let me = operator.pubkey();
+    let proof: RewardProofView = fetch(relayer, &format!("/v1/rewards/{me}"))
+        .await?
+        .ok_or_else(|| anyhow!("the relayer at {relayer} has published no rewards for {me} yet"))?;
+    let claimed = client
+        .account::<ClaimRecord>(&pda::claim_record(&me), "claim record")
+        .await
+        .map_err(chain::explain)?
+        .map_or(0, |c| c.claimed);
+    let nothing = |claimed: u64| {
+        Report::new()
+            .text("operator", me)
+            .field("paid", 0u64, "0 (nothing to claim)")
+            .field(
+                "cumulative",
+                proof.cumulative,
+                format_tokens(proof.cumulative),
+            )
+            .field("claimed", claimed, format_tokens(claimed))
+    };
+    if proof.cumulative <= claimed {
+        out.report(&nothing(claimed));
+        return Ok(());
+    }
+    let config = chain::config(client).await?;
+    let (ata, create) = chain::token_account(operator, &config);
+    let claim = ix::claim_rewards(
+        &me,
+        &ata,
+        proof.epoch,
+        proof.cumulative,
+        proof.leaf_index,
+        hashes(&proof.proof, "reward proof")?,
+    );
+    match client.send(&[create, claim], operator, &[]).await {
+        Ok(sig) => {
+            let paid = proof.cumulative - claimed;
+            out.report(
+                &Report::new()
+                    .text("operator", me)
+                    .field("paid", paid, format_tokens(paid))
+                    .field(
+                        "cumulative",
+                        proof.cumulative,
+                        format_tokens(proof.cumulative),
+                    )
+                    .field("epoch", proof.epoch, proof.epoch.to_string())
+                    .text("signature", sig),
+            );
+            Ok(())
+        }
+        Err(ChainError::Program { name, .. }) if name == "NothingToClaim" => {
+            out.report(&nothing(proof.cumulative));
+            Ok(())
+        }
+        Err(e) => Err(chain::explain(e)),
+    }
+}

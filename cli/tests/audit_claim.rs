@@ -1,0 +1,140 @@
+//! `strata audit` and `strata claim` against a real relayer on a real chain:
+//! a batched receipt audits clean line by line; an unknown task fails; the
+//! relayer publishes a reward epoch (2-second epochs) and the node claims it
+//! once, the second claim paying nothing.
+
+#[path = "../../relayer/tests/common/mod.rs"]
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+use strata_chain::{keys, Signer};
+use strata_relayer::Relayer;
+
+/// Runs `strata` with `--url`, `--keypair` and `args`; returns (success, stdout, stderr).
+fn strata(url: &str, keypair: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--url", url, "--keypair"])
+        .arg(keypair)
+        .args(args)
+        .output()
+        .expect("run strata");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_a_receipt_and_claim_rewards() {
+    const REWARD_PER_WORK_UNIT: u64 = 1_000;
+    let env = setup(1, 1, 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let relayer =
+        Relayer::start(env.relayer_config(&dir.path().join("relayer"), REWARD_PER_WORK_UNIT))
+            .await
+            .unwrap();
+    let base = relayer.http_url().to_string();
+    let http = http();
+    let (node, client) = (&env.nodes[0], &env.clients[0]);
+    let node_key = dir.path().join("node.json");
+    keys::write_new(&node_key, node).unwrap();
+
+    let receipts = [
+        receipt(node, client, 1, 100, 100),
+        receipt(node, client, 2, 100, 200),
+    ];
+    for r in &receipts {
+        assert_eq!(post(&http, &base, r.encode()).await.0, 200);
+    }
+    let task = hex::encode(receipts[1].body.task_id);
+    wait_for(30, "the receipt in a posted batch", || async {
+        get_view(&http, &base, &receipts[1].body.task_id)
+            .await
+            .is_some_and(|v| v.batch.is_some_and(|b| b.status == "posted"))
+    })
+    .await;
+
+    // Audit: every line matched, human and JSON.
+    let (ok, out, err) = strata(&env.url, &node_key, &["audit", &task, "--relayer", &base]);
+    assert!(ok, "{err}");
+    for line in [
+        "node signature  ✓",
+        "voucher         ✓",
+        "leaf            ✓",
+        "proof           ✓",
+    ] {
+        assert!(out.contains(line), "{line:?} not in:\n{out}");
+    }
+    assert!(out.contains("against on-chain batch"), "{out}");
+    let (ok, out, err) = strata(
+        &env.url,
+        &node_key,
+        &["--json", "audit", &task, "--relayer", &base],
+    );
+    assert!(ok, "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["verified"], true);
+    assert_eq!(json["proof"]["ok"], true);
+    assert!(json["batch_tx"].is_string());
+
+    // An unknown task, and a relayer that is not there: non-zero, one clear line.
+    let (ok, _, err) = strata(
+        &env.url,
+        &node_key,
+        &["audit", &"ab".repeat(32), "--relayer", &base],
+    );
+    assert!(!ok);
+    assert!(err.contains("has no receipt for task"), "{err}");
+    let (ok, _, err) = strata(
+        &env.url,
+        &node_key,
+        &["audit", &task, "--relayer", "http://127.0.0.1:9"],
+    );
+    assert!(!ok);
+    assert!(err.contains("could not reach the relayer"), "{err}");
+
+    // Rewards: 2 receipts × 32 work units × 1000.
+    let expected = 2 * 32 * REWARD_PER_WORK_UNIT;
+    wait_for(
+        30,
+        "a published reward epoch with both receipts",
+        || async {
+            let r = http
+                .get(format!("{base}/v1/rewards/{}", node.pubkey()))
+                .send()
+                .await
+                .unwrap();
+            r.status().is_success() && r.json::<Value>().await.unwrap()["cumulative"] == expected
+        },
+    )
+    .await;
+    // Let the voucher redemption (into the same token account) land first.
+    wait_for(30, "the voucher redeemed", || async {
+        env.node_balance(&node.pubkey()).await == 200 - 200 * u64::from(FEE_BPS) / 10_000
+    })
+    .await;
+    let before = env.node_balance(&node.pubkey()).await;
+    let (ok, out, err) = strata(
+        &env.url,
+        &node_key,
+        &["--json", "claim", "--relayer", &base],
+    );
+    assert!(ok, "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["paid"], expected);
+    let after = env.node_balance(&node.pubkey()).await;
+    assert_eq!(after - before, expected);
+
+    let (ok, out, err) = strata(&env.url, &node_key, &["claim", "--relayer", &base]);
+    assert!(ok, "{err}");
+    assert!(out.contains("nothing to claim"), "{out}");
+    assert_eq!(env.node_balance(&node.pubkey()).await, after);
+
+    relayer.shutdown().await;
+}

@@ -1,0 +1,84 @@
+//! Validating and storing receipts, whichever way they arrive (HTTP, gossip,
+//! p2p request). A receipt is acknowledged only after it is committed.
+
+use std::sync::Arc;
+
+use strata_wire::{hex32, Receipt, WireError};
+
+use crate::now_ms;
+use crate::store::{InsertOutcome, Store, StoreError};
+
+/// Why a receipt was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Oversized, malformed, or failing a signature or consistency check.
+    #[error("invalid receipt: {0}")]
+    Invalid(#[from] WireError),
+    /// A different receipt with this task id is already stored.
+    #[error("task {0} already has a different receipt")]
+    ConflictingTask(String),
+    /// The voucher was already attached to another task.
+    #[error(
+        "replayed voucher: this voucher (cumulative {cumulative}) already paid for task {other}"
+    )]
+    ReplayedVoucher {
+        /// The voucher's cumulative amount.
+        cumulative: u64,
+        /// The task it came with first.
+        other: String,
+    },
+    /// The store failed; the receipt was not stored.
+    #[error("could not store the receipt: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl IngestError {
+    /// Whether the sender is at fault (as opposed to the relayer).
+    pub fn is_bad_input(&self) -> bool {
+        !matches!(self, IngestError::Store(_))
+    }
+}
+
+/// What happened to an accepted receipt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accepted {
+    /// Newly stored.
+    Stored,
+    /// Already stored, byte for byte.
+    Duplicate,
+}
+
+/// Decodes, verifies and durably stores one encoded receipt.
+pub async fn ingest(
+    store: &Arc<Store>,
+    bytes: Vec<u8>,
+) -> Result<(Receipt, Accepted), IngestError> {
+    let receipt = Receipt::decode_verified(&bytes)?;
+    let store = Arc::clone(store);
+    // redb commits fsync: keep them off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let outcome = store.insert_receipt(&receipt, &bytes, now_ms())?;
+        let accepted = match outcome {
+            InsertOutcome::Stored => Accepted::Stored,
+            InsertOutcome::Duplicate => Accepted::Duplicate,
+            InsertOutcome::ConflictingTask => {
+                return Err(IngestError::ConflictingTask(hex32(&receipt.body.task_id)))
+            }
+            InsertOutcome::ReplayedVoucher(other) => {
+                return Err(IngestError::ReplayedVoucher {
+                    cumulative: receipt.body.voucher.cumulative,
+                    other: hex32(&other),
+                })
+            }
+        };
+        Ok((receipt, accepted))
+    })
+    .await
+    .map_err(|e| {
+        IngestError::Store(StoreError::Corrupt(if e.is_panic() {
+            "panic while storing"
+        } else {
+            "store task cancelled"
+        }))
+    })?
+}

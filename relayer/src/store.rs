@@ -1,0 +1,633 @@
+//! The relayer's durable state, in one redb file. Every change that the
+//! relayer acknowledges or acts on is committed (fsync'd) first, so a crash
+//! at any point leaves either the old state or the new one, never half.
+//!
+//! What it keeps: receipts by task id and in arrival order, which receipts
+//! still wait for a batch, the latest voucher of every (client, node)
+//! channel, every (client, node, cumulative) voucher already seen (to refuse
+//! replays), planned and posted batches, recorded settlements, reward epochs
+//! with their leaves, and work units per node in posted batches.
+
+use std::path::Path;
+
+use borsh::{BorshDeserialize, BorshSerialize};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use strata_chain::merkle;
+use strata_wire::{Receipt, Voucher, MAX_RECEIPT_BYTES};
+
+/// Receipt by task id: a borsh [`StoredReceipt`].
+const RECEIPTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("receipts");
+/// Arrival sequence → task id (every receipt, never removed).
+const ARRIVALS: TableDefinition<u64, &[u8]> = TableDefinition::new("arrivals");
+/// Arrival sequence → task id, for receipts not yet in any batch.
+const UNBATCHED: TableDefinition<u64, &[u8]> = TableDefinition::new("unbatched");
+/// Task id → (batch id, leaf index).
+const RECEIPT_BATCH: TableDefinition<&[u8], (u64, u32)> = TableDefinition::new("receipt_batch");
+/// client ‖ node ‖ cumulative (LE) → task id that carried that voucher.
+const VOUCHER_USES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("voucher_uses");
+/// client ‖ node → borsh [`ChannelRecord`].
+const CHANNELS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("channels");
+/// Batch id → borsh [`BatchRecord`].
+const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
+/// Settlement sequence → borsh [`Settlement`].
+const SETTLEMENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("settlements");
+/// Epoch → borsh [`EpochRecord`].
+const EPOCHS: TableDefinition<i64, &[u8]> = TableDefinition::new("epochs");
+/// Node → work units of its receipts in posted batches.
+const NODE_WORK: TableDefinition<&[u8], u64> = TableDefinition::new("node_work");
+/// Named counters.
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+
+const NEXT_SEQ: &str = "next_seq";
+const NEXT_SETTLEMENT: &str = "next_settlement";
+const BATCHED: &str = "batched";
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb failed (I/O, corruption, another process holds the file).
+    #[error("database: {0}")]
+    Db(Box<redb::Error>),
+    /// A stored record does not decode (written by an incompatible version).
+    #[error("corrupt record in {0}")]
+    Corrupt(&'static str),
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                StoreError::Db(Box::new(e.into()))
+            }
+        }
+    )*};
+}
+redb_errors!(
+    redb::Error,
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+/// A receipt as stored.
+#[derive(Debug, Clone, BorshSerialize, BorshDeserialize)]
+pub struct StoredReceipt {
+    /// Arrival sequence number.
+    pub seq: u64,
+    /// When it was stored (Unix ms).
+    pub received_ms: u64,
+    /// The exact bytes received (a canonical encoding: decode then encode gives them back).
+    pub raw: Vec<u8>,
+}
+
+impl StoredReceipt {
+    /// The receipt (already verified when it was stored).
+    pub fn receipt(&self) -> Result<Receipt, StoreError> {
+        strata_wire::decode(&self.raw, MAX_RECEIPT_BYTES)
+            .map_err(|_| StoreError::Corrupt("receipts"))
+    }
+}
+
+/// Where a batch stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum BatchStatus {
+    /// Written here; not (yet) seen on-chain.
+    Planned,
+    /// Its Batch account holds this root.
+    Posted,
+}
+
+/// A batch of receipts and its root.
+#[derive(Debug, Clone, BorshSerialize, BorshDeserialize)]
+pub struct BatchRecord {
+    /// On-chain id.
+    pub id: u64,
+    /// Planned or posted.
+    pub status: BatchStatus,
+    /// Merkle root over the receipts' leaves, in `task_ids` order.
+    pub root: [u8; 32],
+    /// Leaves, in order (kept so proofs need no receipt decoding).
+    pub leaves: Vec<[u8; 32]>,
+    /// Task ids in leaf order.
+    pub task_ids: Vec<[u8; 32]>,
+    /// Work units of the receipts.
+    pub work_units: u64,
+    /// Reward epoch it was posted in (0 until posted).
+    pub epoch: i64,
+    /// `post_batch` signature, when known.
+    pub signature: Option<String>,
+    /// When planned (Unix ms).
+    pub planned_ms: u64,
+}
+
+/// The latest voucher of a (client, node) channel and what is recorded as redeemed.
+#[derive(Debug, Clone, BorshSerialize, BorshDeserialize)]
+pub struct ChannelRecord {
+    /// Highest-cumulative voucher received.
+    pub latest: Voucher,
+    /// Cumulative up to which redemptions are recorded as [`Settlement`]s.
+    pub recorded: u64,
+}
+
+/// One voucher redemption.
+#[derive(Debug, Clone, BorshSerialize, BorshDeserialize)]
+pub struct Settlement {
+    /// Transaction signature; `None` if found on-chain after a crash.
+    pub signature: Option<String>,
+    /// Client.
+    pub client: [u8; 32],
+    /// Node.
+    pub node: [u8; 32],
+    /// Channel cumulative after it.
+    pub cumulative: u64,
+    /// Out of escrow (paid + fee).
+    pub amount: u64,
+    /// To the node.
+    pub paid: u64,
+    /// To the reward pool.
+    pub fee: u64,
+    /// When recorded (Unix ms).
+    pub at_ms: u64,
+}
+
+/// Where a reward epoch stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub enum EpochStatus {
+    /// Written here; not (yet) seen on-chain.
+    Planned,
+    /// Its RewardEpoch account holds this root.
+    Published,
+}
+
+/// A reward epoch: cumulative rewards per operator since genesis.
+#[derive(Debug, Clone, BorshSerialize, BorshDeserialize)]
+pub struct EpochRecord {
+    /// Epoch number.
+    pub epoch: i64,
+    /// Planned or published.
+    pub status: EpochStatus,
+    /// Root over `reward_leaf(operator, cumulative)`, leaves sorted by operator.
+    pub root: [u8; 32],
+    /// (operator, cumulative), sorted by operator.
+    pub leaves: Vec<([u8; 32], u64)>,
+    /// Most that claims against it may pay.
+    pub declared: u64,
+    /// `publish_rewards` signature, when known.
+    pub signature: Option<String>,
+}
+
+impl EpochRecord {
+    /// The Merkle leaves, in order.
+    pub fn leaf_hashes(&self) -> Vec<[u8; 32]> {
+        self.leaves
+            .iter()
+            .map(|(op, cum)| merkle::reward_leaf(&(*op).into(), *cum))
+            .collect()
+    }
+}
+
+/// A receipt's place in a batch: (batch id, leaf index).
+pub type Placement = (u64, u32);
+
+/// What storing a receipt did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Newly stored.
+    Stored,
+    /// These exact bytes were already stored.
+    Duplicate,
+    /// Another receipt with this task id is stored.
+    ConflictingTask,
+    /// The voucher was already attached to this other task.
+    ReplayedVoucher([u8; 32]),
+}
+
+/// Counts for `/v1/stats`.
+#[derive(Debug, Clone, Default)]
+pub struct Counts {
+    /// Receipts stored.
+    pub receipts: u64,
+    /// Receipts in posted batches.
+    pub batched: u64,
+}
+
+/// The relayer's database.
+pub struct Store {
+    db: Database,
+}
+
+fn encode<T: BorshSerialize>(value: &T) -> Vec<u8> {
+    strata_wire::encode(value)
+}
+
+fn decode<T: BorshDeserialize>(bytes: &[u8], table: &'static str) -> Result<T, StoreError> {
+    borsh::from_slice(bytes).map_err(|_| StoreError::Corrupt(table))
+}
+
+fn channel_key(client: &[u8; 32], node: &[u8; 32]) -> Vec<u8> {
+    [client.as_slice(), node.as_slice()].concat()
+}
+
+impl Store {
+    /// Opens (or creates) the database at `path`, creating every table.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path)?;
+        let tx = db.begin_write()?;
+        tx.open_table(RECEIPTS)?;
+        tx.open_table(ARRIVALS)?;
+        tx.open_table(UNBATCHED)?;
+        tx.open_table(RECEIPT_BATCH)?;
+        tx.open_table(VOUCHER_USES)?;
+        tx.open_table(CHANNELS)?;
+        tx.open_table(BATCHES)?;
+        tx.open_table(SETTLEMENTS)?;
+        tx.open_table(EPOCHS)?;
+        tx.open_table(NODE_WORK)?;
+        tx.open_table(COUNTERS)?;
+        tx.commit()?;
+        Ok(Self { db })
+    }
+
+    /// Stores a verified receipt (the caller checked its signatures) and
+    /// updates its channel's latest voucher, in one transaction.
+    pub fn insert_receipt(
+        &self,
+        receipt: &Receipt,
+        raw: &[u8],
+        now_ms: u64,
+    ) -> Result<InsertOutcome, StoreError> {
+        let b = &receipt.body;
+        let v = &b.voucher;
+        let tx = self.db.begin_write()?;
+        {
+            let mut receipts = tx.open_table(RECEIPTS)?;
+            if let Some(existing) = receipts.get(b.task_id.as_slice())? {
+                let existing: StoredReceipt = decode(existing.value(), "receipts")?;
+                return Ok(if existing.raw == raw {
+                    InsertOutcome::Duplicate
+                } else {
+                    InsertOutcome::ConflictingTask
+                });
+            }
+            let use_key = [
+                v.client.as_slice(),
+                v.node.as_slice(),
+                &v.cumulative.to_le_bytes(),
+            ]
+            .concat();
+            let mut uses = tx.open_table(VOUCHER_USES)?;
+            if let Some(other) = uses.get(use_key.as_slice())? {
+                let other: [u8; 32] = other
+                    .value()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("voucher_uses"))?;
+                return Ok(InsertOutcome::ReplayedVoucher(other));
+            }
+            uses.insert(use_key.as_slice(), b.task_id.as_slice())?;
+
+            let mut counters = tx.open_table(COUNTERS)?;
+            let seq = counters.get(NEXT_SEQ)?.map_or(0, |g| g.value());
+            counters.insert(NEXT_SEQ, seq + 1)?;
+            let stored = StoredReceipt {
+                seq,
+                received_ms: now_ms,
+                raw: raw.to_vec(),
+            };
+            receipts.insert(b.task_id.as_slice(), encode(&stored).as_slice())?;
+            tx.open_table(ARRIVALS)?.insert(seq, b.task_id.as_slice())?;
+            tx.open_table(UNBATCHED)?
+                .insert(seq, b.task_id.as_slice())?;
+
+            let mut channels = tx.open_table(CHANNELS)?;
+            let key = channel_key(&v.client, &v.node);
+            let current = match channels.get(key.as_slice())? {
+                Some(g) => Some(decode::<ChannelRecord>(g.value(), "channels")?),
+                None => None,
+            };
+            let updated = match current {
+                Some(c) if c.latest.cumulative >= v.cumulative => None,
+                Some(c) => Some(ChannelRecord {
+                    latest: *v,
+                    recorded: c.recorded,
+                }),
+                None => Some(ChannelRecord {
+                    latest: *v,
+                    recorded: 0,
+                }),
+            };
+            if let Some(record) = updated {
+                channels.insert(key.as_slice(), encode(&record).as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(InsertOutcome::Stored)
+    }
+
+    /// A stored receipt and its place in a batch, if any.
+    pub fn receipt(
+        &self,
+        task_id: &[u8; 32],
+    ) -> Result<Option<(StoredReceipt, Option<Placement>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let Some(g) = tx.open_table(RECEIPTS)?.get(task_id.as_slice())? else {
+            return Ok(None);
+        };
+        let stored: StoredReceipt = decode(g.value(), "receipts")?;
+        let place = tx
+            .open_table(RECEIPT_BATCH)?
+            .get(task_id.as_slice())?
+            .map(|g| g.value());
+        Ok(Some((stored, place)))
+    }
+
+    /// Number of receipts waiting for a batch.
+    pub fn unbatched_count(&self) -> Result<u64, StoreError> {
+        Ok(self.db.begin_read()?.open_table(UNBATCHED)?.len()?)
+    }
+
+    /// Plans batch `id` from up to `limit` unbatched receipts in arrival
+    /// order: computes the leaves and root, and moves the receipts into it,
+    /// atomically. `None` if nothing waits.
+    pub fn plan_batch(
+        &self,
+        id: u64,
+        limit: usize,
+        now_ms: u64,
+    ) -> Result<Option<BatchRecord>, StoreError> {
+        let tx = self.db.begin_write()?;
+        let record = {
+            let mut unbatched = tx.open_table(UNBATCHED)?;
+            let mut taken = Vec::new();
+            for entry in unbatched.iter()?.take(limit) {
+                let (seq, task) = entry?;
+                let task: [u8; 32] = task
+                    .value()
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("unbatched"))?;
+                taken.push((seq.value(), task));
+            }
+            if taken.is_empty() {
+                return Ok(None);
+            }
+            let receipts = tx.open_table(RECEIPTS)?;
+            let mut leaves = Vec::with_capacity(taken.len());
+            let mut work_units = 0u64;
+            for (_, task) in &taken {
+                let g = receipts
+                    .get(task.as_slice())?
+                    .ok_or(StoreError::Corrupt("unbatched"))?;
+                let receipt = decode::<StoredReceipt>(g.value(), "receipts")?.receipt()?;
+                leaves.push(receipt.leaf());
+                work_units = work_units.saturating_add(receipt.body.work_units());
+            }
+            let mut places = tx.open_table(RECEIPT_BATCH)?;
+            for (index, (seq, task)) in taken.iter().enumerate() {
+                unbatched.remove(*seq)?;
+                let index = u32::try_from(index).map_err(|_| StoreError::Corrupt("batch size"))?;
+                places.insert(task.as_slice(), (id, index))?;
+            }
+            let record = BatchRecord {
+                id,
+                status: BatchStatus::Planned,
+                root: merkle::root(&leaves),
+                leaves,
+                task_ids: taken.iter().map(|(_, t)| *t).collect(),
+                work_units,
+                epoch: 0,
+                signature: None,
+                planned_ms: now_ms,
+            };
+            tx.open_table(BATCHES)?
+                .insert(id, encode(&record).as_slice())?;
+            record
+        };
+        tx.commit()?;
+        Ok(Some(record))
+    }
+
+    /// Batches still planned, lowest id first.
+    pub fn planned_batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
+        Ok(self
+            .batches()?
+            .into_iter()
+            .filter(|b| b.status == BatchStatus::Planned)
+            .collect())
+    }
+
+    /// Every batch, lowest id first.
+    pub fn batches(&self) -> Result<Vec<BatchRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(BATCHES)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(decode(v.value(), "batches")?);
+        }
+        Ok(out)
+    }
+
+    /// One batch.
+    pub fn batch(&self, id: u64) -> Result<Option<BatchRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(BATCHES)?;
+        let out = match table.get(id)? {
+            Some(g) => Some(decode(g.value(), "batches")?),
+            None => None,
+        };
+        Ok(out)
+    }
+
+    /// Marks a planned batch posted (its root is on-chain) and credits its
+    /// work units to the nodes. Idempotent.
+    pub fn mark_batch_posted(
+        &self,
+        id: u64,
+        epoch: i64,
+        signature: Option<String>,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut batches = tx.open_table(BATCHES)?;
+            let mut record: BatchRecord = match batches.get(id)? {
+                Some(g) => decode(g.value(), "batches")?,
+                None => return Ok(()),
+            };
+            if record.status == BatchStatus::Posted {
+                return Ok(());
+            }
+            record.status = BatchStatus::Posted;
+            record.epoch = epoch;
+            record.signature = signature;
+            batches.insert(id, encode(&record).as_slice())?;
+            let receipts = tx.open_table(RECEIPTS)?;
+            let mut work = tx.open_table(NODE_WORK)?;
+            for task in &record.task_ids {
+                let g = receipts
+                    .get(task.as_slice())?
+                    .ok_or(StoreError::Corrupt("batches"))?;
+                let receipt = decode::<StoredReceipt>(g.value(), "receipts")?.receipt()?;
+                let node = receipt.body.node;
+                let before = work.get(node.as_slice())?.map_or(0, |g| g.value());
+                work.insert(
+                    node.as_slice(),
+                    before.saturating_add(receipt.body.work_units()),
+                )?;
+            }
+            let mut counters = tx.open_table(COUNTERS)?;
+            let batched = counters.get(BATCHED)?.map_or(0, |g| g.value());
+            counters.insert(BATCHED, batched + record.task_ids.len() as u64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Gives a planned batch a new id (its old id was taken on-chain by
+    /// another root), keeping its receipts and root.
+    pub fn replan_batch(&self, old_id: u64, new_id: u64) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut batches = tx.open_table(BATCHES)?;
+            let mut record: BatchRecord = match batches.remove(old_id)? {
+                Some(g) => decode(g.value(), "batches")?,
+                None => return Ok(()),
+            };
+            record.id = new_id;
+            batches.insert(new_id, encode(&record).as_slice())?;
+            let mut places = tx.open_table(RECEIPT_BATCH)?;
+            for (index, task) in record.task_ids.iter().enumerate() {
+                let index = u32::try_from(index).map_err(|_| StoreError::Corrupt("batch size"))?;
+                places.insert(task.as_slice(), (new_id, index))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every channel's latest voucher and recorded redemption.
+    pub fn channels(&self) -> Result<Vec<ChannelRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(CHANNELS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(decode(v.value(), "channels")?);
+        }
+        Ok(out)
+    }
+
+    /// Records that a channel is redeemed up to `settlement.cumulative`,
+    /// with the settlement, atomically. Ignored if already recorded that far.
+    pub fn record_settlement(&self, settlement: &Settlement) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut channels = tx.open_table(CHANNELS)?;
+            let key = channel_key(&settlement.client, &settlement.node);
+            let mut record: ChannelRecord = match channels.get(key.as_slice())? {
+                Some(g) => decode(g.value(), "channels")?,
+                None => return Ok(()),
+            };
+            if record.recorded >= settlement.cumulative {
+                return Ok(());
+            }
+            record.recorded = settlement.cumulative;
+            channels.insert(key.as_slice(), encode(&record).as_slice())?;
+            let mut counters = tx.open_table(COUNTERS)?;
+            let seq = counters.get(NEXT_SETTLEMENT)?.map_or(0, |g| g.value());
+            counters.insert(NEXT_SETTLEMENT, seq + 1)?;
+            tx.open_table(SETTLEMENTS)?
+                .insert(seq, encode(settlement).as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every recorded settlement, oldest first.
+    pub fn settlements(&self) -> Result<Vec<Settlement>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(SETTLEMENTS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(decode(v.value(), "settlements")?);
+        }
+        Ok(out)
+    }
+
+    /// Work units per node in posted batches, sorted by node.
+    pub fn node_work(&self) -> Result<Vec<([u8; 32], u64)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(NODE_WORK)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (k, v) = entry?;
+            let node: [u8; 32] = k
+                .value()
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("node_work"))?;
+            out.push((node, v.value()));
+        }
+        Ok(out)
+    }
+
+    /// Writes (or overwrites) an epoch record.
+    pub fn put_epoch(&self, record: &EpochRecord) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(EPOCHS)?
+            .insert(record.epoch, encode(record).as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Forgets a planned epoch that can no longer be published.
+    pub fn drop_epoch(&self, epoch: i64) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(EPOCHS)?.remove(epoch)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Every epoch record, oldest first.
+    pub fn epochs(&self) -> Result<Vec<EpochRecord>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let table = tx.open_table(EPOCHS)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, v) = entry?;
+            out.push(decode(v.value(), "epochs")?);
+        }
+        Ok(out)
+    }
+
+    /// Receipt counts.
+    pub fn counts(&self) -> Result<Counts, StoreError> {
+        let tx = self.db.begin_read()?;
+        let counters = tx.open_table(COUNTERS)?;
+        Ok(Counts {
+            receipts: tx.open_table(RECEIPTS)?.len()?,
+            batched: counters.get(BATCHED)?.map_or(0, |g| g.value()),
+        })
+    }
+
+    /// Arrival times (Unix ms) of receipts received at or after `since_ms`.
+    pub fn arrivals_since(&self, since_ms: u64) -> Result<Vec<u64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let arrivals = tx.open_table(ARRIVALS)?;
+        let receipts = tx.open_table(RECEIPTS)?;
+        let mut out = Vec::new();
+        // Newest first, stopping at the first older one: arrival order is time order.
+        for entry in arrivals.iter()?.rev() {
+            let (_, task) = entry?;
+            let Some(g) = receipts.get(task.value())? else {
+                continue;
+            };
+            let stored: StoredReceipt = decode(g.value(), "receipts")?;
+            if stored.received_ms < since_ms {
+                break;
+            }
+            out.push(stored.received_ms);
+        }
+        Ok(out)
+    }
+}

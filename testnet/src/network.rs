@@ -1,0 +1,161 @@
+//! The services of a local testnet, in one process: the relayer (with the
+//! explorer), the nodes and a gateway, wired to each other over real p2p on
+//! loopback and to the chain over RPC. `strata-testnet up` and the
+//! end-to-end tests start exactly this.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use strata_chain::{Keypair, Signer};
+use strata_gateway::{GatewayConfig, RunningGateway};
+use strata_node::{NodeConfig, RunningNode};
+use strata_p2p::P2pConfig;
+use strata_relayer::{Relayer, RelayerConfig, RunningRelayer};
+
+/// API key of the demo client on the testnet gateway.
+pub const DEMO_API_KEY: &str = "strata-demo-key";
+
+/// How the services are run.
+#[derive(Debug, Clone)]
+pub struct NetworkOptions {
+    /// Gateway HTTP address (port 0 picks one).
+    pub gateway_addr: SocketAddr,
+    /// Relayer and explorer HTTP address (port 0 picks one).
+    pub relayer_addr: SocketAddr,
+    /// Price per token each node asks, base units.
+    pub price_per_token: u64,
+    /// Stake each node holds, base units.
+    pub node_stake: u64,
+    /// Sequences each node batches.
+    pub max_concurrent: usize,
+    /// How often the relayer posts a batch.
+    pub batch_interval: Duration,
+    /// How often the relayer considers publishing rewards.
+    pub reward_interval: Duration,
+    /// Reward per billed token, base units.
+    pub reward_per_work_unit: u64,
+    /// Where service state lives (relayer database, gateway totals).
+    pub state_dir: PathBuf,
+}
+
+impl NetworkOptions {
+    /// Defaults for a local testnet under `state_dir`.
+    pub fn local(state_dir: PathBuf) -> Self {
+        Self {
+            gateway_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            relayer_addr: SocketAddr::from(([127, 0, 0, 1], 8788)),
+            price_per_token: 10,
+            node_stake: 1_000 * crate::genesis::TOKEN,
+            max_concurrent: 16,
+            batch_interval: Duration::from_secs(3),
+            reward_interval: Duration::from_secs(5),
+            reward_per_work_unit: 2,
+            state_dir,
+        }
+    }
+}
+
+/// The running services.
+pub struct Network {
+    /// The relayer (and explorer).
+    pub relayer: RunningRelayer,
+    /// The nodes.
+    pub nodes: Vec<RunningNode>,
+    /// The gateway.
+    pub gateway: RunningGateway,
+}
+
+/// Starts relayer, nodes (which register and stake themselves) and the
+/// gateway; returns once the gateway sees every node.
+pub async fn start(
+    rpc_url: &str,
+    relayer_key: &Keypair,
+    node_keys: &[Keypair],
+    clients: Vec<(String, Keypair)>,
+    options: &NetworkOptions,
+) -> anyhow::Result<Network> {
+    let relayer = Relayer::start(RelayerConfig {
+        rpc_url: rpc_url.to_string(),
+        keypair: relayer_key.insecure_clone(),
+        state_dir: options.state_dir.join("relayer"),
+        http_addr: options.relayer_addr,
+        p2p: P2pConfig::local(),
+        batch_interval: options.batch_interval,
+        reward_interval: options.reward_interval,
+        reward_per_work_unit: options.reward_per_work_unit,
+    })
+    .await?;
+    let relayer_addr = relayer
+        .p2p_addrs()
+        .first()
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("relayer is not listening on p2p"))?;
+
+    let model_path = strata_engine::model_cache_dir().join(strata_engine::DEFAULT_MODEL_FILE);
+    let mut nodes = Vec::new();
+    for key in node_keys {
+        let node = strata_node::start(NodeConfig {
+            keypair: key.insecure_clone(),
+            rpc_url: Some(rpc_url.to_string()),
+            model_path: model_path.clone(),
+            model_sha256: strata_engine::DEFAULT_MODEL_SHA256.to_string(),
+            model_name: crate::MODEL_NAME.to_string(),
+            price_per_token: options.price_per_token,
+            max_concurrent: options.max_concurrent,
+            max_tokens: 1024,
+            stake: options.node_stake,
+            p2p: P2pConfig {
+                bootstrap: vec![relayer_addr.clone()],
+                ..P2pConfig::local()
+            },
+            relayer: Some(relayer_addr.clone()),
+            profile_tokens: 16,
+            quiet: true,
+        })
+        .await?;
+        tracing::info!(node = %key.pubkey(), "node up");
+        nodes.push(node);
+    }
+
+    let gateway = strata_gateway::start(GatewayConfig {
+        http_addr: options.gateway_addr,
+        rpc_url: rpc_url.to_string(),
+        accounts: clients,
+        state_dir: options.state_dir.join("gateway"),
+        p2p: P2pConfig {
+            bootstrap: std::iter::once(relayer_addr)
+                .chain(nodes.iter().filter_map(|n| n.addrs.first().cloned()))
+                .collect(),
+            ..P2pConfig::local()
+        },
+    })
+    .await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while gateway.inner.router.len() < nodes.len() {
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the gateway heard only {} of {} nodes within 60 s",
+                gateway.inner.router.len(),
+                nodes.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Network {
+        relayer,
+        nodes,
+        gateway,
+    })
+}
+
+impl Network {
+    /// Stops everything (gateway first, so no new task starts).
+    pub async fn shutdown(self) {
+        self.gateway.shutdown().await;
+        for n in self.nodes {
+            n.shutdown().await;
+        }
+        self.relayer.shutdown().await;
+    }
+}
