@@ -26,6 +26,9 @@ use tokio::task::JoinHandle;
 
 pub use service::{Service, ServiceConfig};
 
+/// Longest a graceful shutdown waits for tasks and receipts.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
 /// How often the node re-announces its capacity.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
 
@@ -94,6 +97,9 @@ pub struct NodeConfig {
     pub profile_tokens: usize,
     /// Hide progress bars.
     pub quiet: bool,
+    /// Where the node keeps state across restarts (its receipt outbox);
+    /// `None` keeps it in memory only.
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A running node.
@@ -117,9 +123,14 @@ impl RunningNode {
         self.p2p.node_id()
     }
 
-    /// Stops serving and leaves the network. Tasks in flight are dropped;
-    /// their clients were not billed for them.
+    /// Stops serving and leaves the network: new tasks are refused, tasks in
+    /// flight finish and are settled, and receipts are handed to the relayer
+    /// (up to [`DRAIN_LIMIT`]; receipts not delivered stay in the outbox
+    /// directory for the next start).
     pub async fn shutdown(self) {
+        if !self.service.drain(DRAIN_LIMIT).await {
+            tracing::warn!("shutting down with tasks or receipts still in flight");
+        }
         for t in &self.tasks {
             t.abort();
         }
@@ -155,8 +166,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let relayer = match &config.relayer {
         Some(addr) => {
-            p2p.dial(addr).await?;
-            Some(node_id_in(addr)?)
+            let id = node_id_in(addr)?;
+            // The relayer may be down right now: remember its address and let
+            // the outbox's retries reach it later.
+            p2p.add_address(id, addr).await?;
+            if let Err(e) = p2p.dial(addr).await {
+                tracing::warn!("relayer {addr} is not reachable yet: {e}");
+            }
+            Some(id)
         }
         None => None,
     };
@@ -192,7 +209,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     };
 
     let worker = worker::Worker::spawn(engine.clone());
-    let outbox = outbox::Outbox::start(p2p.clone(), relayer);
+    let outbox = outbox::Outbox::start(
+        p2p.clone(),
+        relayer,
+        config.state_dir.as_ref().map(|d| d.join("outbox")),
+    );
     let service = Service::new(
         ServiceConfig {
             model: config.model_name.clone(),

@@ -57,6 +57,9 @@ struct Cli {
     /// Hide progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Where the node keeps its receipt outbox across restarts.
+    #[arg(long, default_value = "~/.strata/node")]
+    state_dir: String,
 }
 
 fn expand(path: &str) -> PathBuf {
@@ -110,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
         relayer: cli.relayer,
         profile_tokens: 32,
         quiet: cli.quiet,
+        state_dir: Some(expand(&cli.state_dir)),
     })
     .await?;
     println!(
@@ -121,7 +125,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
-    println!("shutting down");
+    println!("shutting down: finishing tasks in flight and handing off receipts");
     node.shutdown().await;
     Ok(())
 }

@@ -24,6 +24,8 @@ const POLL_WAIT: Duration = Duration::from_secs(10);
 /// Finished, unpaid tasks a client may have before it must settle: the
 /// credit a node extends (work is delivered before the voucher arrives).
 const MAX_UNPAID_TASKS: usize = 16;
+/// How long a shutting-down node waits for callers to settle finished tasks.
+pub const SETTLE_GRACE: Duration = Duration::from_secs(5);
 /// Finished tasks not settled within this time are dropped (and their client
 /// stays blocked until it settles or the node restarts).
 const SETTLE_DEADLINE: Duration = Duration::from_secs(600);
@@ -73,6 +75,7 @@ struct Inner {
     ledger: Mutex<Ledger>,
     outbox: Outbox,
     chain: Option<strata_chain::rpc::ChainClient>,
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl Service {
@@ -95,6 +98,7 @@ impl Service {
                 ledger: Mutex::new(Ledger::default()),
                 outbox,
                 chain,
+                draining: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -106,6 +110,22 @@ impl Service {
             .values()
             .filter(|t| t.progress.borrow().done.is_none())
             .count()
+    }
+
+    /// Stops admitting tasks and waits (up to `limit`) until running tasks
+    /// have finished, finished tasks have been settled (allowing callers
+    /// [`SETTLE_GRACE`] for that) and every receipt has been handed off.
+    /// Returns true if everything drained in time.
+    pub async fn drain(&self, limit: Duration) -> bool {
+        self.inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + limit;
+        let ran = wait_until(deadline, || self.active() == 0).await;
+        let grace = (tokio::time::Instant::now() + SETTLE_GRACE).min(deadline);
+        let settled = wait_until(grace, || self.lock().tasks.is_empty()).await;
+        let handed = wait_until(deadline, || self.inner.outbox.pending() == 0).await;
+        ran && settled && handed
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ledger> {
@@ -140,6 +160,13 @@ impl Service {
 
     async fn start(&self, spec: TaskSpec) -> TaskResponse {
         let c = &self.inner.config;
+        if self
+            .inner
+            .draining
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return error(TaskErrorKind::Busy, "node is shutting down".into());
+        }
         if spec.model != c.model {
             return error(
                 TaskErrorKind::UnknownModel,
@@ -405,6 +432,19 @@ impl Service {
         }
         self.inner.outbox.push(receipt.clone());
         TaskResponse::Settled(Box::new(receipt))
+    }
+}
+
+/// Polls `done` until it holds (true) or `until` passes (false).
+async fn wait_until(until: tokio::time::Instant, done: impl Fn() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

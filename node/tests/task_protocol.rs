@@ -15,8 +15,8 @@ use strata_wire::{decode, encode, Voucher};
 
 const MODEL: &str = "SmolLM2-135M-Instruct";
 
-async fn node(key: &Keypair) -> RunningNode {
-    start(NodeConfig {
+fn node_config(key: &Keypair) -> NodeConfig {
+    NodeConfig {
         keypair: key.insecure_clone(),
         rpc_url: None,
         model_path: strata_engine::model_cache_dir().join(strata_engine::DEFAULT_MODEL_FILE),
@@ -30,9 +30,12 @@ async fn node(key: &Keypair) -> RunningNode {
         relayer: None,
         profile_tokens: 4,
         quiet: true,
-    })
-    .await
-    .unwrap()
+        state_dir: None,
+    }
+}
+
+async fn node(key: &Keypair) -> RunningNode {
+    start(node_config(key)).await.unwrap()
 }
 
 async fn peer(node: &RunningNode) -> P2pHandle {
@@ -294,12 +297,131 @@ async fn bad_requests_are_refused_with_their_class() {
         .unwrap();
     let r: TaskResponse = decode(&bytes, MAX_TASK_MESSAGE_BYTES).unwrap();
     assert_eq!(kind(r), TaskErrorKind::BadRequest);
-    let (text, _, _, _) = tokio::time::timeout(
-        Duration::from_secs(120),
-        run(&p2p, &node, spec(&client, "Say hello.", 3)),
+    let s = spec(&client, "Say hello.", 3);
+    let id = s.task_id;
+    let (text, _, _, usage) = tokio::time::timeout(Duration::from_secs(120), run(&p2p, &node, s))
+        .await
+        .unwrap();
+    assert!(!text.is_empty());
+
+    // A shutting-down node refuses new work but still settles finished tasks.
+    let drain = {
+        let service = node.service.clone();
+        tokio::spawn(async move { service.drain(Duration::from_secs(30)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        kind(call(&p2p, &node, &TaskRequest::Start(spec(&client, "hi", 4))).await),
+        TaskErrorKind::Busy
+    );
+    let voucher = Voucher::sign(&client, &key.pubkey(), usage.price);
+    assert!(matches!(
+        call(
+            &p2p,
+            &node,
+            &TaskRequest::Settle {
+                task_id: id,
+                voucher
+            }
+        )
+        .await,
+        TaskResponse::Settled(_)
+    ));
+    assert!(
+        drain.await.unwrap(),
+        "drained once the last task was settled"
+    );
+    node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_survive_a_crash_and_reach_the_relayer_after_restart() {
+    let (key, client) = (Keypair::new(), Keypair::new());
+    let dir = tempfile::tempdir().unwrap();
+    // A relayer identity whose address nobody listens on yet.
+    let relayer_id = NodeIdentity::generate();
+    let relayer_node = relayer_id.node_id();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let relayer_addr = format!("/ip4/127.0.0.1/tcp/{port}/p2p/{}", relayer_node.peer_id());
+    let config = || NodeConfig {
+        relayer: Some(relayer_addr.clone()),
+        state_dir: Some(dir.path().to_path_buf()),
+        ..node_config(&key)
+    };
+
+    let node = start(config()).await.unwrap();
+    let p2p = peer(&node).await;
+    let s = spec(&client, "Name a fruit.", 5);
+    let id = s.task_id;
+    let (_, _, _, usage) = run(&p2p, &node, s).await;
+    let voucher = Voucher::sign(&client, &key.pubkey(), usage.price);
+    let TaskResponse::Settled(receipt) = call(
+        &p2p,
+        &node,
+        &TaskRequest::Settle {
+            task_id: id,
+            voucher,
+        },
+    )
+    .await
+    else {
+        panic!("not settled");
+    };
+    let file = dir
+        .path()
+        .join("outbox")
+        .join(format!("{}.receipt", hex::encode(id)));
+    assert!(
+        file.exists(),
+        "the receipt is on disk before it is delivered"
+    );
+    // Crash: the network goes away without a graceful shutdown.
+    node.p2p.shutdown().await;
+    drop(node);
+
+    // The relayer comes up (a bare p2p peer answering as the relayer does;
+    // the real relayer's receipt handling is tested in relayer/tests/flow.rs)
+    // and the restarted node delivers the leftover receipt.
+    let (relayer, mut events) = strata_p2p::start(
+        relayer_id,
+        P2pConfig {
+            listen: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
+            ..P2pConfig::local()
+        },
     )
     .await
     .unwrap();
-    assert!(!text.is_empty());
+    let node = start(config()).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match events.recv().await {
+                Some(strata_p2p::P2pEvent::Request(req)) if req.kind == RequestKind::Receipt => {
+                    let bytes = req.payload.clone();
+                    req.respond(vec![0]).unwrap();
+                    return bytes;
+                }
+                Some(_) => {}
+                None => panic!("relayer stopped"),
+            }
+        }
+    })
+    .await
+    .expect("the receipt reached the relayer");
+    assert_eq!(
+        strata_wire::Receipt::decode_verified(&got).unwrap(),
+        *receipt
+    );
+    for _ in 0..100 {
+        if !file.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!file.exists(), "delivered receipts leave the outbox");
     node.shutdown().await;
+    relayer.shutdown().await;
 }

@@ -112,6 +112,7 @@ pub async fn start(
             relayer: Some(relayer_addr.clone()),
             profile_tokens: 16,
             quiet: true,
+            state_dir: Some(options.state_dir.join(format!("node-{}", key.pubkey()))),
         })
         .await?;
         tracing::info!(node = %key.pubkey(), "node up");

@@ -49,6 +49,7 @@ async fn node_registers_and_stakes_once_and_restarts_where_it_was() {
         relayer: None,
         profile_tokens: 4,
         quiet: true,
+        state_dir: None,
     };
     let first = start(config()).await.unwrap();
     let r = first.registration.unwrap();
