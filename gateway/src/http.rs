@@ -278,6 +278,7 @@ async fn serve(
             max_tokens,
             sampling,
             stop,
+            stream: common.stream,
         },
     );
     let created = now();

@@ -42,6 +42,8 @@ pub struct TaskInput {
     pub sampling: Sampling,
     /// Stop strings.
     pub stop: Vec<String>,
+    /// Text is wanted as it is generated (otherwise only at the end).
+    pub stream: bool,
 }
 
 /// A finished, paid task.
@@ -106,14 +108,20 @@ async fn run(
         let max_cost =
             (input.prompt.text_len() as u64 + TEMPLATE_ALLOWANCE + u64::from(input.max_tokens))
                 .saturating_mul(capacity.price_per_token);
+        let t = Instant::now();
         let available = available_funds(gw, &client).await?;
+        tracing::debug!(us = t.elapsed().as_micros() as u64, "escrow read");
         if !gw.accounts.reserve(&client, max_cost, available) {
             return Err(GatewayError::PaymentRequired(format!(
                 "deposit exhausted: {available} base units available in escrow {}, this task may cost up to {max_cost}; deposit more with `strata deposit`",
                 strata_chain::pda::escrow(&client)
             )));
         }
+        // Count the task against the node from the moment it is chosen, so
+        // that concurrent requests spread over nodes instead of piling on one.
+        gw.router.track(&node, 1);
         let result = run_on(gw, account, node, &input, events).await;
+        gw.router.track(&node, -1);
         gw.accounts.release(&client, max_cost);
         match result {
             Err(GatewayError::Busy(_)) => continue,
@@ -206,18 +214,19 @@ async fn run_on(
         TaskResponse::Error { kind, message } => return Err(node_error(kind, message)),
         other => return Err(GatewayError::Node(format!("unexpected answer {other:?}"))),
     }
-    gw.router.track(&node, 1);
-    let polled = poll_to_end(gw, node, task_id, events).await;
-    gw.router.track(&node, -1);
-    let (finish, usage) = polled?;
+    tracing::debug!(us = start.elapsed().as_micros() as u64, "task started");
+    let (finish, usage) = poll_to_end(gw, node, task_id, input.stream, events).await?;
     let generation = start.elapsed();
 
+    tracing::debug!(us = generation.as_micros() as u64, "task generated");
     let voucher = gw.accounts.sign_voucher(account, &node_key, usage.price)?;
+    tracing::debug!(us = start.elapsed().as_micros() as u64, "voucher signed");
     let receipt = match call(gw, node, &TaskRequest::Settle { task_id, voucher }).await? {
         TaskResponse::Settled(r) => *r,
         TaskResponse::Error { kind, message } => return Err(node_error(kind, message)),
         other => return Err(GatewayError::Node(format!("unexpected answer {other:?}"))),
     };
+    tracing::debug!(us = start.elapsed().as_micros() as u64, "task settled");
     receipt
         .verify()
         .map_err(|e| GatewayError::Node(format!("node {node} sent a bad receipt: {e}")))?;
@@ -242,12 +251,18 @@ async fn poll_to_end(
     gw: &Inner,
     node: NodeId,
     task_id: [u8; 32],
+    stream: bool,
     events: &mpsc::Sender<Event>,
 ) -> Result<(Finish, Usage), GatewayError> {
     let mut from_byte = 0u64;
     let mut cancelled = false;
     loop {
-        match call(gw, node, &TaskRequest::Poll { task_id, from_byte }).await? {
+        let poll = TaskRequest::Poll {
+            task_id,
+            from_byte,
+            to_end: !stream,
+        };
+        match call(gw, node, &poll).await? {
             TaskResponse::Output { text, finished } => {
                 if !text.is_empty() {
                     from_byte += text.len() as u64;

@@ -149,7 +149,11 @@ impl Service {
     pub async fn answer(&self, req: TaskRequest) -> TaskResponse {
         match req {
             TaskRequest::Start(spec) => self.start(spec).await,
-            TaskRequest::Poll { task_id, from_byte } => self.poll(task_id, from_byte).await,
+            TaskRequest::Poll {
+                task_id,
+                from_byte,
+                to_end,
+            } => self.poll(task_id, from_byte, to_end).await,
             TaskRequest::Settle { task_id, voucher } => self.settle(task_id, voucher),
             TaskRequest::Cancel { task_id } => {
                 self.inner.worker.submit(Job::Cancel(task_id));
@@ -307,12 +311,12 @@ impl Service {
         self.lock().owed.entry(client).or_insert(redeemed);
     }
 
-    async fn poll(&self, task_id: TaskId, from_byte: u64) -> TaskResponse {
+    async fn poll(&self, task_id: TaskId, from_byte: u64, to_end: bool) -> TaskResponse {
         let Some(mut rx) = self.lock().tasks.get(&task_id).map(|t| t.progress.clone()) else {
             return error(TaskErrorKind::UnknownTask, "unknown task".into());
         };
         let from = usize::try_from(from_byte).unwrap_or(usize::MAX);
-        let ready = |p: &Progress| p.done.is_some() || p.text.len() > from;
+        let ready = |p: &Progress| p.done.is_some() || (!to_end && p.text.len() > from);
         // Ignore a timeout: the caller just polls again.
         let _ = tokio::time::timeout(POLL_WAIT, rx.wait_for(ready)).await;
         let p = rx.borrow().clone();

@@ -80,6 +80,7 @@ async fn run(
     p2p: &P2pHandle,
     node: &RunningNode,
     spec: TaskSpec,
+    to_end: bool,
 ) -> (String, usize, Finish, Usage) {
     let id = spec.task_id;
     match call(p2p, node, &TaskRequest::Start(spec)).await {
@@ -96,6 +97,7 @@ async fn run(
             &TaskRequest::Poll {
                 task_id: id,
                 from_byte: text.len() as u64,
+                to_end,
             },
         )
         .await;
@@ -120,7 +122,7 @@ async fn task_streams_settles_and_yields_a_verifiable_receipt() {
 
     let s = spec(&client, "Write one sentence about the sea.", 42);
     let id = s.task_id;
-    let (text, pieces, finish, usage) = run(&p2p, &node, s).await;
+    let (text, pieces, finish, usage) = run(&p2p, &node, s, false).await;
     assert!(!text.is_empty());
     assert!(
         pieces > 1,
@@ -133,10 +135,11 @@ async fn task_streams_settles_and_yields_a_verifiable_receipt() {
     );
     assert_eq!(usage.expected_cumulative, usage.price);
 
-    // Same seed, same tokens.
+    // Same seed, same tokens; asked to answer only at the end, one piece.
     let again = spec(&client, "Write one sentence about the sea.", 42);
-    let (text2, _, _, usage2) = run(&p2p, &node, again.clone()).await;
+    let (text2, pieces2, _, usage2) = run(&p2p, &node, again.clone(), true).await;
     assert_eq!(text, text2);
+    assert_eq!(pieces2, 1);
 
     // Vouchers that do not pay are refused.
     let other = Keypair::new();
@@ -284,6 +287,7 @@ async fn bad_requests_are_refused_with_their_class() {
     let poll = TaskRequest::Poll {
         task_id: [3; 32],
         from_byte: 0,
+        to_end: false,
     };
     assert_eq!(
         kind(call(&p2p, &node, &poll).await),
@@ -299,9 +303,10 @@ async fn bad_requests_are_refused_with_their_class() {
     assert_eq!(kind(r), TaskErrorKind::BadRequest);
     let s = spec(&client, "Say hello.", 3);
     let id = s.task_id;
-    let (text, _, _, usage) = tokio::time::timeout(Duration::from_secs(120), run(&p2p, &node, s))
-        .await
-        .unwrap();
+    let (text, _, _, usage) =
+        tokio::time::timeout(Duration::from_secs(120), run(&p2p, &node, s, false))
+            .await
+            .unwrap();
     assert!(!text.is_empty());
 
     // A shutting-down node refuses new work but still settles finished tasks.
@@ -357,7 +362,7 @@ async fn receipts_survive_a_crash_and_reach_the_relayer_after_restart() {
     let p2p = peer(&node).await;
     let s = spec(&client, "Name a fruit.", 5);
     let id = s.task_id;
-    let (_, _, _, usage) = run(&p2p, &node, s).await;
+    let (_, _, _, usage) = run(&p2p, &node, s, false).await;
     let voucher = Voucher::sign(&client, &key.pubkey(), usage.price);
     let TaskResponse::Settled(receipt) = call(
         &p2p,

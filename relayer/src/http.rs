@@ -5,15 +5,15 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use strata_chain::{merkle, Pubkey};
 use strata_wire::api::{
-    BatchInclusion, BatchView, EpochView, ErrorResponse, IngestResponse, MinuteBucket, ReceiptView,
-    RewardLeafView, RewardProofView, SettlementView, StatsView,
+    BatchInclusion, BatchView, EpochView, ErrorResponse, IngestResponse, MinuteBucket,
+    ReceiptSummaryView, ReceiptView, RewardLeafView, RewardProofView, SettlementView, StatsView,
 };
 use strata_wire::{hex32, parse_hex32};
 
@@ -23,6 +23,10 @@ use crate::store::{BatchStatus, EpochStatus, Store, StoreError};
 
 /// Largest request body accepted.
 pub const MAX_BODY: usize = 4 * 1024;
+/// Receipts `GET /v1/receipts` lists when no `limit` is given.
+pub const DEFAULT_RECEIPT_LIMIT: usize = 50;
+/// Most receipts `GET /v1/receipts` lists.
+pub const MAX_RECEIPT_LIMIT: usize = 500;
 
 fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (
@@ -45,7 +49,7 @@ fn internal(e: StoreError) -> Response {
 /// The router over a store.
 pub fn router(store: Arc<Store>) -> Router {
     Router::new()
-        .route("/v1/receipts", post(post_receipt))
+        .route("/v1/receipts", post(post_receipt).get(get_receipt_list))
         .route("/v1/receipts/{task_id}", get(get_receipt))
         .route("/v1/rewards/{operator}", get(get_rewards))
         .route("/v1/batches", get(get_batches))
@@ -131,6 +135,58 @@ pub fn receipt_view(store: &Store, task_id: &[u8; 32]) -> Result<Option<ReceiptV
         raw: hex::encode(&stored.raw),
         batch,
     }))
+}
+
+/// The `limit` most recent receipts, newest first, in their compact view.
+pub fn receipt_list_view(
+    store: &Store,
+    limit: usize,
+) -> Result<Vec<ReceiptSummaryView>, StoreError> {
+    let mut out = Vec::new();
+    for (stored, place) in store.recent_receipts(limit)? {
+        let b = stored.receipt()?.body;
+        out.push(ReceiptSummaryView {
+            task_id: hex32(&b.task_id),
+            node: Pubkey::from(b.node).to_string(),
+            client: Pubkey::from(b.voucher.client).to_string(),
+            prompt_tokens: b.prompt_tokens,
+            completion_tokens: b.completion_tokens,
+            price: b.price,
+            received_at_ms: stored.received_ms,
+            batch_id: place.map(|(batch_id, _)| batch_id),
+        });
+    }
+    Ok(out)
+}
+
+/// Query of `GET /v1/receipts`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ListQuery {
+    /// How many receipts (default [`DEFAULT_RECEIPT_LIMIT`], at most [`MAX_RECEIPT_LIMIT`]).
+    pub limit: Option<String>,
+}
+
+async fn get_receipt_list(
+    State(store): State<Arc<Store>>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let limit = match query.map(|q| q.0.limit) {
+        Ok(None) => DEFAULT_RECEIPT_LIMIT,
+        Ok(Some(text)) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_RECEIPT_LIMIT).contains(&n) => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit must be a whole number from 1 to {MAX_RECEIPT_LIMIT}"),
+                )
+            }
+        },
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad query: {e}")),
+    };
+    match receipt_list_view(&store, limit) {
+        Ok(list) => Json(list).into_response(),
+        Err(e) => internal(e),
+    }
 }
 
 fn batch_status(s: BatchStatus) -> &'static str {

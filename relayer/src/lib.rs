@@ -12,12 +12,14 @@
 //! the chain afterwards, and vouchers are cumulative, so killing the relayer
 //! at any point loses no acknowledged receipt and pays no voucher twice.
 //!
-//! What it is not: an explorer (it serves JSON), and not trusted by auditors:
-//! `strata audit` checks what it serves against the chain.
+//! It also serves the auditor's explorer page ([`explorer`]) at `/`. It is
+//! not trusted by auditors: `strata audit` and the page's Verify button check
+//! what it serves against the chain.
 #![warn(missing_docs)]
 
 mod batcher;
 mod chain;
+pub mod explorer;
 pub mod http;
 pub mod ingest;
 pub mod p2p;
@@ -139,6 +141,7 @@ impl Relayer {
                 .map_err(|e| RelayerError::Task(e.to_string()))??,
         );
         let chain = ChainClient::new(&config.rpc_url)?;
+        let explorer_chain = ChainClient::new(&config.rpc_url)?;
         if let Err(e) = chain.ping().await {
             warn!(error = %e, "chain not reachable yet; will retry");
         }
@@ -164,7 +167,15 @@ impl Relayer {
 
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
-        let app = http::router(store.clone());
+        let app = http::router(store.clone()).merge(explorer::router(
+            store.clone(),
+            explorer_chain,
+            explorer::ExplorerSettings {
+                relayer: config.keypair.pubkey(),
+                batch_interval: config.batch_interval,
+                reward_interval: config.reward_interval,
+            },
+        ));
         let stop = cancel.clone();
         tasks.push(tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned());

@@ -610,6 +610,47 @@ impl Store {
         })
     }
 
+    /// The `limit` most recently received receipts, newest first, each with
+    /// its place in a batch.
+    pub fn recent_receipts(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<(StoredReceipt, Option<Placement>)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let arrivals = tx.open_table(ARRIVALS)?;
+        let receipts = tx.open_table(RECEIPTS)?;
+        let places = tx.open_table(RECEIPT_BATCH)?;
+        let mut out = Vec::new();
+        for entry in arrivals.iter()?.rev().take(limit) {
+            let (_, task) = entry?;
+            let Some(g) = receipts.get(task.value())? else {
+                continue;
+            };
+            let stored: StoredReceipt = decode(g.value(), "receipts")?;
+            let place = places.get(task.value())?.map(|g| g.value());
+            out.push((stored, place));
+        }
+        Ok(out)
+    }
+
+    /// Per serving node: (node, receipts held, their work units), over every
+    /// stored receipt.
+    pub fn node_totals(&self) -> Result<Vec<([u8; 32], u64, u64)>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let mut totals: std::collections::BTreeMap<[u8; 32], (u64, u64)> = Default::default();
+        for entry in tx.open_table(RECEIPTS)?.iter()? {
+            let (_, v) = entry?;
+            let receipt = decode::<StoredReceipt>(v.value(), "receipts")?.receipt()?;
+            let t = totals.entry(receipt.body.node).or_default();
+            t.0 += 1;
+            t.1 = t.1.saturating_add(receipt.body.work_units());
+        }
+        Ok(totals
+            .into_iter()
+            .map(|(node, (tasks, work))| (node, tasks, work))
+            .collect())
+    }
+
     /// Arrival times (Unix ms) of receipts received at or after `since_ms`.
     pub fn arrivals_since(&self, since_ms: u64) -> Result<Vec<u64>, StoreError> {
         let tx = self.db.begin_read()?;

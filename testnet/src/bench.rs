@@ -48,11 +48,9 @@ pub fn engine_reference(
     start.elapsed()
 }
 
-/// The prompts the load generator sends (see `loadgen`), for the reference run.
+/// The prompts `clients` load-generator clients send, `per_client` each.
 pub fn load_prompts(clients: usize, per_client: usize) -> Vec<String> {
     (0..clients)
-        .flat_map(|i| {
-            (1..=per_client).map(move |n| format!("Client {i}, request {n}: name a colour."))
-        })
+        .flat_map(|i| (1..=per_client).map(move |n| crate::loadgen::prompt(i, n)))
         .collect()
 }

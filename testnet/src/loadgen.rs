@@ -17,8 +17,8 @@ pub struct LoadOptions {
     pub model: String,
     /// Tokens per completion.
     pub max_tokens: u32,
-    /// Stop after this many tasks in total (`None`: run until `duration`).
-    pub tasks: Option<usize>,
+    /// Tasks each client sends (`None`: run until `duration`).
+    pub tasks_per_client: Option<usize>,
     /// Stop after this long.
     pub duration: Duration,
 }
@@ -57,32 +57,26 @@ impl LoadReport {
     }
 }
 
+/// The prompt client `i` sends as its `n`-th request (from 1).
+pub fn prompt(i: usize, n: usize) -> String {
+    format!("Client {i}, request {n}: name a colour.")
+}
+
 /// Runs the clients and reports.
 pub async fn run(options: &LoadOptions) -> LoadReport {
     let http = reqwest::Client::new();
     let start = Instant::now();
-    let budget = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(
-        options.tasks.unwrap_or(usize::MAX),
-    ));
     let mut handles = Vec::new();
     for (i, key) in options.api_keys.iter().enumerate() {
-        let (http, key, o, budget) = (http.clone(), key.clone(), options.clone(), budget.clone());
+        let (http, key, o) = (http.clone(), key.clone(), options.clone());
         handles.push(tokio::spawn(async move {
             let mut r = LoadReport::default();
-            let mut n = 0u64;
-            while start.elapsed() < o.duration {
-                let left = budget.fetch_update(
-                    std::sync::atomic::Ordering::SeqCst,
-                    std::sync::atomic::Ordering::SeqCst,
-                    |b| b.checked_sub(1),
-                );
-                if left.is_err() {
-                    break;
-                }
+            let mut n = 0usize;
+            while start.elapsed() < o.duration && o.tasks_per_client.is_none_or(|t| n < t) {
                 n += 1;
                 let body = json!({
                     "model": o.model,
-                    "messages": [{"role": "user", "content": format!("Client {i}, request {n}: name a colour.")}],
+                    "messages": [{"role": "user", "content": prompt(i, n)}],
                     "max_tokens": o.max_tokens,
                     "temperature": 0,
                 });
@@ -109,7 +103,8 @@ pub async fn run(options: &LoadOptions) -> LoadReport {
                 match ok {
                     Some(v) => {
                         r.tasks += 1;
-                        r.completion_tokens += v["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+                        r.completion_tokens +=
+                            v["usage"]["completion_tokens"].as_u64().unwrap_or(0);
                         r.price_total += v["strata"]["price"].as_u64().unwrap_or(0);
                         r.latencies.push(t.elapsed());
                     }

@@ -163,16 +163,16 @@ async fn bench(
         tokio::task::spawn_blocking(strata_engine::Engine::load_default).await??,
     );
     let relayer_lamports0 = rpc.lamports(&keys.relayer.pubkey()).await?;
-    let load = |n: usize, count: usize| LoadOptions {
+    let load = |n: usize, per_client: usize| LoadOptions {
         gateway: net.gateway.url(),
         api_keys: (0..n).map(|i| format!("bench-{i}")).collect(),
         model: MODEL_NAME.to_string(),
         max_tokens,
-        tasks: Some(count),
+        tasks_per_client: Some(per_client),
         duration: Duration::from_secs(3_600),
     };
     // Warm-up: first connections, first channels.
-    loadgen::run(&load(most, most)).await;
+    loadgen::run(&load(most, 1)).await;
     println!(
         "whole path vs the engine alone, {max_tokens}-token completions, {nodes} node(s), 2 cores"
     );
@@ -180,17 +180,18 @@ async fn bench(
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let (mut settled_tasks, mut price_total) = (most as u64, 0u64);
     for &n in &clients {
-        let count = tasks.max(n);
-        let r = loadgen::run(&load(n, count)).await;
+        let per_client = tasks.div_ceil(n);
+        let count = per_client * n;
+        let r = loadgen::run(&load(n, per_client)).await;
         if let Some(e) = &r.first_error {
             println!("  ({} errors; first: {e})", r.errors);
         }
         settled_tasks += r.tasks as u64;
         price_total += r.price_total;
-        let prompts = strata_testnet::bench::load_prompts(n, count.div_ceil(n));
+        let prompts = strata_testnet::bench::load_prompts(n, per_client);
         let e = engine.clone();
         let reference = tokio::task::spawn_blocking(move || {
-            strata_testnet::bench::engine_reference(&e, &prompts[..count], max_tokens as usize, n)
+            strata_testnet::bench::engine_reference(&e, &prompts, max_tokens as usize, n)
         })
         .await?;
         let path_rate = r.tasks_per_sec();
@@ -223,9 +224,35 @@ async fn bench(
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let spent = relayer_lamports0.saturating_sub(rpc.lamports(&keys.relayer.pubkey()).await?);
+    // Rent is a deposit held by accounts, not a fee: take it out.
+    let s: serde_json::Value = http.get(&stats_url).send().await?.json().await?;
+    let batches = s["batches"].as_u64().unwrap_or(0);
+    let epochs = s["epochs"].as_u64().unwrap_or(0);
+    let channels = net
+        .gateway
+        .inner
+        .accounts
+        .totals()
+        .iter()
+        .filter(|t| t.2 > 0)
+        .count() as u64;
+    let rent = batches
+        * rpc
+            .rent(8 + <strata_chain::accounts::Batch as anchor_lang::Space>::INIT_SPACE)
+            .await?
+        + channels
+            * rpc
+                .rent(8 + <strata_chain::accounts::Channel as anchor_lang::Space>::INIT_SPACE)
+                .await?
+        + epochs
+            * rpc
+                .rent(8 + <strata_chain::accounts::RewardEpoch as anchor_lang::Space>::INIT_SPACE)
+                .await?;
+    let fees = spent.saturating_sub(rent);
     println!(
-        "relayer spent {spent} lamports (transaction fees plus rent of new batch and channel accounts) for {settled_tasks} settled tasks: {:.0} lamports per task",
-        spent as f64 / settled_tasks.max(1) as f64
+        "relayer: {settled_tasks} tasks settled in {batches} batches over {channels} channels and {epochs} reward epochs; \
+         spent {spent} lamports = {rent} rent (new accounts) + {fees} transaction fees: {:.0} lamports of fees per settled task",
+        fees as f64 / settled_tasks.max(1) as f64
     );
     net.shutdown().await;
     tokio::task::spawn_blocking(move || drop(chain)).await?;
@@ -346,7 +373,7 @@ async fn up(a: Up) -> anyhow::Result<()> {
                 api_keys: (0..a.clients).map(|i| format!("load-key-{i}")).collect(),
                 model: MODEL_NAME.to_string(),
                 max_tokens: 32,
-                tasks: None,
+                tasks_per_client: None,
                 duration: Duration::from_secs(u64::MAX / 4),
             };
             tokio::spawn(async move {

@@ -208,3 +208,95 @@ pub struct StatsView {
     /// Receipts per minute over the last hour, oldest first.
     pub tasks_per_minute: Vec<MinuteBucket>,
 }
+
+/// One receipt in `GET /v1/receipts?limit=N` (newest first): enough to list
+/// it; `GET /v1/receipts/{task_id}` has the rest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptSummaryView {
+    /// Task id (hex).
+    pub task_id: String,
+    /// Serving node (base58).
+    pub node: String,
+    /// Paying client (base58).
+    pub client: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub completion_tokens: u32,
+    /// Price of the task (base units).
+    pub price: u64,
+    /// When the relayer stored it (Unix ms).
+    pub received_at_ms: u64,
+    /// The batch it is in, once batched.
+    pub batch_id: Option<u64>,
+}
+
+/// One node in `GET /v1/nodes`: its on-chain record (when registered), what it
+/// claimed, and what the relayer saw it serve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Operator key (base58).
+    pub operator: String,
+    /// Whether a Node account exists on-chain for it.
+    pub registered: bool,
+    /// Role names: `compute`, `verifier`.
+    pub roles: Vec<String>,
+    /// Bonded stake (base units).
+    pub stake: u64,
+    /// Stake waiting out its unbonding period (base units).
+    pub unbonding: u64,
+    /// When the unbonding stake may leave (Unix seconds; 0 if none).
+    pub unbonding_ends: i64,
+    /// Everything ever slashed from it (base units).
+    pub slashed_total: u64,
+    /// Declared memory for weights and KV cache, MiB.
+    pub memory_mb: u32,
+    /// Declared decode throughput as stored on-chain: tokens per second × 100.
+    pub compute_score: u32,
+    /// Declared decode throughput, tokens per second (the on-chain score / 100).
+    pub tokens_per_second: f64,
+    /// Declared bandwidth, Mbit/s.
+    pub bandwidth_mbps: u32,
+    /// Where peers dial it.
+    pub multiaddrs: Vec<String>,
+    /// Rewards claimed so far, from its ClaimRecord (base units).
+    pub claimed: u64,
+    /// Latest epoch it claimed against (0 if never).
+    pub last_claim_epoch: i64,
+    /// Receipts the relayer holds for it.
+    pub tasks: u64,
+    /// Work units of those receipts.
+    pub work_units: u64,
+}
+
+/// `GET /v1/nodes`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodesView {
+    /// Registered nodes and every node seen in a receipt, by stake (largest first).
+    pub nodes: Vec<NodeView>,
+    /// When the chain was read (Unix ms); answers are cached for about two seconds.
+    pub read_at_ms: u64,
+    /// Why the chain could not be read, if it could not (the list then holds
+    /// only what the relayer saw, with zero stake).
+    pub chain_error: Option<String>,
+}
+
+/// `GET /v1/config`: where the relayer's chain is, so that a page or an
+/// auditor can read the chain itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigView {
+    /// The Solana JSON-RPC URL the relayer uses.
+    pub rpc_url: String,
+    /// The Strata program id (base58).
+    pub program_id: String,
+    /// The token mint (base58), when the chain's config could be read.
+    pub mint: Option<String>,
+    /// Decimals of the token: amounts are base units, one token is 10^decimals.
+    pub token_decimals: u8,
+    /// The relayer's key (base58).
+    pub relayer: String,
+    /// Milliseconds between batching and redemption rounds.
+    pub batch_interval_ms: u64,
+    /// Milliseconds between reward-epoch checks.
+    pub reward_interval_ms: u64,
+}

@@ -93,6 +93,9 @@ pub enum TaskRequest {
         task_id: [u8; 32],
         /// Bytes of output text the caller already has.
         from_byte: u64,
+        /// Answer only once the task has ended (or the poll times out): a
+        /// caller that does not stream saves a round trip per token.
+        to_end: bool,
     },
     /// Pay for a finished task and get its receipt.
     Settle {

@@ -1,0 +1,347 @@
+//! The auditor's explorer page in a real browser: a local testnet (chain,
+//! program, three nodes running the real model, gateway, relayer), a few paid
+//! tasks batched on-chain, then headless Chromium loads the relayer's page
+//! with `?verify=<task>`; the page verifies the receipt itself (WebCrypto
+//! signatures and hashes, the batch root read from the chain's RPC), and the
+//! test checks the rendered DOM for what a person would see. A screenshot
+//! lands in `target/ci-artifacts/explorer.png`.
+//!
+//! Needs `/usr/bin/chromium` (run `scripts/setup-browser`; `scripts/test` does).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use strata_chain::rpc::ChainClient;
+use strata_chain::Keypair;
+use strata_localnet::{Localnet, LocalnetConfig};
+use strata_testnet::network::{self, NetworkOptions, DEMO_API_KEY};
+use strata_testnet::{bootstrap, GenesisOptions, TestnetKeys, MODEL_NAME};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Headless Chromium with the flags that keep it quiet and offline, plus `extra`.
+fn chromium(profile: &Path, extra: &[String]) -> std::process::Output {
+    Command::new(CHROMIUM)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=8000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(extra)
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {CHROMIUM}: {e}"))
+}
+
+/// Amounts as the page prints them: whole tokens with thousands separators,
+/// then up to six decimals without trailing zeros.
+fn tokens(base_units: u64) -> String {
+    let whole = (base_units / 1_000_000).to_string();
+    let mut grouped = String::new();
+    for (i, c) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    let frac = format!("{:06}", base_units % 1_000_000);
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        grouped
+    } else {
+        format!("{grouped}.{frac}")
+    }
+}
+
+/// Runs the futures concurrently, answers in input order.
+async fn futures_join_all<F: std::future::Future>(futures: [F; 3]) -> Vec<F::Output> {
+    let [a, b, c] = futures;
+    let (a, b, c) = tokio::join!(a, b, c);
+    vec![a, b, c]
+}
+
+async fn get(url: &str) -> Value {
+    reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not JSON: {e}"))
+}
+
+async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let start = Instant::now();
+    while !f().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn artifacts_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("ci-artifacts");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn explorer_page_verifies_a_receipt_in_chromium() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run scripts/setup-browser (scripts/test does) to install Debian's chromium"
+    );
+
+    // A local testnet.
+    let dir = tempfile::tempdir().unwrap();
+    let chain = tokio::task::spawn_blocking(|| {
+        Localnet::start(&LocalnetConfig {
+            rpc_port: 0,
+            ws_port: 0,
+            slot_time_ms: 100,
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let rpc = chain.rpc_url().to_string();
+    let client = ChainClient::new(&rpc).unwrap();
+    let keys = TestnetKeys::load_or_create(dir.path(), 3).unwrap();
+    let mut genesis = GenesisOptions {
+        register_nodes: false,
+        ..GenesisOptions::default()
+    };
+    genesis.params.epoch_length = 2;
+    bootstrap(&client, chain.ws_url(), &keys, &genesis)
+        .await
+        .unwrap()
+        .write(dir.path())
+        .unwrap();
+    let mut options = NetworkOptions::local(dir.path().join("services"));
+    options.gateway_addr = "127.0.0.1:0".parse().unwrap();
+    options.relayer_addr = "127.0.0.1:0".parse().unwrap();
+    // Rounds a few seconds apart, so the concurrent tasks below tend to share a batch.
+    options.batch_interval = Duration::from_secs(3);
+    options.reward_interval = Duration::from_millis(500);
+    let nodes: Vec<Keypair> = keys.nodes.iter().map(|k| k.insecure_clone()).collect();
+    let accounts = vec![(DEMO_API_KEY.to_string(), keys.client.insecure_clone())];
+    let net = network::start(&rpc, &keys.relayer, &nodes, accounts, &options)
+        .await
+        .unwrap();
+    let gw = net.gateway.url();
+    let relayer = net.relayer.http_url().to_string();
+
+    // Three paid tasks through the gateway, sent together so that a batch
+    // usually holds several of them (then the page walks a real proof).
+    let http = reqwest::Client::new();
+    let pays = ["Name a colour.", "Say hello.", "What is 2 + 2?"].map(|prompt| {
+        http.post(format!("{gw}/v1/chat/completions"))
+            .bearer_auth(DEMO_API_KEY)
+            .json(&json!({
+                "model": MODEL_NAME,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": 8, "temperature": 0,
+            }))
+            .send()
+    });
+    let mut task_ids = Vec::new();
+    for resp in futures_join_all(pays).await {
+        let resp = resp.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: Value = resp.json().await.unwrap();
+        task_ids.push(body["strata"]["task_id"].as_str().unwrap().to_string());
+    }
+
+    // All three batched on-chain, with their post_batch signatures known.
+    for id in &task_ids {
+        let url = format!("{relayer}/v1/receipts/{id}");
+        wait_for("the receipts to be batched on-chain", || {
+            let url = url.clone();
+            async move {
+                let v = get(&url).await;
+                v["batch"]["status"] == "posted" && v["batch"]["post_signature"].is_string()
+            }
+        })
+        .await;
+    }
+
+    // The JSON the page reads.
+    let listed = get(&format!("{relayer}/v1/receipts?limit=2")).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let all = get(&format!("{relayer}/v1/receipts")).await;
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 3, "{all:?}");
+    assert_eq!(listed[0], all[0], "newest first");
+    let received: Vec<u64> = all
+        .iter()
+        .map(|r| r["received_at_ms"].as_u64().unwrap())
+        .collect();
+    assert!(
+        received.windows(2).all(|w| w[0] >= w[1]),
+        "newest first: {all:?}"
+    );
+    let bad_limit = reqwest::get(format!("{relayer}/v1/receipts?limit=501"))
+        .await
+        .unwrap();
+    assert_eq!(bad_limit.status(), 400);
+    let config = get(&format!("{relayer}/v1/config")).await;
+    assert_eq!(config["rpc_url"], rpc.as_str());
+    assert_eq!(config["program_id"], strata_chain::PROGRAM_ID.to_string());
+    let node_view = get(&format!("{relayer}/v1/nodes")).await;
+    let listed_nodes = node_view["nodes"].as_array().unwrap();
+    assert!(node_view["chain_error"].is_null(), "{node_view}");
+    for k in &keys.nodes {
+        let op = strata_chain::Signer::pubkey(k).to_string();
+        let n = listed_nodes
+            .iter()
+            .find(|n| n["operator"] == op.as_str())
+            .unwrap_or_else(|| panic!("node {op} missing from /v1/nodes: {node_view}"));
+        assert_eq!(n["registered"], true);
+        assert_eq!(n["stake"], options.node_stake, "{n}");
+    }
+    let seen: u64 = listed_nodes
+        .iter()
+        .filter_map(|n| n["tasks"].as_u64())
+        .sum();
+    assert_eq!(seen, 3, "{node_view}");
+    let batches = get(&format!("{relayer}/v1/batches")).await;
+    // Verify the receipt deepest in the largest batch (a real proof walk when
+    // the tasks shared a batch).
+    let mut receipts = Vec::new();
+    for id in &task_ids {
+        receipts.push(get(&format!("{relayer}/v1/receipts/{id}")).await);
+    }
+    let receipt = receipts
+        .iter()
+        .max_by_key(|r| {
+            (
+                r["batch"]["leaf_count"].as_u64(),
+                r["batch"]["leaf_index"].as_u64(),
+            )
+        })
+        .unwrap();
+    let verified_task = receipt["task_id"].as_str().unwrap().to_string();
+    let batch_id = receipt["batch"]["batch_id"].as_u64().unwrap();
+    println!(
+        "verifying task {verified_task}: leaf {} of {} in batch {batch_id}",
+        receipt["batch"]["leaf_index"], receipt["batch"]["leaf_count"]
+    );
+    let batch_signature = batches
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == batch_id)
+        .and_then(|b| b["signature"].as_str())
+        .unwrap()
+        .to_string();
+
+    // The page, in Chromium, verifying the first task by itself.
+    let page = format!("{relayer}/?verify={verified_task}");
+    println!("explorer page: {page}");
+    let profile = tempfile::tempdir().unwrap();
+    let profile_path = profile.path().to_path_buf();
+    let page_for_dom = page.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        chromium(&profile_path, &["--dump-dom".into(), page_for_dom])
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && dom.contains("</html>"),
+        "chromium failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    for k in &keys.nodes {
+        let op = strata_chain::Signer::pubkey(k).to_string();
+        let row = dom
+            .split("<tr>")
+            .skip(1)
+            .find(|row| row.contains(&format!(">{op}<")) && row.contains("compute"))
+            .unwrap_or_else(|| panic!("node {op} is not listed in the Nodes table:\n{dom}"));
+        assert!(
+            row.contains(&format!(">{}<", tokens(options.node_stake))),
+            "node {op} is listed without its stake {}:\n{row}",
+            tokens(options.node_stake)
+        );
+    }
+    for id in &task_ids {
+        assert!(dom.contains(id.as_str()), "task {id} is not on the page");
+    }
+    assert!(
+        dom.contains(&batch_signature),
+        "the batch's post_batch signature {batch_signature} is not on the page"
+    );
+    let checks = [
+        "receipt bytes",
+        "task id",
+        "digest",
+        "node signature",
+        "voucher",
+        "leaf",
+        "batch account",
+        "Merkle proof",
+    ];
+    let marks = dom.matches('✓').count();
+    assert!(
+        !dom.contains('✗'),
+        "a verification check failed in the page:\n{dom}"
+    );
+    assert_eq!(
+        marks,
+        checks.len(),
+        "expected one ✓ per check ({checks:?}):\n{dom}"
+    );
+    for name in checks {
+        assert!(
+            dom.contains(&format!("<span class=\"name\">{name}</span>")),
+            "check {name:?} is not shown:\n{dom}"
+        );
+    }
+    assert!(dom.contains("Verified: all 8 checks hold"), "{dom}");
+    assert!(dom.contains("data-verify=\"verified\""), "{dom}");
+
+    // A screenshot for people (CI keeps target/ci-artifacts).
+    let shot = artifacts_dir().join("explorer.png");
+    let _ = std::fs::remove_file(&shot);
+    let profile = tempfile::tempdir().unwrap();
+    let profile_path = profile.path().to_path_buf();
+    let shot_arg = format!("--screenshot={}", shot.display());
+    let out = tokio::task::spawn_blocking(move || {
+        chromium(
+            &profile_path,
+            &[shot_arg, "--window-size=1280,1600".into(), page],
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium screenshot failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = std::fs::metadata(&shot)
+        .unwrap_or_else(|e| panic!("no screenshot at {}: {e}", shot.display()))
+        .len();
+    println!("explorer screenshot: {} ({size} bytes)", shot.display());
+    assert!(size > 10 * 1024, "screenshot is only {size} bytes");
+
+    net.shutdown().await;
+    drop(chain);
+}

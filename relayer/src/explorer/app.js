@@ -1,0 +1,462 @@
+// Strata explorer: reads the relayer's JSON API, and verifies receipts in the
+// browser. The relayer is not trusted for what is verified: hashes and
+// signatures are recomputed here (WebCrypto), and the batch root is read from
+// the chain's own JSON-RPC endpoint.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+const utf8 = new TextEncoder();
+let config = null; // /v1/config
+const lastJson = {}; // section -> last rendered JSON text (skip redraws)
+
+// ---------- small DOM helpers (text only: nothing from the network is parsed as HTML) ----------
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === 'class') e.className = v;
+    else if (k === 'onclick') e.addEventListener('click', v);
+    else if (v !== undefined && v !== null) e.setAttribute(k, v);
+  }
+  for (const c of children.flat(Infinity)) {
+    if (c === null || c === undefined) continue;
+    e.append(c instanceof Node ? c : String(c));
+  }
+  return e;
+}
+function table(headers, rows, numeric) {
+  const num = new Set(numeric || []);
+  return el('table', {},
+    el('thead', {}, el('tr', {}, headers.map((h, i) => el('th', num.has(i) ? { class: 'num' } : {}, h)))),
+    el('tbody', {}, rows.map((r) => el('tr', {}, r.map((c, i) => el('td', num.has(i) ? { class: 'num' } : {}, c))))));
+}
+function replace(id, ...content) {
+  const box = $(id);
+  box.replaceChildren(...content);
+}
+function empty(text) { return el('p', { class: 'empty' }, text); }
+function mono(text, title) { return el('span', { class: 'mono', title: title || text }, text); }
+function short(hex) { return hex && hex.length > 20 ? hex.slice(0, 10) + '…' + hex.slice(-8) : hex; }
+
+// ---------- formatting ----------
+function tokens(n) {
+  const d = config ? config.token_decimals : 6;
+  const s = BigInt(n).toString().padStart(d + 1, '0');
+  const whole = BigInt(s.slice(0, s.length - d)).toLocaleString('en-US');
+  const frac = s.slice(s.length - d).replace(/0+$/, '');
+  return frac ? whole + '.' + frac : whole;
+}
+function when(ms) {
+  if (!ms) return '';
+  return new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
+}
+function count(n) { return Number(n).toLocaleString('en-US'); }
+
+// ---------- bytes ----------
+function hexToBytes(h) {
+  if (typeof h !== 'string' || h.length % 2 !== 0 || /[^0-9a-fA-F]/.test(h)) throw new Error('not a hex string');
+  const out = new Uint8Array(h.length / 2);
+  for (let i = 0; i < out.length; i++) out[i] = parseInt(h.substr(i * 2, 2), 16);
+  return out;
+}
+function toHex(b) { return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join(''); }
+function concat(...parts) {
+  const len = parts.reduce((n, p) => n + p.length, 0);
+  const out = new Uint8Array(len);
+  let o = 0;
+  for (const p of parts) { out.set(p, o); o += p.length; }
+  return out;
+}
+function equal(a, b) { return a.length === b.length && a.every((x, i) => x === b[i]); }
+function u64le(n) {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(n), true);
+  return b;
+}
+function readU64(b, off) { return new DataView(b.buffer, b.byteOffset).getBigUint64(off, true); }
+function readU32(b, off) { return new DataView(b.buffer, b.byteOffset).getUint32(off, true); }
+function base64ToBytes(s) { return Uint8Array.from(atob(s), (c) => c.charCodeAt(0)); }
+
+const B58 = '123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz';
+function b58encode(bytes) {
+  let n = 0n;
+  for (const b of bytes) n = n * 256n + BigInt(b);
+  let s = '';
+  while (n > 0n) { s = B58[Number(n % 58n)] + s; n /= 58n; }
+  for (const b of bytes) { if (b === 0) s = '1' + s; else break; }
+  return s;
+}
+function b58decode(s) {
+  let n = 0n;
+  for (const c of s) {
+    const i = B58.indexOf(c);
+    if (i < 0) throw new Error('not base58: ' + s);
+    n = n * 58n + BigInt(i);
+  }
+  const out = [];
+  while (n > 0n) { out.unshift(Number(n % 256n)); n /= 256n; }
+  for (const c of s) { if (c === '1') out.unshift(0); else break; }
+  return new Uint8Array(out);
+}
+function pubkeyBytes(s) {
+  const b = b58decode(s);
+  if (b.length !== 32) throw new Error(s + ' is not a 32-byte key');
+  return b;
+}
+
+// ---------- crypto ----------
+async function sha256(...parts) {
+  return new Uint8Array(await crypto.subtle.digest('SHA-256', concat(...parts)));
+}
+async function ed25519Verify(publicKey, signature, message) {
+  const key = await crypto.subtle.importKey('raw', publicKey, { name: 'Ed25519' }, false, ['verify']);
+  return crypto.subtle.verify({ name: 'Ed25519' }, key, signature, message);
+}
+// Whether 32 bytes decode as a point on the ed25519 curve (as curve25519-dalek
+// decompresses it): a program-derived address must not be one.
+const P = 2n ** 255n - 19n;
+function mod(a) { const r = a % P; return r >= 0n ? r : r + P; }
+function modPow(b, e) {
+  let r = 1n; b = mod(b);
+  while (e > 0n) { if (e & 1n) r = (r * b) % P; b = (b * b) % P; e >>= 1n; }
+  return r;
+}
+const D = mod(-121665n * modPow(121666n, P - 2n));
+function isOnCurve(bytes) {
+  let y = 0n;
+  for (let i = 31; i >= 0; i--) y = (y << 8n) + BigInt(bytes[i]);
+  y = mod(y & ((1n << 255n) - 1n));
+  const y2 = (y * y) % P;
+  const u = mod(y2 - 1n);
+  const v = mod(D * y2 + 1n);
+  const w = (u * modPow(v, P - 2n)) % P; // x² = u / v
+  return w === 0n || modPow(w, (P - 1n) / 2n) === 1n;
+}
+async function findProgramAddress(seeds, programId) {
+  for (let bump = 255; bump >= 0; bump--) {
+    const h = await sha256(...seeds, Uint8Array.of(bump), programId, utf8.encode('ProgramDerivedAddress'));
+    if (!isOnCurve(h)) return h;
+  }
+  throw new Error('no program address for these seeds');
+}
+
+// The program's Merkle rules: inner node = sha256(0x01 || left || right), the
+// index's parity picks the side, an odd last node is carried up unhashed.
+async function walkProof(leaf, index, leafCount, proof) {
+  if (index >= leafCount || proof.length > 32) return null;
+  let node = leaf; let k = 0;
+  while (leafCount > 1) {
+    const sibling = index % 2 === 0 ? index + 1 : index - 1;
+    if (sibling < leafCount) {
+      if (k >= proof.length) return null;
+      const s = proof[k++];
+      node = index % 2 === 0 ? await sha256(Uint8Array.of(1), node, s) : await sha256(Uint8Array.of(1), s, node);
+    }
+    index = Math.floor(index / 2);
+    leafCount = Math.ceil(leafCount / 2);
+  }
+  return k === proof.length ? node : null;
+}
+
+// ---------- data ----------
+async function getJson(path) {
+  const r = await fetch(path, { cache: 'no-store' });
+  let body = null;
+  try { body = await r.json(); } catch (e) { body = null; }
+  if (!r.ok) throw new Error((body && body.error) || (path + ': HTTP ' + r.status));
+  return body;
+}
+async function chainRpc(method, params) {
+  const r = await fetch(config.rpc_url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
+  });
+  const j = await r.json();
+  if (j.error) throw new Error(method + ': ' + (j.error.message || JSON.stringify(j.error)));
+  return j.result;
+}
+
+// Receipt body layout (borsh, version 1): the offsets of every field.
+const BODY_LEN = 353;
+function parseBody(body) {
+  return {
+    version: body[0],
+    taskId: body.slice(1, 33),
+    node: body.slice(33, 65),
+    modelHash: body.slice(65, 97),
+    promptTokens: readU32(body, 161),
+    completionTokens: readU32(body, 165),
+    price: readU64(body, 201),
+    voucherClient: body.slice(209, 241),
+    voucherNode: body.slice(241, 273),
+    voucherCumulative: readU64(body, 273),
+    voucherSignature: body.slice(281, 345),
+  };
+}
+
+// ---------- verification ----------
+async function verify(taskId) {
+  const box = $('verify-result');
+  const checks = [];
+  const show = () => box.replaceChildren(...checks.map((c) => el('div', { class: 'check ' + (c.ok ? 'ok' : 'bad') },
+    el('span', { class: 'mark' }, c.ok ? '✓' : '✗'), el('span', { class: 'name' }, c.name),
+    el('span', { class: 'mono' }, c.detail))));
+  const check = (name, ok, detail) => { checks.push({ name, ok: !!ok, detail }); show(); return !!ok; };
+  box.replaceChildren(el('p', {}, 'verifying…'));
+  document.body.dataset.verify = 'running';
+  try {
+    if (!window.crypto || !crypto.subtle) {
+      check('WebCrypto', false, 'this page is not a secure context (use https or localhost): crypto.subtle is unavailable');
+      return;
+    }
+    if (!config) config = await getJson('/v1/config');
+    const programId = pubkeyBytes(config.program_id);
+    const view = await getJson('/v1/receipts/' + taskId);
+    const raw = hexToBytes(view.raw);
+    const body = raw.slice(0, raw.length - 64);
+    const signature = raw.slice(raw.length - 64);
+    const ok = check('receipt bytes', body.length === BODY_LEN && body[0] === 1,
+      raw.length + ' bytes: a version-' + body[0] + ' body of ' + body.length + ' bytes and a 64-byte node signature');
+    if (!ok) return;
+    const b = parseBody(body);
+    check('task id', toHex(b.taskId) === taskId.toLowerCase(), toHex(b.taskId));
+
+    const digest = await sha256(body);
+    check('digest', toHex(digest) === view.digest,
+      'sha256(body) = ' + toHex(digest) + (toHex(digest) === view.digest ? ' (matches the relayer\'s)' : ' but the relayer says ' + view.digest));
+
+    const nodeSigned = await ed25519Verify(b.node, signature, concat(utf8.encode('STRRCPT1'), digest));
+    check('node signature', nodeSigned, 'ed25519 over "STRRCPT1" || digest by node ' + b58encode(b.node));
+
+    const voucherMessage = concat(utf8.encode('STRVOUC1'), programId, b.voucherNode, u64le(b.voucherCumulative));
+    const clientSigned = await ed25519Verify(b.voucherClient, b.voucherSignature, voucherMessage);
+    const pays = equal(b.voucherNode, b.node);
+    const covers = b.voucherCumulative >= b.price;
+    check('voucher', clientSigned && pays && covers,
+      'signed by client ' + b58encode(b.voucherClient) + (clientSigned ? '' : ' (BAD SIGNATURE)') +
+      (pays ? ', pays this node' : ', pays ANOTHER node') + ', cumulative ' + tokens(b.voucherCumulative) +
+      (covers ? ' covers' : ' does NOT cover') + ' price ' + tokens(b.price));
+
+    const leaf = await sha256(Uint8Array.of(0), utf8.encode('receipt'), b.taskId, b.node, digest);
+    check('leaf', toHex(leaf) === view.leaf,
+      'sha256(0x00 || "receipt" || task || node || digest) = ' + toHex(leaf));
+
+    const inc = view.batch;
+    if (!inc) {
+      check('batch', false, 'not in a batch yet (the relayer batches receipts every ' +
+        (config.batch_interval_ms / 1000) + ' s); try again shortly');
+      return;
+    }
+    const address = b58encode(await findProgramAddress([utf8.encode('batch'), u64le(inc.batch_id)], programId));
+    const info = await chainRpc('getAccountInfo', [address, { encoding: 'base64', commitment: 'confirmed' }]);
+    const acct = info && info.value;
+    if (!acct) {
+      check('batch account', false, 'batch ' + inc.batch_id + ' account ' + address + ' is not on-chain (yet) at ' + config.rpc_url);
+      return;
+    }
+    const data = base64ToBytes(acct.data[0]);
+    const disc = (await sha256(utf8.encode('account:Batch'))).slice(0, 8);
+    const layoutOk = acct.owner === config.program_id && data.length >= 94 && equal(data.slice(0, 8), disc) &&
+      readU64(data, 10) === BigInt(inc.batch_id);
+    check('batch account', layoutOk, 'batch ' + inc.batch_id + ' at ' + address + ' (PDA of "batch" || id), owner ' +
+      acct.owner + ', read from ' + config.rpc_url);
+    if (!layoutOk) return;
+    const onchainRoot = data.slice(58, 90);
+    const taskCount = readU32(data, 90);
+    const proof = inc.proof.map(hexToBytes);
+    const root = await walkProof(leaf, inc.leaf_index, taskCount, proof);
+    check('Merkle proof', root !== null && equal(root, onchainRoot),
+      'leaf ' + inc.leaf_index + ' of ' + taskCount + ', ' + proof.length + ' sibling(s) → ' +
+      (root ? toHex(root) : '(proof does not fit the tree)') + '; on-chain root ' + toHex(onchainRoot));
+  } catch (e) {
+    check('error', false, String(e && e.message ? e.message : e));
+  } finally {
+    const bad = checks.filter((c) => !c.ok).length;
+    box.append(el('p', { class: 'verdict ' + (bad ? 'bad' : 'ok') },
+      bad ? 'NOT verified: ' + bad + ' check(s) failed' : 'Verified: all ' + checks.length + ' checks hold'));
+    document.body.dataset.verify = bad ? 'failed' : 'verified';
+  }
+}
+
+async function showReceipt(taskId, run) {
+  $('verify-section').hidden = false;
+  $('verify-task').textContent = taskId;
+  replace('verify-result', el('button', { onclick: () => verify(taskId) }, 'Verify'));
+  try {
+    const v = await getJson('/v1/receipts/' + taskId);
+    const inc = v.batch;
+    const kv = [
+      ['task id', mono(v.task_id)],
+      ['node', mono(b58encode(hexToBytes(v.node)))],
+      ['client', mono(b58encode(hexToBytes(v.client)))],
+      ['model', mono(v.model_hash)],
+      ['tokens', v.prompt_tokens + ' prompt + ' + v.completion_tokens + ' generated = ' + v.work_units + ' work units'],
+      ['price', tokens(v.price) + ' (voucher cumulative ' + tokens(v.voucher_cumulative) + ')'],
+      ['finished', when(v.finished_at_ms)],
+      ['received', when(v.received_at_ms)],
+      ['digest', mono(v.digest)],
+      ['leaf', mono(v.leaf)],
+      ['batch', inc ? inc.batch_id + ' (' + inc.status + '), leaf ' + inc.leaf_index + ' of ' + inc.leaf_count : 'not batched yet'],
+      ['post_batch tx', inc && inc.post_signature ? mono(inc.post_signature) : '—'],
+    ];
+    replace('receipt-details', el('dl', { class: 'kv' }, kv.map(([k, val]) => [el('dt', {}, k), el('dd', {}, val)])));
+  } catch (e) {
+    replace('receipt-details', empty(String(e.message || e)));
+    return;
+  }
+  if (run) await verify(taskId);
+}
+
+// ---------- sections ----------
+function renderSummary(stats) {
+  const items = [
+    ['receipts', count(stats.receipts)], ['batched', count(stats.batched)], ['batches posted', count(stats.batches)],
+    ['settlements', count(stats.settlements)], ['paid to nodes', tokens(stats.settled_paid)],
+    ['protocol fees', tokens(stats.settled_fee)], ['epochs published', count(stats.epochs)],
+  ];
+  replace('summary', ...items.map(([k, v]) => el('div', { class: 'counter' }, el('div', { class: 'v' }, v), el('div', { class: 'k' }, k))));
+}
+
+function renderChart(stats) {
+  const buckets = stats.tasks_per_minute || [];
+  const W = 1000, H = 160, left = 40, bottom = 22, top = 10;
+  const max = Math.max(1, ...buckets.map((b) => b.tasks));
+  const ns = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(ns, 'svg');
+  svg.setAttribute('viewBox', `0 0 ${W} ${H}`);
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', 'tasks per minute');
+  const add = (tag, attrs, text) => {
+    const e = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+    if (text !== undefined) e.textContent = text;
+    svg.append(e);
+  };
+  const plotW = W - left - 10, plotH = H - top - bottom;
+  add('line', { x1: left, y1: top + plotH, x2: left + plotW, y2: top + plotH, stroke: '#999' });
+  add('text', { x: left - 6, y: top + 10, 'text-anchor': 'end', 'font-size': 11, fill: '#5b6470' }, String(max));
+  add('text', { x: left - 6, y: top + plotH, 'text-anchor': 'end', 'font-size': 11, fill: '#5b6470' }, '0');
+  add('text', { x: left, y: H - 5, 'font-size': 11, fill: '#5b6470' }, '−60 min');
+  add('text', { x: left + plotW, y: H - 5, 'text-anchor': 'end', 'font-size': 11, fill: '#5b6470' }, 'now');
+  const bw = plotW / Math.max(1, buckets.length);
+  buckets.forEach((b, i) => {
+    const h = (b.tasks / max) * plotH;
+    if (b.tasks > 0) {
+      add('rect', { x: left + i * bw + 1, y: top + plotH - h, width: Math.max(1, bw - 2), height: h, fill: '#1f5fbf' });
+      add('text', { x: left + i * bw + bw / 2, y: top + plotH - h - 2, 'text-anchor': 'middle', 'font-size': 10, fill: '#1b1f24' }, String(b.tasks));
+    }
+  });
+  const total = buckets.reduce((n, b) => n + b.tasks, 0);
+  replace('chart', svg, el('p', { class: 'hint' }, total + ' task(s) in the last hour; redrawn every 2 s'));
+}
+
+function renderNodes(view) {
+  const rows = view.nodes.map((n) => [
+    mono(n.operator),
+    n.registered ? n.roles.join(', ') : 'not registered',
+    tokens(n.stake),
+    n.unbonding ? tokens(n.unbonding) + ' until ' + when(n.unbonding_ends * 1000) : '0',
+    n.memory_mb + ' MiB, ' + n.tokens_per_second + ' tok/s, ' + n.bandwidth_mbps + ' Mbit/s',
+    el('span', {}, n.multiaddrs.map((a) => el('div', { class: 'mono' }, a))),
+    count(n.tasks) + ' / ' + count(n.work_units),
+    tokens(n.claimed),
+  ]);
+  const parts = [rows.length ? table(['operator', 'roles', 'stake', 'unbonding', 'capacity', 'multiaddrs', 'tasks / work units', 'claimed'], rows, [2, 6, 7])
+    : empty('no nodes registered or seen yet')];
+  if (view.chain_error) parts.push(el('p', { class: 'empty' }, 'chain read failed: ' + view.chain_error));
+  replace('nodes', ...parts);
+}
+
+function renderTasks(list) {
+  const rows = list.map((r) => [
+    el('a', { onclick: () => { history.replaceState(null, '', '?task=' + r.task_id); showReceipt(r.task_id, false); window.scrollTo(0, $('verify-section').offsetTop); } },
+      mono(r.task_id)),
+    mono(r.node),
+    mono(r.client),
+    r.prompt_tokens + ' + ' + r.completion_tokens,
+    tokens(r.price),
+    when(r.received_at_ms),
+    r.batch_id === null ? 'pending' : String(r.batch_id),
+    el('button', { onclick: () => { history.replaceState(null, '', '?verify=' + r.task_id); showReceipt(r.task_id, true); window.scrollTo(0, $('verify-section').offsetTop); } }, 'Verify'),
+  ]);
+  replace('tasks', rows.length ? table(['task', 'node', 'client', 'tokens', 'price', 'received', 'batch', ''], rows, [3, 4])
+    : empty('no tasks yet'));
+}
+
+function renderBatches(list) {
+  const rows = list.map((b) => [String(b.id), b.status, count(b.task_count), count(b.work_units), String(b.epoch),
+    mono(short(b.root), b.root), b.signature ? mono(b.signature) : '—', when(b.planned_at_ms)]);
+  replace('batches', rows.length ? table(['id', 'status', 'tasks', 'work units', 'epoch', 'root', 'post_batch signature', 'planned'], rows, [2, 3])
+    : empty('no batches yet'));
+}
+
+function renderSettlements(list) {
+  const rows = list.map((s) => [s.signature ? mono(s.signature) : '(found on-chain after a restart)', mono(s.client), mono(s.node),
+    tokens(s.paid), tokens(s.fee), tokens(s.cumulative), when(s.at_ms)]);
+  replace('settlements', rows.length ? table(['redeem_vouchers signature', 'client', 'node', 'paid', 'fee', 'cumulative', 'at'], rows, [3, 4, 5])
+    : empty('no vouchers settled yet'));
+}
+
+function renderEpochs(list, nodes) {
+  const rows = list.map((e) => [String(e.epoch), e.status, mono(short(e.root), e.root), tokens(e.declared),
+    e.signature ? mono(e.signature) : '—',
+    el('span', {}, e.leaves.map((l) => el('div', {}, mono(short(l.operator), l.operator), ' ', tokens(l.cumulative))))]);
+  const parts = [rows.length ? table(['epoch', 'status', 'root', 'declared', 'publish_rewards signature', 'cumulative rewards'], rows, [3])
+    : empty('no reward epochs yet')];
+  const claims = (nodes ? nodes.nodes : []).filter((n) => n.claimed > 0);
+  parts.push(el('h3', {}, 'Claims'));
+  parts.push(claims.length ? table(['operator', 'claimed', 'last epoch'], claims.map((n) => [mono(n.operator), tokens(n.claimed), String(n.last_claim_epoch)]), [1])
+    : empty('no rewards claimed yet'));
+  replace('epochs', ...parts);
+}
+
+// Fetches every section; redraws only what changed.
+async function refresh() {
+  const sections = {
+    stats: '/v1/stats', nodes: '/v1/nodes', tasks: '/v1/receipts?limit=50', batches: '/v1/batches',
+    settlements: '/v1/settlements', epochs: '/v1/epochs',
+  };
+  const results = await Promise.allSettled(Object.values(sections).map(getJson));
+  const data = {}; const errors = [];
+  Object.keys(sections).forEach((k, i) => {
+    const r = results[i];
+    if (r.status === 'fulfilled') data[k] = r.value; else errors.push(k + ': ' + r.reason.message);
+  });
+  const changed = (k, v) => {
+    if (v === undefined) return false;
+    const text = JSON.stringify(v);
+    if (lastJson[k] === text) return false;
+    lastJson[k] = text;
+    return true;
+  };
+  if (changed('stats', data.stats)) { renderSummary(data.stats); renderChart(data.stats); }
+  if (changed('nodes', data.nodes)) renderNodes(data.nodes);
+  if (changed('tasks', data.tasks)) renderTasks(data.tasks);
+  if (changed('batches', data.batches)) renderBatches(data.batches);
+  if (changed('settlements', data.settlements)) renderSettlements(data.settlements);
+  if (changed('epochs', data.epochs) | changed('claims', data.nodes)) renderEpochs(data.epochs || [], data.nodes);
+  $('status').textContent = (errors.length ? 'errors: ' + errors.join('; ') + ' — ' : '') + 'updated ' + new Date().toLocaleTimeString();
+}
+
+async function main() {
+  try {
+    config = await getJson('/v1/config');
+    $('chain-info').textContent = 'Chain RPC ' + config.rpc_url + ' · program ' + config.program_id +
+      (config.mint ? ' · mint ' + config.mint : '') + ' · relayer ' + config.relayer +
+      ' · batches every ' + config.batch_interval_ms / 1000 + ' s. Receipts are verified against the Batch account read from that RPC endpoint directly by this page.';
+  } catch (e) {
+    $('chain-info').textContent = 'config unavailable: ' + e.message;
+  }
+  const params = new URLSearchParams(location.search);
+  const verifyId = params.get('verify');
+  const taskId = params.get('task');
+  const wanted = verifyId || taskId;
+  if (wanted) {
+    if (/^[0-9a-fA-F]{64}$/.test(wanted)) await showReceipt(wanted.toLowerCase(), !!verifyId);
+    else { $('verify-section').hidden = false; replace('receipt-details', empty('not a task id (64 hex characters): ' + wanted)); }
+  }
+  await refresh();
+  setInterval(() => { refresh().catch((e) => { $('status').textContent = 'refresh failed: ' + e.message; }); }, 2000);
+}
+
+main();
