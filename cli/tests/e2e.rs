@@ -11,69 +11,23 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{pda, Keypair, Signer};
-use strata_localnet::{Localnet, LocalnetConfig};
-use strata_testnet::network::{self, Network, NetworkOptions, DEMO_API_KEY};
-use strata_testnet::{bootstrap, fund_client, GenesisOptions, TestnetKeys, MODEL_NAME};
+use strata_testnet::local::{LocalOptions, LocalTestnet};
+use strata_testnet::network::DEMO_API_KEY;
+use strata_testnet::MODEL_NAME;
 
-struct Testnet {
-    _chain: Localnet,
-    rpc: String,
-    keys: TestnetKeys,
-    net: Network,
-    options: NetworkOptions,
-    _dir: tempfile::TempDir,
-}
-
-/// Chain + genesis + services. `poor_clients` get a deposit too small for any task.
-async fn testnet(poor_client: Option<&Keypair>) -> Testnet {
+/// A local testnet (chain, program, three nodes, gateway, relayer); with
+/// `poor_client`, a second client ("poor-key") whose deposit of 5 base units
+/// covers no task.
+async fn testnet(poor_client: Option<&Keypair>) -> (LocalTestnet, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let chain = tokio::task::spawn_blocking(|| {
-        Localnet::start(&LocalnetConfig {
-            rpc_port: 0,
-            ws_port: 0,
-            slot_time_ms: 100,
-        })
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let rpc = chain.rpc_url().to_string();
-    let client = ChainClient::new(&rpc).unwrap();
-    let keys = TestnetKeys::load_or_create(dir.path(), 3).unwrap();
-    let mut genesis = GenesisOptions {
-        register_nodes: false,
-        ..GenesisOptions::default()
-    };
-    genesis.params.epoch_length = 2;
-    let manifest = bootstrap(&client, chain.ws_url(), &keys, &genesis)
-        .await
-        .unwrap();
-    manifest.write(dir.path()).unwrap();
-    let mut accounts = vec![(DEMO_API_KEY.to_string(), keys.client.insecure_clone())];
+    let mut options = LocalOptions::ephemeral(dir.path());
     if let Some(poor) = poor_client {
-        let faucet = &keys.faucet;
-        fund_client(&client, faucet, &keys.mint.pubkey(), poor, 5)
-            .await
-            .unwrap();
-        accounts.push(("poor-key".to_string(), poor.insecure_clone()));
+        options
+            .clients
+            .push(("poor-key".into(), poor.insecure_clone(), 5));
     }
-    let mut options = NetworkOptions::local(dir.path().join("services"));
-    options.gateway_addr = "127.0.0.1:0".parse().unwrap();
-    options.relayer_addr = "127.0.0.1:0".parse().unwrap();
-    options.batch_interval = Duration::from_millis(500);
-    options.reward_interval = Duration::from_millis(500);
-    let nodes: Vec<Keypair> = keys.nodes.iter().map(|k| k.insecure_clone()).collect();
-    let net = network::start(&rpc, &keys.relayer, &nodes, accounts, &options)
-        .await
-        .unwrap();
-    Testnet {
-        _chain: chain,
-        rpc,
-        keys,
-        net,
-        options,
-        _dir: dir,
-    }
+    let t = LocalTestnet::start(dir.path(), options).await.unwrap();
+    (t, dir)
 }
 
 fn strata(rpc: &str, keypair: &Path, args: &[&str]) -> (bool, String) {
@@ -120,13 +74,18 @@ async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut f: impl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_pays_node_earns_auditor_verifies() {
-    let t = testnet(None).await;
-    let chain = ChainClient::new(&t.rpc).unwrap();
+    let (t, _dir) = testnet(None).await;
+    let chain = ChainClient::new(&t.manifest.rpc_url).unwrap();
     let gw = t.net.gateway.url();
     let relayer_url = t.net.relayer.http_url().to_string();
     let client = t.keys.client.pubkey();
     let config0 = chain.config().await.unwrap();
     let escrow0 = chain.escrow(&client).await.unwrap().unwrap();
+    let mut tokens0 = std::collections::HashMap::new();
+    for k in &t.keys.nodes {
+        let ata = pda::associated_token(&k.pubkey(), &config0.mint);
+        tokens0.insert(k.pubkey(), chain.token_balance(&ata).await.unwrap());
+    }
 
     // A streamed chat completion from the real model.
     let http = reqwest::Client::new();
@@ -163,11 +122,11 @@ async fn client_pays_node_earns_auditor_verifies() {
     assert!(price > 0);
 
     // The receipt is batched on-chain and the auditor's check passes.
-    let client_key = t._dir.path().join("keys/client.json");
+    let client_key = t.keypair_path("client");
     let mut audit = String::new();
     wait_for("the receipt to be batched", || {
         let (ok, out) = strata(
-            &t.rpc,
+            &t.manifest.rpc_url,
             &client_key,
             &["audit", &task_id, "--relayer", &relayer_url],
         );
@@ -179,7 +138,7 @@ async fn client_pays_node_earns_auditor_verifies() {
 
     // The voucher is redeemed: the client paid exactly what the node earned plus the fee.
     let node_ata = pda::associated_token(&node, &config0.mint);
-    let node_tokens0 = 2 * t.options.node_stake - t.options.node_stake; // funded twice the stake, staked once
+    let node_tokens0 = tokens0[&node];
     wait_for("the voucher to be redeemed", || {
         let chain = &chain;
         async move { chain.escrow(&client).await.unwrap().unwrap().total_paid > escrow0.total_paid }
@@ -204,10 +163,14 @@ async fn client_pays_node_earns_auditor_verifies() {
         .iter()
         .position(|k| k.pubkey() == node)
         .unwrap();
-    let node_key = t._dir.path().join(format!("keys/node-{node_index}.json"));
+    let node_key = t.keypair_path(&format!("node-{node_index}"));
     let mut claimed = String::new();
     wait_for("a reward epoch covering the task", || {
-        let (ok, out) = strata(&t.rpc, &node_key, &["claim", "--relayer", &relayer_url]);
+        let (ok, out) = strata(
+            &t.manifest.rpc_url,
+            &node_key,
+            &["claim", "--relayer", &relayer_url],
+        );
         let paid_something = ok && !out.to_lowercase().contains("nothing to claim");
         claimed = out;
         async move { paid_something }
@@ -217,7 +180,11 @@ async fn client_pays_node_earns_auditor_verifies() {
     let after_claim = chain.token_balance(&node_ata).await.unwrap();
     let reward = after_claim - node_tokens0 - earned;
     assert!(reward > 0);
-    let (ok, out) = strata(&t.rpc, &node_key, &["claim", "--relayer", &relayer_url]);
+    let (ok, out) = strata(
+        &t.manifest.rpc_url,
+        &node_key,
+        &["claim", "--relayer", &relayer_url],
+    );
     assert!(ok, "{out}");
     assert!(out.to_lowercase().contains("nothing to claim"), "{out}");
     assert_eq!(chain.token_balance(&node_ata).await.unwrap(), after_claim);
@@ -227,7 +194,7 @@ async fn client_pays_node_earns_auditor_verifies() {
         config0.reward_pool + fee - reward,
         "the fee went to the reward pool and the reward came out of it"
     );
-    t.net.shutdown().await;
+    t.shutdown().await;
 }
 
 /// The Python interpreter of the project's venv (made by `scripts/setup-python`).
@@ -245,9 +212,9 @@ fn venv_python() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn openai_python_client_and_refusals() {
     let poor = Keypair::new();
-    let t = testnet(Some(&poor)).await;
+    let (t, _dir) = testnet(Some(&poor)).await;
     let gw = t.net.gateway.url();
-    let chain = ChainClient::new(&t.rpc).unwrap();
+    let chain = ChainClient::new(&t.manifest.rpc_url).unwrap();
 
     // The official openai client, unchanged, for a chat and a streamed chat.
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -406,5 +373,5 @@ async fn openai_python_client_and_refusals() {
         .await
         .unwrap();
     assert_eq!(models["data"][0]["id"], MODEL_NAME);
-    t.net.shutdown().await;
+    t.shutdown().await;
 }

@@ -13,11 +13,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use strata_chain::rpc::ChainClient;
-use strata_chain::Keypair;
-use strata_localnet::{Localnet, LocalnetConfig};
-use strata_testnet::network::{self, NetworkOptions, DEMO_API_KEY};
-use strata_testnet::{bootstrap, GenesisOptions, TestnetKeys, MODEL_NAME};
+use strata_testnet::local::{LocalOptions, LocalTestnet};
+use strata_testnet::network::DEMO_API_KEY;
+use strata_testnet::MODEL_NAME;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
@@ -105,42 +103,14 @@ async fn explorer_page_verifies_a_receipt_in_chromium() {
         "{CHROMIUM} is missing: run scripts/setup-browser (scripts/test does) to install Debian's chromium"
     );
 
-    // A local testnet.
+    // A local testnet, relayer rounds a few seconds apart so that the
+    // concurrent tasks below tend to share a batch.
     let dir = tempfile::tempdir().unwrap();
-    let chain = tokio::task::spawn_blocking(|| {
-        Localnet::start(&LocalnetConfig {
-            rpc_port: 0,
-            ws_port: 0,
-            slot_time_ms: 100,
-        })
-    })
-    .await
-    .unwrap()
-    .unwrap();
-    let rpc = chain.rpc_url().to_string();
-    let client = ChainClient::new(&rpc).unwrap();
-    let keys = TestnetKeys::load_or_create(dir.path(), 3).unwrap();
-    let mut genesis = GenesisOptions {
-        register_nodes: false,
-        ..GenesisOptions::default()
-    };
-    genesis.params.epoch_length = 2;
-    bootstrap(&client, chain.ws_url(), &keys, &genesis)
-        .await
-        .unwrap()
-        .write(dir.path())
-        .unwrap();
-    let mut options = NetworkOptions::local(dir.path().join("services"));
-    options.gateway_addr = "127.0.0.1:0".parse().unwrap();
-    options.relayer_addr = "127.0.0.1:0".parse().unwrap();
-    // Rounds a few seconds apart, so the concurrent tasks below tend to share a batch.
-    options.batch_interval = Duration::from_secs(3);
-    options.reward_interval = Duration::from_millis(500);
-    let nodes: Vec<Keypair> = keys.nodes.iter().map(|k| k.insecure_clone()).collect();
-    let accounts = vec![(DEMO_API_KEY.to_string(), keys.client.insecure_clone())];
-    let net = network::start(&rpc, &keys.relayer, &nodes, accounts, &options)
-        .await
-        .unwrap();
+    let mut local = LocalOptions::ephemeral(dir.path());
+    local.network.batch_interval = Duration::from_secs(3);
+    let node_stake = local.network.node_stake;
+    let t = LocalTestnet::start(dir.path(), local).await.unwrap();
+    let (net, keys, rpc) = (&t.net, &t.keys, t.manifest.rpc_url.clone());
     let gw = net.gateway.url();
     let relayer = net.relayer.http_url().to_string();
 
@@ -210,7 +180,7 @@ async fn explorer_page_verifies_a_receipt_in_chromium() {
             .find(|n| n["operator"] == op.as_str())
             .unwrap_or_else(|| panic!("node {op} missing from /v1/nodes: {node_view}"));
         assert_eq!(n["registered"], true);
-        assert_eq!(n["stake"], options.node_stake, "{n}");
+        assert_eq!(n["stake"], node_stake, "{n}");
     }
     let seen: u64 = listed_nodes
         .iter()
@@ -275,9 +245,9 @@ async fn explorer_page_verifies_a_receipt_in_chromium() {
             .find(|row| row.contains(&format!(">{op}<")) && row.contains("compute"))
             .unwrap_or_else(|| panic!("node {op} is not listed in the Nodes table:\n{dom}"));
         assert!(
-            row.contains(&format!(">{}<", tokens(options.node_stake))),
+            row.contains(&format!(">{}<", tokens(node_stake))),
             "node {op} is listed without its stake {}:\n{row}",
-            tokens(options.node_stake)
+            tokens(node_stake)
         );
     }
     for id in &task_ids {
@@ -342,6 +312,5 @@ async fn explorer_page_verifies_a_receipt_in_chromium() {
     println!("explorer screenshot: {} ({size} bytes)", shot.display());
     assert!(size > 10 * 1024, "screenshot is only {size} bytes");
 
-    net.shutdown().await;
-    drop(chain);
+    t.shutdown().await;
 }

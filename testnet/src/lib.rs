@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod genesis;
 pub mod loadgen;
+pub mod local;
 pub mod manifest;
 pub mod network;
 
