@@ -363,6 +363,23 @@ async fn openai_python_client_and_refusals() {
     let poor_escrow = chain.escrow(&poor.pubkey()).await.unwrap().unwrap();
     assert_eq!(poor_escrow.balance, 5, "a refused client pays nothing");
 
+    // Concurrent tasks of one client are all served and paid: vouchers are
+    // running totals, so their settlements must not overtake each other.
+    let burst = (0..6).map(|i| {
+        post(
+            "/v1/completions",
+            DEMO_API_KEY,
+            json!({"model": MODEL_NAME, "prompt": format!("Number {i} is"), "max_tokens": 6})
+                .to_string()
+                .into(),
+        )
+    });
+    for resp in futures::future::join_all(burst).await {
+        let resp = resp.unwrap();
+        let status = resp.status();
+        assert_eq!(status, 200, "{}", resp.text().await.unwrap());
+    }
+
     // /v1/models lists what the nodes serve.
     let models: Value = http
         .get(format!("{gw}/v1/models"))

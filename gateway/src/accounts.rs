@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use strata_chain::{Keypair, Pubkey, Signer};
 
@@ -27,6 +27,9 @@ pub struct Accounts {
     totals: Mutex<HashMap<(Pubkey, Pubkey), u64>>,
     /// Amounts held for tasks in flight, per client.
     reserved: Mutex<HashMap<Pubkey, u64>>,
+    /// One settlement at a time per (client, node): vouchers are running
+    /// totals, so they must reach the node in the order they were signed.
+    settling: Mutex<HashMap<(Pubkey, Pubkey), Arc<tokio::sync::Mutex<()>>>>,
     path: PathBuf,
 }
 
@@ -56,6 +59,7 @@ impl Accounts {
                 .collect(),
             totals: Mutex::new(totals),
             reserved: Mutex::new(HashMap::new()),
+            settling: Mutex::new(HashMap::new()),
             path,
         })
     }
@@ -109,6 +113,20 @@ impl Accounts {
             .iter()
             .map(|((c, n), t)| (*c, *n, *t))
             .collect()
+    }
+
+    /// Waits for the right to settle with `node` for `client`; hold the
+    /// guard from signing the voucher until the node has answered.
+    pub async fn settle_turn(
+        &self,
+        client: &Pubkey,
+        node: &Pubkey,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = lock(&self.settling)
+            .entry((*client, *node))
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     /// Whether a total for (client, node) is known.

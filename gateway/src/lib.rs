@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod ceiling;
 pub mod http;
 pub mod openai;
 pub mod routing;
@@ -88,6 +89,8 @@ pub struct Inner {
     pub chain: ChainClient,
     /// Completed tasks, for `/metrics`-style counters.
     pub stats: http::Stats,
+    /// Per-node price ceilings from their stakes.
+    pub ceilings: ceiling::Ceilings,
 }
 
 /// A running gateway.
@@ -126,6 +129,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         p2p: p2p.clone(),
         chain,
         stats: http::Stats::default(),
+        ceilings: ceiling::Ceilings::default(),
     });
     let listen = {
         let inner = inner.clone();

@@ -95,6 +95,7 @@ async fn run(
         .ok_or(GatewayError::Unauthorized)?;
     let client = account.keypair.pubkey();
     let mut tried = Vec::new();
+    let mut too_costly = 0;
     for _ in 0..MAX_ATTEMPTS {
         let Some((node, capacity)) = gw
             .router
@@ -108,6 +109,16 @@ async fn run(
         let max_cost =
             (input.prompt.text_len() as u64 + TEMPLATE_ALLOWANCE + u64::from(input.max_tokens))
                 .saturating_mul(capacity.price_per_token);
+        let ceiling = gw
+            .ceilings
+            .of(&gw.chain, &Pubkey::from(node.0))
+            .await
+            .map_err(|e| GatewayError::Internal(format!("reading node stake: {e}")))?;
+        if max_cost > ceiling {
+            // Too little at stake on this node for a task this size.
+            too_costly += 1;
+            continue;
+        }
         let t = Instant::now();
         let available = available_funds(gw, &client).await?;
         tracing::debug!(us = t.elapsed().as_micros() as u64, "escrow read");
@@ -127,6 +138,12 @@ async fn run(
             Err(GatewayError::Busy(_)) => continue,
             other => return other,
         }
+    }
+    if too_costly > 0 && too_costly == tried.len() {
+        return Err(GatewayError::BadRequest(format!(
+            "this task may cost more than the stake of any node serving {} can answer for; lower max_tokens or the prompt",
+            input.model
+        )));
     }
     if tried.is_empty() {
         if gw.router.models().is_empty() {
@@ -219,6 +236,7 @@ async fn run_on(
     let generation = start.elapsed();
 
     tracing::debug!(us = generation.as_micros() as u64, "task generated");
+    let turn = gw.accounts.settle_turn(&client, &node_key).await;
     let voucher = gw.accounts.sign_voucher(account, &node_key, usage.price)?;
     tracing::debug!(us = start.elapsed().as_micros() as u64, "voucher signed");
     let receipt = match call(gw, node, &TaskRequest::Settle { task_id, voucher }).await? {
@@ -226,6 +244,7 @@ async fn run_on(
         TaskResponse::Error { kind, message } => return Err(node_error(kind, message)),
         other => return Err(GatewayError::Node(format!("unexpected answer {other:?}"))),
     };
+    drop(turn);
     tracing::debug!(us = start.elapsed().as_micros() as u64, "task settled");
     receipt
         .verify()

@@ -48,12 +48,20 @@ impl Outbox {
                 if let Err(e) = p2p.publish(GossipKind::Receipt, bytes.clone()).await {
                     tracing::debug!("gossiping receipt: {e}");
                 }
-                if let Some(relayer) = relayer {
-                    if deliver(&p2p, relayer, bytes).await {
-                        if let Some(d) = &dir {
-                            let _ = std::fs::remove_file(file_of(d, &receipt));
+                if let (Some(relayer), Some(d)) = (relayer, &dir) {
+                    let file = file_of(d, &receipt);
+                    match deliver(&p2p, relayer, bytes).await {
+                        Delivery::Stored => {
+                            let _ = std::fs::remove_file(&file);
                         }
+                        // Kept for the operator to look at, out of the retry set.
+                        Delivery::Refused => {
+                            let _ = std::fs::rename(&file, file.with_extension("refused"));
+                        }
+                        Delivery::Stopped => {}
                     }
+                } else if let Some(relayer) = relayer {
+                    deliver(&p2p, relayer, bytes).await;
                 }
                 pending.fetch_sub(1, Ordering::SeqCst);
             }
@@ -118,23 +126,33 @@ fn leftovers(dir: &Path) -> Vec<Receipt> {
         .collect()
 }
 
-/// Sends until stored; true when the relayer has it. The relayer answers
-/// `[0]` when the receipt is durably stored (or was already), `[1, message..]`
-/// when it refuses it for good.
-async fn deliver(p2p: &P2pHandle, relayer: NodeId, bytes: Vec<u8>) -> bool {
+/// How a delivery ended.
+enum Delivery {
+    /// The relayer stored it (or already had it).
+    Stored,
+    /// The relayer refused it for good.
+    Refused,
+    /// The network shut down first.
+    Stopped,
+}
+
+/// Sends until the relayer answers: `[0]` when the receipt is durably stored
+/// (or was already), `[1, message..]` when it refuses it for good. No answer
+/// (time-out, relayer down, relayer's store failing) means try again.
+async fn deliver(p2p: &P2pHandle, relayer: NodeId, bytes: Vec<u8>) -> Delivery {
     let mut backoff = FIRST_BACKOFF;
     loop {
         match p2p
             .request(relayer, RequestKind::Receipt, bytes.clone())
             .await
         {
-            Ok(ans) if ans.first() == Some(&0) => return true,
+            Ok(ans) if ans.first() == Some(&0) => return Delivery::Stored,
             Ok(ans) => {
                 let why = String::from_utf8_lossy(ans.get(1..).unwrap_or_default());
                 tracing::error!("relayer refused a receipt: {why}");
-                return true;
+                return Delivery::Refused;
             }
-            Err(strata_p2p::P2pError::Shutdown) => return false,
+            Err(strata_p2p::P2pError::Shutdown) => return Delivery::Stopped,
             Err(e) => tracing::debug!("delivering receipt to relayer: {e}; retrying"),
         }
         tokio::time::sleep(backoff).await;

@@ -1,6 +1,7 @@
 //! Receipts from the p2p network: `Receipt` gossip, and `Receipt` requests,
 //! which are answered only once the receipt is durably stored (one byte 0),
-//! or refused (one byte 1 and a UTF-8 reason).
+//! or refused for a fault of the sender (one byte 1 and a UTF-8 reason); when
+//! the relayer's own store fails the request goes unanswered and is retried.
 
 use std::sync::Arc;
 
@@ -39,6 +40,12 @@ pub async fn run(store: Arc<Store>, mut events: P2pEvents, cancel: CancellationT
                 let from = req.from;
                 let answer = match ingest(&store, req.payload.clone()).await {
                     Ok(_) => vec![ANSWER_STORED],
+                    Err(e) if !e.is_bad_input() => {
+                        // Our fault (the store failed): no answer, so the
+                        // node's outbox times out and sends it again.
+                        warn!(%from, error = %e, "could not store a receipt; the node will retry");
+                        continue;
+                    }
                     Err(e) => {
                         warn!(%from, error = %e, "receipt request refused");
                         let mut answer = vec![ANSWER_REFUSED];
