@@ -15,6 +15,9 @@ use strata_chain::{Keypair, Pubkey, Signer};
 
 use crate::GatewayError;
 
+/// Held while one settlement with a node is under way.
+type SettleLock = Arc<tokio::sync::Mutex<()>>;
+
 /// One client account.
 pub struct Account {
     /// The paying keypair.
@@ -29,7 +32,7 @@ pub struct Accounts {
     reserved: Mutex<HashMap<Pubkey, u64>>,
     /// One settlement at a time per (client, node): vouchers are running
     /// totals, so they must reach the node in the order they were signed.
-    settling: Mutex<HashMap<(Pubkey, Pubkey), Arc<tokio::sync::Mutex<()>>>>,
+    settling: Mutex<HashMap<(Pubkey, Pubkey), SettleLock>>,
     path: PathBuf,
 }
 
