@@ -25,6 +25,9 @@ use strata_p2p::{GossipKind, NodeIdentity, P2pConfig, P2pEvent, P2pHandle};
 use strata_wire::capacity::MAX_CAPACITY_BYTES;
 use tokio::task::JoinHandle;
 
+/// How often the gateway looks on-chain for newly registered nodes.
+pub const REDISCOVER_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Errors, each with the HTTP status and OpenAI error type it maps to.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -118,7 +121,8 @@ impl RunningGateway {
 }
 
 /// Starts the gateway: p2p (a fresh identity: the gateway signs nothing on
-/// the network), the capacity listener and the HTTP server.
+/// the network), bootstrapped from `config.p2p` and from the nodes
+/// registered on-chain, the capacity listener and the HTTP server.
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
     let chain = ChainClient::new(&config.rpc_url)?;
     let accounts = accounts::Accounts::open(config.accounts, &config.state_dir)?;
@@ -155,6 +159,27 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
             }
         })
     };
+    // Bootstrap from the chain too, and look again now and then for nodes
+    // that registered since.
+    let discover = {
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            loop {
+                match inner.chain.registered_nodes().await {
+                    Ok(nodes) => {
+                        let peers: Vec<_> = nodes
+                            .into_iter()
+                            .map(|n| (strata_p2p::NodeId(n.operator.to_bytes()), n.multiaddrs))
+                            .collect();
+                        let n = inner.p2p.connect_to(&peers).await;
+                        tracing::debug!(connected = n, "bootstrap from registered nodes");
+                    }
+                    Err(e) => tracing::debug!("reading registered nodes: {e}"),
+                }
+                tokio::time::sleep(REDISCOVER_EVERY).await;
+            }
+        })
+    };
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
         .map_err(|e| GatewayError::Internal(format!("binding {}: {e}", config.http_addr)))?;
@@ -170,6 +195,6 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
     Ok(RunningGateway {
         http_addr,
         inner,
-        tasks: vec![listen, serve],
+        tasks: vec![listen, discover, serve],
     })
 }

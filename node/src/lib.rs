@@ -208,6 +208,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         None => None,
     };
 
+    if let Some(chain) = &chain {
+        dial_registered_nodes(chain, &p2p).await;
+    }
+
     let worker = worker::Worker::spawn(engine.clone());
     let outbox = outbox::Outbox::start(
         p2p.clone(),
@@ -284,6 +288,25 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         addrs,
         tasks: vec![serve, announce],
     })
+}
+
+/// Bootstrap from the chain: the addresses nodes registered. Best effort:
+/// an endpoint that refuses `getProgramAccounts` or a node that is down only
+/// means fewer peers to start with.
+pub async fn dial_registered_nodes(chain: &ChainClient, p2p: &P2pHandle) -> usize {
+    match chain.registered_nodes().await {
+        Ok(nodes) => {
+            let peers: Vec<(NodeId, Vec<String>)> = nodes
+                .into_iter()
+                .map(|n| (NodeId(n.operator.to_bytes()), n.multiaddrs))
+                .collect();
+            p2p.connect_to(&peers).await
+        }
+        Err(e) => {
+            tracing::debug!("reading registered nodes: {e}");
+            0
+        }
+    }
 }
 
 async fn wait_listening(p2p: &P2pHandle) -> Result<Vec<String>, NodeError> {

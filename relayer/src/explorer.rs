@@ -12,14 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anchor_lang::Discriminator;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use base64::Engine as _;
-use solana_rpc_client_api::request::RpcRequest;
 use strata_chain::accounts::{decode, ClaimRecord, Node};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{pda, Pubkey, PROGRAM_ID, ROLE_COMPUTE, ROLE_VERIFIER};
@@ -158,7 +155,7 @@ fn error(status: StatusCode, message: String) -> Response {
 async fn nodes_view(chain: &ChainClient, totals: &[([u8; 32], u64, u64)]) -> NodesView {
     let mut chain_error = None;
     let mut onchain: BTreeMap<Pubkey, Node> = BTreeMap::new();
-    match registered_nodes(chain).await {
+    match chain.registered_nodes().await {
         Ok(nodes) => onchain.extend(nodes.into_iter().map(|n| (n.operator, n))),
         // Some public endpoints refuse getProgramAccounts: the nodes seen in
         // receipts are still read one by one below.
@@ -247,47 +244,6 @@ async fn nodes_view(chain: &ChainClient, totals: &[([u8; 32], u64, u64)]) -> Nod
         read_at_ms: now_ms(),
         chain_error,
     }
-}
-
-/// Every Node account of the program.
-async fn registered_nodes(chain: &ChainClient) -> Result<Vec<Node>, String> {
-    let filter = base64::engine::general_purpose::STANDARD.encode(Node::DISCRIMINATOR);
-    let params = serde_json::json!([
-        PROGRAM_ID.to_string(),
-        {
-            "encoding": "base64",
-            "commitment": "confirmed",
-            "filters": [{"memcmp": {"offset": 0, "bytes": filter, "encoding": "base64"}}],
-        }
-    ]);
-    let answer: serde_json::Value = chain
-        .rpc()
-        .send(RpcRequest::GetProgramAccounts, params)
-        .await
-        .map_err(|e| format!("getProgramAccounts at {}: {e}", chain.url()))?;
-    // Either a bare list or, with context, {context, value}.
-    let list = answer
-        .as_array()
-        .or_else(|| answer.get("value").and_then(|v| v.as_array()))
-        .ok_or_else(|| "getProgramAccounts: unexpected answer".to_string())?;
-    let mut nodes = Vec::new();
-    for item in list {
-        let (Some(address), Some(data)) = (
-            item.get("pubkey")
-                .and_then(|p| p.as_str())
-                .and_then(|p| p.parse::<Pubkey>().ok()),
-            item.pointer("/account/data/0").and_then(|d| d.as_str()),
-        ) else {
-            continue;
-        };
-        let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(data) else {
-            continue;
-        };
-        if let Ok(node) = decode::<Node>(&address, &bytes, "node") {
-            nodes.push(node);
-        }
-    }
-    Ok(nodes)
 }
 
 /// Data of each account (in order), `None` where it does not exist.

@@ -154,6 +154,57 @@ impl ChainClient {
         self.account(&pda::node(operator), "node").await
     }
 
+    /// Every registered node (one `getProgramAccounts` filtered on the Node
+    /// discriminator). Some public endpoints refuse this call: callers fall
+    /// back to what they know.
+    pub async fn registered_nodes(&self) -> Result<Vec<Node>, ChainError> {
+        use anchor_lang::Discriminator;
+        use base64::Engine as _;
+        let b64 = &base64::engine::general_purpose::STANDARD;
+        let params = serde_json::json!([
+            crate::PROGRAM_ID.to_string(),
+            {
+                "encoding": "base64",
+                "commitment": "confirmed",
+                "filters": [{"memcmp": {"offset": 0, "bytes": b64.encode(Node::DISCRIMINATOR), "encoding": "base64"}}],
+            }
+        ]);
+        let answer: serde_json::Value = self
+            .rpc
+            .send(
+                solana_rpc_client_api::request::RpcRequest::GetProgramAccounts,
+                params,
+            )
+            .await
+            .map_err(|e| self.rpc_error(e))?;
+        // Either a bare list or, with context, {context, value}.
+        let list = answer
+            .as_array()
+            .or_else(|| answer.get("value").and_then(|v| v.as_array()))
+            .ok_or_else(|| ChainError::Rpc {
+                url: self.url.clone(),
+                message: "getProgramAccounts: unexpected answer".into(),
+            })?;
+        let mut nodes = Vec::new();
+        for item in list {
+            let (Some(address), Some(data)) = (
+                item.get("pubkey")
+                    .and_then(|p| p.as_str())
+                    .and_then(|p| p.parse::<Pubkey>().ok()),
+                item.pointer("/account/data/0").and_then(|d| d.as_str()),
+            ) else {
+                continue;
+            };
+            let Ok(bytes) = b64.decode(data) else {
+                continue;
+            };
+            if let Ok(node) = decode::<Node>(&address, &bytes, "node") {
+                nodes.push(node);
+            }
+        }
+        Ok(nodes)
+    }
+
     /// A client's escrow, or `None` if it never deposited.
     pub async fn escrow(&self, client: &Pubkey) -> Result<Option<Escrow>, ChainError> {
         self.account(&pda::escrow(client), "escrow").await

@@ -246,6 +246,28 @@ impl P2pHandle {
             .map_err(|_| P2pError::Shutdown)
     }
 
+    /// Connects to each of `peers` (id and the addresses it is known at) that
+    /// is neither us nor already connected, trying its addresses in order;
+    /// returns how many connected. For bootstrap lists, such as the
+    /// multiaddrs nodes registered on-chain.
+    pub async fn connect_to(&self, peers: &[(NodeId, Vec<String>)]) -> usize {
+        let connected = self.connected_peers().await.unwrap_or_default();
+        let mut n = 0;
+        for (id, addrs) in peers {
+            if *id == self.node_id || connected.contains(id) {
+                continue;
+            }
+            for addr in addrs {
+                let _ = self.add_address(*id, addr).await;
+                if self.dial(addr).await.is_ok() {
+                    n += 1;
+                    break;
+                }
+            }
+        }
+        n
+    }
+
     /// Peers with an open connection.
     pub async fn connected_peers(&self) -> Result<Vec<NodeId>, P2pError> {
         self.call(Command::ConnectedPeers).await
