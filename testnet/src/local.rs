@@ -76,6 +76,15 @@ impl LocalTestnet {
     /// services, with the demo client under [`DEMO_API_KEY`].
     pub async fn start(dir: &Path, options: LocalOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // The embedded chain starts empty every time, so what the services
+        // kept from an earlier run (relayer batches, gateway voucher totals,
+        // node outboxes) belongs to a chain that is gone: reusing it would
+        // make vouchers claim old totals from new escrows.
+        let services = &options.network.state_dir;
+        if services.exists() {
+            std::fs::remove_dir_all(services)
+                .with_context(|| format!("clearing {}", services.display()))?;
+        }
         let keys = TestnetKeys::load_or_create(dir, options.nodes)?;
         let chain_config = options.chain;
         let chain = tokio::task::spawn_blocking(move || Localnet::start(&chain_config)).await??;
