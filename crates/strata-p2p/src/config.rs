@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::peer_score::ScoreConfig;
+
 /// Request-response protocols the application can use; each has its own
 /// protocol name, size limits and time-out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -116,6 +118,15 @@ pub struct P2pConfig {
     pub max_requests_per_download: usize,
     /// Penalty points at which a peer is disconnected and banned.
     pub ban_threshold: u32,
+    /// Time for a peer's penalty points to halve.
+    pub penalty_half_life: Duration,
+    /// How long a ban lasts.
+    pub ban_duration: Duration,
+    /// Sustained inbound requests per second accepted from one peer (all
+    /// protocols together); chunk transfers at full speed stay well below.
+    pub request_rate: u32,
+    /// Inbound requests one peer may send in a burst.
+    pub request_burst: u32,
     /// How long a quiet connection is kept open.
     pub idle_connection_timeout: Duration,
     /// AutoNAT: only consider global IPs (false for test networks).
@@ -161,6 +172,10 @@ impl Default for P2pConfig {
             max_requests_per_peer: 4,
             max_requests_per_download: 16,
             ban_threshold: 100,
+            penalty_half_life: Duration::from_secs(600),
+            ban_duration: Duration::from_secs(3600),
+            request_rate: 500,
+            request_burst: 1000,
             idle_connection_timeout: Duration::from_secs(60),
             autonat_only_global_ips: true,
             agent: format!("strata/{}", env!("CARGO_PKG_VERSION")),
@@ -178,6 +193,17 @@ impl P2pConfig {
             kad_server: Some(true),
             autonat_only_global_ips: false,
             ..P2pConfig::default()
+        }
+    }
+
+    /// The penalty and request-budget rules derived from this config.
+    pub(crate) fn score_config(&self) -> ScoreConfig {
+        ScoreConfig {
+            ban_threshold: self.ban_threshold,
+            penalty_half_life: self.penalty_half_life,
+            ban_duration: self.ban_duration,
+            request_rate: self.request_rate,
+            request_burst: self.request_burst,
         }
     }
 

@@ -24,6 +24,7 @@ pub mod distribution;
 pub mod gossip;
 mod handle;
 pub mod identity;
+mod peer_score;
 mod swarm;
 
 pub use config::{P2pConfig, RelayLimits, RequestKind, RequestLimits};

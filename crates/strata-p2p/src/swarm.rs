@@ -30,12 +30,16 @@ use crate::handle::{
     P2pHandle, Reachability,
 };
 use crate::identity::{NodeId, NodeIdentity};
+use crate::peer_score::{PeerScores, Verdict};
 use crate::P2pError;
 
 /// Points for a malformed or oversized message, a forged signature or a
 /// corrupt chunk: each is proof of a broken or hostile peer, so one strike
 /// reaches the default ban threshold.
 const MISBEHAVIOUR: u32 = 100;
+/// Points for each request over a peer's budget: a burst now and then is
+/// forgiven as the points decay; a sustained flood ends in a ban.
+const OVER_BUDGET: u32 = 1;
 const TICK: Duration = Duration::from_millis(400);
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
 const KAD_REFRESH: Duration = Duration::from_secs(30);
@@ -59,6 +63,10 @@ pub async fn start(
         )
         .map_err(|e| P2pError::Transport(e.to_string()))?
         .with_quic()
+        // `/dns4/…` and `/dns/…` addresses (bootstrap lists, registered
+        // multiaddrs) resolve through the system resolver.
+        .with_dns()
+        .map_err(|e| P2pError::Transport(format!("dns resolver (/etc/resolv.conf): {e}")))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| P2pError::Transport(e.to_string()))?
         .with_behaviour(|key, relay_client| {
@@ -109,6 +117,7 @@ pub async fn start(
     let limiter = config
         .upload_rate_limit
         .map(|r| Arc::new(RateLimiter::new(r)));
+    let scores = PeerScores::new(config.score_config());
     let event_loop = EventLoop {
         swarm,
         identity,
@@ -126,8 +135,7 @@ pub async fn start(
         awaiting_route: HashMap::new(),
         route_queries: HashMap::new(),
         last_kad_bootstrap: Instant::now(),
-        penalties: HashMap::new(),
-        banned: HashSet::new(),
+        scores,
         static_peers,
         last_redial: Instant::now(),
         nat: autonat::NatStatus::Unknown,
@@ -244,8 +252,7 @@ struct EventLoop {
     awaiting_route: HashMap<PeerId, Vec<AwaitingRequest>>,
     route_queries: HashMap<kad::QueryId, PeerId>,
     last_kad_bootstrap: Instant,
-    penalties: HashMap<PeerId, u32>,
-    banned: HashSet<PeerId>,
+    scores: PeerScores<PeerId>,
     static_peers: Vec<(PeerId, Multiaddr)>,
     last_redial: Instant,
     nat: autonat::NatStatus,
@@ -401,7 +408,7 @@ impl EventLoop {
                     chunk_bytes_uploaded: self.uploaded.load(Ordering::Relaxed),
                     chunks_served: self.served.load(Ordering::Relaxed),
                     connected_peers: self.swarm.connected_peers().count(),
-                    banned_peers: self.banned.len(),
+                    banned_peers: self.scores.banned_count(Instant::now()),
                 });
             }
             Command::Shutdown => {}
@@ -459,15 +466,13 @@ impl EventLoop {
     // ---------------------------------------------------------------- penalties
 
     fn penalise(&mut self, peer: PeerId, points: u32, reason: String) {
-        if self.banned.contains(&peer) {
-            return;
-        }
-        let score = self.penalties.entry(peer).or_default();
-        *score = score.saturating_add(points);
-        let banned = *score >= self.config.ban_threshold;
+        let banned = match self.scores.penalise(peer, points, Instant::now()) {
+            Verdict::AlreadyBanned => return,
+            Verdict::Penalised { .. } => false,
+            Verdict::Banned { .. } => true,
+        };
         tracing::warn!(%peer, %reason, banned, "peer penalised");
         if banned {
-            self.banned.insert(peer);
             self.swarm.behaviour_mut().gossipsub.blacklist_peer(&peer);
             self.swarm.behaviour_mut().kad.remove_peer(&peer);
             let _ = self.swarm.disconnect_peer_id(peer);
@@ -488,7 +493,28 @@ impl EventLoop {
     }
 
     fn is_banned(&self, peer: &PeerId) -> bool {
-        self.banned.contains(peer)
+        self.scores.is_banned(peer, Instant::now())
+    }
+
+    /// Spends one unit of `peer`'s inbound request budget; a request over
+    /// budget is refused (its stream dropped) and costs a point.
+    fn admit_request(&mut self, peer: PeerId, what: &str) -> bool {
+        if self.scores.allow_request(&peer, Instant::now()) {
+            return true;
+        }
+        self.penalise(peer, OVER_BUDGET, format!("{what} over the request budget"));
+        false
+    }
+
+    /// Lets peers whose ban ran out back in.
+    fn expire_bans(&mut self) {
+        for peer in self.scores.expire(Instant::now()) {
+            tracing::info!(%peer, "ban expired");
+            self.swarm
+                .behaviour_mut()
+                .gossipsub
+                .remove_blacklisted_peer(&peer);
+        }
     }
 
     // ---------------------------------------------------------------- swarm events
@@ -720,7 +746,7 @@ impl EventLoop {
                 request_response::Message::Request {
                     request, channel, ..
                 } => {
-                    if self.is_banned(&peer) {
+                    if self.is_banned(&peer) || !self.admit_request(peer, kind.protocol()) {
                         return;
                     }
                     let request = match request {
@@ -1022,6 +1048,7 @@ impl EventLoop {
         }
         if self.last_redial.elapsed() >= REDIAL_EVERY {
             self.last_redial = Instant::now();
+            self.expire_bans();
             for (peer, addr) in self.static_peers.clone() {
                 if !self.swarm.is_connected(&peer) && !self.is_banned(&peer) {
                     let _ = self.swarm.dial(addr);
@@ -1043,6 +1070,7 @@ impl EventLoop {
                     request_response::Message::Request {
                         request, channel, ..
                     } => match request {
+                        Incoming::Valid(_) if !self.admit_request(peer, "chunk request") => {}
                         Incoming::Valid(r) => self.serve_chunk_request(peer, r, channel),
                         Incoming::Malformed(e) => {
                             drop(channel);

@@ -69,7 +69,12 @@ struct Adversary {
 
 /// A hand-built libp2p peer that speaks Strata's protocols badly.
 fn adversary(protocol: &'static str) -> Swarm<Adversary> {
-    libp2p::SwarmBuilder::with_existing_identity(identity::Keypair::generate_ed25519())
+    adversary_keyed(protocol, identity::Keypair::generate_ed25519())
+}
+
+/// [`adversary`] with a given key, to come back as the same peer.
+fn adversary_keyed(protocol: &'static str, key: identity::Keypair) -> Swarm<Adversary> {
+    libp2p::SwarmBuilder::with_existing_identity(key)
         .with_tokio()
         .with_tcp(
             tcp::Config::default(),
@@ -285,4 +290,99 @@ async fn corrupt_chunks_are_rejected_and_the_honest_transfer_completes() {
     assert!(
         matches!(ev, Some(P2pEvent::PeerPenalised { node, .. }) if node == bad.handle.node_id())
     );
+}
+
+/// A peer that floods requests beyond its budget is refused, penalised and
+/// banned; the ban runs out and the same peer is served again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_flood_is_banned_and_the_ban_expires() {
+    let cfg = P2pConfig {
+        request_rate: 5,
+        request_burst: 5,
+        ban_threshold: 10,
+        ban_duration: Duration::from_secs(2),
+        ..P2pConfig::local()
+    };
+    let TestNode {
+        handle: victim,
+        events: mut victim_events,
+        addr: victim_addr,
+    } = spawn_node(cfg).await;
+    let victim_peer = victim.node_id().peer_id();
+
+    let adv_key = identity::Keypair::generate_ed25519();
+    let mut adv = adversary_keyed("/strata/task/1", adv_key.clone());
+    let adv_id = node_of(&adv);
+    connect(&mut adv, &victim_addr).await;
+    // 40 well-formed task requests at once (frame = u32 length + payload).
+    for _ in 0..40 {
+        adv.behaviour_mut()
+            .raw
+            .send_request(&victim_peer, vec![0, 0, 0, 4, b'p', b'i', b'n', b'g']);
+    }
+    let adv_task = run(adv);
+
+    let mut delivered = 0;
+    let mut banned = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !banned && tokio::time::Instant::now() < deadline {
+        let Ok(Some(ev)) = tokio::time::timeout(Duration::from_secs(1), victim_events.recv()).await
+        else {
+            continue;
+        };
+        match ev {
+            P2pEvent::Request(r) => {
+                delivered += 1;
+                let _ = r.respond(b"pong".to_vec());
+            }
+            P2pEvent::PeerPenalised {
+                node,
+                banned: true,
+                reason,
+            } if node == adv_id => {
+                println!("banned: {reason}");
+                assert!(reason.contains("over the request budget"), "{reason}");
+                banned = true;
+            }
+            _ => {}
+        }
+    }
+    assert!(banned, "the flooding peer was banned");
+    assert!(
+        delivered <= 8,
+        "only the burst (5) and a little refill reached the application, got {delivered}"
+    );
+    adv_task.abort();
+    assert_eq!(victim.stats().await.unwrap().banned_peers, 1);
+
+    // While banned, a reconnection is dropped; once the ban ran out the same
+    // key is served again.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(victim.stats().await.unwrap().banned_peers, 0, "ban expired");
+    tokio::spawn(async move {
+        while let Some(ev) = victim_events.recv().await {
+            if let P2pEvent::Request(r) = ev {
+                let _ = r.respond(b"pong".to_vec());
+            }
+        }
+    });
+    let mut adv = adversary_keyed("/strata/task/1", adv_key);
+    connect(&mut adv, &victim_addr).await;
+    adv.behaviour_mut()
+        .raw
+        .send_request(&victim_peer, vec![0, 0, 0, 4, b'p', b'i', b'n', b'g']);
+    let answer = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let SwarmEvent::Behaviour(AdversaryEvent::Raw(request_response::Event::Message {
+                message: request_response::Message::Response { response, .. },
+                ..
+            })) = adv.select_next_some().await
+            {
+                return response;
+            }
+        }
+    })
+    .await
+    .expect("served again after the ban");
+    assert_eq!(answer, vec![0, 0, 0, 4, b'p', b'o', b'n', b'g']);
 }

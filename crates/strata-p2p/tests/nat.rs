@@ -3,8 +3,10 @@
 //! Each node runs in its own namespace as a child process (this same test
 //! binary, re-executed with a role). A peer behind NAT becomes reachable
 //! through the relay; the DCUtR hole-punch upgrade is attempted and its
-//! outcome reported. Skips, saying why, only where namespaces cannot be made.
+//! outcome reported; each node reports how it is reachable (AutoNAT: the
+//! relay public, the NATed dialer private, the NATed listener relayed). Skips, saying why, only where namespaces cannot be made.
 
+use std::cell::RefCell;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -29,6 +31,8 @@ impl Drop for Netns {
 struct Proc {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// Every `NAT …` line read so far.
+    seen: RefCell<Vec<String>>,
     name: &'static str,
 }
 
@@ -69,12 +73,18 @@ impl Proc {
         Proc {
             child,
             lines: rx,
+            seen: RefCell::new(Vec::new()),
             name,
         }
     }
 
-    /// Wait for a line starting with `NAT <prefix>`; returns it.
+    /// Wait for a line starting with `NAT <prefix>` (or find one printed
+    /// earlier); returns it.
     fn expect(&self, prefix: &str, timeout: Duration) -> Option<String> {
+        let wanted = format!("NAT {prefix}");
+        if let Some(l) = self.seen.borrow().iter().find(|l| l.starts_with(&wanted)) {
+            return Some(l.clone());
+        }
         let deadline = Instant::now() + timeout;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match self.lines.recv_timeout(left) {
@@ -83,7 +93,8 @@ impl Proc {
                     let Some(at) = l.find("NAT ") else { continue };
                     let l = &l[at..];
                     println!("[{}] {l}", self.name);
-                    if l.starts_with(&format!("NAT {prefix}")) {
+                    self.seen.borrow_mut().push(l.to_string());
+                    if l.starts_with(&wanted) {
                         return Some(l.to_string());
                     }
                 }
@@ -173,6 +184,24 @@ fn nat_relay_reachability_and_hole_punch() {
     assert!(
         punch.is_some(),
         "a DCUtR hole-punch attempt was made and reported"
+    );
+    // Reachability as each node reports it: AutoNAT probes through the other
+    // peers tell the relay it is public and the NATed dialer it is private;
+    // the NATed listener advertises its relayed address.
+    let relay_r = relay.expect("REACHABILITY Public", Duration::from_secs(40));
+    println!("relay reachability: {relay_r:?}");
+    assert!(
+        relay_r.is_some(),
+        "the relay learnt it is publicly reachable"
+    );
+    let a_r = a.expect("REACHABILITY Private", Duration::from_secs(40));
+    println!("dialer reachability: {a_r:?}");
+    assert!(a_r.is_some(), "the dialer behind NAT learnt it is private");
+    let b_r = b.expect("REACHABILITY Relayed", Duration::from_secs(10));
+    println!("listener reachability: {b_r:?}");
+    assert!(
+        b_r.as_deref().is_some_and(|l| l.contains("p2p-circuit")),
+        "the listener behind NAT reports its relayed address"
     );
 }
 

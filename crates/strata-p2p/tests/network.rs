@@ -200,3 +200,26 @@ async fn hundred_megabytes_to_eight_peers_every_byte_verified() {
     // Behaviour, not timing: the downloaders did serve each other.
     assert!(from_peers > 0, "peers exchanged chunks");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_multiaddrs_resolve() {
+    let a = spawn_node(P2pConfig::local()).await;
+    let b = spawn_node(P2pConfig::local()).await;
+    // `/ip4/127.0.0.1/tcp/<port>/p2p/<id>` -> `/dns4/localhost/tcp/<port>/p2p/<id>`.
+    let by_name = a.addr.replacen("/ip4/127.0.0.1/", "/dns4/localhost/", 1);
+    assert!(by_name.starts_with("/dns4/localhost/tcp/"), "{by_name}");
+    b.handle.dial(&by_name).await.expect("dial by DNS name");
+    assert!(b
+        .handle
+        .connected_peers()
+        .await
+        .unwrap()
+        .contains(&a.handle.node_id()));
+    // A name that does not resolve is a clear dial error, not a hang.
+    let stranger = strata_p2p::NodeIdentity::generate().node_id().peer_id();
+    let bogus = format!("/dns4/no-such-host.invalid/tcp/1/p2p/{stranger}");
+    let err = tokio::time::timeout(Duration::from_secs(30), b.handle.dial(&bogus))
+        .await
+        .expect("the failed lookup is reported in time");
+    assert!(matches!(err, Err(P2pError::Dial(_))), "{err:?}");
+}
