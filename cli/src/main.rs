@@ -6,7 +6,8 @@
 //! escrow (`deposit`, `request-withdrawal`, `withdraw`) and reads the chain
 //! (`status node|config|escrow`, `balance`); with a relayer it checks a
 //! task's receipt against the on-chain batch root (`audit`) and claims a
-//! node's rewards (`claim`). Global flags follow the Solana
+//! node's rewards (`claim`); it shares and fetches files peer to peer with
+//! chunk-by-chunk verification (`file seed|fetch`). Global flags follow the Solana
 //! CLI: `--url` (a cluster name or an http(s) URL), `--keypair` (a Solana
 //! CLI JSON keypair file) and `--json` for machine-readable output.
 //!
@@ -20,6 +21,7 @@ mod amount;
 mod chain;
 mod client;
 mod faucet;
+mod files;
 mod keys;
 mod node;
 mod output;
@@ -134,6 +136,9 @@ enum Command {
         #[arg(long, default_value = relayer::DEFAULT_RELAYER)]
         relayer: String,
     },
+    /// Share files peer to peer and fetch them by root (verified chunk by chunk).
+    #[command(subcommand)]
+    File(FileCommand),
     /// SOL and Strata token balance.
     Balance {
         /// Account [default: the --keypair's key].
@@ -172,6 +177,60 @@ enum NodeCommand {
     Update(NodeArgs),
     /// Close a node that holds no stake.
     Deregister,
+}
+
+/// p2p flags shared by `file seed` and `file fetch`.
+#[derive(clap::Args)]
+struct NetArgs {
+    /// Multiaddr to listen on (repeatable) [default: /ip4/0.0.0.0/tcp/0].
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Peer to dial, ending in /p2p/<peer id> (repeatable).
+    #[arg(long = "peer")]
+    peers: Vec<String>,
+    /// Find peers on the LAN with mDNS.
+    #[arg(long)]
+    mdns: bool,
+    /// Cap this node's upload, in MB/s (decimal megabytes).
+    #[arg(long)]
+    upload_mbps: Option<f64>,
+}
+
+impl NetArgs {
+    fn into_options(self) -> anyhow::Result<files::NetOptions> {
+        let upload_rate = match self.upload_mbps {
+            Some(r) if r.is_finite() && r > 0.0 => Some((r * 1e6) as u64),
+            Some(r) => anyhow::bail!("--upload-mbps must be a positive number, got {r}"),
+            None => None,
+        };
+        Ok(files::NetOptions {
+            listen: self.listen,
+            peers: self.peers,
+            mdns: self.mdns,
+            upload_rate,
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum FileCommand {
+    /// Share a file until Ctrl-C; prints its root and how to fetch it.
+    Seed {
+        /// The file.
+        path: PathBuf,
+        #[command(flatten)]
+        net: NetArgs,
+    },
+    /// Download a file by root, resuming a partial download at the same path.
+    Fetch {
+        /// The file's root (64 hex digits, as `file seed` printed it).
+        root: String,
+        /// Where to write it.
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        #[command(flatten)]
+        net: NetArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -352,6 +411,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Claim { relayer } => {
             let (client, operator) = signer(&g).await?;
             relayer::claim(&client, &operator, &relayer, out).await
+        }
+        Command::File(FileCommand::Seed { path, net }) => {
+            files::seed(&g.keypair, &path, net.into_options()?, out).await
+        }
+        Command::File(FileCommand::Fetch { root, output, net }) => {
+            files::fetch(&g.keypair, &root, output, net.into_options()?, out).await
         }
         Command::Balance { pubkey } => {
             let pk = g.key_or(pubkey)?;

@@ -242,11 +242,26 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         let service = service.clone();
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
-                if let P2pEvent::Request(req) = ev {
-                    if req.kind == RequestKind::Task {
+                match ev {
+                    P2pEvent::Request(req) if req.kind == RequestKind::Task => {
                         let s = service.clone();
                         tokio::spawn(async move { s.handle(req).await });
                     }
+                    // What an operator behind a home router needs to know:
+                    // whether clients can reach this node, and how.
+                    P2pEvent::Reachability(r) => tracing::info!(reachability = ?r, "reachable"),
+                    P2pEvent::RelayReservation { relay } => {
+                        tracing::info!(%relay, "relay reservation accepted")
+                    }
+                    P2pEvent::HolePunch { node, result } => {
+                        tracing::info!(peer = %node, ?result, "hole punch")
+                    }
+                    P2pEvent::PeerPenalised {
+                        node,
+                        reason,
+                        banned,
+                    } => tracing::warn!(peer = %node, %reason, banned, "peer penalised"),
+                    _ => {}
                 }
             }
         })

@@ -126,6 +126,8 @@ pub enum P2pEvent {
         total: u32,
         /// Bytes held.
         bytes: u64,
+        /// Size of the file in bytes.
+        size: u64,
     },
 }
 

@@ -1285,6 +1285,7 @@ impl EventLoop {
                             have,
                             total: m.chunk_count(),
                             bytes,
+                            size: m.size,
                         });
                     }
                     Ok(false) => {
