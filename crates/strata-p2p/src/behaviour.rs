@@ -13,7 +13,7 @@ use libp2p::{
 use crate::codec::FrameCodec;
 use crate::config::{P2pConfig, RequestKind, RequestLimits};
 use crate::distribution::protocol::{ChunkRequest, ChunkResponse, MAX_REQUEST, MAX_RESPONSE};
-use crate::gossip::{GossipKind, ENVELOPE_OVERHEAD};
+use crate::gossip::ENVELOPE_OVERHEAD;
 use crate::P2pError;
 
 /// Opaque application request-response (one instance per [`RequestKind`]).
@@ -127,17 +127,11 @@ impl Behaviour {
             .heartbeat_interval(Duration::from_millis(500))
             .build()
             .map_err(|e| P2pError::Transport(format!("gossipsub config: {e}")))?;
-        let mut gossipsub = gossipsub::Behaviour::new(
+        let gossipsub = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(key.clone()),
             gossip_cfg,
         )
         .map_err(|e| P2pError::Transport(format!("gossipsub: {e}")))?;
-        gossipsub
-            .with_peer_score(
-                gossip_score_params(),
-                gossipsub::PeerScoreThresholds::default(),
-            )
-            .map_err(|e| P2pError::Transport(format!("gossipsub peer score: {e}")))?;
 
         let chunks = request_response::Behaviour::with_codec(
             FrameCodec::new(MAX_REQUEST, MAX_RESPONSE),
@@ -175,39 +169,6 @@ impl Behaviour {
             RequestKind::Opening => &mut self.opening,
             RequestKind::Receipt => &mut self.receipt,
         }
-    }
-}
-
-/// Gossipsub's own peer scoring, as a second line behind our bans: one
-/// invalid message (refused by our validator) drops a peer below the graylist
-/// threshold, so gossipsub stops processing what it sends before we even see
-/// it. Mesh-delivery quotas are off: our topics carry sporadic traffic (a
-/// capacity update every few seconds), so a quiet honest peer must not look
-/// like a lazy one. IP colocation is off too: Sybil resistance comes from
-/// stake on-chain, and several honest nodes behind one NAT or cloud address are
-/// normal.
-fn gossip_score_params() -> gossipsub::PeerScoreParams {
-    let topic = gossipsub::TopicScoreParams {
-        topic_weight: 1.0,
-        time_in_mesh_weight: 0.01,
-        time_in_mesh_quantum: Duration::from_secs(1),
-        time_in_mesh_cap: 100.0,
-        first_message_deliveries_weight: 1.0,
-        first_message_deliveries_decay: 0.5,
-        first_message_deliveries_cap: 10.0,
-        mesh_message_deliveries_weight: 0.0,
-        mesh_failure_penalty_weight: 0.0,
-        invalid_message_deliveries_weight: -100.0,
-        invalid_message_deliveries_decay: 0.9,
-        ..Default::default()
-    };
-    gossipsub::PeerScoreParams {
-        topics: GossipKind::ALL
-            .into_iter()
-            .map(|k| (gossipsub::IdentTopic::new(k.topic()).hash(), topic.clone()))
-            .collect(),
-        ip_colocation_factor_weight: 0.0,
-        ..Default::default()
     }
 }
 
