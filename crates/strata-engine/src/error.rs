@@ -31,6 +31,23 @@ pub enum EngineError {
         /// The digest of the file (hex).
         actual: String,
     },
+    /// A Hugging Face model directory lacks a file the engine needs.
+    #[error("{dir} is not a complete model directory: {file} is missing (a Hugging Face model directory holds config.json, tokenizer.json and model.safetensors or a sharded model.safetensors.index.json)")]
+    MissingModelFile {
+        /// The directory.
+        dir: PathBuf,
+        /// The missing file's name.
+        file: String,
+    },
+    /// A safetensors file is corrupt, truncated, holds an unsupported dtype or
+    /// has a header over the size limit.
+    #[error("invalid safetensors file {path}: {reason}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// The GGUF file is corrupt, truncated or not a GGUF file.
     #[error("invalid GGUF file: {0}")]
     Gguf(String),

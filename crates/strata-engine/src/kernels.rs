@@ -21,7 +21,9 @@
 //! kernels') arithmetic. Per block, eight exact integer partial sums (values
 //! `4l..4l+4`, lane `l`; no saturation is possible for these value ranges,
 //! whichever instructions compute them) are each fused-multiply-added with the
-//! block scale `wd · yd` into accumulator `l`; Q4_1 also sums `wm · ys` apart;
+//! block scale `wd · yd` into accumulator `l` (the VNNI Q8_0 kernel gets the
+//! same integers from offset weights `w + 128` and a `−128 · Σy` correction,
+//! see [`q8_0_vnni`]); Q4_1 also sums `wm · ys` apart;
 //! at the end the eight accumulators are added in a fixed tree ([`hsum8`]). The
 //! vector paths do this lane by lane and the scalar path with `f32::mul_add`, so
 //! AVX-512 VNNI, AVX2 and scalar give bit-identical results, independent of the
@@ -33,6 +35,8 @@ use std::sync::OnceLock;
 use half::f16;
 
 use crate::error::{EngineError, Result};
+
+pub(crate) mod attention;
 
 const QK: usize = 32;
 /// Output columns per repacked group.
@@ -197,11 +201,12 @@ impl QMatrix {
 
     /// `x Wᵀ` for `rows` rows of `x` (`rows × k`), giving `rows × n`.
     pub(crate) fn matmul(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        let act = Q8Act::quantize(x, rows, self.k);
+        let isa = isa();
+        let sums = isa == Isa::Avx512Vnni && self.kind == QKind::Q8_0;
+        let act = Q8Act::quantize(x, rows, self.k, sums);
         let mut out = vec![0f32; rows * self.n];
         let groups = self.n.div_ceil(GC);
         let out_ptr = SharedOut(out.as_mut_ptr());
-        let isa = isa();
         let work = |range: std::ops::Range<usize>| {
             let p = &out_ptr;
             let mut tile = [0f32; ROWS * GC];
@@ -250,8 +255,10 @@ impl QMatrix {
         if isa != Isa::Scalar {
             let vnni = isa == Isa::Avx512Vnni;
             // SAFETY: the ISA was detected at run time; every slice holds the
-            // blocks the kernels read (nb blocks of GC columns, nr rows), and
-            // `nr` is at most the kernel's row count (see `rows_per_pass`).
+            // blocks the kernels read (nb blocks of GC columns, nr rows; for
+            // VNNI Q8_0 also the rows' group sums, which `matmul` asks
+            // `quantize` for), and `nr` is at most the kernel's row count (see
+            // `rows_per_pass`).
             unsafe {
                 match self.kind {
                     QKind::Q4_1 => {
@@ -264,10 +271,16 @@ impl QMatrix {
                         }
                     }
                     QKind::Q8_0 => {
+                        // The group sums exist only when quantized for VNNI.
+                        let yc = if vnni {
+                            &act.c[a.start * 8..a.end * 8]
+                        } else {
+                            &[]
+                        };
                         let yd = &act.d[a];
                         match (vnni, nr) {
-                            (true, 2) => q8_0_vnni::<2>(nb, wq, wd, yq, yd, tile),
-                            (true, _) => q8_0_vnni::<1>(nb, wq, wd, yq, yd, tile),
+                            (true, 2) => q8_0_vnni::<2>(nb, wq, wd, yq, yd, yc, tile),
+                            (true, _) => q8_0_vnni::<1>(nb, wq, wd, yq, yd, yc, tile),
                             (false, _) => q8_0_avx2::<1>(nb, wq, wd, yq, yd, tile),
                         }
                     }
@@ -324,14 +337,19 @@ struct Q8Act {
     /// `d · Σq` per block (for Q4_1's minimum term).
     s: Vec<f32>,
     q: Vec<i8>,
+    /// When asked for: `−128 · (q[4l] + … + q[4l + 3])` for the eight
+    /// four-value groups `l` of each block (the VNNI Q8_0 kernel's offset
+    /// correction), `[row · block][8]`; empty otherwise.
+    c: Vec<i32>,
 }
 
 impl Q8Act {
-    fn quantize(x: &[f32], rows: usize, k: usize) -> Self {
+    fn quantize(x: &[f32], rows: usize, k: usize, group_sums: bool) -> Self {
         let nb = k / QK;
         let mut d = Vec::with_capacity(rows * nb);
         let mut s = Vec::with_capacity(rows * nb);
         let mut q = vec![0i8; rows * k];
+        let mut c = Vec::with_capacity(if group_sums { rows * k / 4 } else { 0 });
         for (xs, qs) in x.chunks_exact(QK).zip(q.chunks_exact_mut(QK)) {
             let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
             let scale = amax / 127.0;
@@ -344,8 +362,14 @@ impl Q8Act {
             }
             d.push(scale);
             s.push(scale * sum as f32);
+            if group_sums {
+                c.extend(
+                    qs.chunks_exact(4)
+                        .map(|g| -128 * g.iter().map(|&v| i32::from(v)).sum::<i32>()),
+                );
+            }
         }
-        Self { d, s, q }
+        Self { d, s, q, c }
     }
 }
 
@@ -464,11 +488,11 @@ unsafe fn hsum8_cols(a: &[std::arch::x86_64::__m256; 8]) -> std::arch::x86_64::_
     _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3))
 }
 
-/// Generates the group kernels for one ISA. `$q4` gives the eight-column
+/// Generates the Q4_1 group kernel for one ISA. `$q4` gives the eight-column
 /// integer sums of four unsigned weight bytes times four broadcast activation
-/// bytes; `$q8` the same for signed weight bytes.
-macro_rules! group_kernels {
-    ($q4_1:ident, $q8_0:ident, $features:literal, $q4:ident, $q8:ident) => {
+/// bytes.
+macro_rules! q4_1_kernel {
+    ($q4_1:ident, $features:literal, $q4:ident) => {
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
         #[allow(clippy::too_many_arguments)]
@@ -516,40 +540,6 @@ macro_rules! group_kernels {
                 _mm256_storeu_ps(tile.as_mut_ptr().add(r * GC), v);
             }
         }
-
-        #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = $features)]
-        unsafe fn $q8_0<const R: usize>(
-            nb: usize,
-            wq: &[u8],
-            wd: &[f32],
-            yq: &[i8],
-            yd: &[f32],
-            tile: &mut [f32],
-        ) {
-            use std::arch::x86_64::*;
-            let mut acc = [[_mm256_setzero_ps(); 8]; R];
-            for b in 0..nb {
-                let base = wq.as_ptr().add(b * GC * 32);
-                let wd8 = _mm256_loadu_ps(wd.as_ptr().add(b * GC));
-                let mut sc = [_mm256_setzero_ps(); R];
-                for r in 0..R {
-                    sc[r] = _mm256_mul_ps(wd8, _mm256_set1_ps(*yd.get_unchecked(r * nb + b)));
-                }
-                for l in 0..8 {
-                    let w = _mm256_loadu_si256(base.add(l * 32) as *const __m256i);
-                    let aw = _mm256_sign_epi8(w, w);
-                    for r in 0..R {
-                        let y = yq.as_ptr().add((r * nb + b) * QK + 4 * l) as *const u8;
-                        let p = $q8(aw, w, y);
-                        acc[r][l] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc[r], acc[r][l]);
-                    }
-                }
-            }
-            for r in 0..R {
-                _mm256_storeu_ps(tile.as_mut_ptr().add(r * GC), hsum8_cols(&acc[r]));
-            }
-        }
     };
 }
 
@@ -583,26 +573,88 @@ unsafe fn q4_vnni(w: std::arch::x86_64::__m256i, y: *const u8) -> std::arch::x86
     _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, bcast4(y))
 }
 
+q4_1_kernel!(q4_1_avx2, "avx2,fma", q4_avx2);
+q4_1_kernel!(q4_1_vnni, "avx2,fma,avx512vnni,avx512vl", q4_vnni);
+
+/// Q8_0 outputs of one column group for `R` rows (AVX2).
+// Row and lane indices address several arrays in step.
+#[allow(clippy::needless_range_loop)]
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,avx512vnni,avx512vl")]
-#[inline]
-unsafe fn q8_vnni(
-    aw: std::arch::x86_64::__m256i,
-    w: std::arch::x86_64::__m256i,
-    y: *const u8,
-) -> std::arch::x86_64::__m256i {
+#[target_feature(enable = "avx2,fma")]
+unsafe fn q8_0_avx2<const R: usize>(
+    nb: usize,
+    wq: &[u8],
+    wd: &[f32],
+    yq: &[i8],
+    yd: &[f32],
+    tile: &mut [f32],
+) {
     use std::arch::x86_64::*;
-    _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, _mm256_sign_epi8(bcast4(y), w))
+    let mut acc = [[_mm256_setzero_ps(); 8]; R];
+    for b in 0..nb {
+        let base = wq.as_ptr().add(b * GC * 32);
+        let wd8 = _mm256_loadu_ps(wd.as_ptr().add(b * GC));
+        let mut sc = [_mm256_setzero_ps(); R];
+        for r in 0..R {
+            sc[r] = _mm256_mul_ps(wd8, _mm256_set1_ps(*yd.get_unchecked(r * nb + b)));
+        }
+        for l in 0..8 {
+            let w = _mm256_loadu_si256(base.add(l * 32) as *const __m256i);
+            let aw = _mm256_sign_epi8(w, w);
+            for r in 0..R {
+                let y = yq.as_ptr().add((r * nb + b) * QK + 4 * l) as *const u8;
+                let p = q8_avx2(aw, w, y);
+                acc[r][l] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc[r], acc[r][l]);
+            }
+        }
+    }
+    for r in 0..R {
+        _mm256_storeu_ps(tile.as_mut_ptr().add(r * GC), hsum8_cols(&acc[r]));
+    }
 }
 
-group_kernels!(q4_1_avx2, q8_0_avx2, "avx2,fma", q4_avx2, q8_avx2);
-group_kernels!(
-    q4_1_vnni,
-    q8_0_vnni,
-    "avx2,fma,avx512vnni,avx512vl",
-    q4_vnni,
-    q8_vnni
-);
+/// Q8_0 outputs of one column group for `R` rows (AVX-512 VNNI). `vpdpbusd`
+/// multiplies unsigned by signed bytes, so the weights are offset to
+/// `w + 128` (a flip of the top bit) and the accumulator starts at the
+/// activations' `−128 · Σy` of the same four values (`yc`): the lane sum is
+/// exactly the signed `Σ w·y` (no saturation: `|Σ| ≤ 4 · 255 · 127`).
+// Row and lane indices address several arrays in step.
+#[allow(clippy::needless_range_loop)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512vnni,avx512vl")]
+unsafe fn q8_0_vnni<const R: usize>(
+    nb: usize,
+    wq: &[u8],
+    wd: &[f32],
+    yq: &[i8],
+    yd: &[f32],
+    yc: &[i32],
+    tile: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let flip = _mm256_set1_epi8(-128);
+    let mut acc = [[_mm256_setzero_ps(); 8]; R];
+    for b in 0..nb {
+        let base = wq.as_ptr().add(b * GC * 32);
+        let wd8 = _mm256_loadu_ps(wd.as_ptr().add(b * GC));
+        let mut sc = [_mm256_setzero_ps(); R];
+        for r in 0..R {
+            sc[r] = _mm256_mul_ps(wd8, _mm256_set1_ps(*yd.get_unchecked(r * nb + b)));
+        }
+        for l in 0..8 {
+            let wu = _mm256_xor_si256(_mm256_loadu_si256(base.add(l * 32) as *const __m256i), flip);
+            for r in 0..R {
+                let y = yq.as_ptr().add((r * nb + b) * QK + 4 * l) as *const u8;
+                let c = _mm256_set1_epi32(*yc.get_unchecked((r * nb + b) * 8 + l));
+                let p = _mm256_dpbusd_epi32(c, wu, bcast4(y));
+                acc[r][l] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sc[r], acc[r][l]);
+            }
+        }
+    }
+    for r in 0..R {
+        _mm256_storeu_ps(tile.as_mut_ptr().add(r * GC), hsum8_cols(&acc[r]));
+    }
+}
 
 /// A raw output pointer shared with pool workers that write disjoint parts.
 pub(crate) struct SharedOut(pub(crate) *mut f32);
@@ -677,7 +729,7 @@ mod tests {
                 .map(|_| rng.random_range(-2f32..2.0))
                 .collect();
             x[5] = -127.0 * 0.3; // extremes of the 8-bit range
-            let act = Q8Act::quantize(&x, rows, k);
+            let act = Q8Act::quantize(&x, rows, k, true);
             let groups = n.div_ceil(GC);
             let mut isas = vec![Isa::Scalar];
             #[cfg(target_arch = "x86_64")]

@@ -2,8 +2,10 @@
 //! kernels, built for a network where a model is split across nodes and every
 //! execution can be audited.
 //!
-//! What it is: a GGUF loader ([`Model::load`]), a byte-level BPE tokenizer built
-//! from the GGUF metadata ([`Tokenizer`]), seeded sampling ([`Sampler`]),
+//! What it is: a loader for GGUF files and Hugging Face model directories
+//! (safetensors plus `config.json`, [`Engine::load`]), a byte-level BPE tokenizer
+//! built from the GGUF metadata or `tokenizer.json` ([`Tokenizer`]), seeded
+//! sampling ([`Sampler`]),
 //! continuous batching with a KV cache per sequence ([`Batcher`]), layer-range
 //! execution on explicit hidden states ([`Model::embed`],
 //! [`Model::forward_layers`], [`Model::logits`]) with a versioned wire encoding
@@ -23,6 +25,7 @@ mod hidden;
 mod kernels;
 mod kv_cache;
 mod model;
+mod safetensors;
 mod sampling;
 mod tokenizer;
 mod weights;
@@ -41,6 +44,7 @@ pub use hidden::{HiddenHasher, HiddenStates, WireDType, DEFAULT_MAX_HIDDEN_BYTES
 pub use kernels::kernel_name;
 pub use kv_cache::KvCache;
 pub use model::{Model, Segment};
+pub use safetensors::MAX_SAFETENSORS_HEADER_BYTES;
 pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::{ChatMessage, Tokenizer};
 pub use weights::{
@@ -50,7 +54,7 @@ pub use weights::{
 
 use std::path::Path;
 
-/// A model with its tokenizer, loaded from one GGUF file.
+/// A model with its tokenizer, loaded from a GGUF file or a model directory.
 #[derive(Debug)]
 pub struct Engine {
     /// The model.
@@ -60,8 +64,24 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Loads model and tokenizer from a GGUF file (read once).
+    /// Loads model and tokenizer from `path`, which is either
+    ///
+    /// - a GGUF file (read once; the tokenizer comes from its metadata), or
+    /// - a Hugging Face model directory: `config.json` (a llama architecture),
+    ///   the weights as `model.safetensors` or as shards listed in
+    ///   `model.safetensors.index.json` (f32, f16 or bf16; quantized to Q8_0 at
+    ///   load), and `tokenizer.json` (byte-level BPE), with
+    ///   `tokenizer_config.json` read for special tokens when present.
+    ///
+    /// The chat template is ChatML in both cases ([`Tokenizer::apply_chat_template`]).
     pub fn load(path: &Path) -> Result<Self> {
+        if safetensors::is_model_dir(path) {
+            // Name a missing file before spending seconds on the weights.
+            safetensors::check_model_dir(path, true)?;
+            let model = Model::load(path)?;
+            let tokenizer = Tokenizer::from_hf_dir(path)?;
+            return Ok(Self { model, tokenizer });
+        }
         let file = weights::GgufFile::open(path)?;
         let tokenizer = Tokenizer::from_gguf_file(&file)?;
         let model = Model::from_gguf_file(file)?;

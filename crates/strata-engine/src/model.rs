@@ -24,7 +24,7 @@ use candle_core::{Device, Module, Tensor};
 use crate::commitment::CommitmentRecorder;
 use crate::error::{EngineError, Result};
 use crate::hidden::HiddenStates;
-use crate::kernels::SharedOut;
+use crate::kernels::{attention, SharedOut};
 use crate::kv_cache::{KvCache, LayerKv};
 use crate::weights::{self, GgufFile, Linear, LlamaConfig, ModelWeights};
 
@@ -57,8 +57,14 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    /// Loads a llama-family GGUF model from `path`.
+    /// Loads a llama-family model from `path`: a GGUF file, or a Hugging Face
+    /// model directory (`config.json` plus safetensors weights, see
+    /// [`crate::Engine::load`]).
     pub fn load(path: &Path) -> Result<Self> {
+        if crate::safetensors::is_model_dir(path) {
+            let weights = crate::safetensors::load_model_dir(path)?;
+            return Ok(Self::from_weights(weights));
+        }
         let file = GgufFile::open(path)?;
         Self::from_gguf_file(file)
     }
@@ -73,7 +79,7 @@ impl Model {
         Ok(Self::from_weights(w))
     }
 
-    fn from_weights(w: ModelWeights) -> Self {
+    pub(crate) fn from_weights(w: ModelWeights) -> Self {
         let cfg = &w.config;
         let half = cfg.head_dim / 2;
         let inv_freq: Vec<f32> = (0..half)
@@ -339,40 +345,19 @@ impl Model {
             let (r, g) = (item / cfg.n_kv_heads, item % cfg.n_kv_heads);
             let (row, si, pos) = items[r];
             let kv = caches[si];
-            let n = pos + 1;
             let qs = &qkv[row * width + g * group * hd..row * width + (g + 1) * group * hd];
-            scores.clear();
-            scores.resize(group * n + group, 0.0);
-            // Scores, head after head, then each head's running max (later 1/sum).
-            let (scores, max) = scores.split_at_mut(group * n);
-            max.fill(f32::NEG_INFINITY);
-            for j in 0..n {
-                let k = &kv.k[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd];
-                for (hh, q) in qs.chunks_exact(hd).enumerate() {
-                    let s = dot(q, k) * scale;
-                    max[hh] = max[hh].max(s);
-                    scores[hh * n + j] = s;
-                }
-            }
-            for (hh, sc) in scores.chunks_exact_mut(n).enumerate() {
-                let mut sum = 0f32;
-                for s in sc.iter_mut() {
-                    *s = (*s - max[hh]).exp();
-                    sum += *s;
-                }
-                max[hh] = 1.0 / sum;
-            }
-            let inv = max;
-            dst.fill(0.0);
-            for j in 0..n {
-                let v = &kv.v[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd];
-                for (hh, d) in dst.chunks_exact_mut(hd).enumerate() {
-                    let p = scores[hh * n + j] * inv[hh];
-                    for (d, vv) in d.iter_mut().zip(v) {
-                        *d += p * vv;
-                    }
-                }
-            }
+            attention::attend(
+                qs,
+                &kv.k,
+                &kv.v,
+                kv_dim,
+                g * hd,
+                hd,
+                pos + 1,
+                scale,
+                scores,
+                dst,
+            );
         };
         let n_items = n_rows * cfg.n_kv_heads;
         let span = group * hd;

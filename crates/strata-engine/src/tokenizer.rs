@@ -10,11 +10,17 @@
 //! control characters (0x04, 0x06, 0x13, 0x14, 0x16, 0x1D) nor for bytes that
 //! never occur in UTF-8 except 0xF1/0xF2 (planes 4–11): such characters are
 //! dropped, exactly as llama.cpp does with the same file.
+//!
+//! The same tokenizer is built from a Hugging Face `tokenizer.json` (byte-level
+//! BPE: `model.vocab`, `model.merges`, `added_tokens`, `pre_tokenizer`) for
+//! models loaded from a directory; both sources reduce to one `Vocab`.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use candle_core::quantized::gguf_file::Value;
 use fancy_regex::Regex;
+use serde_json::Value as Json;
 
 use crate::error::{EngineError, Result};
 use crate::weights::GgufFile;
@@ -29,6 +35,136 @@ const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p
 const TOKEN_TYPE_CONTROL: i64 = 3;
 /// GGUF token type of user-defined tokens.
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
+
+/// Largest JSON file read from a model directory (tokenizer.json files of
+/// large vocabularies are tens of MB); a bound so a hostile file cannot exhaust memory.
+const MAX_JSON_BYTES: u64 = 256 << 20;
+/// How many ids a `tokenizer.json` may leave unused (ids index a table).
+const MAX_ID_GAPS: usize = 1 << 16;
+
+/// A vocabulary as both sources describe it, before the lookup tables are built.
+struct Vocab {
+    /// Token strings by id (byte-level: bytes mapped to printable characters).
+    tokens: Vec<String>,
+    /// Tokens matched verbatim in trusted text and skipped when decoding.
+    special: Vec<bool>,
+    /// Merges by rank.
+    merges: Vec<(String, String)>,
+    /// Pre-tokenizer regex.
+    pattern: String,
+    /// Whether every decimal digit is its own pre-token first.
+    split_digits: bool,
+    bos: Option<u32>,
+    eos: Option<u32>,
+    /// The Jinja chat template, read only for SmolLM's default system prompt.
+    chat_template: Option<String>,
+}
+
+/// Reads and parses `dir/name`; a missing optional file is `None`.
+pub(crate) fn read_json(dir: &Path, name: &str, required: bool) -> Result<Option<Json>> {
+    let path = dir.join(name);
+    if !path.is_file() {
+        return if required {
+            Err(EngineError::MissingModelFile {
+                dir: dir.to_path_buf(),
+                file: name.to_string(),
+            })
+        } else {
+            Ok(None)
+        };
+    }
+    let io = |source| EngineError::Io {
+        path: path.clone(),
+        source,
+    };
+    let len = std::fs::metadata(&path).map_err(io)?.len();
+    if len > MAX_JSON_BYTES {
+        return Err(EngineError::InvalidModel(format!(
+            "{} is {len} bytes, more than the {MAX_JSON_BYTES} allowed",
+            path.display()
+        )));
+    }
+    let bytes = std::fs::read(&path).map_err(io)?;
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| EngineError::InvalidModel(format!("{}: {e}", path.display())))
+}
+
+/// A token id in JSON (a non-negative integer that fits `u32`).
+fn json_id(v: &Json) -> Option<u32> {
+    v.as_u64().and_then(|n| u32::try_from(n).ok())
+}
+
+/// The pre-tokenizer regex and digit splitting a `tokenizer.json` asks for.
+/// Supported: `ByteLevel` (GPT-2's regex unless `use_regex` is false), `Digits`
+/// (individual digits) and `Split` on a regex with `Isolated` behaviour (how
+/// Llama-3 writes its pattern), alone or in a `Sequence`.
+fn pre_tokenizer(pre: Option<&Json>) -> Result<(String, bool)> {
+    let bad =
+        |what: String| EngineError::Tokenizer(format!("tokenizer.json pre_tokenizer: {what}"));
+    let steps: Vec<&Json> = match pre {
+        None | Some(Json::Null) => Vec::new(),
+        Some(p) if p.get("type").and_then(Json::as_str) == Some("Sequence") => p
+            .get("pretokenizers")
+            .and_then(Json::as_array)
+            .ok_or_else(|| bad("Sequence without pretokenizers".into()))?
+            .iter()
+            .collect(),
+        Some(p) => vec![p],
+    };
+    let (mut split_regex, mut byte_level_regex, mut split_digits) = (None, false, false);
+    for step in steps {
+        match step.get("type").and_then(Json::as_str).unwrap_or("") {
+            "ByteLevel" => {
+                if step.get("add_prefix_space").and_then(Json::as_bool) == Some(true) {
+                    return Err(bad("ByteLevel add_prefix_space is not supported".into()));
+                }
+                byte_level_regex |= step
+                    .get("use_regex")
+                    .and_then(Json::as_bool)
+                    .unwrap_or(true)
+            }
+            "Digits" => {
+                if step.get("individual_digits").and_then(Json::as_bool) != Some(true) {
+                    return Err(bad("Digits without individual_digits".into()));
+                }
+                split_digits = true;
+            }
+            "Split" => {
+                let regex = step
+                    .get("pattern")
+                    .and_then(|p| p.get("Regex"))
+                    .and_then(Json::as_str);
+                let isolated = step.get("behavior").and_then(Json::as_str) == Some("Isolated");
+                let inverted = step.get("invert").and_then(Json::as_bool) == Some(true);
+                match (regex, isolated, inverted, &split_regex) {
+                    (Some(r), true, false, None) => split_regex = Some(r.to_string()),
+                    _ => {
+                        return Err(bad(
+                            "only one Split on a regex, Isolated, is supported".into()
+                        ))
+                    }
+                }
+            }
+            other => {
+                return Err(bad(format!(
+                    "{other:?} is not supported (byte-level BPE only)"
+                )))
+            }
+        }
+    }
+    let pattern = match (split_regex, byte_level_regex) {
+        (Some(r), false) => r,
+        (None, true) => GPT2_PATTERN.to_string(),
+        (None, false) => return Err(bad("no pre-tokenizer regex (ByteLevel or Split)".into())),
+        (Some(_), true) => {
+            return Err(bad(
+                "a Split regex and ByteLevel's own regex together".into()
+            ))
+        }
+    };
+    Ok((pattern, split_digits))
+}
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,7 +271,13 @@ impl Tokenizer {
             }
         }
         let tokens = string_array(file, "tokenizer.ggml.tokens")?;
-        let merges_raw = string_array(file, "tokenizer.ggml.merges")?;
+        let merges = string_array(file, "tokenizer.ggml.merges")?
+            .into_iter()
+            .map(|m| match m.split_once(' ') {
+                Some((a, b)) => Ok((a.to_string(), b.to_string())),
+                None => Err(EngineError::Tokenizer(format!("malformed merge {m:?}"))),
+            })
+            .collect::<Result<Vec<_>>>()?;
         let types: Vec<i64> = match meta.get("tokenizer.ggml.token_type") {
             Some(Value::Array(vs)) => vs.iter().map(|v| int_of(v).unwrap_or(1)).collect(),
             _ => vec![1; tokens.len()],
@@ -154,7 +296,171 @@ impl Tokenizer {
             "smollm" | "starcoder" | "refact" | "codeshell" => (GPT2_PATTERN, true),
             _ => (GPT2_PATTERN, false),
         };
-        let pattern = Regex::new(pattern).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+        let special = types
+            .iter()
+            .map(|&t| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
+            .collect();
+        let get_id = |key: &str| {
+            meta.get(key)
+                .and_then(int_of)
+                .and_then(|v| u32::try_from(v).ok())
+        };
+        let chat_template = match meta.get("tokenizer.chat_template") {
+            Some(Value::String(t)) => Some(t.clone()),
+            _ => None,
+        };
+        Self::from_vocab(Vocab {
+            tokens,
+            special,
+            merges,
+            pattern: pattern.to_string(),
+            split_digits,
+            bos: get_id("tokenizer.ggml.bos_token_id"),
+            eos: get_id("tokenizer.ggml.eos_token_id"),
+            chat_template,
+        })
+    }
+
+    /// Loads the tokenizer of a Hugging Face model directory: `tokenizer.json`
+    /// (byte-level BPE), plus, when present, `tokenizer_config.json` (special
+    /// tokens and chat template) and `config.json` (`bos_token_id`,
+    /// `eos_token_id`, used when `tokenizer_config.json` does not name them).
+    pub fn from_hf_dir(dir: &Path) -> Result<Self> {
+        let tokenizer = read_json(dir, "tokenizer.json", true)?.unwrap_or_default();
+        let config = read_json(dir, "tokenizer_config.json", false)?;
+        let model_config = read_json(dir, "config.json", false)?;
+        Self::from_hf_json(&tokenizer, config.as_ref(), model_config.as_ref())
+    }
+
+    /// Builds the tokenizer from parsed `tokenizer.json`, `tokenizer_config.json`
+    /// and `config.json` (see [`Tokenizer::from_hf_dir`]).
+    fn from_hf_json(
+        tokenizer: &Json,
+        config: Option<&Json>,
+        model_config: Option<&Json>,
+    ) -> Result<Self> {
+        let bad = |what: &str| EngineError::Tokenizer(format!("tokenizer.json: {what}"));
+        let model = tokenizer.get("model").ok_or_else(|| bad("no \"model\""))?;
+        match model.get("type").and_then(Json::as_str) {
+            Some("BPE") | None => {}
+            Some(t) => {
+                return Err(bad(&format!(
+                    "model type {t:?} is not supported (byte-level BPE only)"
+                )))
+            }
+        }
+        // SentencePiece-style BPE (Llama 2, Mistral) rewrites text first and
+        // falls back to byte tokens: a different algorithm, refused by name.
+        if model.get("byte_fallback").and_then(Json::as_bool) == Some(true) {
+            return Err(bad(
+                "byte_fallback BPE is not supported (byte-level BPE only)",
+            ));
+        }
+        if !matches!(tokenizer.get("normalizer"), None | Some(Json::Null)) {
+            return Err(bad("a normalizer is not supported (byte-level BPE only)"));
+        }
+        let vocab = model
+            .get("vocab")
+            .and_then(Json::as_object)
+            .ok_or_else(|| bad("model.vocab is not an object"))?;
+        let added = match tokenizer.get("added_tokens") {
+            None | Some(Json::Null) => &[][..],
+            Some(Json::Array(a)) => a.as_slice(),
+            Some(_) => return Err(bad("added_tokens is not an array")),
+        };
+        let mut entries: Vec<(u32, String, bool)> = Vec::with_capacity(vocab.len() + added.len());
+        for (token, id) in vocab {
+            let id = json_id(id).ok_or_else(|| bad(&format!("token {token:?} has a bad id")))?;
+            entries.push((id, token.clone(), false));
+        }
+        for a in added {
+            let id = a.get("id").and_then(json_id);
+            let content = a.get("content").and_then(Json::as_str);
+            let (Some(id), Some(content)) = (id, content) else {
+                return Err(bad("an added token lacks an id or content"));
+            };
+            // Added tokens are matched verbatim before BPE whether or not they
+            // are flagged `special`, as llama.cpp's control and user-defined
+            // types are: both are this tokenizer's "special" tokens.
+            entries.push((id, content.to_string(), true));
+        }
+        // Ids index a table: refuse sparse ids that would make it huge.
+        let size = entries.iter().map(|e| e.0 as usize + 1).max().unwrap_or(0);
+        if size > entries.len() + MAX_ID_GAPS {
+            return Err(bad(&format!(
+                "token ids reach {size} for {} tokens",
+                entries.len()
+            )));
+        }
+        // Unused ids (rare) stay empty: no text encodes to them, they decode to nothing.
+        let mut tokens = vec![String::new(); size];
+        let mut special = vec![false; size];
+        for (id, token, is_special) in entries {
+            tokens[id as usize] = token;
+            special[id as usize] |= is_special;
+        }
+        let merges = match model.get("merges") {
+            None | Some(Json::Null) => Vec::new(),
+            Some(Json::Array(ms)) => ms
+                .iter()
+                .map(|m| match m {
+                    // Older files: "a b"; newer ones: ["a", "b"] (tokens may hold spaces).
+                    Json::String(s) => s.split_once(' ').map(|(a, b)| (a.into(), b.into())),
+                    Json::Array(p) => match p.as_slice() {
+                        [Json::String(a), Json::String(b)] => Some((a.clone(), b.clone())),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect::<Option<Vec<(String, String)>>>()
+                .ok_or_else(|| bad("malformed merge"))?,
+            Some(_) => return Err(bad("model.merges is not an array")),
+        };
+        let (pattern, split_digits) = pre_tokenizer(tokenizer.get("pre_tokenizer"))?;
+        let by_name = |key: &str| {
+            let v = config?.get(key)?;
+            let name = v.as_str().or_else(|| v.get("content")?.as_str())?;
+            let id = vocab.get(name).and_then(json_id);
+            id.or_else(|| {
+                added.iter().find_map(|a| {
+                    (a.get("content")?.as_str()? == name).then(|| a.get("id").and_then(json_id))?
+                })
+            })
+        };
+        let by_id = |key: &str| {
+            let v = model_config?.get(key)?;
+            // Some configs list several end tokens; the first is the main one.
+            json_id(v).or_else(|| v.as_array()?.first().and_then(json_id))
+        };
+        let chat_template = config
+            .and_then(|c| c.get("chat_template"))
+            .and_then(Json::as_str)
+            .map(str::to_string);
+        Self::from_vocab(Vocab {
+            tokens,
+            special,
+            merges,
+            pattern,
+            split_digits,
+            bos: by_name("bos_token").or_else(|| by_id("bos_token_id")),
+            eos: by_name("eos_token").or_else(|| by_id("eos_token_id")),
+            chat_template,
+        })
+    }
+
+    /// The one constructor both sources (GGUF metadata, `tokenizer.json`) feed.
+    fn from_vocab(v: Vocab) -> Result<Self> {
+        let Vocab {
+            tokens,
+            special,
+            merges: merges_raw,
+            pattern,
+            split_digits,
+            bos,
+            eos,
+            chat_template,
+        } = v;
+        let pattern = Regex::new(&pattern).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
         let id_of = |i: usize| {
             u32::try_from(i).map_err(|_| EngineError::Tokenizer("vocabulary too large".into()))
         };
@@ -162,10 +468,6 @@ impl Tokenizer {
         for (i, t) in tokens.iter().enumerate() {
             ids.entry(t.clone()).or_insert(id_of(i)?);
         }
-        let special: Vec<bool> = types
-            .iter()
-            .map(|&t| t == TOKEN_TYPE_CONTROL || t == TOKEN_TYPE_USER_DEFINED)
-            .collect();
         let mut specials_by_len: Vec<(String, u32)> = tokens
             .iter()
             .enumerate()
@@ -186,10 +488,7 @@ impl Tokenizer {
             ));
         }
         let mut merges = HashMap::with_capacity(merges_raw.len());
-        for (rank, m) in merges_raw.iter().enumerate() {
-            let Some((a, b)) = m.split_once(' ') else {
-                return Err(EngineError::Tokenizer(format!("malformed merge {m:?}")));
-            };
+        for (rank, (a, b)) in merges_raw.iter().enumerate() {
             let (Some(&ia), Some(&ib), Some(&ic)) =
                 (ids.get(a), ids.get(b), ids.get(&format!("{a}{b}")))
             else {
@@ -197,29 +496,21 @@ impl Tokenizer {
             };
             merges.entry((ia, ib)).or_insert((id_of(rank)?, ic));
         }
-        let get_id = |key: &str| {
-            meta.get(key)
-                .and_then(int_of)
-                .and_then(|v| u32::try_from(v).ok())
-                .filter(|v| (*v as usize) < tokens.len())
-        };
+        let in_vocab = |id: Option<u32>| id.filter(|v| (*v as usize) < tokens.len());
         // SmolLM's ChatML template inserts this system prompt when none is given.
-        let default_system = match meta.get("tokenizer.chat_template") {
-            Some(Value::String(t)) => {
-                // The template may hold a real newline or an escaped `\n`.
-                ["'<|im_start|>system\n", "'<|im_start|>system\\n"]
-                    .iter()
-                    .find_map(|start| t.find(start).map(|i| &t[i + start.len()..]))
-                    .and_then(|rest| {
-                        rest.find("<|im_end|>")
-                            .map(|j| rest[..j].replace("\\n", "\n"))
-                    })
-            }
-            _ => None,
-        };
+        let default_system = chat_template.and_then(|t| {
+            // The template may hold a real newline or an escaped `\n`.
+            ["'<|im_start|>system\n", "'<|im_start|>system\\n"]
+                .iter()
+                .find_map(|start| t.find(start).map(|i| t[i + start.len()..].to_string()))
+                .and_then(|rest| {
+                    rest.find("<|im_end|>")
+                        .map(|j| rest[..j].replace("\\n", "\n"))
+                })
+        });
         Ok(Self {
-            bos: get_id("tokenizer.ggml.bos_token_id"),
-            eos: get_id("tokenizer.ggml.eos_token_id"),
+            bos: in_vocab(bos),
+            eos: in_vocab(eos),
             tokens,
             ids,
             special,
