@@ -89,8 +89,10 @@ async fn round(
     rate: u64,
     bars: Option<&MultiProgress>,
 ) -> Result<(f64, f64), String> {
+    // The star baseline is a plain server: every peer gets every chunk from it.
     let (source, _sev, saddr) = node(P2pConfig {
         upload_rate_limit: Some(rate),
+        super_seed: !star,
         ..P2pConfig::local()
     })
     .await?;
@@ -145,6 +147,16 @@ async fn round(
             }
             let _ = std::fs::remove_file(&dest);
             h.shutdown().await;
+            if let (Ok(r), true) = (&res, std::env::var_os("P2P_BENCH_VERBOSE").is_some()) {
+                eprintln!(
+                    "{label} n={n} peer {i}: {:.2} s, from {:?}",
+                    r.elapsed.as_secs_f64(),
+                    r.bytes_from
+                        .iter()
+                        .map(|(p, b)| (p.to_string()[..6].to_string(), b >> 20))
+                        .collect::<Vec<_>>()
+                );
+            }
             res.map_err(|e| e.to_string())
         }));
     }

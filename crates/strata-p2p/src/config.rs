@@ -112,6 +112,10 @@ pub struct P2pConfig {
     /// Cap on the bytes per second this node uploads for file distribution
     /// (`None` = unlimited).
     pub upload_rate_limit: Option<u64>,
+    /// Super-seed the files this node publishes (see
+    /// [`crate::distribution::super_seed`]): each chunk goes to one downloader
+    /// at a time and the others get it from that peer.
+    pub super_seed: bool,
     /// Chunk requests in flight per peer.
     pub max_requests_per_peer: usize,
     /// Chunk requests in flight per download.
@@ -169,6 +173,7 @@ impl Default for P2pConfig {
             receipt: RequestLimits::new(4 << 10, 4 << 10, 30),
             chunk_timeout: Duration::from_secs(60),
             upload_rate_limit: None,
+            super_seed: true,
             max_requests_per_peer: 4,
             max_requests_per_download: 16,
             ban_threshold: 100,

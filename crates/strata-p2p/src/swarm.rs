@@ -24,6 +24,7 @@ use crate::distribution::manifest::{FileRoot, Manifest};
 use crate::distribution::protocol::{ChunkRequest, ChunkResponse};
 use crate::distribution::scheduler::Scheduler;
 use crate::distribution::store::ChunkStore;
+use crate::distribution::super_seed::{SuperSeed, SUPER_SEED_WINDOW};
 use crate::gossip::{Envelope, GossipKind};
 use crate::handle::{
     Command, DownloadOptions, DownloadReport, IncomingRequest, NodeStats, P2pEvent, P2pEvents,
@@ -40,7 +41,9 @@ const MISBEHAVIOUR: u32 = 100;
 /// Points for each request over a peer's budget: a burst now and then is
 /// forgiven as the points decay; a sustained flood ends in a ban.
 const OVER_BUDGET: u32 = 1;
-const TICK: Duration = Duration::from_millis(400);
+/// Have-map polls and download driving run at this pace: the end of a swarm
+/// download is a few rounds of "who has the last chunks", each up to one tick.
+const TICK: Duration = Duration::from_millis(100);
 const ANNOUNCE_EVERY: Duration = Duration::from_secs(3);
 const KAD_REFRESH: Duration = Duration::from_secs(30);
 const REDIAL_EVERY: Duration = Duration::from_secs(5);
@@ -233,6 +236,8 @@ struct Download {
 struct FileEntry {
     store: Option<Arc<ChunkStore>>,
     download: Option<Download>,
+    /// Set when we published this file and super-seed it.
+    super_seed: Option<SuperSeed<PeerId>>,
 }
 
 struct EventLoop {
@@ -397,7 +402,11 @@ impl EventLoop {
             }
             Command::Seed(store) => {
                 let root = store.root();
-                self.files.entry(root).or_default().store = Some(store);
+                let entry = self.files.entry(root).or_default();
+                entry.store = Some(store);
+                if self.config.super_seed {
+                    entry.super_seed = Some(SuperSeed::new(SUPER_SEED_WINDOW));
+                }
                 self.announce_files();
             }
             Command::Download(root, dest, options, reply) => {
@@ -566,6 +575,9 @@ impl EventLoop {
                 for entry in self.files.values_mut() {
                     if let Some(d) = entry.download.as_mut() {
                         d.have_pending.remove(&peer_id);
+                    }
+                    if let Some(ss) = entry.super_seed.as_mut() {
+                        ss.forget_peer(&peer_id);
                     }
                 }
                 self.emit(P2pEvent::PeerDisconnected {
@@ -1156,15 +1168,27 @@ impl EventLoop {
                     None => Vec::new(),
                 };
                 match store {
-                    Some(s) => ChunkResponse::Have {
-                        have: s.have_bitmap(),
-                        fetching,
-                    },
+                    Some(s) => {
+                        let mut have = s.have_bitmap();
+                        if let Some(ss) = &entry.super_seed {
+                            ss.mask(&mut have, &peer, Instant::now());
+                        }
+                        ChunkResponse::Have { have, fetching }
+                    }
                     None => ChunkResponse::Have {
                         have: Vec::new(),
                         fetching,
                     },
                 }
+            }
+            (ChunkRequest::Chunk(_, i), Some(_))
+                if entry
+                    .super_seed
+                    .as_mut()
+                    .is_some_and(|ss| !ss.admit(&peer, i, Instant::now())) =>
+            {
+                // Sent to another downloader moments ago: fetch it there.
+                ChunkResponse::NotFound
             }
             (ChunkRequest::Chunk(_, i), Some(s)) if s.has(i) => {
                 // Read, pace and send off the event loop so a capped uplink
@@ -1305,9 +1329,12 @@ impl EventLoop {
                 self.drive(root);
             }
             (PendingChunk::Chunk(root, peer, i), _) => {
+                // Not there (or withheld by a super-seeder): stop asking this
+                // peer for it until its next have-map says otherwise.
                 if let Some(d) = self.download_mut(&root) {
                     if let Some(s) = d.scheduler.as_mut() {
                         s.finished(&peer, i, false);
+                        s.peer_lacks(&peer, i);
                     }
                 }
                 self.drive(root);

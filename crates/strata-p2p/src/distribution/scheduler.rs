@@ -92,6 +92,16 @@ impl<P: Clone + Eq + Hash> Scheduler<P> {
         }
     }
 
+    /// Record that `peer` does not (or will not now) give us chunk `i`.
+    pub fn peer_lacks(&mut self, peer: &P, i: u32) {
+        if let Some(v) = self.peers.get_mut(peer) {
+            if bit(&v.have, i) {
+                v.have[i as usize / 8] &= !(1 << (i % 8));
+                v.have_count = v.have_count.saturating_sub(1);
+            }
+        }
+    }
+
     /// Drop what we believed `peer` holds and is fetching (it stopped
     /// answering have-map polls, e.g. it left after finishing). Its stale
     /// `fetching` bits would otherwise keep the origin from being asked for
@@ -277,6 +287,19 @@ mod tests {
         s.set_peer_view("gone", vec![], vec![0b1]);
         assert!(s.next_requests().is_empty());
         s.forget_view(&"gone");
+        assert_eq!(s.next_requests(), vec![("origin", 0)]);
+    }
+
+    #[test]
+    fn a_refused_chunk_is_not_asked_again_until_the_next_view() {
+        let mut s = Scheduler::new(1, |_| false, 0, 4, 4);
+        s.set_peer_view("origin", full(1), vec![]);
+        s.set_origin("origin");
+        assert_eq!(s.next_requests(), vec![("origin", 0)]);
+        s.finished(&"origin", 0, false);
+        s.peer_lacks(&"origin", 0);
+        assert!(s.next_requests().is_empty(), "no tight retry loop");
+        s.set_peer_view("origin", full(1), vec![]);
         assert_eq!(s.next_requests(), vec![("origin", 0)]);
     }
 
