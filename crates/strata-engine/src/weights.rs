@@ -331,28 +331,38 @@ pub(crate) fn config_from_gguf(ct: &gguf_file::Content) -> Result<LlamaConfig> {
     })
 }
 
-/// A parsed GGUF file held in memory.
+/// Anything a GGUF file can be read from.
+trait ReadSeek: std::io::Read + std::io::Seek + Send {}
+impl<T: std::io::Read + std::io::Seek + Send> ReadSeek for T {}
+
+/// A parsed GGUF file: header, metadata and tensor table in memory, tensor
+/// data read one tensor at a time when the model is built, so loading never
+/// holds the whole file next to the converted weights.
 pub(crate) struct GgufFile {
     pub(crate) content: gguf_file::Content,
-    bytes: Cursor<Vec<u8>>,
+    reader: Box<dyn ReadSeek>,
 }
 
 impl GgufFile {
-    /// Reads and parses a GGUF file (header, metadata and tensor table).
+    /// Opens and parses a GGUF file (header, metadata and tensor table).
     pub(crate) fn open(path: &Path) -> Result<Self> {
-        let data = std::fs::read(path).map_err(|source| EngineError::Io {
+        let io = |source| EngineError::Io {
             path: path.to_path_buf(),
             source,
-        })?;
-        Self::from_bytes(data)
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        Self::from_reader(Box::new(std::io::BufReader::new(file)))
     }
 
     /// Parses GGUF bytes already in memory.
     pub(crate) fn from_bytes(data: Vec<u8>) -> Result<Self> {
-        let mut bytes = Cursor::new(data);
+        Self::from_reader(Box::new(Cursor::new(data)))
+    }
+
+    fn from_reader(mut reader: Box<dyn ReadSeek>) -> Result<Self> {
         let content =
-            gguf_file::Content::read(&mut bytes).map_err(|e| EngineError::Gguf(e.to_string()))?;
-        Ok(Self { content, bytes })
+            gguf_file::Content::read(&mut reader).map_err(|e| EngineError::Gguf(e.to_string()))?;
+        Ok(Self { content, reader })
     }
 
     fn tensor(&mut self, name: &str, dims: &[usize]) -> Result<QTensor> {
@@ -368,7 +378,7 @@ impl GgufFile {
             )));
         }
         self.content
-            .tensor(&mut self.bytes, name, &Device::Cpu)
+            .tensor(&mut self.reader, name, &Device::Cpu)
             .map_err(|e| EngineError::Gguf(format!("tensor {name}: {e}")))
     }
 
