@@ -11,6 +11,8 @@ use strata_engine::{
 };
 
 const N_NEW: usize = 128;
+/// New tokens per sequence in the 8- and 32-stream runs.
+const STREAM_NEW: usize = 64;
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -133,10 +135,17 @@ struct LlamaCpp {
     decode: f64,
     ttft: f64,
     rss: f64,
+    agg8: f64,
+    agg32: f64,
     greedy: Vec<u32>,
 }
 
-fn llama_cpp(prompt: &[u32], long: &[u32], threads: usize) -> Result<LlamaCpp> {
+fn llama_cpp(
+    prompt: &[u32],
+    long: &[u32],
+    stream_prompts: &[Vec<u32>],
+    threads: usize,
+) -> Result<LlamaCpp> {
     let home = std::env::var("STRATA_HOME")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|_| {
@@ -159,6 +168,14 @@ fn llama_cpp(prompt: &[u32], long: &[u32], threads: usize) -> Result<LlamaCpp> {
         .arg(join(long))
         .arg(N_NEW.to_string())
         .arg(threads.to_string())
+        .arg(
+            stream_prompts
+                .iter()
+                .map(|p| join(p))
+                .collect::<Vec<_>>()
+                .join(";"),
+        )
+        .arg(STREAM_NEW.to_string())
         .output()
         .with_context(|| {
             format!(
@@ -181,6 +198,8 @@ fn llama_cpp(prompt: &[u32], long: &[u32], threads: usize) -> Result<LlamaCpp> {
         decode: get("decode_tok_s")?.parse()?,
         ttft: get("ttft_s")?.parse()?,
         rss: get("peak_rss_mb")?.parse()?,
+        agg8: get("agg8_tok_s")?.parse()?,
+        agg32: get("agg32_tok_s")?.parse()?,
         greedy: get("greedy")?
             .split(',')
             .filter_map(|t| t.parse().ok())
@@ -237,13 +256,13 @@ fn main() -> Result<()> {
     let (s1c, _) = one_stream(m, &prompt, true)?;
     // What llama.cpp is measured on (one sequence): comparable peaks.
     let rss = peak_rss_mb();
-    let s8 = streams(m, &others, 8, 64)?;
-    let s32 = streams(m, &others, 32, 64)?;
+    let s8 = streams(m, &others, 8, STREAM_NEW)?;
+    let s32 = streams(m, &others, 32, STREAM_NEW)?;
     let overhead = commitment_overhead(m, &prompt)?;
     // 32 sequences' f32 KV caches come on top.
     let rss_all = peak_rss_mb();
 
-    let ll = llama_cpp(&prompt, &long, threads);
+    let ll = llama_cpp(&prompt, &long, &others, threads);
     println!();
     println!("| metric                              | strata      | llama.cpp   | ratio strata/llama.cpp |");
     println!("|-------------------------------------|-------------|-------------|------------------------|");
@@ -255,12 +274,14 @@ fn main() -> Result<()> {
                 s1 / l.decode
             );
             println!(
-                "| aggregate tok/s, 8 streams          | {s8:>11.1} | {:>11} | {:>22} |",
-                "n/a", "n/a"
+                "| aggregate tok/s, 8 streams          | {s8:>11.1} | {:>11.1} | {:>22.2} |",
+                l.agg8,
+                s8 / l.agg8
             );
             println!(
-                "| aggregate tok/s, 32 streams         | {s32:>11.1} | {:>11} | {:>22} |",
-                "n/a", "n/a"
+                "| aggregate tok/s, 32 streams         | {s32:>11.1} | {:>11.1} | {:>22.2} |",
+                l.agg32,
+                s32 / l.agg32
             );
             println!(
                 "| time to first token, 256-token prompt (s) | {t256:>5.3} | {:>11.3} | {:>22.2} |",
@@ -292,6 +313,13 @@ fn main() -> Result<()> {
         s32 / s1,
         s8 / s1
     );
+    if let Ok(l) = &ll {
+        println!(
+            "llama.cpp on the same prompts: 32 streams / 1 stream {:.2}x, 8 streams / 1 stream {:.2}x",
+            l.agg32 / l.decode,
+            l.agg8 / l.decode
+        );
+    }
     println!("commitment recording: {:.2}% of forward time (goal < 3%); 1-stream decode with commitments on: {s1c:.1} tok/s", overhead * 100.0);
     if let Ok(l) = &ll {
         let agree = greedy
