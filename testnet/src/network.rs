@@ -99,7 +99,7 @@ pub async fn start(
             keypair: key.insecure_clone(),
             rpc_url: Some(rpc_url.to_string()),
             model_path: model_path.clone(),
-            model_sha256: strata_engine::DEFAULT_MODEL_SHA256.to_string(),
+            model_sha256: Some(strata_engine::DEFAULT_MODEL_SHA256.to_string()),
             model_name: crate::MODEL_NAME.to_string(),
             price_per_token: options.price_per_token,
             max_concurrent: options.max_concurrent,

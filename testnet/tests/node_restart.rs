@@ -39,7 +39,7 @@ async fn node_registers_and_stakes_once_and_restarts_where_it_was() {
         keypair: key.insecure_clone(),
         rpc_url: Some(chain.rpc_url().to_string()),
         model_path: strata_engine::model_cache_dir().join(strata_engine::DEFAULT_MODEL_FILE),
-        model_sha256: strata_engine::DEFAULT_MODEL_SHA256.to_string(),
+        model_sha256: Some(strata_engine::DEFAULT_MODEL_SHA256.to_string()),
         model_name: MODEL_NAME.into(),
         price_per_token: 10,
         max_concurrent: 4,
