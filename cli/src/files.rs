@@ -101,6 +101,7 @@ pub async fn seed(keypair: &Path, path: &Path, net: NetOptions, out: Output) -> 
     let (handle, mut events, addrs) = start(keypair, &net).await?;
     let started = Instant::now();
     let root = handle.seed_file(path.to_path_buf()).await?;
+    let hashed = started.elapsed().as_secs_f64();
     let fetch_from = addrs
         .iter()
         .find(|a| !a.contains("/127.0.0.1/"))
@@ -111,20 +112,11 @@ pub async fn seed(keypair: &Path, path: &Path, net: NetOptions, out: Output) -> 
         &Report::new()
             .text("root", root)
             .field("bytes", size, format_bytes(size))
-            .field(
-                "hash_seconds",
-                started.elapsed().as_secs_f64(),
-                format!("{:.2} s", started.elapsed().as_secs_f64()),
-            )
-            .field(
-                "node",
-                handle.node_id().to_string(),
-                handle.node_id().to_string(),
-            )
+            .field("hash_seconds", hashed, format!("{hashed:.2} s"))
+            .text("node", handle.node_id())
             .field("addrs", addrs.clone(), addrs.join(" "))
-            .field(
+            .text(
                 "fetch",
-                format!("strata file fetch {root} --peer {fetch_from} -o <file>"),
                 format!("strata file fetch {root} --peer {fetch_from} -o <file>"),
             ),
     );
@@ -216,21 +208,9 @@ pub async fn fetch(
             .text("root", root)
             .text("file", dest.display())
             .field("bytes", report.bytes, format_bytes(report.bytes))
-            .field(
-                "chunks_fetched",
-                report.chunks_fetched,
-                report.chunks_fetched.to_string(),
-            )
-            .field(
-                "chunks_resumed",
-                report.chunks_resumed,
-                report.chunks_resumed.to_string(),
-            )
-            .field(
-                "chunks_rejected",
-                report.chunks_rejected,
-                report.chunks_rejected.to_string(),
-            )
+            .number("chunks_fetched", report.chunks_fetched)
+            .number("chunks_resumed", report.chunks_resumed)
+            .number("chunks_rejected", report.chunks_rejected)
             .field(
                 "seconds",
                 secs,

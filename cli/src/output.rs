@@ -36,6 +36,11 @@ impl Report {
         self.field(name, text.clone(), text)
     }
 
+    /// Adds a number: a JSON number for machines, its decimal form for people.
+    pub fn number<N: Into<Value> + ToString + Copy>(self, name: &str, value: N) -> Self {
+        self.field(name, value, value.to_string())
+    }
+
     /// The JSON object.
     pub fn to_json(&self) -> Value {
         let map: Map<String, Value> = self

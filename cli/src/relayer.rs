@@ -253,7 +253,7 @@ pub async fn claim(
                         proof.cumulative,
                         format_tokens(proof.cumulative),
                     )
-                    .field("epoch", proof.epoch, proof.epoch.to_string())
+                    .number("epoch", proof.epoch)
                     .text("signature", sig),
             );
             Ok(())

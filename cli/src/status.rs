@@ -28,11 +28,7 @@ pub fn node_report(node: &Node) -> Report {
             node.capacity.memory_mb,
             format!("{} MiB", node.capacity.memory_mb),
         )
-        .field(
-            "compute_score",
-            node.capacity.compute_score,
-            node.capacity.compute_score.to_string(),
-        )
+        .number("compute_score", node.capacity.compute_score)
         .field(
             "bandwidth_mbps",
             node.capacity.bandwidth_mbps,
@@ -51,11 +47,7 @@ pub fn node_report(node: &Node) -> Report {
             node.unbonding_ends,
             unix_time(node.unbonding_ends),
         )
-        .field(
-            "open_challenges",
-            node.open_challenges,
-            node.open_challenges.to_string(),
-        );
+        .number("open_challenges", node.open_challenges);
     tokens(report, "slashed_total", node.slashed_total).field(
         "registered_at",
         node.registered_at,
@@ -99,16 +91,8 @@ pub fn config_report(config: &Config) -> Report {
             p.verdict_timeout,
             secs(p.verdict_timeout),
         )
-        .field(
-            "verifier_quorum",
-            p.verifier_quorum,
-            p.verifier_quorum.to_string(),
-        )
-        .field(
-            "committee_size",
-            p.committee_size,
-            p.committee_size.to_string(),
-        )
+        .number("verifier_quorum", p.verifier_quorum)
+        .number("committee_size", p.committee_size)
         .field(
             "protocol_fee_bps",
             p.protocol_fee_bps,
@@ -125,31 +109,15 @@ pub fn config_report(config: &Config) -> Report {
             config.genesis_ts,
             unix_time(config.genesis_ts),
         )
-        .field(
-            "next_batch_id",
-            config.next_batch_id,
-            config.next_batch_id.to_string(),
-        )
-        .field(
-            "last_reward_epoch",
-            config.last_reward_epoch,
-            config.last_reward_epoch.to_string(),
-        );
+        .number("next_batch_id", config.next_batch_id)
+        .number("last_reward_epoch", config.last_reward_epoch);
     let report = tokens(report, "total_stake", config.total_stake);
     let report = tokens(report, "total_verifier_stake", config.total_verifier_stake);
     let report = tokens(report, "total_escrow", config.total_escrow);
     let report = tokens(report, "reward_pool", config.reward_pool);
     tokens(report, "bonds_held", config.bonds_held)
-        .field(
-            "total_tasks",
-            config.total_tasks,
-            config.total_tasks.to_string(),
-        )
-        .field(
-            "total_work_units",
-            config.total_work_units,
-            config.total_work_units.to_string(),
-        )
+        .number("total_tasks", config.total_tasks)
+        .number("total_work_units", config.total_work_units)
 }
 
 /// An escrow as a report.

@@ -260,7 +260,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                         tokio::spawn(async move { s.handle(req).await });
                     }
                     // What an operator behind a home router needs to know:
-                    // whether clients can reach this node, and how.
+                    // whether clients can reach this node, and how
+                    // (penalties are already logged by the p2p layer).
                     P2pEvent::Reachability(r) => tracing::info!(reachability = ?r, "reachable"),
                     P2pEvent::RelayReservation { relay } => {
                         tracing::info!(%relay, "relay reservation accepted")
@@ -268,11 +269,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                     P2pEvent::HolePunch { node, result } => {
                         tracing::info!(peer = %node, ?result, "hole punch")
                     }
-                    P2pEvent::PeerPenalised {
-                        node,
-                        reason,
-                        banned,
-                    } => tracing::warn!(peer = %node, %reason, banned, "peer penalised"),
                     _ => {}
                 }
             }

@@ -193,15 +193,7 @@ fn parse_config(j: &Json) -> Result<HfConfig> {
     }
     // RoPE tables are sized by the context: the same cap as for GGUF.
     .min(1 << 16);
-    if hidden_size % n_heads != 0 || n_heads % n_kv_heads != 0 {
-        return Err(bad(format!(
-            "hidden_size {hidden_size}, num_attention_heads {n_heads} and num_key_value_heads {n_kv_heads} do not divide"
-        )));
-    }
-    let head_dim = hidden_size / n_heads;
-    if head_dim % 2 != 0 {
-        return Err(bad(format!("odd head dimension {head_dim}")));
-    }
+    let head_dim = crate::weights::head_dim(hidden_size, n_heads, n_kv_heads)?;
     if let Some(d) = j.get("head_dim").and_then(Json::as_u64) {
         if d != head_dim as u64 {
             return Err(bad(format!(
@@ -597,7 +589,9 @@ mod tests {
             with("rope_scaling", serde_json::json!({"type": "llama3"})).contains("rope_scaling")
         );
         assert!(with("attention_bias", true.into()).contains("attention_bias"));
-        assert!(with("num_key_value_heads", 3.into()).contains("divide"));
+        assert!(
+            with("num_key_value_heads", 3.into()).contains("not a multiple of the kv head count 3")
+        );
         assert!(with("hidden_size", (1u64 << 40).into()).contains("outside"));
         assert!(with("hidden_act", "gelu".into()).contains("silu"));
     }

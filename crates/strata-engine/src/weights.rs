@@ -260,6 +260,30 @@ pub(crate) fn architecture(ct: &gguf_file::Content) -> Result<String> {
     }
 }
 
+/// The width of one attention head, after checking that the head counts
+/// divide the residual width and each other and that heads split into RoPE
+/// pairs: the shapes every loader must agree on before the forward pass
+/// slices by them.
+pub(crate) fn head_dim(hidden_size: usize, n_heads: usize, n_kv_heads: usize) -> Result<usize> {
+    if !hidden_size.is_multiple_of(n_heads) {
+        return Err(EngineError::InvalidModel(format!(
+            "embedding length {hidden_size} is not a multiple of the head count {n_heads}"
+        )));
+    }
+    if !n_heads.is_multiple_of(n_kv_heads) {
+        return Err(EngineError::InvalidModel(format!(
+            "head count {n_heads} is not a multiple of the kv head count {n_kv_heads}"
+        )));
+    }
+    let head_dim = hidden_size / n_heads;
+    if !head_dim.is_multiple_of(2) {
+        return Err(EngineError::InvalidModel(format!(
+            "odd head dimension {head_dim}"
+        )));
+    }
+    Ok(head_dim)
+}
+
 /// Reads the llama hyper-parameters and checks that they are consistent.
 pub(crate) fn config_from_gguf(ct: &gguf_file::Content) -> Result<LlamaConfig> {
     let arch = architecture(ct)?;
@@ -277,22 +301,7 @@ pub(crate) fn config_from_gguf(ct: &gguf_file::Content) -> Result<LlamaConfig> {
     let n_layers = meta_usize(ct, "llama.block_count", 1024)?;
     let intermediate_size = meta_usize(ct, "llama.feed_forward_length", 1 << 18)?;
     let context_length = meta_usize(ct, "llama.context_length", 1 << 20)?.min(1 << 16);
-    if hidden_size % n_heads != 0 {
-        return Err(EngineError::InvalidModel(format!(
-            "embedding length {hidden_size} is not a multiple of the head count {n_heads}"
-        )));
-    }
-    if n_heads % n_kv_heads != 0 {
-        return Err(EngineError::InvalidModel(format!(
-            "head count {n_heads} is not a multiple of the kv head count {n_kv_heads}"
-        )));
-    }
-    let head_dim = hidden_size / n_heads;
-    if head_dim % 2 != 0 {
-        return Err(EngineError::InvalidModel(format!(
-            "odd head dimension {head_dim}"
-        )));
-    }
+    let head_dim = head_dim(hidden_size, n_heads, n_kv_heads)?;
     if let Ok(rope_dim) = meta_u64(ct, "llama.rope.dimension_count") {
         if rope_dim != head_dim as u64 {
             return Err(EngineError::InvalidModel(format!(
