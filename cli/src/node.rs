@@ -5,16 +5,12 @@
 
 use anyhow::anyhow;
 use strata_chain::rpc::ChainClient;
+use strata_chain::limits::{MAX_MULTIADDRS, MAX_MULTIADDR_LEN};
 use strata_chain::{ix, Capacity, Keypair, Signer, ROLE_COMPUTE, ROLE_VERIFIER};
 
 use crate::amount::format_tokens;
 use crate::chain;
 use crate::output::Output;
-
-/// Most multiaddrs a node may register (the program's limit).
-pub const MAX_MULTIADDRS: usize = 4;
-/// Longest multiaddr the program accepts.
-pub const MAX_MULTIADDR_LEN: usize = 96;
 
 /// Clap value parser for one multiaddr: non-empty, starts with '/', bounded.
 pub fn parse_multiaddr(text: &str) -> Result<String, String> {

@@ -7,11 +7,11 @@
 use anyhow::{anyhow, bail, Context};
 use serde::de::DeserializeOwned;
 use strata_chain::accounts::{Batch, ClaimRecord};
-use strata_chain::ed25519::SignedMessage;
 use strata_chain::rpc::ChainClient;
-use strata_chain::{ix, merkle, pda, ChainError, Keypair, Pubkey, Signer};
+use strata_chain::merkle::{self, domains::Ledger};
+use strata_chain::{ix, pda, ChainError, Keypair, Pubkey, Signer};
 use strata_wire::api::{ErrorResponse, ReceiptView, RewardProofView};
-use strata_wire::{hex32, parse_hex32, Receipt, MAX_RECEIPT_BYTES, RECEIPT_DOMAIN};
+use strata_wire::{hex32, parse_hex32, Receipt, MAX_RECEIPT_BYTES};
 
 use crate::amount::format_tokens;
 use crate::chain;
@@ -89,12 +89,7 @@ pub async fn audit(
         ok: b.task_id == id,
         detail: hex32(&b.task_id),
     });
-    let node_signed = SignedMessage {
-        signer: node,
-        signature: receipt.signature,
-        message: [RECEIPT_DOMAIN.as_slice(), digest.as_slice()].concat(),
-    }
-    .verify();
+    let node_signed = receipt.verify_signature().is_ok();
     checks.push(Check {
         name: "node signature",
         ok: node_signed,
@@ -144,13 +139,14 @@ pub async fn audit(
                     format!("batch {} is not on-chain (yet)", inclusion.batch_id),
                 ),
                 Some(batch) => (
-                    merkle::verify(
+                    merkle::verify::<Ledger>(
                         &batch.root,
                         leaf,
                         u64::from(inclusion.leaf_index),
                         u64::from(batch.task_count),
                         &proof,
-                    ),
+                    )
+                    .is_ok(),
                     format!(
                         "leaf {} of {} against on-chain batch {} root {}",
                         inclusion.leaf_index,

@@ -3,14 +3,11 @@
 //! capacity current. Every step reads the chain first, so a restart (or a
 //! second run) changes nothing that is already right.
 
+use strata_chain::limits::{MAX_MULTIADDRS, MAX_MULTIADDR_LEN};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{ix, Capacity, Keypair, Signer, ROLE_COMPUTE, ROLE_VERIFIER};
 
 use crate::NodeError;
-
-/// Most multiaddrs the program stores per node, and their longest length.
-const MAX_ADDRS: usize = 4;
-const MAX_ADDR_LEN: usize = 96;
 
 /// What the node ended up with on-chain.
 #[derive(Debug, Clone, Copy)]
@@ -34,8 +31,8 @@ pub async fn ensure_registered(
     let me = key.pubkey();
     let addrs: Vec<String> = addrs
         .iter()
-        .filter(|a| a.len() <= MAX_ADDR_LEN)
-        .take(MAX_ADDRS)
+        .filter(|a| a.len() <= MAX_MULTIADDR_LEN)
+        .take(MAX_MULTIADDRS)
         .cloned()
         .collect();
     let roles = ROLE_COMPUTE | ROLE_VERIFIER;

@@ -10,7 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use strata_chain::{merkle, Pubkey};
+use strata_chain::merkle::{self, domains::Ledger};
+use strata_chain::Pubkey;
 use strata_wire::api::{
     BatchInclusion, BatchView, EpochView, ErrorResponse, IngestResponse, MinuteBucket,
     ReceiptSummaryView, ReceiptView, RewardLeafView, RewardProofView, SettlementView, StatsView,
@@ -102,7 +103,7 @@ pub fn receipt_view(store: &Store, task_id: &[u8; 32]) -> Result<Option<ReceiptV
             status: batch_status(batch.status).into(),
             leaf_index,
             leaf_count: u32::try_from(batch.leaves.len()).unwrap_or(u32::MAX),
-            proof: merkle::proof(&batch.leaves, leaf_index as usize)
+            proof: merkle::proof::<Ledger>(&batch.leaves, leaf_index as usize)
                 .unwrap_or_default()
                 .iter()
                 .map(hex32)
@@ -230,7 +231,7 @@ pub fn reward_view(
             cumulative: epoch.leaves[index].1,
             leaf_index: u32::try_from(index).unwrap_or(u32::MAX),
             leaf_count: u32::try_from(leaves.len()).unwrap_or(u32::MAX),
-            proof: merkle::proof(&leaves, index)
+            proof: merkle::proof::<Ledger>(&leaves, index)
                 .unwrap_or_default()
                 .iter()
                 .map(hex32)

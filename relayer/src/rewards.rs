@@ -9,7 +9,8 @@
 //! is sent, so the proofs for a published root are never lost.
 
 use strata_chain::accounts::{ClaimRecord, RewardEpoch};
-use strata_chain::{ix, merkle, pda, Pubkey, Signer};
+use strata_chain::merkle::{self, domains::Ledger};
+use strata_chain::{ix, pda, Pubkey, Signer};
 use tracing::{info, warn};
 
 use crate::chain::{chain_now, creating_signature};
@@ -87,7 +88,7 @@ pub async fn round(ctx: &Ctx) -> Result<(), RelayerError> {
         declared,
         signature: None,
     };
-    record.root = merkle::root(&record.leaf_hashes());
+    record.root = merkle::root::<Ledger>(&record.leaf_hashes());
     ctx.store.put_epoch(&record)?;
     publish(ctx, record).await
 }

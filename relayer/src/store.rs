@@ -12,7 +12,7 @@ use std::path::Path;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
-use strata_chain::merkle;
+use strata_chain::merkle::{self, domains::Ledger};
 use strata_wire::{Receipt, Voucher, MAX_RECEIPT_BYTES};
 
 /// Receipt by task id: a borsh [`StoredReceipt`].
@@ -183,7 +183,7 @@ impl EpochRecord {
     pub fn leaf_hashes(&self) -> Vec<[u8; 32]> {
         self.leaves
             .iter()
-            .map(|(op, cum)| merkle::reward_leaf(&(*op).into(), *cum))
+            .map(|(op, cum)| Ledger::reward_leaf(op, *cum))
             .collect()
     }
 }
@@ -391,7 +391,7 @@ impl Store {
             let record = BatchRecord {
                 id,
                 status: BatchStatus::Planned,
-                root: merkle::root(&leaves),
+                root: merkle::root::<Ledger>(&leaves),
                 leaves,
                 task_ids: taken.iter().map(|(_, t)| *t).collect(),
                 work_units,

@@ -6,8 +6,9 @@
 use anchor_lang::AccountDeserialize;
 use solana_rpc_client::nonblocking::rpc_client::RpcClient;
 use strata_chain::ed25519::{verify_instruction, SignedMessage};
+use strata_chain::merkle::{self, domains::Ledger};
 use strata_chain::{
-    accounts::Node, ix, merkle, pda, rpc::ChainClient, voucher, ChainError, Signer, PROGRAM_ID,
+    accounts::Node, ix, messages, pda, rpc::ChainClient, ChainError, Signer, PROGRAM_ID,
 };
 use strata_localnet::{Localnet, LocalnetConfig};
 use strata_testnet::{bootstrap, genesis::TOKEN, GenesisOptions, TestnetKeys, TestnetManifest};
@@ -78,9 +79,9 @@ async fn testnet_genesis_and_settlement_over_rpc() {
     let signed = vec![
         SignedMessage::sign(
             c,
-            &voucher::voucher_message(&PROGRAM_ID, &node_key, 2 * TOKEN),
+            &messages::voucher_message(PROGRAM_ID.as_array(), node_key.as_array(), 2 * TOKEN),
         ),
-        SignedMessage::sign(c, &voucher::voucher_message(&PROGRAM_ID, &n1, TOKEN)),
+        SignedMessage::sign(c, &messages::voucher_message(PROGRAM_ID.as_array(), n1.as_array(), TOKEN)),
     ];
     let redeem = ix::redeem_vouchers(
         &keys.relayer.pubkey(),
@@ -130,7 +131,7 @@ async fn testnet_genesis_and_settlement_over_rpc() {
     // A forged signature is refused by the runtime's precompile.
     let mut forged = SignedMessage::sign(
         &keys.relayer,
-        &voucher::voucher_message(&PROGRAM_ID, &node_key, 9 * TOKEN),
+        &messages::voucher_message(PROGRAM_ID.as_array(), node_key.as_array(), 9 * TOKEN),
     );
     forged.signer = c.pubkey();
     assert!(client
@@ -144,7 +145,7 @@ async fn testnet_genesis_and_settlement_over_rpc() {
 
     // A receipt batch, then a reward root and a claim (twice: the second pays nothing).
     let leaves: Vec<[u8; 32]> = (0..3u8)
-        .map(|i| merkle::receipt_leaf(&[i; 32], &node_key, &[i; 32]))
+        .map(|i| Ledger::receipt_leaf(&[i; 32], node_key.as_array(), &[i; 32]))
         .collect();
     let batch_id = client.config().await.unwrap().next_batch_id;
     client
@@ -153,7 +154,7 @@ async fn testnet_genesis_and_settlement_over_rpc() {
                 &keys.relayer.pubkey(),
                 batch_id,
                 0,
-                merkle::root(&leaves),
+                merkle::root::<Ledger>(&leaves),
                 3,
                 300,
             )],
@@ -168,15 +169,15 @@ async fn testnet_genesis_and_settlement_over_rpc() {
         .unwrap()
         .is_some());
     let rewards = vec![
-        merkle::reward_leaf(&node_key, 7 * TOKEN),
-        merkle::reward_leaf(&n1, 3 * TOKEN),
+        Ledger::reward_leaf(node_key.as_array(), 7 * TOKEN),
+        Ledger::reward_leaf(n1.as_array(), 3 * TOKEN),
     ];
     client
         .send(
             &[ix::publish_rewards(
                 &keys.relayer.pubkey(),
                 0,
-                merkle::root(&rewards),
+                merkle::root::<Ledger>(&rewards),
                 2,
                 10 * TOKEN,
             )],
@@ -191,7 +192,7 @@ async fn testnet_genesis_and_settlement_over_rpc() {
         0,
         7 * TOKEN,
         0,
-        merkle::proof(&rewards, 0).unwrap(),
+        merkle::proof::<Ledger>(&rewards, 0).unwrap(),
     );
     let before_claim = client.token_balance(&node_ata).await.unwrap();
     client

@@ -25,10 +25,10 @@ pub mod tx;
 pub use error::ChainError;
 pub use solana_keypair::Keypair;
 pub use solana_signer::Signer;
+pub use strata_primitives::{limits, merkle, messages, sortition};
 pub use strata_program::{
-    merkle, selection,
     state::{Capacity, ConfigParams, ROLE_COMPUTE, ROLE_VERIFIER},
-    voucher, ID as PROGRAM_ID,
+    ID as PROGRAM_ID,
 };
 /// Public key type shared with the program.
 pub type Pubkey = anchor_lang::prelude::Pubkey;

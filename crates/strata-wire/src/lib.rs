@@ -11,13 +11,14 @@
 pub mod api;
 pub mod capacity;
 pub mod codec;
+pub mod protocols;
 pub mod receipt;
 pub mod task;
 pub mod voucher;
 
 pub use capacity::Capacity;
 pub use codec::{decode, encode, WireError};
-pub use receipt::{tokens_hash, Receipt, ReceiptBody, MAX_RECEIPT_BYTES, RECEIPT_DOMAIN};
+pub use receipt::{tokens_hash, Receipt, ReceiptBody, MAX_RECEIPT_BYTES};
 pub use voucher::Voucher;
 
 /// Hex of 32 bytes, as every Strata tool prints ids and hashes.

@@ -4,14 +4,12 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use ed25519_dalek::{Signer as _, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
-use strata_chain::merkle::receipt_leaf;
-use strata_chain::{Keypair, Pubkey};
+use strata_chain::merkle::domains::Ledger;
+use strata_chain::messages::receipt_signed_bytes;
+use strata_chain::Keypair;
 
 use crate::{Voucher, WireError};
 
-/// Domain tag of a node's receipt signature, so it can never be mistaken for
-/// a voucher, verdict, gossip or transaction signature made with the same key.
-pub const RECEIPT_DOMAIN: &[u8; 8] = b"STRRCPT1";
 /// Version of [`ReceiptBody`] this code writes and accepts.
 pub const RECEIPT_VERSION: u8 = 1;
 /// Largest encoded receipt accepted from the network (the fixed fields take 385 bytes).
@@ -87,7 +85,7 @@ impl Receipt {
                 "receipt must be signed by its node".into(),
             ));
         }
-        let signature = key.sign(&signed_bytes(&body.digest())).to_bytes();
+        let signature = key.sign(&receipt_signed_bytes(&body.digest())).to_bytes();
         Ok(Self { body, signature })
     }
 
@@ -109,13 +107,7 @@ impl Receipt {
                 b.version
             )));
         }
-        let key = VerifyingKey::from_bytes(&b.node)
-            .map_err(|_| WireError::Invalid("node key is not a valid ed25519 point".into()))?;
-        key.verify_strict(
-            &signed_bytes(&b.digest()),
-            &ed25519_dalek::Signature::from_bytes(&self.signature),
-        )
-        .map_err(|_| WireError::Invalid("receipt signature does not match its node".into()))?;
+        self.verify_signature()?;
         b.voucher.verify()?;
         if b.voucher.node != b.node {
             return Err(WireError::Invalid("the voucher pays another node".into()));
@@ -128,21 +120,24 @@ impl Receipt {
         Ok(())
     }
 
+    /// Checks only the node's signature over the body's digest.
+    pub fn verify_signature(&self) -> Result<(), WireError> {
+        let key = VerifyingKey::from_bytes(&self.body.node)
+            .map_err(|_| WireError::Invalid("node key is not a valid ed25519 point".into()))?;
+        key.verify_strict(
+            &receipt_signed_bytes(&self.body.digest()),
+            &ed25519_dalek::Signature::from_bytes(&self.signature),
+        )
+        .map_err(|_| WireError::Invalid("receipt signature does not match its node".into()))
+    }
+
     /// The leaf of the on-chain receipt tree for this receipt.
     pub fn leaf(&self) -> [u8; 32] {
-        receipt_leaf(
-            &self.body.task_id,
-            &Pubkey::from(self.body.node),
-            &self.body.digest(),
-        )
+        Ledger::receipt_leaf(&self.body.task_id, &self.body.node, &self.body.digest())
     }
 
     /// Canonical bytes.
     pub fn encode(&self) -> Vec<u8> {
         crate::encode(self)
     }
-}
-
-fn signed_bytes(digest: &[u8; 32]) -> Vec<u8> {
-    [RECEIPT_DOMAIN.as_slice(), digest.as_slice()].concat()
 }

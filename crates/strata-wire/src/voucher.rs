@@ -6,7 +6,7 @@
 use borsh::{BorshDeserialize, BorshSerialize};
 use ed25519_dalek::{Signer as _, SigningKey};
 use strata_chain::ed25519::SignedMessage;
-use strata_chain::voucher::voucher_message;
+use strata_chain::messages::voucher_message;
 use strata_chain::{Keypair, Pubkey, PROGRAM_ID};
 
 use crate::WireError;
@@ -28,7 +28,7 @@ impl Voucher {
     /// Signs a voucher with the client's key.
     pub fn sign(client: &Keypair, node: &Pubkey, cumulative: u64) -> Self {
         let key = SigningKey::from_bytes(client.secret_bytes());
-        let message = voucher_message(&PROGRAM_ID, node, cumulative);
+        let message = voucher_message(PROGRAM_ID.as_array(), node.as_array(), cumulative);
         Self {
             client: key.verifying_key().to_bytes(),
             node: node.to_bytes(),
@@ -39,7 +39,7 @@ impl Voucher {
 
     /// The bytes the client signed.
     pub fn message(&self) -> Vec<u8> {
-        voucher_message(&PROGRAM_ID, &Pubkey::from(self.node), self.cumulative).to_vec()
+        voucher_message(PROGRAM_ID.as_array(), &self.node, self.cumulative).to_vec()
     }
 
     /// Checks the client's signature.

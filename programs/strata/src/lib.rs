@@ -4,9 +4,9 @@
 //!
 //! This file only lists the instructions; each lives in
 //! `instructions/<name>.rs` with its accounts and checks. Account layouts are
-//! in `state/`, refusals in `errors.rs`, events in `events.rs`. The helpers
-//! `merkle`, `voucher` and `selection` are shared with off-chain code so that
-//! both sides compute leaves, signed messages and committees the same way.
+//! in `state/`, refusals in `errors.rs`, events in `events.rs`. Merkle leaves,
+//! signed messages and committee sortition come from `strata-primitives`,
+//! which the off-chain code uses too, so both sides compute them the same way.
 #![allow(unexpected_cfgs)]
 // Anchor's generated code trips these; they are not ours to fix.
 #![allow(clippy::too_many_arguments, clippy::result_large_err)]
@@ -16,14 +16,11 @@ use anchor_lang::prelude::*;
 pub mod errors;
 pub mod events;
 pub mod instructions;
-pub mod merkle;
 #[cfg(not(target_os = "solana"))]
 pub mod native;
-pub mod selection;
 pub mod signatures;
 pub mod state;
 pub mod vault;
-pub mod voucher;
 
 use instructions::*;
 use state::{Capacity, ConfigParams};

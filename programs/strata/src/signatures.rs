@@ -15,9 +15,10 @@ const HEADER_LEN: usize = 2;
 /// "This instruction" in the precompile's instruction-index fields.
 const THIS_INSTRUCTION: u16 = u16::MAX;
 
-/// One verified (public key, message) pair.
+/// One (public key, message) pair the precompile verified (the signature
+/// itself stays in the precompile instruction).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedMessage {
+pub struct VerifiedMessage {
     /// The signer.
     pub signer: Pubkey,
     /// The signed bytes.
@@ -27,7 +28,7 @@ pub struct SignedMessage {
 /// Returns the pairs verified by the ed25519 instruction immediately before
 /// the current one. Offsets that point into other instructions are refused so
 /// that each signature's data is exactly what we read.
-pub fn verified_before_current(instructions_sysvar: &AccountInfo) -> Result<Vec<SignedMessage>> {
+pub fn verified_before_current(instructions_sysvar: &AccountInfo) -> Result<Vec<VerifiedMessage>> {
     require_keys_eq!(
         *instructions_sysvar.key,
         solana_sdk_ids::sysvar::instructions::ID,
@@ -49,7 +50,7 @@ pub fn verified_before_current(instructions_sysvar: &AccountInfo) -> Result<Vec<
 }
 
 /// Parses the precompile's instruction data.
-pub fn parse_precompile_data(data: &[u8]) -> Result<Vec<SignedMessage>> {
+pub fn parse_precompile_data(data: &[u8]) -> Result<Vec<VerifiedMessage>> {
     let count = usize::from(
         *data
             .first()
@@ -70,7 +71,7 @@ pub fn parse_precompile_data(data: &[u8]) -> Result<Vec<SignedMessage>> {
         );
         let key = slice(data, key_off, 32)?;
         let message = slice(data, msg_off, msg_len)?;
-        out.push(SignedMessage {
+        out.push(VerifiedMessage {
             signer: Pubkey::try_from(key).map_err(|_| error!(StrataError::MalformedSignatures))?,
             message: message.to_vec(),
         });

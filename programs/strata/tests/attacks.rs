@@ -11,7 +11,8 @@ use solana_instruction::AccountMeta;
 use solana_keypair::Keypair;
 use solana_signer::Signer;
 use strata_chain::ed25519::{verify_instruction, SignedMessage};
-use strata_chain::{ix, merkle, pda, voucher, Pubkey, PROGRAM_ID};
+use strata_chain::merkle::{self, domains::Ledger};
+use strata_chain::{ix, messages, pda, Pubkey, PROGRAM_ID};
 use strata_program::errors::StrataError;
 use strata_program::instructions::ReceiptClaim;
 use strata_program::state::{Escrow, Node};
@@ -191,7 +192,7 @@ fn arithmetic_overflow_is_refused() {
             &relayer.pubkey(),
             id,
             0,
-            merkle::root(&leaf),
+            merkle::root::<Ledger>(&leaf),
             1,
             u64::MAX,
         )],
@@ -205,7 +206,7 @@ fn arithmetic_overflow_is_refused() {
                 &relayer.pubkey(),
                 id + 1,
                 0,
-                merkle::root(&leaf),
+                merkle::root::<Ledger>(&leaf),
                 1,
                 1,
             )],
@@ -281,15 +282,15 @@ fn double_claim_pays_nothing() {
     .unwrap();
     let (n, n_ata) = env.compute_node(MIN_STAKE);
     let leaves = vec![
-        merkle::reward_leaf(&n.pubkey(), 700),
-        merkle::reward_leaf(&Pubkey::new_unique(), 1),
+        Ledger::reward_leaf(n.pubkey().as_array(), 700),
+        Ledger::reward_leaf(Pubkey::new_unique().as_array(), 1),
     ];
     let auth = env.reward_authority.insecure_clone();
     env.send(
         &[ix::publish_rewards(
             &auth.pubkey(),
             0,
-            merkle::root(&leaves),
+            merkle::root::<Ledger>(&leaves),
             2,
             701,
         )],
@@ -303,7 +304,7 @@ fn double_claim_pays_nothing() {
         0,
         700,
         0,
-        merkle::proof(&leaves, 0).unwrap(),
+        merkle::proof::<Ledger>(&leaves, 0).unwrap(),
     );
     env.send(std::slice::from_ref(&claim), &n, &[]).unwrap();
     let after_first = env.token_balance(&n_ata);
@@ -316,7 +317,7 @@ fn double_claim_pays_nothing() {
         0,
         7_000,
         0,
-        merkle::proof(&leaves, 0).unwrap(),
+        merkle::proof::<Ledger>(&leaves, 0).unwrap(),
     );
     assert_error(
         env.send(&[forged], &n, &[]),
@@ -330,7 +331,7 @@ fn double_claim_pays_nothing() {
         0,
         700,
         0,
-        merkle::proof(&leaves, 0).unwrap(),
+        merkle::proof::<Ledger>(&leaves, 0).unwrap(),
     );
     assert_error(
         env.send(&[stolen], &other, &[]),
@@ -427,7 +428,7 @@ fn voucher_without_precompile_or_with_forged_signature_is_refused() {
     let mallory = Keypair::new();
     let mut forged = SignedMessage::sign(
         &mallory,
-        &voucher::voucher_message(&PROGRAM_ID, &n.pubkey(), 500),
+        &messages::voucher_message(PROGRAM_ID.as_array(), n.pubkey().as_array(), 500),
     );
     forged.signer = c.pubkey();
     let mut forged_ixs = ixs.clone();
@@ -443,7 +444,7 @@ fn voucher_without_precompile_or_with_forged_signature_is_refused() {
     // A voucher for another deployment (different program id in the message).
     let other = SignedMessage::sign(
         &c,
-        &voucher::voucher_message(&Pubkey::new_unique(), &n.pubkey(), 500),
+        &messages::voucher_message(Pubkey::new_unique().as_array(), n.pubkey().as_array(), 500),
     );
     let mut wrong_program = ixs;
     wrong_program[0] = verify_instruction(&[other]).unwrap();
@@ -518,7 +519,7 @@ fn verdict_for_the_other_outcome_or_after_deadline_is_refused() {
     let a = case.selected[0].insecure_clone();
     let b = case.selected[1].insecure_clone();
     // Signatures for "rejected" submitted as "upheld".
-    let msg = voucher::verdict_message(&PROGRAM_ID, &case.challenge, false);
+    let msg = messages::verdict_message(PROGRAM_ID.as_array(), case.challenge.as_array(), false);
     let signed: Vec<_> = [&a, &b]
         .iter()
         .map(|v| SignedMessage::sign(v, &msg))
@@ -576,7 +577,7 @@ fn challenge_with_bad_proof_or_after_window_is_refused() {
     let (accused, _) = env.compute_node(10_000);
     env.verifier(5_000);
     let leaves: Vec<[u8; 32]> = (0..3u8)
-        .map(|i| merkle::receipt_leaf(&[i; 32], &accused.pubkey(), &[i; 32]))
+        .map(|i| Ledger::receipt_leaf(&[i; 32], accused.pubkey().as_array(), &[i; 32]))
         .collect();
     let id = env.post_batch(&relayer, &leaves);
     let (ch, ch_ata) = env.user(1_000);
@@ -584,7 +585,7 @@ fn challenge_with_bad_proof_or_after_window_is_refused() {
         leaf_index: 1,
         task_id: [9; 32],
         receipt_digest: [1; 32],
-        proof: merkle::proof(&leaves, 1).unwrap(),
+        proof: merkle::proof::<Ledger>(&leaves, 1).unwrap(),
     };
     assert_error(
         env.send(
@@ -605,7 +606,7 @@ fn challenge_with_bad_proof_or_after_window_is_refused() {
         leaf_index: 1,
         task_id: [1; 32],
         receipt_digest: [1; 32],
-        proof: merkle::proof(&leaves, 1).unwrap(),
+        proof: merkle::proof::<Ledger>(&leaves, 1).unwrap(),
     };
     assert_error(
         env.send(

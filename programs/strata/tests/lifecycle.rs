@@ -7,7 +7,8 @@ use common::dispute::open_dispute;
 use common::*;
 use solana_signer::Signer;
 use strata_chain::events::{from_logs, StrataEvent};
-use strata_chain::{ix, merkle, pda, Capacity, PROGRAM_ID, ROLE_COMPUTE, ROLE_VERIFIER};
+use strata_chain::merkle::{self, domains::Ledger};
+use strata_chain::{ix, pda, Capacity, PROGRAM_ID, ROLE_COMPUTE, ROLE_VERIFIER};
 use strata_program::state::{
     Batch, Challenge, ChallengeStatus, Channel, Escrow, Node, RewardEpoch,
 };
@@ -230,11 +231,11 @@ fn batch_post_and_reward_claims_are_idempotent() {
     let mut env = Env::new();
     let relayer = env.relayer();
     let leaves: Vec<[u8; 32]> = (0..5u8)
-        .map(|i| merkle::receipt_leaf(&[i; 32], &PROGRAM_ID, &[i; 32]))
+        .map(|i| Ledger::receipt_leaf(&[i; 32], PROGRAM_ID.as_array(), &[i; 32]))
         .collect();
     let id = env.post_batch(&relayer, &leaves);
     let b: Batch = env.account(&pda::batch(id));
-    assert_eq!((b.id, b.task_count, b.root), (0, 5, merkle::root(&leaves)));
+    assert_eq!((b.id, b.task_count, b.root), (0, 5, merkle::root::<Ledger>(&leaves)));
 
     let (funder, funder_ata) = env.user(100_000);
     env.send(
@@ -247,15 +248,15 @@ fn batch_post_and_reward_claims_are_idempotent() {
     let (n1, n1_ata) = env.compute_node(MIN_STAKE);
     let (n2, n2_ata) = env.compute_node(MIN_STAKE);
     let epoch0 = vec![
-        merkle::reward_leaf(&n1.pubkey(), 300),
-        merkle::reward_leaf(&n2.pubkey(), 200),
+        Ledger::reward_leaf(n1.pubkey().as_array(), 300),
+        Ledger::reward_leaf(n2.pubkey().as_array(), 200),
     ];
     let authority = env.reward_authority.insecure_clone();
     env.send(
         &[ix::publish_rewards(
             &authority.pubkey(),
             0,
-            merkle::root(&epoch0),
+            merkle::root::<Ledger>(&epoch0),
             2,
             500,
         )],
@@ -263,7 +264,7 @@ fn batch_post_and_reward_claims_are_idempotent() {
         &[],
     )
     .unwrap();
-    let proof = merkle::proof(&epoch0, 0).unwrap();
+    let proof = merkle::proof::<Ledger>(&epoch0, 0).unwrap();
     let before = env.token_balance(&n1_ata);
     env.send(
         &[ix::claim_rewards(
@@ -283,14 +284,14 @@ fn batch_post_and_reward_claims_are_idempotent() {
     // Next epoch: n1's cumulative grows to 450; it is paid only the 150 difference.
     env.warp(params().epoch_length);
     let epoch1 = vec![
-        merkle::reward_leaf(&n1.pubkey(), 450),
-        merkle::reward_leaf(&n2.pubkey(), 200),
+        Ledger::reward_leaf(n1.pubkey().as_array(), 450),
+        Ledger::reward_leaf(n2.pubkey().as_array(), 200),
     ];
     env.send(
         &[ix::publish_rewards(
             &authority.pubkey(),
             1,
-            merkle::root(&epoch1),
+            merkle::root::<Ledger>(&epoch1),
             2,
             350,
         )],
@@ -298,7 +299,7 @@ fn batch_post_and_reward_claims_are_idempotent() {
         &[],
     )
     .unwrap();
-    let p1 = merkle::proof(&epoch1, 0).unwrap();
+    let p1 = merkle::proof::<Ledger>(&epoch1, 0).unwrap();
     env.send(
         &[ix::claim_rewards(&n1.pubkey(), &n1_ata, 1, 450, 0, p1)],
         &n1,
@@ -306,7 +307,7 @@ fn batch_post_and_reward_claims_are_idempotent() {
     )
     .unwrap();
     assert_eq!(env.token_balance(&n1_ata) - before, 450);
-    let p2 = merkle::proof(&epoch1, 1).unwrap();
+    let p2 = merkle::proof::<Ledger>(&epoch1, 1).unwrap();
     env.send(
         &[ix::claim_rewards(&n2.pubkey(), &n2_ata, 1, 200, 1, p2)],
         &n2,

@@ -9,9 +9,10 @@ use solana_keypair::Keypair;
 use solana_signer::Signer;
 use strata_chain::ed25519::{verify_instruction, SignedMessage};
 use strata_chain::tx::{sign, wire_size, LAMPORTS_PER_SIGNATURE, PACKET_DATA_SIZE};
-use strata_chain::{ix, merkle, voucher, Capacity, Pubkey, PROGRAM_ID};
+use strata_chain::merkle::{self, domains::Ledger};
+use strata_chain::{ix, messages, Capacity, Pubkey, PROGRAM_ID};
 use strata_program::instructions::ReceiptClaim;
-use strata_program::state::{MAX_MULTIADDRS, MAX_MULTIADDR_LEN};
+use strata_chain::limits::{MAX_MULTIADDRS, MAX_MULTIADDR_LEN};
 
 fn size(ixs: &[solana_instruction::Instruction], payer: &Keypair, signers: &[&Keypair]) -> usize {
     wire_size(&sign(ixs, payer, signers, Default::default()))
@@ -27,7 +28,7 @@ fn voucher_ixs(
     let node_token = Pubkey::new_unique();
     let signed: Vec<_> = clients
         .iter()
-        .map(|c| SignedMessage::sign(c, &voucher::voucher_message(&PROGRAM_ID, &node, u64::MAX)))
+        .map(|c| SignedMessage::sign(c, &messages::voucher_message(PROGRAM_ID.as_array(), node.as_array(), u64::MAX)))
         .collect();
     let accounts: Vec<_> = clients
         .iter()
@@ -83,7 +84,7 @@ fn largest_instructions_fit_and_report_sizes() {
         .map(|v| {
             SignedMessage::sign(
                 v,
-                &voucher::verdict_message(&PROGRAM_ID, &Pubkey::new_unique(), true),
+                &messages::verdict_message(PROGRAM_ID.as_array(), Pubkey::new_unique().as_array(), true),
             )
         })
         .collect();
@@ -223,5 +224,5 @@ fn the_largest_voucher_batch_executes() {
         LAMPORTS_PER_SIGNATURE * (1 + n as u64),
         "signatures only, no new accounts"
     );
-    let _ = merkle::root(&[]);
+    let _ = merkle::root::<Ledger>(&[]);
 }

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use strata_chain::accounts::Batch;
 use strata_chain::rpc::ChainClient;
-use strata_chain::{ix, merkle, pda, token, ConfigParams, Keypair, Pubkey, Signer};
+use strata_chain::merkle::{self, domains::Ledger};
+use strata_chain::{ix, pda, token, ConfigParams, Keypair, Pubkey, Signer};
 use strata_localnet::{Localnet, LocalnetConfig};
 use strata_p2p::P2pConfig;
 use strata_relayer::RelayerConfig;
@@ -180,13 +181,16 @@ impl Env {
         let raw = hex::decode(&view.raw).unwrap();
         let receipt = Receipt::decode_verified(&raw).unwrap();
         assert_eq!(hex::encode(receipt.leaf()), view.leaf);
-        assert!(merkle::verify(
-            &batch.root,
-            receipt.leaf(),
-            u64::from(inclusion.leaf_index),
-            u64::from(batch.task_count),
-            &proof
-        ));
+        assert_eq!(
+            merkle::verify::<Ledger>(
+                &batch.root,
+                receipt.leaf(),
+                u64::from(inclusion.leaf_index),
+                u64::from(batch.task_count),
+                &proof
+            ),
+            Ok(())
+        );
     }
 }
 

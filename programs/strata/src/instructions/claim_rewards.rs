@@ -3,9 +3,9 @@ use anchor_spl::token::{Token, TokenAccount};
 
 use crate::errors::StrataError;
 use crate::events::{emit_event, RewardsClaimed};
-use crate::merkle::{reward_leaf, verify, MAX_PROOF_LEN};
 use crate::state::{ClaimRecord, Config, RewardEpoch, STATE_VERSION};
 use crate::vault::pay_out;
+use strata_primitives::merkle::{domains::Ledger, verify};
 
 /// Pays an operator its cumulative rewards (proved against an epoch's root)
 /// minus what it already claimed. A repeated claim pays nothing and is
@@ -50,21 +50,15 @@ pub fn handler(
     proof: Vec<[u8; 32]>,
 ) -> Result<()> {
     let a = ctx.accounts;
-    require!(
-        proof.len() <= MAX_PROOF_LEN,
-        StrataError::InvalidMerkleProof
-    );
     let operator = a.operator.key();
-    require!(
-        verify(
-            &a.reward_epoch.root,
-            reward_leaf(&operator, cumulative),
-            u64::from(leaf_index),
-            u64::from(a.reward_epoch.leaf_count),
-            &proof
-        ),
-        StrataError::InvalidMerkleProof
-    );
+    verify::<Ledger>(
+        &a.reward_epoch.root,
+        Ledger::reward_leaf(operator.as_array(), cumulative),
+        u64::from(leaf_index),
+        u64::from(a.reward_epoch.leaf_count),
+        &proof,
+    )
+    .map_err(|_| error!(StrataError::InvalidMerkleProof))?;
     let record = &mut a.claim_record;
     if record.version == 0 {
         record.version = STATE_VERSION;

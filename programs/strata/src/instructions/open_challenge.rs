@@ -3,10 +3,10 @@ use anchor_spl::token::{Token, TokenAccount};
 
 use crate::errors::StrataError;
 use crate::events::{emit_event, ChallengeOpened};
-use crate::merkle::{receipt_leaf, verify, MAX_PROOF_LEN};
-use crate::selection::challenge_seed;
 use crate::state::{Batch, Challenge, ChallengeStatus, Config, Node, STATE_VERSION};
 use crate::vault::pay_in;
+use strata_primitives::merkle::{domains::Ledger, verify};
+use strata_primitives::sortition::challenge_seed;
 
 /// What the challenger proves: one receipt leaf of a posted batch.
 #[derive(AnchorSerialize, AnchorDeserialize, Clone, Debug, PartialEq, Eq)]
@@ -78,21 +78,19 @@ pub fn handler(ctx: Context<OpenChallenge>, claim: ReceiptClaim) -> Result<()> {
         .checked_add(a.config.params.challenge_window)
         .ok_or(StrataError::MathOverflow)?;
     require!(now <= window_end, StrataError::ChallengeWindowClosed);
-    require!(
-        claim.proof.len() <= MAX_PROOF_LEN,
-        StrataError::InvalidMerkleProof
+    let leaf = Ledger::receipt_leaf(
+        &claim.task_id,
+        a.node.operator.as_array(),
+        &claim.receipt_digest,
     );
-    let leaf = receipt_leaf(&claim.task_id, &a.node.operator, &claim.receipt_digest);
-    require!(
-        verify(
-            &a.batch.root,
-            leaf,
-            u64::from(claim.leaf_index),
-            u64::from(a.batch.task_count),
-            &claim.proof
-        ),
-        StrataError::InvalidMerkleProof
-    );
+    verify::<Ledger>(
+        &a.batch.root,
+        leaf,
+        u64::from(claim.leaf_index),
+        u64::from(a.batch.task_count),
+        &claim.proof,
+    )
+    .map_err(|_| error!(StrataError::InvalidMerkleProof))?;
     require!(a.config.total_verifier_stake > 0, StrataError::NoVerifiers);
 
     let bond = a.config.params.challenge_bond;
@@ -115,7 +113,7 @@ pub fn handler(ctx: Context<OpenChallenge>, claim: ReceiptClaim) -> Result<()> {
         .ok_or(StrataError::MathOverflow)?;
 
     let key = a.challenge.key();
-    let seed = challenge_seed(&latest_slot_hash(&a.slot_hashes)?, &key);
+    let seed = challenge_seed(&latest_slot_hash(&a.slot_hashes)?, key.as_array());
     a.challenge.set_inner(Challenge {
         version: STATE_VERSION,
         bump: ctx.bumps.challenge,

@@ -9,7 +9,7 @@ use crate::events::{emit_event, VoucherRedeemed};
 use crate::signatures::verified_before_current;
 use crate::state::{Channel, Config, Escrow, STATE_VERSION};
 use crate::vault::{bps_of, pay_out};
-use crate::voucher::parse_voucher;
+use strata_primitives::messages::parse_voucher;
 
 /// Most vouchers one instruction settles; bounds the loop (a 1232-byte
 /// transaction fits far fewer anyway).
@@ -62,8 +62,9 @@ pub fn handler<'info>(ctx: Context<'info, RedeemVouchers<'info>>) -> Result<()> 
             return err!(StrataError::SignatureCountMismatch);
         };
         let client = voucher.signer;
-        let (node, cumulative) =
-            parse_voucher(ctx.program_id, &voucher.message).ok_or(StrataError::MessageMismatch)?;
+        let (node, cumulative) = parse_voucher(ctx.program_id.as_array(), &voucher.message)
+            .ok_or(StrataError::MessageMismatch)?;
+        let node = Pubkey::from(node);
 
         let (escrow_key, _) =
             Pubkey::find_program_address(&[Escrow::SEED, client.as_ref()], ctx.program_id);

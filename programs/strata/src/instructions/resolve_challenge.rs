@@ -5,11 +5,11 @@ use anchor_spl::token::{Token, TokenAccount};
 
 use crate::errors::StrataError;
 use crate::events::{emit_event, ChallengeResolved};
-use crate::selection::is_selected;
 use crate::signatures::verified_before_current;
 use crate::state::{Challenge, ChallengeStatus, Config, Node, MAX_COMMITTEE};
 use crate::vault::{bps_of, pay_out};
-use crate::voucher::verdict_message;
+use strata_primitives::messages::verdict_message;
+use strata_primitives::sortition::is_selected;
 
 /// Settles a challenge with a verdict signed by a quorum of the verifiers the
 /// sortition selected. The ed25519 instruction right before this one carries
@@ -68,7 +68,7 @@ pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool
         signed.len() == ctx.remaining_accounts.len(),
         StrataError::SignatureCountMismatch
     );
-    let expected = verdict_message(ctx.program_id, &a.challenge.key(), upheld);
+    let expected = verdict_message(ctx.program_id.as_array(), a.challenge.key().as_array(), upheld);
     let params = a.config.params;
     let mut voters = BTreeSet::new();
     for (sig, info) in signed.iter().zip(ctx.remaining_accounts) {
@@ -90,7 +90,7 @@ pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool
         require!(
             is_selected(
                 &a.challenge.seed,
-                &verifier.operator,
+                verifier.operator.as_array(),
                 verifier.stake,
                 a.challenge.total_verifier_stake,
                 params.committee_size

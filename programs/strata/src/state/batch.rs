@@ -15,7 +15,7 @@ pub struct Batch {
     pub relayer: Pubkey,
     /// Epoch the receipts belong to.
     pub epoch: i64,
-    /// Merkle root over receipt leaves (see `merkle::receipt_leaf`).
+    /// Merkle root over receipt leaves (`strata_primitives::merkle::domains::Ledger::receipt_leaf`).
     pub root: [u8; 32],
     /// Number of receipts (leaves).
     pub task_count: u32,

@@ -1,11 +1,8 @@
 use anchor_lang::prelude::*;
 
 use crate::errors::StrataError;
+use strata_primitives::limits::{MAX_MULTIADDRS, MAX_MULTIADDR_LEN};
 
-/// Most multiaddrs a node may register.
-pub const MAX_MULTIADDRS: usize = 4;
-/// Longest multiaddr string accepted.
-pub const MAX_MULTIADDR_LEN: usize = 96;
 /// The node serves inference and rollouts.
 pub const ROLE_COMPUTE: u8 = 1;
 /// The node re-executes audited tasks and signs verdicts.

@@ -11,7 +11,7 @@ pub struct RewardEpoch {
     pub bump: u8,
     /// Epoch number (PDA seed).
     pub epoch: i64,
-    /// Merkle root over `merkle::reward_leaf` leaves.
+    /// Merkle root over `Ledger::reward_leaf` leaves (`strata_primitives::merkle::domains`).
     pub root: [u8; 32],
     /// Leaves in the tree (needed to check a proof's shape).
     pub leaf_count: u32,

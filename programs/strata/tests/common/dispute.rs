@@ -6,7 +6,8 @@ use solana_keypair::Keypair;
 use solana_signer::Signer;
 use solana_transaction_error::TransactionError;
 use strata_chain::events::{from_logs, StrataEvent};
-use strata_chain::{ix, merkle, pda, selection, Pubkey};
+use strata_chain::merkle::{self, domains::Ledger};
+use strata_chain::{ix, pda, sortition, Pubkey};
 use strata_program::instructions::ReceiptClaim;
 use strata_program::state::{Challenge, Node};
 
@@ -49,7 +50,7 @@ pub fn open_dispute(verifiers: usize, committee: u8, quorum: u8) -> Dispute {
         .map(|_| env.verifier(VERIFIER_STAKE).0)
         .collect();
     let leaves: Vec<[u8; 32]> = (0..4u8)
-        .map(|i| merkle::receipt_leaf(&[i; 32], &accused.pubkey(), &[i + 100; 32]))
+        .map(|i| Ledger::receipt_leaf(&[i; 32], accused.pubkey().as_array(), &[i + 100; 32]))
         .collect();
     let id = env.post_batch(&relayer, &leaves);
     let challenge = pda::challenge(&pda::batch(id), 2);
@@ -58,11 +59,11 @@ pub fn open_dispute(verifiers: usize, committee: u8, quorum: u8) -> Dispute {
         let hash = (0u8..=255)
             .map(|i| [i; 32])
             .find(|h| {
-                let seed = selection::challenge_seed(h, &challenge);
+                let seed = sortition::challenge_seed(h, challenge.as_array());
                 let n = vs
                     .iter()
                     .filter(|v| {
-                        selection::is_selected(&seed, &v.pubkey(), VERIFIER_STAKE, total, committee)
+                        sortition::is_selected(&seed, v.pubkey().as_array(), VERIFIER_STAKE, total, committee)
                     })
                     .count();
                 n >= usize::from(quorum) && n < vs.len()
@@ -75,7 +76,7 @@ pub fn open_dispute(verifiers: usize, committee: u8, quorum: u8) -> Dispute {
         leaf_index: 2,
         task_id: [2; 32],
         receipt_digest: [102; 32],
-        proof: merkle::proof(&leaves, 2).unwrap(),
+        proof: merkle::proof::<Ledger>(&leaves, 2).unwrap(),
     };
     let meta = env
         .send(
@@ -96,9 +97,9 @@ pub fn open_dispute(verifiers: usize, committee: u8, quorum: u8) -> Dispute {
     ));
     let c: Challenge = env.account(&challenge);
     let (selected, not_selected) = vs.into_iter().partition(|v| {
-        selection::is_selected(
+        sortition::is_selected(
             &c.seed,
-            &v.pubkey(),
+            v.pubkey().as_array(),
             VERIFIER_STAKE,
             c.total_verifier_stake,
             committee,

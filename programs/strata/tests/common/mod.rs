@@ -17,8 +17,9 @@ use solana_signer::Signer;
 use solana_transaction::Transaction;
 use solana_transaction_error::TransactionError;
 use strata_chain::ed25519::{verify_instruction, SignedMessage};
+use strata_chain::merkle::domains::Ledger;
 use strata_chain::{
-    ix, merkle, pda, voucher, Capacity, ConfigParams, Pubkey, PROGRAM_ID, ROLE_COMPUTE,
+    ix, merkle, messages, pda, Capacity, ConfigParams, Pubkey, PROGRAM_ID, ROLE_COMPUTE,
     ROLE_VERIFIER,
 };
 use strata_program::errors::StrataError;
@@ -356,7 +357,7 @@ impl Env {
             &relayer.pubkey(),
             id,
             epoch,
-            merkle::root(leaves),
+            merkle::root::<Ledger>(leaves),
             leaves.len() as u32,
             1_000,
         );
@@ -375,7 +376,7 @@ impl Env {
             .map(|(client, node, _, cumulative)| {
                 SignedMessage::sign(
                     client,
-                    &voucher::voucher_message(&PROGRAM_ID, node, *cumulative),
+                    &messages::voucher_message(PROGRAM_ID.as_array(), node.as_array(), *cumulative),
                 )
             })
             .collect();
@@ -401,7 +402,7 @@ impl Env {
         voters: &[&Keypair],
         upheld: bool,
     ) -> Vec<Instruction> {
-        let msg = voucher::verdict_message(&PROGRAM_ID, challenge, upheld);
+        let msg = messages::verdict_message(PROGRAM_ID.as_array(), challenge.as_array(), upheld);
         let signed: Vec<_> = voters
             .iter()
             .map(|v| SignedMessage::sign(v, &msg))
