@@ -12,26 +12,11 @@ use strata_chain::rpc::ChainClient;
 use strata_chain::{ix, keys, token, ConfigParams, Keypair, Signer};
 use strata_localnet::{Localnet, LocalnetConfig};
 
-const TOKEN: u64 = 1_000_000;
+use strata_chain::params::TOKEN;
 const SOL: u64 = 1_000_000_000;
 
 fn params() -> ConfigParams {
-    ConfigParams {
-        min_stake: 100 * TOKEN,
-        unbonding_period: 0,
-        epoch_length: 60,
-        audit_rate_bps: 500,
-        slash_bps: 5_000,
-        challenger_share_bps: 2_000,
-        challenge_window: 600,
-        challenge_bond: 10 * TOKEN,
-        verdict_timeout: 300,
-        verifier_quorum: 1,
-        committee_size: 3,
-        protocol_fee_bps: 500,
-        epoch_reward_cap: 1_000 * TOKEN,
-        escrow_withdraw_delay: 0,
-    }
+    strata_chain::params::fast()
 }
 
 /// Creates the mint (authority: the faucet key) and initialises the program.
@@ -185,6 +170,7 @@ fn operator_and_client_flow_on_a_local_chain() {
     cli.ok(&["stake", "150"]);
     cli.fails(&["unstake", "151"], "insufficient stake");
     cli.ok(&["unstake", "150"]);
+    cli.fails(&["withdraw-stake"], "unbonding period has not ended");
     let node = cli.json(&["status", "node"]);
     assert_eq!(node["stake"], 0);
     assert_eq!(node["unbonding"], 150 * TOKEN);
@@ -192,6 +178,9 @@ fn operator_and_client_flow_on_a_local_chain() {
     assert_eq!(config["total_stake"], 150 * TOKEN);
     assert_eq!(config["mint"], mint.pubkey().to_string());
     cli.fails(&["node", "deregister"], "still holds stake");
+    // The unbonding period (2 s in these parameters) covers the challenge
+    // window plus the verdict timeout.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
     cli.ok(&["withdraw-stake"]);
     assert_eq!(cli.json(&["balance"])["tokens"], 1_000 * TOKEN);
     cli.ok(&["node", "deregister"]);

@@ -11,8 +11,7 @@ use crate::TestnetManifest;
 
 /// Lamports in one SOL.
 pub const LAMPORTS_PER_SOL: u64 = 1_000_000_000;
-/// One whole token in base units (6 decimals).
-pub const TOKEN: u64 = 1_000_000;
+pub use strata_chain::params::TOKEN;
 
 /// The testnet's keys, kept in its state directory.
 pub struct TestnetKeys {
@@ -72,7 +71,7 @@ pub struct GenesisOptions {
 impl Default for GenesisOptions {
     fn default() -> Self {
         Self {
-            params: testnet_params(),
+            params: strata_chain::params::local(),
             node_stake: 1_000 * TOKEN,
             client_deposit: 100 * TOKEN,
             reward_pool: 10_000 * TOKEN,
@@ -81,25 +80,6 @@ impl Default for GenesisOptions {
     }
 }
 
-/// Parameters for a local testnet: short periods so a demo sees every phase.
-pub fn testnet_params() -> ConfigParams {
-    ConfigParams {
-        min_stake: 100 * TOKEN,
-        unbonding_period: 120,
-        epoch_length: 60,
-        audit_rate_bps: 500,
-        slash_bps: 5_000,
-        challenger_share_bps: 2_000,
-        challenge_window: 600,
-        challenge_bond: 10 * TOKEN,
-        verdict_timeout: 300,
-        verifier_quorum: 2,
-        committee_size: 3,
-        protocol_fee_bps: 500,
-        epoch_reward_cap: 1_000 * TOKEN,
-        escrow_withdraw_delay: 60,
-    }
-}
 
 /// Gives `who` SOL for fees and ten times `deposit` in tokens, and deposits
 /// `deposit` into its escrow: a client ready to pay for tasks.
@@ -202,7 +182,7 @@ pub async fn bootstrap(
                 compute_score: 0,
                 bandwidth_mbps: 1_000,
             },
-            ROLE_COMPUTE | ROLE_VERIFIER,
+            ROLE_COMPUTE,
         );
         let stake = ix::stake(&node.pubkey(), &ata, &mint, options.node_stake);
         if options.register_nodes {

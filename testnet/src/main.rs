@@ -154,7 +154,7 @@ async fn up(a: Up) -> anyhow::Result<()> {
     let mut options = LocalOptions::ephemeral(&state_dir);
     options.chain = chain;
     options.nodes = a.nodes;
-    options.genesis.params = strata_testnet::genesis::testnet_params();
+    options.genesis.params = strata_chain::params::local();
     options.network = NetworkOptions::local(state_dir.join("services"));
     options.network.gateway_addr = SocketAddr::from(([127, 0, 0, 1], a.gateway_port));
     options.network.relayer_addr = SocketAddr::from(([127, 0, 0, 1], a.relayer_port));

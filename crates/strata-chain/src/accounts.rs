@@ -2,8 +2,8 @@
 
 use anchor_lang::AccountDeserialize;
 pub use strata_program::state::{
-    Batch, Challenge, ChallengeStatus, Channel, ClaimRecord, Config, Escrow, Node, Relayer,
-    RewardEpoch,
+    Batch, Challenge, ChallengeStatus, ChallengeTerms, Channel, ClaimRecord, Config, Escrow, Node,
+    Relayer, RewardEpoch,
 };
 
 use crate::{ChainError, Pubkey};

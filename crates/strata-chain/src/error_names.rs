@@ -56,6 +56,11 @@ program_errors!(
     NothingToClaim,
     InsufficientRewardPool,
     SlotHashesUnavailable,
+    SelfChallenge,
+    SeedNotReady,
+    SeedAlreadyDrawn,
+    CommitteeNotDrawn,
+    VerifierNotEligible,
 );
 
 /// Anchor's own codes that a caller can run into (constraints, account checks).
@@ -138,6 +143,10 @@ mod tests {
             assert_eq!(*code, 6000 + i as u32);
         }
         assert_eq!(describe(6025).0, "StaleVoucher");
+        // The last variant is listed (a new error must be added here too).
+        let last = u32::from(StrataError::VerifierNotEligible);
+        assert_eq!(describe(last).0, "VerifierNotEligible");
+        assert_eq!(describe(last + 1).0, "Unknown");
         assert_eq!(describe(2006).0, "ConstraintSeeds");
         assert_eq!(describe(1).0, "Unknown");
     }

@@ -311,7 +311,6 @@ pub fn open_challenge(
             node: pda::node(node),
             challenge: pda::challenge(&batch, claim.leaf_index),
             vault: pda::vault(),
-            slot_hashes: SLOT_HASHES_SYSVAR,
             token_program: TOKEN,
             system_program: SYSTEM,
         },
@@ -349,17 +348,44 @@ pub fn resolve_challenge(
     ix
 }
 
-/// `expire_challenge`.
+/// `seal_batch`: draws batch `batch_id`'s audit seed (anyone may send it).
+pub fn seal_batch(batch_id: u64) -> Instruction {
+    build(
+        acc::SealBatch {
+            config: pda::config(),
+            batch: pda::batch(batch_id),
+            slot_hashes: SLOT_HASHES_SYSVAR,
+        },
+        data::SealBatch {},
+    )
+}
+
+/// `draw_committee`: draws `challenge`'s committee seed (anyone may send it).
+pub fn draw_committee(challenge: &Pubkey) -> Instruction {
+    build(
+        acc::DrawCommittee {
+            config: pda::config(),
+            challenge: *challenge,
+            slot_hashes: SLOT_HASHES_SYSVAR,
+        },
+        data::DrawCommittee {},
+    )
+}
+
+/// `expire_challenge`; `challenger` is the challenge's challenger (its
+/// wallet gets the closed account's rent back).
 pub fn expire_challenge(
     submitter: &Pubkey,
     challenge: &Pubkey,
     node: &Pubkey,
+    challenger: &Pubkey,
     challenger_token: &Pubkey,
 ) -> Instruction {
     build(
         acc::ExpireChallenge {
             submitter: *submitter,
             config: pda::config(),
+            challenger: *challenger,
             challenge: *challenge,
             node: pda::node(node),
             challenger_token: *challenger_token,

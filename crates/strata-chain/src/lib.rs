@@ -17,6 +17,7 @@ pub mod error_names;
 pub mod events;
 pub mod ix;
 pub mod keys;
+pub mod params;
 pub mod pda;
 pub mod rpc;
 pub mod token;

@@ -131,4 +131,19 @@ pub enum StrataError {
     /// The SlotHashes sysvar is empty or malformed.
     #[msg("slot hashes unavailable")]
     SlotHashesUnavailable,
+    /// A node may not challenge its own receipts (nor have the payout sent to itself).
+    #[msg("a node cannot challenge its own receipt")]
+    SelfChallenge,
+    /// The seed slot has not been reached yet.
+    #[msg("seed slot not reached yet")]
+    SeedNotReady,
+    /// The seed was already drawn.
+    #[msg("seed already drawn")]
+    SeedAlreadyDrawn,
+    /// The challenge's committee has not been drawn yet (`draw_committee`).
+    #[msg("committee not drawn yet")]
+    CommitteeNotDrawn,
+    /// A verifier's weight was not in place before the challenge opened.
+    #[msg("verifier stake or role is newer than the challenge")]
+    VerifierNotEligible,
 }

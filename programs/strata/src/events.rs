@@ -193,8 +193,43 @@ pub struct ChallengeOpened {
     pub leaf_index: u32,
     /// Challenger.
     pub challenger: Pubkey,
+    /// Task id of the challenged receipt.
+    pub task_id: [u8; 32],
+    /// Slot whose hash will seed the committee.
+    pub seed_slot: u64,
+}
+
+/// A challenge's committee seed was drawn: its members are now known.
+#[event]
+#[derive(Debug, Clone)]
+pub struct CommitteeDrawn {
+    /// Challenge account.
+    pub challenge: Pubkey,
     /// Sortition seed.
     pub seed: [u8; 32],
+}
+
+/// A batch's audit seed was drawn: its audits are now assigned.
+#[event]
+#[derive(Debug, Clone)]
+pub struct BatchSealed {
+    /// Batch id.
+    pub id: u64,
+    /// The slot whose hash was used.
+    pub slot: u64,
+    /// The audit seed.
+    pub audit_seed: [u8; 32],
+}
+
+/// A seed slot fell out of SlotHashes before anyone drew it; a later slot
+/// takes its place (still unknown to everyone).
+#[event]
+#[derive(Debug, Clone)]
+pub struct SeedRearmed {
+    /// The batch or challenge account.
+    pub account: Pubkey,
+    /// The new seed slot.
+    pub seed_slot: u64,
 }
 
 /// A challenge ended.
@@ -211,14 +246,18 @@ pub struct ChallengeResolved {
     pub slashed: u64,
     /// Paid to the challenger (bond and share of the slash).
     pub to_challenger: u64,
+    /// The committee members whose signatures made the verdict.
+    pub voters: Vec<Pubkey>,
 }
 
-/// A challenge expired without a verdict.
+/// A challenge expired without a verdict and was closed.
 #[event]
 #[derive(Debug, Clone)]
 pub struct ChallengeExpired {
     /// Challenge account.
     pub challenge: Pubkey,
+    /// Accused node.
+    pub node: Pubkey,
 }
 
 /// Tokens were added to the reward pool.

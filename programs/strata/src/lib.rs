@@ -18,6 +18,7 @@ pub mod events;
 pub mod instructions;
 #[cfg(not(target_os = "solana"))]
 pub mod native;
+pub mod seed;
 pub mod signatures;
 pub mod state;
 pub mod vault;
@@ -126,6 +127,11 @@ pub mod strata {
         instructions::post_batch::handler(ctx, epoch, root, task_count, work_units)
     }
 
+    /// Draws a batch's audit seed once its seed slot has passed (anyone).
+    pub fn seal_batch(ctx: Context<SealBatch>) -> Result<()> {
+        instructions::seal_batch::handler(ctx)
+    }
+
     /// Redeems client-signed vouchers in a batch.
     pub fn redeem_vouchers<'info>(ctx: Context<'info, RedeemVouchers<'info>>) -> Result<()> {
         instructions::redeem_vouchers::handler(ctx)
@@ -134,6 +140,11 @@ pub mod strata {
     /// Opens a bonded challenge against a receipt.
     pub fn open_challenge(ctx: Context<OpenChallenge>, claim: ReceiptClaim) -> Result<()> {
         instructions::open_challenge::handler(ctx, claim)
+    }
+
+    /// Draws a challenge's committee seed once its seed slot has passed (anyone).
+    pub fn draw_committee(ctx: Context<DrawCommittee>) -> Result<()> {
+        instructions::draw_committee::handler(ctx)
     }
 
     /// Resolves a challenge with a quorum-signed verdict.

@@ -19,7 +19,7 @@ use strata_relayer::RelayerConfig;
 use strata_wire::api::ReceiptView;
 use strata_wire::{parse_hex32, Receipt, ReceiptBody, Voucher};
 
-pub const TOKEN: u64 = 1_000_000;
+pub use strata_chain::params::TOKEN;
 pub const SOL: u64 = 1_000_000_000;
 pub const DEPOSIT: u64 = 1_000 * TOKEN;
 pub const REWARD_POOL: u64 = 10_000 * TOKEN;
@@ -27,20 +27,9 @@ pub const FEE_BPS: u16 = 500;
 
 pub fn params(epoch_length: i64) -> ConfigParams {
     ConfigParams {
-        min_stake: 100 * TOKEN,
-        unbonding_period: 0,
         epoch_length,
-        audit_rate_bps: 500,
-        slash_bps: 5_000,
-        challenger_share_bps: 2_000,
-        challenge_window: 600,
-        challenge_bond: 10 * TOKEN,
-        verdict_timeout: 300,
-        verifier_quorum: 1,
-        committee_size: 3,
         protocol_fee_bps: FEE_BPS,
-        epoch_reward_cap: 1_000 * TOKEN,
-        escrow_withdraw_delay: 0,
+        ..strata_chain::params::fast()
     }
 }
 

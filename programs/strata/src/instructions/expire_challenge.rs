@@ -7,7 +7,10 @@ use crate::state::{Challenge, ChallengeStatus, Config, Node};
 use crate::vault::pay_out;
 
 /// Closes a challenge that got no verdict by its deadline. Nobody proved the
-/// challenger wrong, so the bond goes back; the node's stake is freed.
+/// challenger wrong, so the bond goes back; the node's stake is freed. The
+/// account is closed (its rent goes back to the challenger), so the receipt
+/// can be challenged again: a committee that failed to act must not make a
+/// receipt unchallengeable.
 #[derive(Accounts)]
 pub struct ExpireChallenge<'info> {
     /// Anyone may expire a stale challenge.
@@ -15,9 +18,13 @@ pub struct ExpireChallenge<'info> {
     /// The config.
     #[account(mut, seeds = [Config::SEED], bump = config.bump, has_one = vault)]
     pub config: Account<'info, Config>,
-    /// The challenge.
+    /// The challenger's wallet, which paid the challenge's rent.
+    #[account(mut, address = challenge.challenger @ StrataError::InvalidAccount)]
+    pub challenger: SystemAccount<'info>,
+    /// The challenge; closed here.
     #[account(
         mut,
+        close = challenger,
         seeds = [Challenge::SEED, challenge.batch.as_ref(), &challenge.leaf_index.to_le_bytes()],
         bump = challenge.bump,
     )]
@@ -47,7 +54,6 @@ pub fn handler(ctx: Context<ExpireChallenge>) -> Result<()> {
         StrataError::DeadlineNotReached
     );
     let bond = a.challenge.bond;
-    a.challenge.status = ChallengeStatus::Expired;
     a.node.open_challenges = a.node.open_challenges.saturating_sub(1);
     a.config.bonds_held = a
         .config
@@ -63,6 +69,7 @@ pub fn handler(ctx: Context<ExpireChallenge>) -> Result<()> {
     )?;
     emit_event(&ChallengeExpired {
         challenge: a.challenge.key(),
+        node: a.node.operator,
     });
     Ok(())
 }

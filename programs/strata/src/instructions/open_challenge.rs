@@ -1,12 +1,13 @@
 use anchor_lang::prelude::*;
 use anchor_spl::token::{Token, TokenAccount};
+use strata_primitives::merkle::{domains::Ledger, verify};
 
 use crate::errors::StrataError;
 use crate::events::{emit_event, ChallengeOpened};
-use crate::state::{Batch, Challenge, ChallengeStatus, Config, Node, STATE_VERSION};
+use crate::state::{
+    Batch, Challenge, ChallengeStatus, ChallengeTerms, Config, Node, STATE_VERSION,
+};
 use crate::vault::pay_in;
-use strata_primitives::merkle::{domains::Ledger, verify};
-use strata_primitives::sortition::challenge_seed;
 
 /// What the challenger proves: one receipt leaf of a posted batch.
 #[derive(AnchorSerialize, AnchorDeserialize, Clone, Debug, PartialEq, Eq)]
@@ -21,16 +22,22 @@ pub struct ReceiptClaim {
     pub proof: Vec<[u8; 32]>,
 }
 
-/// Opens a bonded challenge against one receipt within the batch's
-/// challenge window. The verifier committee is fixed by the latest slot hash,
-/// which the challenger cannot choose.
+/// Opens a bonded challenge against one receipt within the batch's challenge
+/// window. The committee that judges it is drawn later (`draw_committee`)
+/// from the hash of a slot after this one, so the challenger can neither know
+/// nor steer it; the parameters it is judged by are fixed now.
+///
+/// Refused: a node challenging its own receipt (`SelfChallenge`); a proof
+/// that does not lead to the batch root; a closed window; a network with no
+/// verifier stake besides the accused's.
 #[derive(Accounts)]
 #[instruction(claim: ReceiptClaim)]
 pub struct OpenChallenge<'info> {
-    /// The challenger; pays rent and the bond.
-    #[account(mut)]
+    /// The challenger; pays rent and the bond. Never the accused: a node
+    /// could otherwise recover part of its own slash.
+    #[account(mut, constraint = challenger.key() != node.operator @ StrataError::SelfChallenge)]
     pub challenger: Signer<'info>,
-    /// Source of the bond.
+    /// Source of the bond (the challenger's, so payouts go back to it).
     #[account(
         mut,
         token::mint = config.mint,
@@ -46,7 +53,8 @@ pub struct OpenChallenge<'info> {
     /// The accused node.
     #[account(mut, seeds = [Node::SEED, node.operator.as_ref()], bump = node.bump)]
     pub node: Account<'info, Node>,
-    /// The new challenge.
+    /// The new challenge. A challenge that expired without a verdict was
+    /// closed, so the same receipt can be challenged again.
     #[account(
         init,
         payer = challenger,
@@ -58,10 +66,6 @@ pub struct OpenChallenge<'info> {
     /// The vault.
     #[account(mut)]
     pub vault: Account<'info, TokenAccount>,
-    /// The SlotHashes sysvar.
-    /// CHECK: address constrained; parsed by `latest_slot_hash`.
-    #[account(address = solana_sdk_ids::sysvar::slot_hashes::ID)]
-    pub slot_hashes: UncheckedAccount<'info>,
     /// SPL Token.
     pub token_program: Program<'info, Token>,
     /// System program.
@@ -71,13 +75,17 @@ pub struct OpenChallenge<'info> {
 /// Handler.
 pub fn handler(ctx: Context<OpenChallenge>, claim: ReceiptClaim) -> Result<()> {
     let a = ctx.accounts;
-    let now = Clock::get()?.unix_timestamp;
+    let clock = Clock::get()?;
+    let params = a.config.params;
     let window_end = a
         .batch
         .posted_at
-        .checked_add(a.config.params.challenge_window)
+        .checked_add(params.challenge_window)
         .ok_or(StrataError::MathOverflow)?;
-    require!(now <= window_end, StrataError::ChallengeWindowClosed);
+    require!(
+        clock.unix_timestamp <= window_end,
+        StrataError::ChallengeWindowClosed
+    );
     let leaf = Ledger::receipt_leaf(
         &claim.task_id,
         a.node.operator.as_array(),
@@ -91,9 +99,16 @@ pub fn handler(ctx: Context<OpenChallenge>, claim: ReceiptClaim) -> Result<()> {
         &claim.proof,
     )
     .map_err(|_| error!(StrataError::InvalidMerkleProof))?;
-    require!(a.config.total_verifier_stake > 0, StrataError::NoVerifiers);
+    // The accused never sits on its own committee, so its stake is not in
+    // the sortition's denominator either.
+    let total_verifier_stake = a
+        .config
+        .total_verifier_stake
+        .checked_sub(a.node.verifier_stake())
+        .ok_or(StrataError::MathOverflow)?;
+    require!(total_verifier_stake > 0, StrataError::NoVerifiers);
 
-    let bond = a.config.params.challenge_bond;
+    let bond = params.challenge_bond;
     pay_in(
         &a.token_program,
         &a.challenger_token,
@@ -112,8 +127,10 @@ pub fn handler(ctx: Context<OpenChallenge>, claim: ReceiptClaim) -> Result<()> {
         .checked_add(1)
         .ok_or(StrataError::MathOverflow)?;
 
-    let key = a.challenge.key();
-    let seed = challenge_seed(&latest_slot_hash(&a.slot_hashes)?, key.as_array());
+    let seed_slot = clock
+        .slot
+        .checked_add(u64::from(params.seed_delay_slots))
+        .ok_or(StrataError::MathOverflow)?;
     a.challenge.set_inner(Challenge {
         version: STATE_VERSION,
         bump: ctx.bumps.challenge,
@@ -123,38 +140,33 @@ pub fn handler(ctx: Context<OpenChallenge>, claim: ReceiptClaim) -> Result<()> {
         leaf_index: claim.leaf_index,
         task_id: claim.task_id,
         bond,
-        opened_at: now,
-        deadline: now
-            .checked_add(a.config.params.verdict_timeout)
+        opened_at: clock.unix_timestamp,
+        deadline: clock
+            .unix_timestamp
+            .checked_add(params.verdict_timeout)
             .ok_or(StrataError::MathOverflow)?,
-        seed,
-        total_verifier_stake: a.config.total_verifier_stake,
+        opened_slot: clock.slot,
+        seed_slot,
+        seed: [0; 32],
+        total_verifier_stake,
+        terms: ChallengeTerms {
+            slash_bps: params.slash_bps,
+            challenger_share_bps: params.challenger_share_bps,
+            verifier_quorum: params.verifier_quorum,
+            committee_size: params.committee_size,
+        },
         status: ChallengeStatus::Open,
         slashed: 0,
         reserved: [0; 16],
     });
     emit_event(&ChallengeOpened {
-        challenge: key,
+        challenge: a.challenge.key(),
         node: a.node.operator,
         batch: a.batch.key(),
         leaf_index: claim.leaf_index,
         challenger: a.challenger.key(),
-        seed,
+        task_id: claim.task_id,
+        seed_slot,
     });
     Ok(())
-}
-
-/// The most recent hash in the SlotHashes sysvar (layout: u64 count, then
-/// (slot u64, hash [32]) entries, newest first).
-fn latest_slot_hash(info: &AccountInfo) -> Result<[u8; 32]> {
-    let data = info.try_borrow_data()?;
-    let count = data
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_le_bytes)
-        .ok_or(StrataError::SlotHashesUnavailable)?;
-    require!(count > 0, StrataError::SlotHashesUnavailable);
-    data.get(16..48)
-        .and_then(|b| b.try_into().ok())
-        .ok_or(error!(StrataError::SlotHashesUnavailable))
 }

@@ -70,6 +70,11 @@ pub fn handler(
         work_units,
         posted_at: clock.unix_timestamp,
         posted_slot: clock.slot,
+        seed_slot: clock
+            .slot
+            .checked_add(u64::from(config.params.seed_delay_slots))
+            .ok_or(StrataError::MathOverflow)?,
+        audit_seed: [0; 32],
         reserved: [0; 16],
     });
     emit_event(&BatchPosted {

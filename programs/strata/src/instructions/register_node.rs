@@ -43,6 +43,8 @@ pub fn handler(
         unbonding_ends: 0,
         open_challenges: 0,
         slashed_total: 0,
+        // No stake yet: the verifier weight starts when stake arrives.
+        verifier_since_slot: 0,
         registered_at: Clock::get()?.unix_timestamp,
         reserved: [0; 32],
     });

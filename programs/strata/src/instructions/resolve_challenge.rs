@@ -12,7 +12,10 @@ use strata_primitives::messages::verdict_message;
 use strata_primitives::sortition::is_selected;
 
 /// Settles a challenge with a verdict signed by a quorum of the verifiers the
-/// sortition selected. The ed25519 instruction right before this one carries
+/// sortition selected from the committee seed (`draw_committee` first). Only
+/// verifiers whose stake and role predate the challenge count, never the
+/// accused; the quorum, slash and challenger share are the challenge's own
+/// terms, fixed when it opened. The ed25519 instruction right before this one carries
 /// one signature per verifier; `remaining_accounts` carries their `Node`
 /// records in the same order. Upheld: the node is slashed (bonded stake
 /// first, then unbonding stake), the challenger gets the bond back plus a
@@ -58,6 +61,7 @@ pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool
         Clock::get()?.unix_timestamp <= a.challenge.deadline,
         StrataError::DeadlinePassed
     );
+    require!(a.challenge.seed != [0; 32], StrataError::CommitteeNotDrawn);
 
     let signed = verified_before_current(&a.instructions)?;
     require!(
@@ -68,8 +72,13 @@ pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool
         signed.len() == ctx.remaining_accounts.len(),
         StrataError::SignatureCountMismatch
     );
-    let expected = verdict_message(ctx.program_id.as_array(), a.challenge.key().as_array(), upheld);
-    let params = a.config.params;
+    let expected = verdict_message(
+        ctx.program_id.as_array(),
+        a.challenge.key().as_array(),
+        upheld,
+    );
+    let min_stake = a.config.params.min_stake;
+    let terms = a.challenge.terms;
     let mut voters = BTreeSet::new();
     for (sig, info) in signed.iter().zip(ctx.remaining_accounts) {
         let verifier = Account::<Node>::try_from(info)?;
@@ -84,23 +93,29 @@ pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool
             StrataError::SelfVerification
         );
         require!(
-            verifier.is_verifier() && verifier.stake >= params.min_stake,
+            verifier.is_verifier() && verifier.stake >= min_stake,
             StrataError::NotAVerifier
+        );
+        // Stake or a role that arrived after the challenge opened could have
+        // been placed knowing more than the challenger did: it never counts.
+        require!(
+            verifier.is_eligible_verifier(min_stake, a.challenge.opened_slot),
+            StrataError::VerifierNotEligible
         );
         require!(
             is_selected(
                 &a.challenge.seed,
                 verifier.operator.as_array(),
-                verifier.stake,
+                verifier.verifier_stake(),
                 a.challenge.total_verifier_stake,
-                params.committee_size
+                terms.committee_size
             ),
             StrataError::VerifierNotSelected
         );
         voters.insert(verifier.operator);
     }
     require!(
-        voters.len() >= usize::from(params.verifier_quorum),
+        voters.len() >= usize::from(terms.verifier_quorum),
         StrataError::QuorumNotReached
     );
 
@@ -112,8 +127,8 @@ pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool
         .ok_or(StrataError::MathOverflow)?;
     a.node.open_challenges = a.node.open_challenges.saturating_sub(1);
     let (slashed, to_challenger) = if upheld {
-        let slashed = slash(&mut a.node, &mut a.config, params.slash_bps)?;
-        let share = bps_of(slashed, params.challenger_share_bps);
+        let slashed = slash(&mut a.node, &mut a.config, terms.slash_bps)?;
+        let share = bps_of(slashed, terms.challenger_share_bps);
         a.config.reward_pool = a
             .config
             .reward_pool
@@ -150,6 +165,7 @@ pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool
         upheld,
         slashed,
         to_challenger,
+        voters: voters.into_iter().collect(),
     });
     Ok(())
 }

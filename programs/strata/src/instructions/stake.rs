@@ -56,6 +56,8 @@ pub fn handler(ctx: Context<Stake>, amount: u64) -> Result<()> {
     )?;
     let verifier_before = a.node.verifier_stake();
     a.node.stake = stake;
+    a.node
+        .verifier_weight_changed(verifier_before, Clock::get()?.slot);
     let config = &mut a.config;
     config.total_stake = config
         .total_stake

@@ -30,6 +30,7 @@ pub fn handler(
     node.roles = roles;
     node.capacity = capacity;
     node.multiaddrs = multiaddrs.clone();
+    node.verifier_weight_changed(before, Clock::get()?.slot);
     config.replace_verifier_stake(before, node.verifier_stake())?;
     emit_event(&NodeUpdated {
         operator: node.operator,

@@ -25,6 +25,12 @@ pub struct Batch {
     pub posted_at: i64,
     /// Slot it was posted in.
     pub posted_slot: u64,
+    /// The slot whose hash seeds this batch's audits (`posted_slot` plus the
+    /// seed delay, moved later if nobody drew it in time).
+    pub seed_slot: u64,
+    /// The audit seed (`strata_primitives::audit::batch_seed`), all zeros
+    /// until `seal_batch` draws it.
+    pub audit_seed: [u8; 32],
     /// Room for later fields.
     pub reserved: [u8; 16],
 }

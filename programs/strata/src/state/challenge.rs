@@ -9,8 +9,21 @@ pub enum ChallengeStatus {
     Upheld,
     /// The quorum found the receipt honest; the bond was forfeited.
     Rejected,
-    /// No verdict before the deadline; the bond went back.
-    Expired,
+}
+// A challenge with no verdict by its deadline is closed (`expire_challenge`),
+// so the same receipt can be challenged again; it has no status of its own.
+
+/// The parameters a challenge is judged by, copied from the config at opening.
+#[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq, InitSpace)]
+pub struct ChallengeTerms {
+    /// Share of the accused's stake slashed if upheld, in basis points.
+    pub slash_bps: u16,
+    /// Share of the slash paid to the challenger, in basis points.
+    pub challenger_share_bps: u16,
+    /// Distinct selected verifiers a verdict needs.
+    pub verifier_quorum: u8,
+    /// Expected committee size of the sortition.
+    pub committee_size: u8,
 }
 
 /// A bonded accusation that one receipt in a posted batch was served dishonestly.
@@ -37,10 +50,20 @@ pub struct Challenge {
     pub opened_at: i64,
     /// Verdicts are accepted until this time; after it the challenge expires.
     pub deadline: i64,
-    /// Sortition seed: a slot hash the challenger could not choose, mixed with this account's key.
+    /// Slot it was opened in: only verifiers whose weight predates it count.
+    pub opened_slot: u64,
+    /// The slot whose hash seeds the committee (after `opened_slot`, so the
+    /// challenger cannot know the committee when it opens).
+    pub seed_slot: u64,
+    /// Sortition seed (the seed slot's hash mixed with this account's key);
+    /// all zeros until `draw_committee`.
     pub seed: [u8; 32],
-    /// Verifier stake total at opening (the sortition denominator).
+    /// Verifier stake total at opening, without the accused's own (the
+    /// sortition denominator).
     pub total_verifier_stake: u64,
+    /// Parameters fixed when the challenge opened, so a later
+    /// `update_config` cannot change the rules of a running challenge.
+    pub terms: ChallengeTerms,
     /// Current status.
     pub status: ChallengeStatus,
     /// Amount slashed, when upheld.

@@ -9,6 +9,13 @@ pub const BPS: u64 = 10_000;
 /// Largest verifier committee the program will count signatures for; bounds
 /// the verdict instruction's loop and its transaction size.
 pub const MAX_COMMITTEE: u8 = 16;
+/// Most layers one audit may re-run (bounds the verifier's work per audit).
+pub const MAX_AUDIT_LAYERS: u8 = 64;
+/// Most output positions whose sampling one audit re-checks.
+pub const MAX_AUDIT_POSITIONS: u8 = 64;
+/// Longest delay before a seed slot. SlotHashes keeps 512 slots, so a seed
+/// must be drawable well inside that window.
+pub const MAX_SEED_DELAY_SLOTS: u16 = 128;
 
 /// Tunable protocol parameters. Every update is checked against [`ConfigParams::validate`].
 #[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq, InitSpace)]
@@ -41,6 +48,19 @@ pub struct ConfigParams {
     pub epoch_reward_cap: u64,
     /// Seconds between a client's withdrawal request and the withdrawal.
     pub escrow_withdraw_delay: i64,
+    /// Layers an audit re-runs per audited receipt (read by verifiers off-chain).
+    pub audit_layers: u8,
+    /// Output positions whose sampling an audit re-checks (read off-chain).
+    pub audit_positions: u8,
+    /// Slots between posting a batch (or opening a challenge) and the slot
+    /// whose hash seeds its audits (or its committee).
+    pub seed_delay_slots: u16,
+    /// A verifier's reward for one audit, in basis points of the audited
+    /// task's own reward (paid through the reward epochs).
+    pub audit_reward_bps: u16,
+    /// Reward, in token base units, of each committee member whose signature
+    /// is in a challenge's resolving verdict (paid through the reward epochs).
+    pub committee_reward: u64,
 }
 
 impl ConfigParams {
@@ -59,8 +79,19 @@ impl ConfigParams {
             && self.verifier_quorum <= self.committee_size
             && self.committee_size <= MAX_COMMITTEE
             && u64::from(self.protocol_fee_bps) <= BPS / 2
-            && (0..=90 * DAY).contains(&self.escrow_withdraw_delay);
+            && (0..=90 * DAY).contains(&self.escrow_withdraw_delay)
+            && (1..=MAX_AUDIT_LAYERS).contains(&self.audit_layers)
+            && self.audit_positions <= MAX_AUDIT_POSITIONS
+            && (1..=MAX_SEED_DELAY_SLOTS).contains(&self.seed_delay_slots)
+            && u64::from(self.audit_reward_bps) <= BPS;
         require!(ok, StrataError::InvalidParameter);
+        // Stake must stay slashable for as long as any of its receipts can be
+        // challenged and judged: unbonding covers the challenge window plus
+        // the verdict timeout (both bounded above, so the sum cannot overflow).
+        require!(
+            self.unbonding_period >= self.challenge_window + self.verdict_timeout,
+            StrataError::InvalidParameter
+        );
         Ok(())
     }
 }

@@ -22,4 +22,4 @@ pub use relayer::*;
 pub use reward_epoch::*;
 
 /// Layout version written into every account created by this release.
-pub const STATE_VERSION: u8 = 1;
+pub const STATE_VERSION: u8 = 2;

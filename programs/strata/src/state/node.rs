@@ -49,6 +49,11 @@ pub struct Node {
     pub open_challenges: u16,
     /// Everything ever slashed from this node.
     pub slashed_total: u64,
+    /// Slot at which the node's verifier weight last grew (registered as a
+    /// verifier, staked as one, or took the role). A committee or an audit
+    /// assignment only counts verifiers whose weight was in place before its
+    /// seed could be known.
+    pub verifier_since_slot: u64,
     /// Unix time of registration.
     pub registered_at: i64,
     /// Room for later fields.
@@ -62,6 +67,19 @@ impl Node {
     /// Whether the node currently counts toward the verifier sortition.
     pub fn is_verifier(&self) -> bool {
         self.roles & ROLE_VERIFIER != 0
+    }
+
+    /// Records that the verifier weight may have grown at `slot`.
+    pub fn verifier_weight_changed(&mut self, before: u64, slot: u64) {
+        if self.verifier_stake() > before {
+            self.verifier_since_slot = slot;
+        }
+    }
+
+    /// Whether this node may judge something whose seed was fixed after
+    /// `slot`: a staked verifier whose weight was in place before it.
+    pub fn is_eligible_verifier(&self, min_stake: u64, slot: u64) -> bool {
+        self.is_verifier() && self.stake >= min_stake && self.verifier_since_slot < slot
     }
 
     /// Stake that counts for verifier selection.

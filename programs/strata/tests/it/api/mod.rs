@@ -1,9 +1,13 @@
-//! A test environment: the Strata program registered natively in a real
+//! The test environment: the Strata program registered natively in a real
 //! LiteSVM runtime (with the SPL Token and ATA programs it preloads), a mint,
-//! and helpers that send real signed transactions.
+//! and helpers that send real signed transactions. Helpers for each group of
+//! instructions live in the files beside this one.
 #![allow(dead_code)]
 
-pub mod dispute;
+pub mod batches;
+pub mod challenges;
+pub mod nodes;
+pub mod payments;
 
 use anchor_lang::AccountDeserialize;
 use litesvm::types::TransactionMetadata;
@@ -16,12 +20,8 @@ use solana_program_pack::Pack;
 use solana_signer::Signer;
 use solana_transaction::Transaction;
 use solana_transaction_error::TransactionError;
-use strata_chain::ed25519::{verify_instruction, SignedMessage};
-use strata_chain::merkle::domains::Ledger;
-use strata_chain::{
-    ix, merkle, messages, pda, Capacity, ConfigParams, Pubkey, PROGRAM_ID, ROLE_COMPUTE,
-    ROLE_VERIFIER,
-};
+use strata_chain::{ix, pda, ConfigParams, Pubkey, PROGRAM_ID};
+use strata_primitives::slot_hashes;
 use strata_program::errors::StrataError;
 use strata_program::state::Config;
 
@@ -45,6 +45,11 @@ pub fn params() -> ConfigParams {
         protocol_fee_bps: 1_000,
         epoch_reward_cap: 1_000_000,
         escrow_withdraw_delay: 600,
+        audit_layers: 4,
+        audit_positions: 4,
+        seed_delay_slots: 2,
+        audit_reward_bps: 2_000,
+        committee_reward: 10,
     }
 }
 
@@ -117,7 +122,6 @@ impl Env {
             mint_authority,
         };
         env.mint = env.create_mint();
-        env.set_slot_hash([7; 32]);
         env
     }
 
@@ -269,17 +273,39 @@ impl Env {
         self.svm.set_sysvar(&clock);
     }
 
-    /// Sets the SlotHashes sysvar account to a single recent entry.
-    pub fn set_slot_hash(&mut self, hash: [u8; 32]) {
+    /// Moves the clock forward by `slots` slots (400 ms each).
+    pub fn advance_slots(&mut self, slots: u64) {
+        let mut clock: anchor_lang::prelude::Clock = self.svm.get_sysvar();
+        clock.slot += slots;
+        clock.unix_timestamp += (slots * 2 / 5) as i64;
+        self.svm.set_sysvar(&clock);
+    }
+
+    /// The current slot.
+    pub fn slot(&self) -> u64 {
+        self.svm.get_sysvar::<anchor_lang::prelude::Clock>().slot
+    }
+
+    /// Moves the clock past `seed_slot` and makes SlotHashes show `hash` for
+    /// it (and another hash for the slot before, so the draw is certain).
+    /// In a real cluster the hash is whatever the leader's bank produced;
+    /// here a test picks it, as anyone could search for one off-chain.
+    pub fn reach_seed_slot(&mut self, seed_slot: u64, hash: [u8; 32]) {
+        let mut clock: anchor_lang::prelude::Clock = self.svm.get_sysvar();
+        if clock.slot <= seed_slot {
+            clock.slot = seed_slot + 1;
+            self.svm.set_sysvar(&clock);
+        }
+        self.set_slot_hashes(&[(seed_slot, hash), (seed_slot - 1, [0xEE; 32])]);
+    }
+
+    /// Sets the SlotHashes sysvar account to `entries` (newest first).
+    pub fn set_slot_hashes(&mut self, entries: &[(u64, [u8; 32])]) {
         let id = solana_sdk_ids_slot_hashes();
         let existing = self.svm.get_account(&id);
-        let slot = self.svm.get_sysvar::<anchor_lang::prelude::Clock>().slot;
-        let mut data = 1u64.to_le_bytes().to_vec();
-        data.extend_from_slice(&slot.saturating_sub(1).to_le_bytes());
-        data.extend_from_slice(&hash);
         let account = Account {
             lamports: existing.as_ref().map_or(1_000_000, |a| a.lamports),
-            data,
+            data: slot_hashes::encode(entries),
             owner: existing.map_or(
                 "Sysvar1111111111111111111111111111111111111"
                     .parse::<Pubkey>()
@@ -290,135 +316,6 @@ impl Env {
             rent_epoch: 0,
         };
         self.svm.set_account(id, account).expect("set slot hashes");
-    }
-
-    /// Registers a node with `roles` and stakes `stake`.
-    pub fn node(&mut self, roles: u8, stake: u64) -> (Keypair, Pubkey) {
-        let (op, ata) = self.user(stake.max(1) * 10);
-        let register = ix::register_node(
-            &op.pubkey(),
-            vec!["/ip4/127.0.0.1/tcp/4001".into()],
-            Capacity {
-                memory_mb: 8_192,
-                compute_score: 2_600,
-                bandwidth_mbps: 100,
-            },
-            roles,
-        );
-        let mut ixs = vec![register];
-        if stake > 0 {
-            ixs.push(ix::stake(&op.pubkey(), &ata, &self.mint, stake));
-        }
-        self.send(&ixs, &op, &[]).expect("register and stake");
-        (op, ata)
-    }
-
-    pub fn compute_node(&mut self, stake: u64) -> (Keypair, Pubkey) {
-        self.node(ROLE_COMPUTE, stake)
-    }
-
-    pub fn verifier(&mut self, stake: u64) -> (Keypair, Pubkey) {
-        self.node(ROLE_VERIFIER, stake)
-    }
-
-    /// A client with `deposit` in escrow.
-    pub fn client(&mut self, deposit: u64) -> (Keypair, Pubkey) {
-        let (client, ata) = self.user(deposit * 2);
-        self.send(
-            &[ix::deposit(&client.pubkey(), &ata, deposit)],
-            &client,
-            &[],
-        )
-        .expect("deposit");
-        (client, ata)
-    }
-
-    /// A relayer the admin allowed.
-    pub fn relayer(&mut self) -> Keypair {
-        let relayer = Keypair::new();
-        self.svm
-            .airdrop(&relayer.pubkey(), 10 * SOL)
-            .expect("airdrop");
-        let admin = self.admin.insecure_clone();
-        self.send(
-            &[ix::add_relayer(&admin.pubkey(), &relayer.pubkey())],
-            &admin,
-            &[],
-        )
-        .expect("add relayer");
-        relayer
-    }
-
-    /// Posts a batch of `leaves` and returns its id.
-    pub fn post_batch(&mut self, relayer: &Keypair, leaves: &[[u8; 32]]) -> u64 {
-        let id = self.config().next_batch_id;
-        let epoch = self.config().epoch_at(self.now());
-        let ix = ix::post_batch(
-            &relayer.pubkey(),
-            id,
-            epoch,
-            merkle::root::<Ledger>(leaves),
-            leaves.len() as u32,
-            1_000,
-        );
-        self.send(&[ix], relayer, &[]).expect("post batch");
-        id
-    }
-
-    /// The ed25519 + redeem pair for `vouchers` (client, node, node token, cumulative).
-    pub fn redeem_ixs(
-        &self,
-        payer: &Pubkey,
-        vouchers: &[(&Keypair, Pubkey, Pubkey, u64)],
-    ) -> Vec<Instruction> {
-        let signed: Vec<_> = vouchers
-            .iter()
-            .map(|(client, node, _, cumulative)| {
-                SignedMessage::sign(
-                    client,
-                    &messages::voucher_message(PROGRAM_ID.as_array(), node.as_array(), *cumulative),
-                )
-            })
-            .collect();
-        let accounts: Vec<_> = vouchers
-            .iter()
-            .map(|(client, node, node_token, _)| ix::VoucherAccounts {
-                client: client.pubkey(),
-                node: *node,
-                node_token: *node_token,
-            })
-            .collect();
-        vec![
-            verify_instruction(&signed).expect("ed25519 ix"),
-            ix::redeem_vouchers(payer, &accounts),
-        ]
-    }
-
-    /// The ed25519 + resolve pair for a verdict signed by `voters` (the first submits).
-    pub fn verdict_ixs(
-        challenge: &Pubkey,
-        accused: &Pubkey,
-        challenger_token: &Pubkey,
-        voters: &[&Keypair],
-        upheld: bool,
-    ) -> Vec<Instruction> {
-        let msg = messages::verdict_message(PROGRAM_ID.as_array(), challenge.as_array(), upheld);
-        let signed: Vec<_> = voters
-            .iter()
-            .map(|v| SignedMessage::sign(v, &msg))
-            .collect();
-        let keys: Vec<_> = voters.iter().map(|v| v.pubkey()).collect();
-        vec![
-            verify_instruction(&signed).expect("ed25519 ix"),
-            ix::resolve_challenge(
-                &keys[0],
-                challenge,
-                accused,
-                challenger_token,
-                &keys,
-                upheld,
-            ),
-        ]
     }
 
     /// The vault holds exactly what the ledger says it holds.

@@ -2,17 +2,10 @@
 //! vouchers or verdict signatures fit in one transaction. Prints the table
 //! reported in the docs; asserts only what must hold (it fits, it executes).
 
-mod common;
-
-use common::*;
-use solana_keypair::Keypair;
-use solana_signer::Signer;
-use strata_chain::ed25519::{verify_instruction, SignedMessage};
-use strata_chain::tx::{sign, wire_size, LAMPORTS_PER_SIGNATURE, PACKET_DATA_SIZE};
-use strata_chain::merkle::{self, domains::Ledger};
-use strata_chain::{ix, messages, Capacity, Pubkey, PROGRAM_ID};
-use strata_program::instructions::ReceiptClaim;
 use strata_chain::limits::{MAX_MULTIADDRS, MAX_MULTIADDR_LEN};
+use strata_chain::tx::{sign, wire_size, LAMPORTS_PER_SIGNATURE, PACKET_DATA_SIZE};
+
+use crate::prelude::*;
 
 fn size(ixs: &[solana_instruction::Instruction], payer: &Keypair, signers: &[&Keypair]) -> usize {
     wire_size(&sign(ixs, payer, signers, Default::default()))
@@ -28,7 +21,12 @@ fn voucher_ixs(
     let node_token = Pubkey::new_unique();
     let signed: Vec<_> = clients
         .iter()
-        .map(|c| SignedMessage::sign(c, &messages::voucher_message(PROGRAM_ID.as_array(), node.as_array(), u64::MAX)))
+        .map(|c| {
+            SignedMessage::sign(
+                c,
+                &messages::voucher_message(PROGRAM_ID.as_array(), node.as_array(), u64::MAX),
+            )
+        })
         .collect();
     let accounts: Vec<_> = clients
         .iter()
@@ -84,7 +82,11 @@ fn largest_instructions_fit_and_report_sizes() {
         .map(|v| {
             SignedMessage::sign(
                 v,
-                &messages::verdict_message(PROGRAM_ID.as_array(), Pubkey::new_unique().as_array(), true),
+                &messages::verdict_message(
+                    PROGRAM_ID.as_array(),
+                    Pubkey::new_unique().as_array(),
+                    true,
+                ),
             )
         })
         .collect();

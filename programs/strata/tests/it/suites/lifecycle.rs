@@ -1,17 +1,7 @@
 //! Every instruction's success path, through real signed transactions in
 //! LiteSVM, checking balances, account state, events and the vault ledger.
 
-mod common;
-
-use common::dispute::open_dispute;
-use common::*;
-use solana_signer::Signer;
-use strata_chain::events::{from_logs, StrataEvent};
-use strata_chain::merkle::{self, domains::Ledger};
-use strata_chain::{ix, pda, Capacity, PROGRAM_ID, ROLE_COMPUTE, ROLE_VERIFIER};
-use strata_program::state::{
-    Batch, Challenge, ChallengeStatus, Channel, Escrow, Node, RewardEpoch,
-};
+use crate::prelude::*;
 
 #[test]
 fn initialize_sets_config_and_vault() {
@@ -22,7 +12,7 @@ fn initialize_sets_config_and_vault() {
     assert_eq!(c.vault, pda::vault());
     assert_eq!(c.params, params());
     assert_eq!(c.genesis_ts, GENESIS);
-    assert_eq!(c.version, 1);
+    assert_eq!(c.version, strata_program::state::STATE_VERSION);
     assert_eq!(env.token_balance(&pda::vault()), 0);
 }
 
@@ -235,7 +225,10 @@ fn batch_post_and_reward_claims_are_idempotent() {
         .collect();
     let id = env.post_batch(&relayer, &leaves);
     let b: Batch = env.account(&pda::batch(id));
-    assert_eq!((b.id, b.task_count, b.root), (0, 5, merkle::root::<Ledger>(&leaves)));
+    assert_eq!(
+        (b.id, b.task_count, b.root),
+        (0, 5, merkle::root::<Ledger>(&leaves))
+    );
 
     let (funder, funder_ata) = env.user(100_000);
     env.send(
@@ -357,24 +350,24 @@ fn rejected_challenge_forfeits_the_bond() {
 }
 
 #[test]
-fn stale_challenge_expires_and_returns_the_bond() {
+fn stale_challenge_expires_returns_the_bond_and_closes() {
     let mut d = open_dispute(3, 3, 2);
     d.env.warp(params().verdict_timeout + 1);
-    let (anyone, _) = d.env.user(0);
-    d.env
-        .send(
-            &[ix::expire_challenge(
-                &anyone.pubkey(),
-                &d.challenge,
-                &d.accused.pubkey(),
-                &d.challenger_ata,
-            )],
-            &anyone,
-            &[],
-        )
-        .unwrap();
-    assert_eq!(d.env.token_balance(&d.challenger_ata), 1_000);
-    let c: Challenge = d.env.account(&d.challenge);
-    assert_eq!(c.status, ChallengeStatus::Expired);
+    let rent_payer_before = d.env.svm.get_balance(&d.challenger.pubkey()).unwrap_or(0);
+    let meta = d.expire().unwrap();
+    assert!(matches!(
+        from_logs(&meta.logs).as_slice(),
+        [StrataEvent::ChallengeExpired(e)] if e.challenge == d.challenge
+    ));
+    assert_eq!(d.env.token_balance(&d.challenger_ata), 1_000, "bond back");
+    assert!(
+        !d.env.exists(&d.challenge),
+        "closed, so the receipt can be challenged again"
+    );
+    assert!(
+        d.env.svm.get_balance(&d.challenger.pubkey()).unwrap_or(0) > rent_payer_before,
+        "the challenge's rent went back to the challenger"
+    );
+    assert_eq!(d.accused_node().open_challenges, 0);
     d.env.assert_vault_balanced();
 }

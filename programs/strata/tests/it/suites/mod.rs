@@ -1,0 +1,9 @@
+mod accounts;
+mod audits;
+mod challenges;
+mod config;
+mod garbage;
+mod lifecycle;
+mod payments;
+mod rewards;
+mod sizes;
