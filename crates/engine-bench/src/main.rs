@@ -92,7 +92,7 @@ fn commitment_overhead(m: &Model, prompt: &[u32]) -> Result<f64> {
         &mut [Segment {
             cache: &mut cache,
             rows,
-            recorder: None,
+            observer: None,
         }],
     )?;
     let mut fwd = 0f64;
@@ -110,7 +110,7 @@ fn commitment_overhead(m: &Model, prompt: &[u32]) -> Result<f64> {
                 &mut [Segment {
                     cache: &mut cache,
                     rows: 1,
-                    recorder: None,
+                    observer: None,
                 }],
             )?;
         }

@@ -7,7 +7,7 @@ use crate::commitment::{CommitmentRecorder, CommitmentTree};
 use crate::error::{EngineError, Result};
 use crate::hidden::HiddenStates;
 use crate::kv_cache::KvCache;
-use crate::model::{Model, Segment};
+use crate::model::{LayerObserver, Model, Segment};
 use crate::sampling::{Sampler, SamplingParams};
 
 /// Identifier of a sequence inside a [`Batcher`].
@@ -190,7 +190,7 @@ impl<'m> Batcher<'m> {
                     Segment {
                         cache: &mut a.cache,
                         rows: a.pending.len(),
-                        recorder: a.recorder.as_mut(),
+                        observer: a.recorder.as_mut().map(|r| r as &mut dyn LayerObserver),
                     }
                 })
                 .collect();
@@ -285,7 +285,7 @@ pub fn trace_layers(model: &Model, tokens: &[u32]) -> Result<Vec<HiddenStates>> 
         let mut segs = [Segment {
             cache: &mut cache,
             rows,
-            recorder: None,
+            observer: None,
         }];
         model.forward_layers(l..l + 1, &mut x, &mut segs)?;
     }

@@ -12,6 +12,10 @@
 //! verifier spot-check an output without opening the next entry, and costs a few
 //! thousand additions per position, far below the layer's own work.
 //!
+//! The [`CommitmentRecorder`] collects a sequence's entries as a
+//! [`LayerObserver`] of the model's forward pass: the model calls it with the
+//! sequence's rows around every layer, and never names it.
+//!
 //! The entries are the leaves of a binary Merkle tree (domain-separated blake3;
 //! an odd node is promoted unchanged). The root goes into the task's receipt; any
 //! entry can be opened with a proof of `⌈log2(n)⌉` hashes.
@@ -22,6 +26,8 @@ use half::f16;
 
 use crate::error::{EngineError, Result};
 use crate::hidden::HiddenHasher;
+use crate::model::LayerObserver;
+use crate::ops::dot;
 
 /// Number of random projections in a sketch.
 pub const SKETCH_DIM: usize = 4;
@@ -120,7 +126,7 @@ pub(crate) fn sketch_directions(layer: u32, cols: usize) -> Vec<f32> {
 pub(crate) fn sketch_rows(dirs: &[f32], cols: usize, rows: &[f32], out: &mut Vec<u16>) {
     for row in rows.chunks_exact(cols) {
         for d in dirs.chunks_exact(cols) {
-            out.push(f16::from_f32(crate::model::dot(row, d)).to_bits());
+            out.push(f16::from_f32(dot(row, d)).to_bits());
         }
     }
 }
@@ -252,6 +258,16 @@ impl CommitmentRecorder {
             });
         }
         out
+    }
+}
+
+impl LayerObserver for CommitmentRecorder {
+    fn before_layer(&mut self, layer: usize, rows: &[f32]) -> Result<()> {
+        self.record_input(layer, rows)
+    }
+
+    fn after_layer(&mut self, layer: usize, rows: &[f32]) -> Result<()> {
+        self.record_output(layer, rows)
     }
 }
 

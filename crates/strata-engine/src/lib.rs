@@ -15,20 +15,40 @@
 //!
 //! What it is not: a server, a scheduler across nodes or a network layer; the
 //! node and the verifier drive this library.
+//!
+//! Modules, from the bottom up (each uses only those above it):
+//!
+//! - `error`: [`EngineError`];
+//! - `ops`: the numeric primitives (dot product, RMS norm, SiLU) and the
+//!   determinism contract that lets a verifier re-run a layer bit for bit;
+//! - `kernels`: quantized matmul kernels (scalar, AVX2, AVX-512 VNNI) and the
+//!   attention inner loop; `linear`: a quantized linear map on them or on candle;
+//! - `loader`: GGUF files and Hugging Face directories into one set of weights
+//!   and a [`LlamaConfig`]; `default_model`: the model cache and the default
+//!   model's file name and digest;
+//! - `hidden`: [`HiddenStates`] and their wire encoding; `kv_cache`: [`KvCache`];
+//! - `model`: the transformer (embedding, attention, MLP, residual blocks,
+//!   head), which reports each layer to a [`LayerObserver`];
+//! - `commitment`: per-layer entries recorded by observing the model, and
+//!   their Merkle tree; `check`: the verifier's layer re-check;
+//! - `tokenizer`, `sampling`, `batch`: text in and out, token choice, and
+//!   continuous batching over the model.
 #![warn(missing_docs)]
 
 mod batch;
 mod check;
 mod commitment;
+mod default_model;
 mod error;
 mod hidden;
 mod kernels;
 mod kv_cache;
+mod linear;
+mod loader;
 mod model;
-mod safetensors;
+mod ops;
 mod sampling;
 mod tokenizer;
-mod weights;
 
 pub use batch::{
     generate, trace_layers, Batcher, FinishReason, Finished, GenerateRequest, SeqId, StepToken,
@@ -39,18 +59,17 @@ pub use check::{
 pub use commitment::{
     sketch, CommitmentRecorder, CommitmentTree, LayerEntry, Opening, MAX_ENTRY_BYTES, SKETCH_DIM,
 };
+pub use default_model::{
+    default_model_path, model_cache_dir, verify_sha256, DEFAULT_MODEL_FILE, DEFAULT_MODEL_SHA256,
+};
 pub use error::{EngineError, Result};
 pub use hidden::{HiddenHasher, HiddenStates, WireDType, DEFAULT_MAX_HIDDEN_BYTES};
 pub use kernels::kernel_name;
 pub use kv_cache::KvCache;
-pub use model::{Model, Segment};
-pub use safetensors::MAX_SAFETENSORS_HEADER_BYTES;
+pub use loader::{LlamaConfig, MAX_SAFETENSORS_HEADER_BYTES};
+pub use model::{LayerObserver, Model, Segment};
 pub use sampling::{Sampler, SamplingParams};
 pub use tokenizer::{ChatMessage, Tokenizer};
-pub use weights::{
-    default_model_path, model_cache_dir, verify_sha256, LlamaConfig, DEFAULT_MODEL_FILE,
-    DEFAULT_MODEL_SHA256,
-};
 
 use std::path::Path;
 
@@ -75,14 +94,14 @@ impl Engine {
     ///
     /// The chat template is ChatML in both cases ([`Tokenizer::apply_chat_template`]).
     pub fn load(path: &Path) -> Result<Self> {
-        if safetensors::is_model_dir(path) {
+        if loader::hf::is_model_dir(path) {
             // Name a missing file before spending seconds on the weights.
-            safetensors::check_model_dir(path, true)?;
+            loader::hf::check_model_dir(path, true)?;
             let model = Model::load(path)?;
             let tokenizer = Tokenizer::from_hf_dir(path)?;
             return Ok(Self { model, tokenizer });
         }
-        let file = weights::GgufFile::open(path)?;
+        let file = loader::gguf::GgufFile::open(path)?;
         let tokenizer = Tokenizer::from_gguf_file(&file)?;
         let model = Model::from_gguf_file(file)?;
         Ok(Self { model, tokenizer })

@@ -112,7 +112,7 @@ fn malformed_hidden_state_messages_are_errors() {
             &mut [strata_engine::Segment {
                 cache: &mut cache,
                 rows: 3,
-                recorder: None,
+                observer: None,
             }],
         )
         .unwrap_err();

@@ -4,8 +4,8 @@ mod common;
 
 use common::{chat, engine};
 use strata_engine::{
-    generate, Batcher, GenerateRequest, HiddenStates, SamplingParams, Segment, WireDType,
-    DEFAULT_MAX_HIDDEN_BYTES,
+    generate, trace_layers, Batcher, GenerateRequest, HiddenStates, LayerObserver, SamplingParams,
+    Segment, WireDType, DEFAULT_MAX_HIDDEN_BYTES,
 };
 
 #[test]
@@ -113,7 +113,7 @@ fn pipeline_of_two_shards_equals_whole_model() {
             &mut [Segment {
                 cache: &mut cache_a,
                 rows,
-                recorder: None,
+                observer: None,
             }],
         )
         .unwrap();
@@ -126,7 +126,7 @@ fn pipeline_of_two_shards_equals_whole_model() {
             &mut [Segment {
                 cache: &mut cache_b,
                 rows,
-                recorder: None,
+                observer: None,
             }],
         )
         .unwrap();
@@ -153,7 +153,7 @@ fn prefill_and_incremental_decode_give_identical_states() {
         &mut [Segment {
             cache: &mut c1,
             rows,
-            recorder: None,
+            observer: None,
         }],
     )
     .unwrap();
@@ -167,7 +167,7 @@ fn prefill_and_incremental_decode_give_identical_states() {
             &mut [Segment {
                 cache: &mut c2,
                 rows: 1,
-                recorder: None,
+                observer: None,
             }],
         )
         .unwrap();
@@ -178,4 +178,57 @@ fn prefill_and_incremental_decode_give_identical_states() {
         full, inc,
         "prefill and token-by-token decode must be bit-identical"
     );
+}
+
+/// Records what a [`LayerObserver`] is shown: (layer, after?, rows).
+#[derive(Default)]
+struct Seen(Vec<(usize, bool, Vec<f32>)>);
+
+impl LayerObserver for Seen {
+    fn before_layer(&mut self, layer: usize, rows: &[f32]) -> strata_engine::Result<()> {
+        self.0.push((layer, false, rows.to_vec()));
+        Ok(())
+    }
+    fn after_layer(&mut self, layer: usize, rows: &[f32]) -> strata_engine::Result<()> {
+        self.0.push((layer, true, rows.to_vec()));
+        Ok(())
+    }
+}
+
+#[test]
+fn observer_sees_its_own_rows_around_every_layer() {
+    let m = &engine().model;
+    let n = m.n_layers();
+    let other = chat("Say hello.");
+    let mine = chat("Name a planet.");
+    // Alone, the observed sequence's layer inputs and final states.
+    let trace = trace_layers(m, &mine).unwrap();
+    // Batched behind another sequence that has no observer.
+    let mut x = m.embed(&[other.clone(), mine.clone()].concat()).unwrap();
+    let (mut c0, mut c1) = (m.new_cache(0..n).unwrap(), m.new_cache(0..n).unwrap());
+    let mut seen = Seen::default();
+    m.forward_layers(
+        0..n,
+        &mut x,
+        &mut [
+            Segment {
+                cache: &mut c0,
+                rows: other.len(),
+                observer: None,
+            },
+            Segment {
+                cache: &mut c1,
+                rows: mine.len(),
+                observer: Some(&mut seen),
+            },
+        ],
+    )
+    .unwrap();
+    assert_eq!(seen.0.len(), 2 * n);
+    for (i, (layer, after, rows)) in seen.0.iter().enumerate() {
+        assert_eq!((*layer, *after), (i / 2, i % 2 == 1));
+        // Before layer l: its input; after it: layer l + 1's input (or the final states).
+        let want = &trace[layer + usize::from(*after)];
+        assert!(rows == want.as_slice(), "layer {layer}, after {after}");
+    }
 }

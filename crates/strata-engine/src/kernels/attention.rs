@@ -1,6 +1,5 @@
 //! The attention of one position's query heads that share a kv head, over that
-//! head's cached keys and values (the decode-time inner loop of
-//! `Model::attention`).
+//! head's cached keys and values (the inner loop of the model's attention).
 //!
 //! Determinism: the AVX2 paths do exactly the scalar arithmetic, lane by lane
 //! (separate multiplies and adds, never fused; every lane an independent
@@ -20,7 +19,7 @@ const KEYS: usize = 4;
 /// values likewise in `v`. Writes the `group · hd` outputs to `dst`; `scores`
 /// is scratch space reused between calls.
 ///
-/// Per head: `s_j = dot(q, k_j) · scale` (`model::dot`'s arithmetic), softmax
+/// Per head: `s_j = dot(q, k_j) · scale` (`ops::dot`'s arithmetic), softmax
 /// with the maximum subtracted, then `0 + Σ_j (e_j · (1 / Σe)) · v_j`
 /// accumulated in position order.
 #[allow(clippy::too_many_arguments)]
@@ -153,10 +152,10 @@ unsafe fn weighted_values_avx2(
 }
 
 /// The dot product of `q` with each of `ks` (each as long as `q`), with the
-/// arithmetic of `model::dot`: eight lane accumulators over chunks of eight,
+/// arithmetic of `ops::dot`: eight lane accumulators over chunks of eight,
 /// then a fixed tree, then the tail.
 fn dot_keys(q: &[f32], ks: &[&[f32]; KEYS]) -> [f32; KEYS] {
-    std::array::from_fn(|i| crate::model::dot(q, ks[i]))
+    std::array::from_fn(|i| crate::ops::dot(q, ks[i]))
 }
 
 /// [`dot_keys`] with the four accumulator sets in flight together.
@@ -214,7 +213,7 @@ mod tests {
         for j in 0..n {
             let kj = &k[j * stride + off..j * stride + off + hd];
             for (hh, q) in qs.chunks_exact(hd).enumerate() {
-                let s = crate::model::dot(q, kj) * scale;
+                let s = crate::ops::dot(q, kj) * scale;
                 max[hh] = max[hh].max(s);
                 scores[hh * n + j] = s;
             }

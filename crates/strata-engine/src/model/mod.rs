@@ -1,0 +1,297 @@
+//! The llama-family transformer, written so that each piece can run on its own:
+//! embedding, any range of blocks `[a, b)` on explicit hidden states, and the final
+//! norm plus head. A pipeline of shards is these calls on different machines.
+//!
+//! - `block`: the residual block, `h = x + attn(norm(x)); out = h + mlp(norm(h))`;
+//! - `attention`: RoPE and causal grouped-query attention, each sequence
+//!   (a [`Segment`]) over its own KV cache;
+//! - `mlp`: the SwiGLU feed-forward.
+//!
+//! Per block, with `x` the residual stream (one row per position):
+//!
+//! ```text
+//! h   = x + Wo · attention(rope(Wq·rms(x)), rope(Wk·rms(x)), Wv·rms(x))
+//! out = h + Wdown · (silu(Wgate·rms(h)) ⊙ Wup·rms(h))
+//! ```
+//!
+//! The arithmetic lives apart from this meaning: `crate::ops` (dot products,
+//! norms, activations, with the determinism contract a verifier relies on) and
+//! `crate::kernels` (quantized matmuls, the attention inner loop). The model
+//! does not know who watches a layer's inputs and outputs: the commitments hook
+//! in through [`LayerObserver`].
+
+mod attention;
+mod block;
+mod mlp;
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
+use candle_core::{Device, Tensor};
+
+use crate::error::{EngineError, Result};
+use crate::hidden::HiddenStates;
+use crate::kv_cache::KvCache;
+use crate::linear::Linear;
+use crate::loader::{self, gguf::GgufFile, LlamaConfig, ModelWeights};
+use crate::ops::rms_norm;
+
+use self::attention::Rope;
+use self::block::Block;
+
+/// Sees every layer's input and output rows of one sequence as
+/// [`Model::forward_layers`] runs: how the per-layer commitments are recorded
+/// without the model knowing about them.
+pub trait LayerObserver {
+    /// Called with the sequence's rows of the hidden states just before block
+    /// `layer` runs (`rows.len()` is a multiple of the hidden width).
+    fn before_layer(&mut self, layer: usize, rows: &[f32]) -> Result<()>;
+    /// Called with the same rows just after block `layer` ran.
+    fn after_layer(&mut self, layer: usize, rows: &[f32]) -> Result<()>;
+}
+
+/// One sequence's share of a batched forward pass: its next `rows` rows of the
+/// hidden-state matrix, its KV cache and, optionally, an observer of its layers.
+pub struct Segment<'a> {
+    /// The sequence's cache for (at least) the layers being run.
+    pub cache: &'a mut KvCache,
+    /// How many consecutive rows of the batch belong to this sequence (its new
+    /// positions: the whole prompt when prefilling, one when decoding).
+    pub rows: usize,
+    /// Shown the sequence's rows before and after every layer when present.
+    pub observer: Option<&'a mut dyn LayerObserver>,
+}
+
+/// A loaded llama-family model.
+pub struct Model {
+    config: LlamaConfig,
+    /// `[vocab, hidden]`, quantized; rows are looked up, never multiplied.
+    tok_embd: Arc<QTensor>,
+    blocks: Vec<Block>,
+    output_norm: Vec<f32>,
+    /// The head: hidden → vocab.
+    output: Linear,
+    rope: Rope,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Model {
+    /// Loads a llama-family model from `path`: a GGUF file, or a Hugging Face
+    /// model directory (`config.json` plus safetensors weights, see
+    /// [`crate::Engine::load`]).
+    pub fn load(path: &Path) -> Result<Self> {
+        if loader::hf::is_model_dir(path) {
+            let weights = loader::hf::load_model_dir(path)?;
+            return Ok(Self::from_weights(weights));
+        }
+        let file = GgufFile::open(path)?;
+        Self::from_gguf_file(file)
+    }
+
+    /// Loads a model from GGUF bytes in memory.
+    pub fn from_gguf_bytes(bytes: Vec<u8>) -> Result<Self> {
+        Self::from_gguf_file(GgufFile::from_bytes(bytes)?)
+    }
+
+    pub(crate) fn from_gguf_file(file: GgufFile) -> Result<Self> {
+        let w = loader::gguf::load_gguf(file)?;
+        Ok(Self::from_weights(w))
+    }
+
+    /// Assembles the layers from loaded weights (whichever file they came from).
+    fn from_weights(w: ModelWeights) -> Self {
+        let ModelWeights {
+            config,
+            tok_embd,
+            blocks,
+            output_norm,
+            output,
+        } = w;
+        let rope = Rope::new(&config);
+        let blocks = blocks
+            .into_iter()
+            .enumerate()
+            .map(|(layer, bw)| Block::new(layer, bw, &config))
+            .collect();
+        Self {
+            config,
+            tok_embd,
+            blocks,
+            output_norm,
+            output,
+            rope,
+        }
+    }
+
+    /// The model's hyper-parameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// Number of transformer blocks.
+    pub fn n_layers(&self) -> usize {
+        self.config.n_layers
+    }
+
+    /// Bytes of weights held in memory.
+    pub fn weight_bytes(&self) -> usize {
+        let blocks: usize = self.blocks.iter().map(Block::weight_bytes).sum();
+        blocks + self.output.bytes() + self.tok_embd.storage_size_in_bytes()
+    }
+
+    /// An empty KV cache for layers `range` (use `0..n_layers` for the whole model).
+    pub fn new_cache(&self, range: Range<usize>) -> Result<KvCache> {
+        self.check_range(&range)?;
+        Ok(KvCache::new(range))
+    }
+
+    fn check_range(&self, range: &Range<usize>) -> Result<()> {
+        if range.start > range.end || range.end > self.n_layers() {
+            return Err(EngineError::InvalidRequest(format!(
+                "layer range {range:?} is not within 0..{}",
+                self.n_layers()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Step 1: token embeddings, one row per token.
+    pub fn embed(&self, tokens: &[u32]) -> Result<HiddenStates> {
+        let vocab = self.config.vocab_size;
+        if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
+            return Err(EngineError::BadToken { id, vocab });
+        }
+        let h = self.config.hidden_size;
+        if tokens.is_empty() {
+            return HiddenStates::new(0, h, Vec::new());
+        }
+        let ids = Tensor::new(tokens, &Device::Cpu)?;
+        let data = self
+            .tok_embd
+            .embedding(&ids)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        HiddenStates::new(tokens.len(), h, data)
+    }
+
+    /// Step 2: runs blocks `layers` over `x` in place. The rows of `x` are the
+    /// segments' new positions, segment after segment; each segment attends to its
+    /// own cache, which must cover `layers`.
+    pub fn forward_layers(
+        &self,
+        layers: Range<usize>,
+        x: &mut HiddenStates,
+        segments: &mut [Segment<'_>],
+    ) -> Result<()> {
+        self.check_range(&layers)?;
+        let cfg = &self.config;
+        if x.cols() != cfg.hidden_size {
+            return Err(EngineError::InvalidRequest(format!(
+                "hidden states are {} wide, the model expects {}",
+                x.cols(),
+                cfg.hidden_size
+            )));
+        }
+        let total: usize = segments.iter().map(|s| s.rows).sum();
+        if total != x.rows() {
+            return Err(EngineError::InvalidRequest(format!(
+                "segments cover {total} rows but the hidden states have {}",
+                x.rows()
+            )));
+        }
+        for seg in segments.iter() {
+            let cr = seg.cache.layer_range();
+            if layers.start < cr.start || layers.end > cr.end {
+                return Err(EngineError::InvalidRequest(format!(
+                    "cache covers layers {cr:?}, asked to run {layers:?}"
+                )));
+            }
+            for l in layers.clone() {
+                let len = seg.cache.layer(l).map(|k| k.len).unwrap_or(0);
+                if len + seg.rows > cfg.context_length {
+                    return Err(EngineError::PromptTooLong {
+                        tokens: len + seg.rows,
+                        max_new: 0,
+                        context: cfg.context_length,
+                    });
+                }
+            }
+        }
+        let n = x.rows();
+        for l in layers {
+            notify(segments, x, |o, rows| o.before_layer(l, rows))?;
+            self.blocks[l].forward(x.as_mut_slice(), n, segments, &self.rope)?;
+            notify(segments, x, |o, rows| o.after_layer(l, rows))?;
+        }
+        Ok(())
+    }
+
+    /// Step 3: final norm and head on the selected rows of `x` (usually each
+    /// sequence's last row); one logits vector per selected row.
+    pub fn logits(&self, x: &HiddenStates, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let cfg = &self.config;
+        if x.cols() != cfg.hidden_size {
+            return Err(EngineError::InvalidRequest("hidden width mismatch".into()));
+        }
+        let mut sel = Vec::with_capacity(rows.len() * cfg.hidden_size);
+        for &r in rows {
+            let row = x
+                .row(r)
+                .ok_or_else(|| EngineError::InvalidRequest(format!("row {r} out of range")))?;
+            sel.extend_from_slice(row);
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let normed = rms_norm(&sel, &self.output_norm, cfg.rms_eps); // [rows, hidden]
+        let logits = self.output.forward(&normed, rows.len())?; // [rows, vocab]
+        Ok(logits
+            .chunks(cfg.vocab_size.max(1))
+            .map(|c| c.to_vec())
+            .collect())
+    }
+
+    /// Runs a single block over `input` (all positions from 0) with a fresh cache,
+    /// as a verifier does: one prefill-style pass.
+    pub fn run_layer_fresh(&self, layer: usize, input: &HiddenStates) -> Result<HiddenStates> {
+        let mut cache = self.new_cache(layer..layer + 1)?;
+        let mut x = input.clone();
+        let rows = x.rows();
+        let mut segs = [Segment {
+            cache: &mut cache,
+            rows,
+            observer: None,
+        }];
+        self.forward_layers(layer..layer + 1, &mut x, &mut segs)?;
+        Ok(x)
+    }
+}
+
+/// Shows every observed segment its own rows of `x`, segment after segment.
+fn notify(
+    segments: &mut [Segment<'_>],
+    x: &HiddenStates,
+    mut call: impl FnMut(&mut dyn LayerObserver, &[f32]) -> Result<()>,
+) -> Result<()> {
+    let width = x.cols();
+    let mut row = 0;
+    for seg in segments.iter_mut() {
+        if let Some(observer) = seg.observer.as_deref_mut() {
+            call(
+                observer,
+                &x.as_slice()[row * width..(row + seg.rows) * width],
+            )?;
+        }
+        row += seg.rows;
+    }
+    Ok(())
+}
