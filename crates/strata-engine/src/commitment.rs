@@ -23,6 +23,8 @@
 use std::ops::Range;
 
 use half::f16;
+use strata_primitives::limits::MAX_PROOF_LEN;
+use strata_primitives::merkle::{self, domains::Commitments, MerkleTree};
 
 use crate::error::{EngineError, Result};
 use crate::hidden::HiddenHasher;
@@ -51,10 +53,7 @@ pub struct LayerEntry {
 impl LayerEntry {
     /// Leaf hash of the entry.
     pub fn leaf_hash(&self) -> [u8; 32] {
-        let mut h = blake3::Hasher::new();
-        h.update(b"strata/entry/v1");
-        h.update(&self.encode());
-        *h.finalize().as_bytes()
+        Commitments::leaf(&self.encode())
     }
 
     /// Canonical bytes: layer u32, positions u32, input hash, sketch length u32,
@@ -271,19 +270,11 @@ impl LayerObserver for CommitmentRecorder {
     }
 }
 
-fn node_hash(l: &[u8; 32], r: &[u8; 32]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    h.update(b"strata/node/v1");
-    h.update(l);
-    h.update(r);
-    *h.finalize().as_bytes()
-}
-
 /// The Merkle tree over a task's entries (leaf `i` is entry `i`, layers 0..=L).
 #[derive(Debug, Clone)]
 pub struct CommitmentTree {
     entries: Vec<LayerEntry>,
-    levels: Vec<Vec<[u8; 32]>>,
+    tree: MerkleTree<Commitments>,
 }
 
 impl CommitmentTree {
@@ -301,31 +292,13 @@ impl CommitmentTree {
                 )));
             }
         }
-        let mut levels = vec![entries.iter().map(|e| e.leaf_hash()).collect::<Vec<_>>()];
-        while levels.last().map(|l| l.len()).unwrap_or(0) > 1 {
-            let prev = levels.last().map(Vec::as_slice).unwrap_or(&[]);
-            let next = prev
-                .chunks(2)
-                .map(|p| {
-                    if p.len() == 2 {
-                        node_hash(&p[0], &p[1])
-                    } else {
-                        p[0]
-                    }
-                })
-                .collect();
-            levels.push(next);
-        }
-        Ok(Self { entries, levels })
+        let tree = MerkleTree::new(entries.iter().map(LayerEntry::leaf_hash).collect());
+        Ok(Self { entries, tree })
     }
 
     /// The root that goes into the receipt.
     pub fn root(&self) -> [u8; 32] {
-        self.levels
-            .last()
-            .and_then(|l| l.first())
-            .copied()
-            .unwrap_or([0; 32])
+        self.tree.root()
     }
 
     /// The entries (leaves).
@@ -340,15 +313,10 @@ impl CommitmentTree {
             .get(layer)
             .cloned()
             .ok_or_else(|| EngineError::Commitment(format!("no entry for layer {layer}")))?;
-        let mut proof = Vec::new();
-        let mut idx = layer;
-        for level in &self.levels[..self.levels.len() - 1] {
-            let sib = idx ^ 1;
-            if sib < level.len() {
-                proof.push(level[sib]);
-            }
-            idx /= 2;
-        }
+        let proof = self
+            .tree
+            .proof(layer)
+            .ok_or_else(|| EngineError::Commitment(format!("no entry for layer {layer}")))?;
         Ok(Opening {
             entry,
             n_leaves: self.entries.len() as u32,
@@ -371,38 +339,14 @@ pub struct Opening {
 impl Opening {
     /// Checks the opening against a receipt's root.
     pub fn verify(&self, root: &[u8; 32]) -> Result<()> {
-        let mut idx = self.entry.layer as usize;
-        let mut width = self.n_leaves as usize;
-        if idx >= width {
-            return Err(EngineError::Commitment("leaf index beyond the tree".into()));
-        }
-        let mut h = self.entry.leaf_hash();
-        let mut proof = self.proof.iter();
-        while width > 1 {
-            let sib = idx ^ 1;
-            if sib < width {
-                let s = proof
-                    .next()
-                    .ok_or_else(|| EngineError::Commitment("proof too short".into()))?;
-                h = if idx.is_multiple_of(2) {
-                    node_hash(&h, s)
-                } else {
-                    node_hash(s, &h)
-                };
-            }
-            idx /= 2;
-            width = width.div_ceil(2);
-        }
-        if proof.next().is_some() {
-            return Err(EngineError::Commitment("proof too long".into()));
-        }
-        if &h == root {
-            Ok(())
-        } else {
-            Err(EngineError::Commitment(
-                "proof does not lead to the root".into(),
-            ))
-        }
+        merkle::verify::<Commitments>(
+            root,
+            self.entry.leaf_hash(),
+            u64::from(self.entry.layer),
+            u64::from(self.n_leaves),
+            &self.proof,
+        )
+        .map_err(|e| EngineError::Commitment(e.to_string()))
     }
 
     /// Wire encoding: n_leaves u32, proof count u32, proof hashes, entry bytes.
@@ -428,8 +372,8 @@ impl Opening {
         }
         let n_leaves = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         let count = u32::from_le_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
-        if count > 64 {
-            return Err(bad("proof longer than 64 hashes"));
+        if count > MAX_PROOF_LEN {
+            return Err(bad("proof longer than the deepest tree"));
         }
         let end = 8 + count * 32;
         if bytes.len() < end {
