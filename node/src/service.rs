@@ -272,6 +272,7 @@ impl Service {
             stop_tokens,
             record_commitments: true,
             retain_states: false,
+            tamper: None,
         };
         let prompt_tokens = prompt.len() as u32;
         if !self.inner.worker.submit(Job::Start {

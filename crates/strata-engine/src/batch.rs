@@ -9,6 +9,7 @@ use crate::hidden::HiddenStates;
 use crate::kv_cache::KvCache;
 use crate::model::{LayerObserver, Model, Segment};
 use crate::sampling::{Sampler, SamplingParams};
+use crate::tamper::{LayerTamper, SeqObserver};
 
 /// Identifier of a sequence inside a [`Batcher`].
 pub type SeqId = u64;
@@ -28,6 +29,8 @@ pub struct GenerateRequest {
     pub record_commitments: bool,
     /// Keep the layer input states too (needed to answer openings).
     pub retain_states: bool,
+    /// Rewrites layer outputs: only the testnet's cheating nodes set it.
+    pub tamper: Option<std::sync::Arc<dyn LayerTamper>>,
 }
 
 impl GenerateRequest {
@@ -40,6 +43,7 @@ impl GenerateRequest {
             stop_tokens: Vec::new(),
             record_commitments: false,
             retain_states: false,
+            tamper: None,
         }
     }
 }
@@ -86,7 +90,8 @@ struct Active {
     generated: Vec<u32>,
     max_new: usize,
     stop: Vec<u32>,
-    recorder: Option<CommitmentRecorder>,
+    /// Its commitment recorder (and, on a cheating node, its tamperer).
+    observer: SeqObserver,
 }
 
 /// Runs many sequences through one model with continuous batching.
@@ -140,14 +145,17 @@ impl<'m> Batcher<'m> {
             generated: Vec::new(),
             max_new: req.max_new_tokens,
             stop: req.stop_tokens,
-            recorder: req.record_commitments.then(|| {
-                let r = CommitmentRecorder::new(0..n, n, cfg.hidden_size);
-                if req.retain_states {
-                    r.retaining_states()
-                } else {
-                    r
-                }
-            }),
+            observer: SeqObserver::new(
+                req.record_commitments.then(|| {
+                    let r = CommitmentRecorder::new(0..n, n, cfg.hidden_size);
+                    if req.retain_states {
+                        r.retaining_states()
+                    } else {
+                        r
+                    }
+                }),
+                req.tamper,
+            ),
         };
         if active.max_new == 0 {
             self.finish(active, FinishReason::Length)?;
@@ -190,7 +198,10 @@ impl<'m> Batcher<'m> {
                     Segment {
                         cache: &mut a.cache,
                         rows: a.pending.len(),
-                        observer: a.recorder.as_mut().map(|r| r as &mut dyn LayerObserver),
+                        observer: a
+                            .observer
+                            .is_active()
+                            .then_some(&mut a.observer as &mut dyn LayerObserver),
                     }
                 })
                 .collect();
@@ -219,7 +230,8 @@ impl<'m> Batcher<'m> {
     }
 
     fn finish(&mut self, a: Active, reason: FinishReason) -> Result<()> {
-        let commitments = match &a.recorder {
+        let recorder = a.observer.recorder;
+        let commitments = match &recorder {
             Some(r) => Some(CommitmentTree::new(r.entries())?),
             None => None,
         };
@@ -228,7 +240,7 @@ impl<'m> Batcher<'m> {
             tokens: a.generated,
             reason,
             commitments,
-            recorder: a.recorder,
+            recorder,
         });
         Ok(())
     }

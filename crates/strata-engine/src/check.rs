@@ -51,6 +51,9 @@ pub struct LayerCheck {
     pub sketch_dev: f32,
     /// Whether both are within the tolerance.
     pub passed: bool,
+    /// Digest of the re-run's intermediate residual: the verifier's proof
+    /// that it ran the layer ([`Model::rerun_layer`]).
+    pub work_digest: [u8; 32],
 }
 
 /// Largest per-position `max |a − b| / rms(b)`.
@@ -129,7 +132,8 @@ pub fn check_layer(
     committed_sketch: Option<&[u16]>,
     tol: Tolerance,
 ) -> Result<LayerCheck> {
-    let recomputed = model.run_layer_fresh(layer, input)?;
+    let rerun = model.rerun_layer(layer, input)?;
+    let recomputed = rerun.output;
     let rel_dev = relative_deviation(claimed_output, &recomputed)?;
     let sketch_dev = match committed_sketch {
         Some(s) => sketch_deviation(layer, s, &recomputed)?,
@@ -140,6 +144,7 @@ pub fn check_layer(
         rel_dev,
         sketch_dev,
         passed: rel_dev <= tol.max_rel_dev && sketch_dev <= tol.max_sketch_dev,
+        work_digest: rerun.work_digest,
     })
 }
 

@@ -265,7 +265,7 @@ impl LayerObserver for CommitmentRecorder {
         self.record_input(layer, rows)
     }
 
-    fn after_layer(&mut self, layer: usize, rows: &[f32]) -> Result<()> {
+    fn after_layer(&mut self, layer: usize, rows: &mut [f32]) -> Result<()> {
         self.record_output(layer, rows)
     }
 }

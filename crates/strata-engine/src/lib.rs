@@ -35,6 +35,7 @@
 //!   continuous batching over the model.
 #![warn(missing_docs)]
 
+mod audit;
 mod batch;
 mod check;
 mod commitment;
@@ -48,8 +49,10 @@ mod loader;
 mod model;
 mod ops;
 mod sampling;
+mod tamper;
 mod tokenizer;
 
+pub use audit::{check_embedding, check_sampling, rederive, SampleCheck};
 pub use batch::{
     generate, trace_layers, Batcher, FinishReason, Finished, GenerateRequest, SeqId, StepToken,
 };
@@ -67,8 +70,9 @@ pub use hidden::{HiddenHasher, HiddenStates, WireDType, DEFAULT_MAX_HIDDEN_BYTES
 pub use kernels::kernel_name;
 pub use kv_cache::KvCache;
 pub use loader::{LlamaConfig, MAX_SAFETENSORS_HEADER_BYTES};
-pub use model::{LayerObserver, Model, Segment};
+pub use model::{LayerObserver, LayerRerun, Model, Segment};
 pub use sampling::{Sampler, SamplingParams};
+pub use tamper::LayerTamper;
 pub use tokenizer::{ChatMessage, Tokenizer};
 
 use std::path::Path;

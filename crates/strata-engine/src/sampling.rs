@@ -72,6 +72,19 @@ impl Sampler {
         })
     }
 
+    /// The sampler of the same sequence as it stands before generating token
+    /// number `step` (0 for the first generated token): what a verifier uses
+    /// to re-check one sampled position without replaying all before it.
+    /// Each non-greedy pick draws exactly one `u64` (two ChaCha words), so
+    /// the stream position of step `n` is word `2n`.
+    pub fn at_step(params: SamplingParams, step: u64) -> Result<Self> {
+        let mut s = Self::new(params)?;
+        if params.temperature != 0.0 {
+            s.rng.set_word_pos(u128::from(step) * 2);
+        }
+        Ok(s)
+    }
+
     /// Picks the next token.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
         if logits.is_empty() {
@@ -168,6 +181,27 @@ mod tests {
         // top-3 of logits with value 1.8 are ids 6, 13, 20.
         assert!(a.iter().all(|t| [6, 13, 20].contains(t)));
         assert!(a.iter().any(|&t| t != a[0]), "sampling should vary");
+    }
+
+    #[test]
+    fn any_step_can_be_replayed_on_its_own() {
+        let logits: Vec<f32> = (0..300).map(|i| ((i * 37) % 101) as f32 * 0.05).collect();
+        for params in [
+            SamplingParams {
+                temperature: 0.8,
+                top_k: 40,
+                top_p: 0.9,
+                seed: 7,
+            },
+            SamplingParams::greedy(),
+        ] {
+            let mut s = Sampler::new(params).unwrap();
+            let seq: Vec<u32> = (0..64).map(|_| s.sample(&logits).unwrap()).collect();
+            for (step, &t) in seq.iter().enumerate() {
+                let mut at = Sampler::at_step(params, step as u64).unwrap();
+                assert_eq!(at.sample(&logits).unwrap(), t, "step {step}");
+            }
+        }
     }
 
     #[test]

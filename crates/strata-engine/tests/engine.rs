@@ -42,6 +42,7 @@ fn seeded_sampling_is_reproducible() {
         stop_tokens: vec![],
         record_commitments: false,
         retain_states: false,
+        tamper: None,
     };
     let a = generate(&e.model, req(7)).unwrap().tokens;
     let b = generate(&e.model, req(7)).unwrap().tokens;
@@ -189,7 +190,7 @@ impl LayerObserver for Seen {
         self.0.push((layer, false, rows.to_vec()));
         Ok(())
     }
-    fn after_layer(&mut self, layer: usize, rows: &[f32]) -> strata_engine::Result<()> {
+    fn after_layer(&mut self, layer: usize, rows: &mut [f32]) -> strata_engine::Result<()> {
         self.0.push((layer, true, rows.to_vec()));
         Ok(())
     }

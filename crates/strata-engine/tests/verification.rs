@@ -5,7 +5,8 @@ mod common;
 
 use common::{chat, engine};
 use strata_engine::{
-    check_layer, verify_layer_opening, Batcher, GenerateRequest, HiddenStates, DEFAULT_TOLERANCE,
+    check_embedding, check_layer, check_sampling, rederive, verify_layer_opening, Batcher,
+    CommitmentTree, GenerateRequest, HiddenStates, LayerTamper, DEFAULT_TOLERANCE,
 };
 
 fn committed_run(prompt: Vec<u32>, with_others: bool) -> strata_engine::Finished {
@@ -80,4 +81,139 @@ fn honest_layers_pass_and_tampered_layers_fail() {
                 .is_err()
         );
     }
+}
+
+/// The prompt followed by every generated token but the last: the positions
+/// a task's commitments cover.
+fn positions(prompt: &[u32], output: &[u32]) -> Vec<u32> {
+    let mut p = prompt.to_vec();
+    p.extend_from_slice(&output[..output.len().saturating_sub(1)]);
+    p
+}
+
+#[test]
+fn a_node_rederives_the_states_it_committed_to_while_serving() {
+    // Served incrementally, batched behind and before other sequences, with
+    // sampling; re-derived later in one prefill pass: the same root.
+    let m = &engine().model;
+    let prompt = chat("Name three rivers.");
+    let sampling = strata_engine::SamplingParams {
+        temperature: 0.9,
+        top_k: 50,
+        top_p: 0.95,
+        seed: 1234,
+    };
+    let mut b = Batcher::new(m);
+    b.add(GenerateRequest::greedy(chat("Say hello."), 6))
+        .unwrap();
+    b.step().unwrap();
+    let mut req = GenerateRequest::greedy(prompt.clone(), 12);
+    req.sampling = sampling;
+    req.record_commitments = true;
+    let id = b.add(req).unwrap();
+    b.add(GenerateRequest::greedy(chat("Count to five."), 3))
+        .unwrap();
+    let served = b
+        .run_to_completion()
+        .unwrap()
+        .into_iter()
+        .find(|f| f.id == id)
+        .unwrap();
+    let root = served.commitments.as_ref().unwrap().root();
+    let pos = positions(&prompt, &served.tokens);
+    let recorder = rederive(m, &pos).unwrap();
+    let tree = CommitmentTree::new(recorder.entries()).unwrap();
+    assert_eq!(
+        tree.root(),
+        root,
+        "re-derived states must match the receipt's root"
+    );
+
+    // The verifier's end checks pass on the honest task...
+    let entry0 = tree.open(0).unwrap().entry;
+    assert!(check_embedding(m, &pos, &entry0.input_hash).unwrap());
+    let final_states = recorder.states(m.n_layers()).unwrap();
+    let steps: Vec<u32> = (0..served.tokens.len() as u32).collect();
+    let checks = check_sampling(
+        m,
+        &final_states,
+        prompt.len(),
+        &served.tokens,
+        sampling,
+        &steps,
+    )
+    .unwrap();
+    assert!(checks.iter().all(|c| c.passed()), "{checks:?}");
+    // ...and catch a changed token, at the embedding and at the sampling.
+    let mut junk = served.tokens.clone();
+    junk[3] = (junk[3] + 1) % 1000;
+    assert!(!check_embedding(m, &positions(&prompt, &junk), &entry0.input_hash).unwrap());
+    let checks = check_sampling(m, &final_states, prompt.len(), &junk, sampling, &[3]).unwrap();
+    assert!(!checks[0].passed());
+    // Sampled with parameters other than the ones claimed: caught too.
+    let claimed = strata_engine::SamplingParams::greedy();
+    let checks = check_sampling(
+        m,
+        &final_states,
+        prompt.len(),
+        &served.tokens,
+        claimed,
+        &steps,
+    )
+    .unwrap();
+    assert!(checks.iter().any(|c| !c.passed()));
+}
+
+#[test]
+fn a_work_digest_needs_the_work_and_is_the_same_for_everyone() {
+    let m = &engine().model;
+    let f = committed_run(chat("Describe a dog."), false);
+    let rec = f.recorder.as_ref().unwrap();
+    let input = rec.states(11).unwrap();
+    let a = m.rerun_layer(11, &input).unwrap();
+    let b = m.rerun_layer(11, &input).unwrap();
+    assert_eq!(a.work_digest, b.work_digest);
+    assert_eq!(
+        a.output,
+        rec.states(12).unwrap(),
+        "re-run equals the committed output"
+    );
+    let other = m.rerun_layer(12, &input).unwrap();
+    assert_ne!(a.work_digest, other.work_digest);
+    let check = check_layer(m, 11, &input, &a.output, None, DEFAULT_TOLERANCE).unwrap();
+    assert_eq!(check.work_digest, a.work_digest);
+}
+
+/// Every odd layer passes its input through: what a node skipping half the
+/// work would commit to.
+#[derive(Debug)]
+struct SkipOdd;
+
+impl LayerTamper for SkipOdd {
+    fn tamper(&self, layer: usize, input: &[f32], output: &mut [f32]) {
+        if layer % 2 == 1 {
+            output.copy_from_slice(input);
+        }
+    }
+}
+
+#[test]
+fn a_tampered_run_commits_to_states_that_fail_their_layer_checks() {
+    let m = &engine().model;
+    let prompt = chat("What is rust?");
+    let mut req = GenerateRequest::greedy(prompt.clone(), 6);
+    req.record_commitments = true;
+    req.retain_states = true;
+    req.tamper = Some(std::sync::Arc::new(SkipOdd));
+    let f = strata_engine::generate(m, req).unwrap();
+    let rec = f.recorder.as_ref().unwrap();
+    for layer in [0, 1, 2, 3, 28, 29] {
+        let (input, output) = (rec.states(layer).unwrap(), rec.states(layer + 1).unwrap());
+        let check = check_layer(m, layer, &input, &output, None, DEFAULT_TOLERANCE).unwrap();
+        assert_eq!(check.passed, layer % 2 == 0, "layer {layer}: {check:?}");
+    }
+    // An honest re-derivation of the same tokens does not reach its root.
+    let honest = rederive(m, &positions(&prompt, &f.tokens)).unwrap();
+    let honest_root = CommitmentTree::new(honest.entries()).unwrap().root();
+    assert_ne!(honest_root, f.commitments.unwrap().root());
 }

@@ -49,14 +49,29 @@ impl Block {
         if n == 0 {
             return Ok(());
         }
-        // h = x + attn(norm(x))
+        self.attention_residual(x, n, segments, rope)?;
+        self.mlp_residual(x, n)
+    }
+
+    /// `h = x + attn(norm(x))`, in place.
+    pub(crate) fn attention_residual(
+        &self,
+        x: &mut [f32],
+        n: usize,
+        segments: &mut [Segment<'_>],
+        rope: &Rope,
+    ) -> Result<()> {
         let xn = rms_norm(x, &self.attn_norm, self.rms_eps);
         let attn = self.attn.forward(&xn, n, segments, rope)?;
         add_in_place(x, &attn);
-        // out = h + mlp(norm(h))
-        let hn = rms_norm(x, &self.ffn_norm, self.rms_eps);
+        Ok(())
+    }
+
+    /// `out = h + mlp(norm(h))`, in place.
+    pub(crate) fn mlp_residual(&self, h: &mut [f32], n: usize) -> Result<()> {
+        let hn = rms_norm(h, &self.ffn_norm, self.rms_eps);
         let mlp = self.mlp.forward(&hn, n)?;
-        add_in_place(x, &mlp);
+        add_in_place(h, &mlp);
         Ok(())
     }
 }

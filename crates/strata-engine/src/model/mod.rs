@@ -48,8 +48,10 @@ pub trait LayerObserver {
     /// Called with the sequence's rows of the hidden states just before block
     /// `layer` runs (`rows.len()` is a multiple of the hidden width).
     fn before_layer(&mut self, layer: usize, rows: &[f32]) -> Result<()>;
-    /// Called with the same rows just after block `layer` ran.
-    fn after_layer(&mut self, layer: usize, rows: &[f32]) -> Result<()>;
+    /// Called with the same rows just after block `layer` ran. The rows are
+    /// mutable so that a tamperer can be an observer too (the testnet's
+    /// cheating nodes, [`crate::LayerTamper`]); honest observers only read.
+    fn after_layer(&mut self, layer: usize, rows: &mut [f32]) -> Result<()>;
 }
 
 /// One sequence's share of a batched forward pass: its next `rows` rows of the
@@ -263,24 +265,71 @@ impl Model {
     /// Runs a single block over `input` (all positions from 0) with a fresh cache,
     /// as a verifier does: one prefill-style pass.
     pub fn run_layer_fresh(&self, layer: usize, input: &HiddenStates) -> Result<HiddenStates> {
+        Ok(self.rerun_layer(layer, input)?.output)
+    }
+
+    /// [`Model::run_layer_fresh`], also returning a digest of the block's
+    /// intermediate residual `h = x + attn(norm(x))`, which no commitment or
+    /// opening contains: only someone who ran the layer knows it, so a
+    /// verifier's audit report carries it as proof of work (and two verifiers
+    /// who audited the same layer must report the same digest).
+    pub fn rerun_layer(&self, layer: usize, input: &HiddenStates) -> Result<LayerRerun> {
+        self.check_range(&(layer..layer + 1))?;
+        if input.cols() != self.config.hidden_size {
+            return Err(EngineError::InvalidRequest(format!(
+                "hidden states are {} wide, the model expects {}",
+                input.cols(),
+                self.config.hidden_size
+            )));
+        }
         let mut cache = self.new_cache(layer..layer + 1)?;
         let mut x = input.clone();
-        let rows = x.rows();
+        let n = x.rows();
+        if n > self.config.context_length {
+            return Err(EngineError::PromptTooLong {
+                tokens: n,
+                max_new: 0,
+                context: self.config.context_length,
+            });
+        }
         let mut segs = [Segment {
             cache: &mut cache,
-            rows,
+            rows: n,
             observer: None,
         }];
-        self.forward_layers(layer..layer + 1, &mut x, &mut segs)?;
-        Ok(x)
+        let block = &self.blocks[layer];
+        let mut work = blake3::Hasher::new();
+        work.update(b"strata/work/v1");
+        work.update(&(layer as u32).to_le_bytes());
+        if n > 0 {
+            block.attention_residual(x.as_mut_slice(), n, &mut segs, &self.rope)?;
+            for v in x.as_slice() {
+                work.update(&v.to_le_bytes());
+            }
+            block.mlp_residual(x.as_mut_slice(), n)?;
+        }
+        Ok(LayerRerun {
+            output: x,
+            work_digest: *work.finalize().as_bytes(),
+        })
     }
+}
+
+/// A block re-run on its own: its output and the digest of its intermediate
+/// residual (see [`Model::rerun_layer`]).
+#[derive(Debug, Clone)]
+pub struct LayerRerun {
+    /// The block's output for every position.
+    pub output: HiddenStates,
+    /// blake3 over the layer index and the intermediate residual's values.
+    pub work_digest: [u8; 32],
 }
 
 /// Shows every observed segment its own rows of `x`, segment after segment.
 fn notify(
     segments: &mut [Segment<'_>],
-    x: &HiddenStates,
-    mut call: impl FnMut(&mut dyn LayerObserver, &[f32]) -> Result<()>,
+    x: &mut HiddenStates,
+    mut call: impl FnMut(&mut dyn LayerObserver, &mut [f32]) -> Result<()>,
 ) -> Result<()> {
     let width = x.cols();
     let mut row = 0;
@@ -288,7 +337,7 @@ fn notify(
         if let Some(observer) = seg.observer.as_deref_mut() {
             call(
                 observer,
-                &x.as_slice()[row * width..(row + seg.rows) * width],
+                &mut x.as_mut_slice()[row * width..(row + seg.rows) * width],
             )?;
         }
         row += seg.rows;
