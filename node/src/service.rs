@@ -48,6 +48,8 @@ pub struct ServiceConfig {
 struct Task {
     client: [u8; 32],
     prompt_tokens: Vec<u32>,
+    /// The sampling the receipt commits to.
+    sampling: strata_wire::Sampling,
     progress: watch::Receiver<Progress>,
     started: std::time::Instant,
 }
@@ -255,6 +257,7 @@ impl Service {
                 Task {
                     client: spec.client,
                     prompt_tokens: prompt.clone(),
+                    sampling: spec.sampling,
                     progress: rx,
                     started: std::time::Instant::now(),
                 },
@@ -374,13 +377,13 @@ impl Service {
 
     fn settle(&self, task_id: TaskId, voucher: Voucher) -> TaskResponse {
         let me = self.inner.key.pubkey();
-        let (client, prompt, progress) = {
+        let (client, prompt, sampling, progress) = {
             let l = self.lock();
             let Some(t) = l.tasks.get(&task_id) else {
                 return error(TaskErrorKind::UnknownTask, "unknown task".into());
             };
             let progress = t.progress.borrow().clone();
-            (t.client, t.prompt_tokens.clone(), progress)
+            (t.client, t.prompt_tokens.clone(), t.sampling, progress)
         };
         let Some(done) = progress.done.filter(|d| d.error.is_none()) else {
             return error(TaskErrorKind::BadRequest, "task has not finished".into());
@@ -417,6 +420,7 @@ impl Service {
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             commitment_root: done.commitment_root,
+            sampling,
             price: usage.price,
             voucher,
             finished_at_ms: now_ms(),

@@ -9,16 +9,19 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod audit;
 pub mod capacity;
 pub mod codec;
 pub mod protocols;
 pub mod receipt;
+pub mod sampling;
 pub mod task;
 pub mod voucher;
 
 pub use capacity::Capacity;
 pub use codec::{decode, encode, WireError};
 pub use receipt::{tokens_hash, Receipt, ReceiptBody, MAX_RECEIPT_BYTES};
+pub use sampling::Sampling;
 pub use voucher::Voucher;
 
 /// Hex of 32 bytes, as every Strata tool prints ids and hashes.

@@ -8,15 +8,16 @@ use strata_chain::merkle::domains::Ledger;
 use strata_chain::messages::receipt_signed_bytes;
 use strata_chain::Keypair;
 
-use crate::{Voucher, WireError};
+use crate::{Sampling, Voucher, WireError};
 
-/// Version of [`ReceiptBody`] this code writes and accepts.
-pub const RECEIPT_VERSION: u8 = 1;
+/// Version of [`ReceiptBody`] this code writes and accepts. Version 2 added
+/// the sampling settings (verifiers re-sample committed steps).
+pub const RECEIPT_VERSION: u8 = 2;
 /// Largest encoded receipt accepted from the network (the fixed fields take 385 bytes).
 pub const MAX_RECEIPT_BYTES: usize = 1024;
 
 /// Everything a receipt attests.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
 pub struct ReceiptBody {
     /// [`RECEIPT_VERSION`].
     pub version: u8,
@@ -36,6 +37,8 @@ pub struct ReceiptBody {
     pub completion_tokens: u32,
     /// Root of the engine's per-layer activation commitments.
     pub commitment_root: [u8; 32],
+    /// How the output tokens were sampled (with the seed).
+    pub sampling: Sampling,
     /// What this task cost, in token base units.
     pub price: u64,
     /// The client's voucher that pays for it (its cumulative includes `price`).
@@ -45,7 +48,7 @@ pub struct ReceiptBody {
 }
 
 /// A node-signed receipt.
-#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+#[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
 pub struct Receipt {
     /// What is attested.
     pub body: ReceiptBody,

@@ -15,6 +15,7 @@
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
+pub use crate::sampling::Sampling;
 use crate::{Receipt, Voucher};
 
 /// Largest encoded task request or response.
@@ -48,19 +49,6 @@ impl Prompt {
             Prompt::Text(t) => t.len(),
         }
     }
-}
-
-/// Sampling settings (temperature 0 is greedy).
-#[derive(Debug, Clone, Copy, PartialEq, BorshSerialize, BorshDeserialize)]
-pub struct Sampling {
-    /// Temperature.
-    pub temperature: f32,
-    /// Nucleus threshold (1 = off).
-    pub top_p: f32,
-    /// Top-k (0 = off).
-    pub top_k: u32,
-    /// Seed of the sampler.
-    pub seed: u64,
 }
 
 /// A task as the gateway hands it to a node.

@@ -7,7 +7,7 @@ use strata_wire::{decode, Receipt, ReceiptBody, Voucher, WireError, MAX_RECEIPT_
 
 fn body(node: &Keypair, client: &Keypair, price: u64, cumulative: u64) -> ReceiptBody {
     ReceiptBody {
-        version: 1,
+        version: strata_wire::receipt::RECEIPT_VERSION,
         task_id: [7; 32],
         node: node.pubkey().to_bytes(),
         model_hash: [1; 32],
@@ -16,6 +16,12 @@ fn body(node: &Keypair, client: &Keypair, price: u64, cumulative: u64) -> Receip
         prompt_tokens: 3,
         completion_tokens: 2,
         commitment_root: [9; 32],
+        sampling: strata_wire::Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 7,
+        },
         price,
         voucher: Voucher::sign(client, &node.pubkey(), cumulative),
         finished_at_ms: 1,
@@ -105,8 +111,8 @@ proptest! {
     }
 }
 
-/// Fixed vectors: the bytes of a receipt, a voucher and a receipt-batch Merkle
-/// proof. A refactor that changes any of them changes what is on the wire and
+/// Fixed vectors: the bytes of a receipt (version 2: with its sampling
+/// settings), a voucher and a receipt-batch Merkle proof. A refactor that changes any of them changes what is on the wire and
 /// on-chain, which must be a deliberate, versioned change, not an accident.
 mod golden {
     use strata_chain::merkle::{self, domains::Ledger};
@@ -118,7 +124,10 @@ mod golden {
     }
 
     fn keys() -> (Keypair, Keypair) {
-        (Keypair::new_from_array([11; 32]), Keypair::new_from_array([22; 32]))
+        (
+            Keypair::new_from_array([11; 32]),
+            Keypair::new_from_array([22; 32]),
+        )
     }
 
     #[test]
@@ -133,7 +142,7 @@ mod golden {
     fn receipt_bytes_are_pinned() {
         let (node, client) = keys();
         let body = ReceiptBody {
-            version: 1,
+            version: 2,
             task_id: [7; 32],
             node: node.pubkey().to_bytes(),
             model_hash: [1; 32],
@@ -142,6 +151,12 @@ mod golden {
             prompt_tokens: 3,
             completion_tokens: 2,
             commitment_root: [9; 32],
+            sampling: strata_wire::Sampling {
+                temperature: 0.0,
+                top_p: 1.0,
+                top_k: 0,
+                seed: 7,
+            },
             price: 50,
             voucher: Voucher::sign(&client, &node.pubkey(), 150),
             finished_at_ms: 1_700_000_000_000,
@@ -166,9 +181,114 @@ mod golden {
 
     const VOUCHER_MESSAGE: &str = "535452564f55433106a1aa4cc5e23ee075b0261470ee741224165af35665c2690735c0a00000000066be7e332c7a453332bd9d0a7f7db055f5c5ef1a06ada66d98b39fb6810c473a15cd5b0700000000";
     const VOUCHER: &str = "511c34a1a2cb521df16bb246b8de8e7997ce235c7e76b22a3d7503a24819dd8a66be7e332c7a453332bd9d0a7f7db055f5c5ef1a06ada66d98b39fb6810c473a15cd5b0700000000c20db87d6b743d89486c2dd0aa045bdc3acbc63f252e19707e2644ff6caa47de53c7b99c5a8ef21a6c57f4f3efbdf8b3665d75a238885f270b534f9a9361e106";
-    const RECEIPT: &str = "01070707070707070707070707070707070707070707070707070707070707070766be7e332c7a453332bd9d0a7f7db055f5c5ef1a06ada66d98b39fb6810c473a0101010101010101010101010101010101010101010101010101010101010101cb68dcf7fdbfe9bdefa1622e70ae05a0d387f2a0ff09199b451dfe3f558fef2c2b6236bde0773033b88bbdfa3d90073e1a6877700e5a5097e229873cf75bfc60030000000200000009090909090909090909090909090909090909090909090909090909090909093200000000000000511c34a1a2cb521df16bb246b8de8e7997ce235c7e76b22a3d7503a24819dd8a66be7e332c7a453332bd9d0a7f7db055f5c5ef1a06ada66d98b39fb6810c473a9600000000000000783ee5789e6644b8169ba216eb6cc08b9b827e3c98a1466f4468116ba0dfe41df6617f838e584a762fc5932b281c96d37e23b2cebfce745598f446bbe6807e020068e5cf8b010000a7d7817adf0184d02557a99423c6cf800ddf668ba976948d4cff8a4f913f63da7c1a5a9576fc146f57ffe3e25c928a9ef2483df1e3b7f026463476ad1a79330c";
-    const RECEIPT_LEAF: &str = "dbe5696ad5c62ed71f491a25068ced95d7aef4828acd5d1e7e8694e17292594c";
+    const RECEIPT: &str = "02070707070707070707070707070707070707070707070707070707070707070766be7e332c7a453332bd9d0a7f7db055f5c5ef1a06ada66d98b39fb6810c473a0101010101010101010101010101010101010101010101010101010101010101cb68dcf7fdbfe9bdefa1622e70ae05a0d387f2a0ff09199b451dfe3f558fef2c2b6236bde0773033b88bbdfa3d90073e1a6877700e5a5097e229873cf75bfc6003000000020000000909090909090909090909090909090909090909090909090909090909090909000000000000803f0000000007000000000000003200000000000000511c34a1a2cb521df16bb246b8de8e7997ce235c7e76b22a3d7503a24819dd8a66be7e332c7a453332bd9d0a7f7db055f5c5ef1a06ada66d98b39fb6810c473a9600000000000000783ee5789e6644b8169ba216eb6cc08b9b827e3c98a1466f4468116ba0dfe41df6617f838e584a762fc5932b281c96d37e23b2cebfce745598f446bbe6807e020068e5cf8b010000f53ca3c4d8456665e22eca9d16cc5f880362cef422570d7f321ee8aa7bfce839444f65c74a9a2c937b3664f36bcaa83e7615df0c28c44f8c7594ce4c0de5b501";
+    const RECEIPT_LEAF: &str = "f609dd507b9c04d2ee96894baf5ff49a44110449677449b3ab65bbe19e9e8859";
     const BATCH_ROOT: &str = "00759d157d905561e4457dc4d5ea1336efb4034e2fc1d31a8166a6103c18a0dc";
     const BATCH_PROOF_3: &str = "9303de585e040d3c95a402651a781604afec750107daa1f7acd670e6fffa874bb3c693c03321f246eab1f6b444fae4946b11680bfca29a9a8f0b720de66779eb075653d874cbcfb1bba75d4c3c45d8c67b3eceaa09a86495e3207477643591c7";
     const REWARD_LEAF: &str = "ea87e6176565a127dff0362267eb98a6107ac77f878283de6d2d30ce03040bd9";
+}
+
+/// The verification network's messages: signed reports and votes verify,
+/// forgeries and hostile bytes are clear errors.
+mod audit {
+    use proptest::prelude::*;
+    use strata_chain::{Keypair, Signer};
+    use strata_wire::audit::*;
+    use strata_wire::WireError;
+
+    fn body(verifier: &Keypair) -> AuditBody {
+        AuditBody {
+            version: AUDIT_VERSION,
+            task_id: [1; 32],
+            batch_id: 3,
+            leaf_index: 4,
+            node: [5; 32],
+            verifier: verifier.pubkey().to_bytes(),
+            layers: vec![2, 9, 17],
+            steps: vec![0, 5],
+            outcome: AuditOutcome::Failed {
+                check: FailedCheck::Layer(9),
+                detail: "relative deviation 0.8".into(),
+            },
+            work_digest: [6; 32],
+            max_rel_dev: 0.8,
+            cpu_micros: 12_000,
+            finished_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn reports_verify_and_forgeries_do_not() {
+        let v = Keypair::new();
+        let r = AuditReport::sign(&v, body(&v)).unwrap();
+        assert_eq!(AuditReport::decode_verified(&r.encode()).unwrap(), r);
+        // Signed by someone else than the verifier it names.
+        assert!(AuditReport::sign(&Keypair::new(), body(&v)).is_err());
+        // Any change to the body breaks the signature.
+        let mut forged = r.clone();
+        forged.body.outcome = AuditOutcome::Passed;
+        assert!(matches!(
+            AuditReport::decode_verified(&forged.encode()),
+            Err(WireError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn votes_are_the_programs_verdict_signatures() {
+        let v = Keypair::new();
+        let vote = VerdictVote::sign(&v, [8; 32], true);
+        let bytes = strata_wire::encode(&vote);
+        assert_eq!(VerdictVote::decode_verified(&bytes).unwrap(), vote);
+        let mut flipped = vote;
+        flipped.upheld = false;
+        assert!(VerdictVote::decode_verified(&strata_wire::encode(&flipped)).is_err());
+        let m = VerdictVote::message(&[8; 32], true);
+        let signed = strata_chain::ed25519::SignedMessage {
+            signer: v.pubkey(),
+            signature: vote.signature,
+            message: m,
+        };
+        assert!(
+            signed.verify(),
+            "the program's precompile check would accept it"
+        );
+    }
+
+    #[test]
+    fn opening_requests_are_bounded() {
+        let ok = OpeningRequest {
+            task_id: [1; 32],
+            batch_id: 0,
+            leaf_index: 0,
+            layers: vec![1, 2],
+        };
+        assert_eq!(
+            OpeningRequest::decode(&strata_wire::encode(&ok)).unwrap(),
+            ok
+        );
+        let none = OpeningRequest {
+            layers: vec![],
+            ..ok.clone()
+        };
+        assert!(OpeningRequest::decode(&strata_wire::encode(&none)).is_err());
+        let many = OpeningRequest {
+            layers: (0..65).collect(),
+            ..ok
+        };
+        assert!(OpeningRequest::decode(&strata_wire::encode(&many)).is_err());
+        assert!(matches!(
+            OpeningRequest::decode(&vec![0u8; MAX_OPENING_REQUEST_BYTES + 1]),
+            Err(WireError::TooLarge { .. })
+        ));
+    }
+
+    proptest! {
+        #[test]
+        fn hostile_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = OpeningRequest::decode(&bytes);
+            let _ = OpeningResponse::decode(&bytes);
+            let _ = AuditReport::decode_verified(&bytes);
+            let _ = VerdictVote::decode_verified(&bytes);
+        }
+    }
 }

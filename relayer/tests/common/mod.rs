@@ -195,7 +195,7 @@ pub fn receipt(
     task_id[..8].copy_from_slice(&task.to_le_bytes());
     task_id[8..16].copy_from_slice(&node.pubkey().to_bytes()[..8]);
     let body = ReceiptBody {
-        version: 1,
+        version: strata_wire::receipt::RECEIPT_VERSION,
         task_id,
         node: node.pubkey().to_bytes(),
         model_hash: [7; 32],
@@ -204,6 +204,12 @@ pub fn receipt(
         prompt_tokens: 10,
         completion_tokens: 22,
         commitment_root: [3; 32],
+        sampling: strata_wire::Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 7,
+        },
         price,
         voucher: Voucher::sign(client, &node.pubkey(), cumulative),
         finished_at_ms: 1_700_000_000_000 + task,
