@@ -15,6 +15,7 @@ use strata_p2p::{
     DownloadOptions, FileRoot, NodeId, NodeIdentity, P2pConfig, P2pEvent, P2pEvents, P2pHandle,
     PeerId,
 };
+use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS};
 
 use crate::output::{Output, Report};
 
@@ -55,7 +56,11 @@ async fn start(
         bootstrap: net.peers.clone(),
         mdns: net.mdns,
         upload_rate_limit: net.upload_rate,
+        // The whole catalogue, as every Strata peer speaks it, though files
+        // need none of it.
         ..P2pConfig::default()
+            .with_protocols(ALL_PROTOCOLS)
+            .with_topics(ALL_TOPICS)
     };
     let (handle, mut events) = strata_p2p::start(identity(keypair)?, config).await?;
     // Addresses are known once the listeners are up.

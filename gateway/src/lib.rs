@@ -21,8 +21,9 @@ use std::sync::Arc;
 
 use strata_chain::rpc::ChainClient;
 use strata_chain::Keypair;
-use strata_p2p::{GossipKind, NodeIdentity, P2pConfig, P2pEvent, P2pHandle};
+use strata_p2p::{NodeIdentity, P2pConfig, P2pEvent, P2pHandle};
 use strata_wire::capacity::MAX_CAPACITY_BYTES;
+use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS, CAPACITY};
 use tokio::task::JoinHandle;
 
 /// How often the gateway looks on-chain for newly registered nodes.
@@ -126,7 +127,13 @@ impl RunningGateway {
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
     let chain = ChainClient::new(&config.rpc_url)?;
     let accounts = accounts::Accounts::open(config.accounts, &config.state_dir)?;
-    let (p2p, mut events) = strata_p2p::start(NodeIdentity::generate(), config.p2p).await?;
+    // The whole catalogue, as every Strata peer speaks it: the gateway sends
+    // tasks and reads capacity, and relays every topic's gossip.
+    let p2p_config = config
+        .p2p
+        .with_protocols(ALL_PROTOCOLS)
+        .with_topics(ALL_TOPICS);
+    let (p2p, mut events) = strata_p2p::start(NodeIdentity::generate(), p2p_config).await?;
     let inner = Arc::new(Inner {
         accounts,
         router: routing::Router::default(),
@@ -140,7 +147,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 let P2pEvent::Gossip {
-                    kind: GossipKind::Capacity,
+                    topic: CAPACITY,
                     from,
                     payload,
                 } = ev

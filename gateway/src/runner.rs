@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_chain::{Pubkey, Signer};
-use strata_p2p::{NodeId, RequestKind};
+use strata_p2p::NodeId;
+use strata_wire::protocols::TASK;
 use strata_wire::task::{
     Finish, Prompt, Sampling, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec, Usage,
     MAX_TASK_MESSAGE_BYTES,
@@ -177,7 +178,7 @@ async fn available_funds(gw: &Inner, client: &Pubkey) -> Result<u64, GatewayErro
 async fn call(gw: &Inner, node: NodeId, req: &TaskRequest) -> Result<TaskResponse, GatewayError> {
     let bytes = gw
         .p2p
-        .request(node, RequestKind::Task, encode(req))
+        .request(node, &TASK, encode(req))
         .await
         .map_err(|e| GatewayError::Node(format!("node {node}: {e}")))?;
     decode::<TaskResponse>(&bytes, MAX_TASK_MESSAGE_BYTES)

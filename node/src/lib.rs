@@ -21,7 +21,8 @@ use std::time::Duration;
 use strata_chain::rpc::ChainClient;
 use strata_chain::{Keypair, Signer};
 use strata_engine::Engine;
-use strata_p2p::{GossipKind, NodeId, NodeIdentity, P2pConfig, P2pEvent, P2pHandle, RequestKind};
+use strata_p2p::{NodeId, NodeIdentity, P2pConfig, P2pEvent, P2pHandle};
+use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS, CAPACITY, TASK};
 use tokio::task::JoinHandle;
 
 pub use service::{Service, ServiceConfig};
@@ -178,7 +179,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let identity = NodeIdentity::from_keypair_bytes(config.keypair.to_bytes())
         .map_err(|e| NodeError::Config(e.to_string()))?;
-    let (p2p, mut events) = strata_p2p::start(identity, config.p2p.clone()).await?;
+    // The whole catalogue: a node serves tasks, hands receipts to the relayer
+    // and relays every topic's gossip, as every Strata peer does.
+    let p2p_config = config
+        .p2p
+        .clone()
+        .with_protocols(ALL_PROTOCOLS)
+        .with_topics(ALL_TOPICS);
+    let (p2p, mut events) = strata_p2p::start(identity, p2p_config).await?;
     let addrs = wait_listening(&p2p).await?;
 
     let relayer = match &config.relayer {
@@ -255,7 +263,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 match ev {
-                    P2pEvent::Request(req) if req.kind == RequestKind::Task => {
+                    P2pEvent::Request(req) if req.protocol == TASK => {
                         let s = service.clone();
                         tokio::spawn(async move { s.handle(req).await });
                     }
@@ -297,10 +305,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                     addrs: addrs.clone(),
                     sent_at_ms: service::now_ms(),
                 };
-                if let Err(e) = p2p
-                    .publish(GossipKind::Capacity, strata_wire::encode(&c))
-                    .await
-                {
+                if let Err(e) = p2p.publish(&CAPACITY, strata_wire::encode(&c)).await {
                     tracing::debug!("announcing capacity: {e}");
                 }
                 tokio::time::sleep(ANNOUNCE_EVERY).await;

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_p2p::{GossipKind, NodeId, P2pHandle, RequestKind};
+use strata_p2p::{NodeId, P2pHandle};
+use strata_wire::protocols::{RECEIPT, RECEIPTS};
 use strata_wire::Receipt;
 use tokio::sync::mpsc;
 
@@ -45,7 +46,7 @@ impl Outbox {
         tokio::spawn(async move {
             while let Some(receipt) = rx.recv().await {
                 let bytes = receipt.encode();
-                if let Err(e) = p2p.publish(GossipKind::Receipt, bytes.clone()).await {
+                if let Err(e) = p2p.publish(&RECEIPTS, bytes.clone()).await {
                     tracing::debug!("gossiping receipt: {e}");
                 }
                 if let (Some(relayer), Some(d)) = (relayer, &dir) {
@@ -142,10 +143,7 @@ enum Delivery {
 async fn deliver(p2p: &P2pHandle, relayer: NodeId, bytes: Vec<u8>) -> Delivery {
     let mut backoff = FIRST_BACKOFF;
     loop {
-        match p2p
-            .request(relayer, RequestKind::Receipt, bytes.clone())
-            .await
-        {
+        match p2p.request(relayer, &RECEIPT, bytes.clone()).await {
             Ok(ans) if ans.first() == Some(&0) => return Delivery::Stored,
             Ok(ans) => {
                 let why = String::from_utf8_lossy(ans.get(1..).unwrap_or_default());

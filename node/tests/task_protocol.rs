@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use strata_chain::{Keypair, Signer};
 use strata_node::{start, NodeConfig, RunningNode};
-use strata_p2p::{NodeIdentity, P2pConfig, P2pHandle, RequestKind};
+use strata_p2p::{NodeIdentity, P2pConfig, P2pHandle};
+use strata_wire::protocols::{ALL_PROTOCOLS, RECEIPT, TASK};
 use strata_wire::task::{
     ChatTurn, Finish, Prompt, Sampling, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec, Usage,
     MAX_TASK_MESSAGE_BYTES,
@@ -39,7 +40,8 @@ async fn node(key: &Keypair) -> RunningNode {
 }
 
 async fn peer(node: &RunningNode) -> P2pHandle {
-    let (p2p, _events) = strata_p2p::start(NodeIdentity::generate(), P2pConfig::local())
+    let config = P2pConfig::local().with_protocols(ALL_PROTOCOLS);
+    let (p2p, _events) = strata_p2p::start(NodeIdentity::generate(), config)
         .await
         .unwrap();
     p2p.dial(&node.addrs[0]).await.unwrap();
@@ -48,7 +50,7 @@ async fn peer(node: &RunningNode) -> P2pHandle {
 
 async fn call(p2p: &P2pHandle, node: &RunningNode, req: &TaskRequest) -> TaskResponse {
     let bytes = p2p
-        .request(node.node_id(), RequestKind::Task, encode(req))
+        .request(node.node_id(), &TASK, encode(req))
         .await
         .unwrap();
     decode(&bytes, MAX_TASK_MESSAGE_BYTES).unwrap()
@@ -296,7 +298,7 @@ async fn bad_requests_are_refused_with_their_class() {
 
     // Garbage bytes get a BadRequest answer, and the node keeps serving.
     let bytes = p2p
-        .request(node.node_id(), RequestKind::Task, vec![0xff; 100])
+        .request(node.node_id(), &TASK, vec![0xff; 100])
         .await
         .unwrap();
     let r: TaskResponse = decode(&bytes, MAX_TASK_MESSAGE_BYTES).unwrap();
@@ -395,7 +397,7 @@ async fn receipts_survive_a_crash_and_reach_the_relayer_after_restart() {
         relayer_id,
         P2pConfig {
             listen: vec![format!("/ip4/127.0.0.1/tcp/{port}")],
-            ..P2pConfig::local()
+            ..P2pConfig::local().with_protocols(ALL_PROTOCOLS)
         },
     )
     .await
@@ -404,7 +406,7 @@ async fn receipts_survive_a_crash_and_reach_the_relayer_after_restart() {
     let got = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
             match events.recv().await {
-                Some(strata_p2p::P2pEvent::Request(req)) if req.kind == RequestKind::Receipt => {
+                Some(strata_p2p::P2pEvent::Request(req)) if req.protocol == RECEIPT => {
                     let bytes = req.payload.clone();
                     req.respond(vec![0]).unwrap();
                     return bytes;

@@ -35,6 +35,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{ChainError, Keypair, Signer};
 use strata_p2p::{NodeId, NodeIdentity, P2pConfig, P2pHandle};
+use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -160,7 +161,13 @@ impl Relayer {
 
         let identity = NodeIdentity::from_keypair_bytes(config.keypair.to_bytes())
             .map_err(|e| RelayerError::P2p(e.to_string()))?;
-        let (p2p, events) = strata_p2p::start(identity, config.p2p)
+        // The whole catalogue, as every Strata peer speaks it: the relayer
+        // takes receipts by request and gossip, and relays every topic.
+        let p2p_config = config
+            .p2p
+            .with_protocols(ALL_PROTOCOLS)
+            .with_topics(ALL_TOPICS);
+        let (p2p, events) = strata_p2p::start(identity, p2p_config)
             .await
             .map_err(|e| RelayerError::P2p(e.to_string()))?;
         let p2p_addrs = listen_addrs(&p2p).await;

@@ -5,7 +5,8 @@
 
 use std::sync::Arc;
 
-use strata_p2p::{GossipKind, P2pEvent, P2pEvents, RequestKind};
+use strata_p2p::{P2pEvent, P2pEvents};
+use strata_wire::protocols::{RECEIPT, RECEIPTS};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -27,7 +28,7 @@ pub async fn run(store: Arc<Store>, mut events: P2pEvents, cancel: CancellationT
         match event {
             None => return,
             Some(P2pEvent::Gossip {
-                kind: GossipKind::Receipt,
+                topic: RECEIPTS,
                 from,
                 payload,
             }) => match ingest(&store, payload).await {
@@ -36,7 +37,7 @@ pub async fn run(store: Arc<Store>, mut events: P2pEvents, cancel: CancellationT
                 }
                 Err(e) => warn!(%from, error = %e, "receipt from gossip refused"),
             },
-            Some(P2pEvent::Request(req)) if req.kind == RequestKind::Receipt => {
+            Some(P2pEvent::Request(req)) if req.protocol == RECEIPT => {
                 let from = req.from;
                 let answer = match ingest(&store, req.payload.clone()).await {
                     Ok(_) => vec![ANSWER_STORED],

@@ -7,9 +7,10 @@ mod common;
 
 use common::*;
 use strata_chain::Signer;
-use strata_p2p::{NodeIdentity, P2pConfig, RequestKind};
+use strata_p2p::{NodeIdentity, P2pConfig};
 use strata_relayer::Relayer;
 use strata_wire::api::{BatchView, SettlementView, StatsView};
+use strata_wire::protocols::{ALL_PROTOCOLS, RECEIPT};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receipts_are_batched_proved_and_paid() {
@@ -39,16 +40,11 @@ async fn receipts_are_batched_proved_and_paid() {
     }
     // One more over a p2p request from node 1: answered 0 once stored.
     let node_p2p = NodeIdentity::from_keypair_bytes(n1.to_bytes()).unwrap();
-    let (handle, _events) = strata_p2p::start(node_p2p, P2pConfig::local())
-        .await
-        .unwrap();
+    let config = P2pConfig::local().with_protocols(ALL_PROTOCOLS);
+    let (handle, _events) = strata_p2p::start(node_p2p, config).await.unwrap();
     handle.dial(&relayer.p2p_addrs()[0]).await.unwrap();
     let answer = handle
-        .request(
-            relayer.node_id(),
-            RequestKind::Receipt,
-            receipts[4].encode(),
-        )
+        .request(relayer.node_id(), &RECEIPT, receipts[4].encode())
         .await
         .unwrap();
     assert_eq!(answer, vec![0]);

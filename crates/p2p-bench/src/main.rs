@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use strata_p2p::{
-    DownloadOptions, FileRoot, NodeIdentity, P2pConfig, P2pEvent, P2pEvents, P2pHandle, RequestKind,
+    DownloadOptions, FileRoot, NodeIdentity, P2pConfig, P2pEvent, P2pEvents, P2pHandle,
 };
+use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS, HIDDEN_STATE, TASK};
 
 struct Args {
     mb: usize,
@@ -58,7 +59,9 @@ fn parse_args() -> Result<Args, String> {
     Ok(a)
 }
 
+/// A node speaking Strata's whole catalogue, as a deployed peer does.
 async fn node(config: P2pConfig) -> Result<(P2pHandle, P2pEvents, String), String> {
+    let config = config.with_protocols(ALL_PROTOCOLS).with_topics(ALL_TOPICS);
     let (h, mut ev) = strata_p2p::start(NodeIdentity::generate(), config)
         .await
         .map_err(|e| e.to_string())?;
@@ -203,14 +206,14 @@ async fn rr_bench() -> Result<(), String> {
     }
     // warm up (connection, protocol negotiation)
     for _ in 0..10 {
-        a.request(bid, RequestKind::Task, vec![0; 32])
+        a.request(bid, &TASK, vec![0; 32])
             .await
             .map_err(|e| e.to_string())?;
     }
     let mut lat = Vec::new();
     for _ in 0..1000 {
         let t = Instant::now();
-        a.request(bid, RequestKind::Task, vec![7; 32])
+        a.request(bid, &TASK, vec![7; 32])
             .await
             .map_err(|e| e.to_string())?;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
@@ -231,7 +234,7 @@ async fn rr_bench() -> Result<(), String> {
         let a = a.clone();
         let p = payload.clone();
         futs.push(tokio::spawn(async move {
-            a.request(bid, RequestKind::HiddenState, p).await
+            a.request(bid, &HIDDEN_STATE, p).await
         }));
     }
     for f in futs {

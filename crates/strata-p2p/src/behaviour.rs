@@ -5,28 +5,23 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{
-    autonat, dcutr, gossipsub, identify, kad, mdns, ping, relay, request_response, PeerId,
-    StreamProtocol,
-};
+use libp2p::{autonat, dcutr, gossipsub, identify, kad, mdns, ping, relay, PeerId, StreamProtocol};
+use strata_primitives::protocol::ProtocolSpec;
 
-use crate::codec::FrameCodec;
-use crate::config::{P2pConfig, RequestKind, RequestLimits};
-use crate::distribution::protocol::{ChunkRequest, ChunkResponse, MAX_REQUEST, MAX_RESPONSE};
+use crate::config::P2pConfig;
+use crate::distribution::{chunk_behaviour, ChunkRr, CHUNK_PROTOCOL};
+use crate::error::P2pError;
 use crate::gossip::ENVELOPE_OVERHEAD;
-use crate::P2pError;
+use crate::requests::AppProtocols;
 
-/// Opaque application request-response (one instance per [`RequestKind`]).
-pub(crate) type AppRr = request_response::Behaviour<FrameCodec<Vec<u8>, Vec<u8>>>;
-/// The chunk exchange.
-pub(crate) type ChunkRr = request_response::Behaviour<FrameCodec<ChunkRequest, ChunkResponse>>;
-
-/// Protocol name of the chunk exchange.
-pub(crate) const CHUNK_PROTOCOL: &str = "/strata/chunks/1";
 /// Kademlia protocol name: a private DHT, not the public IPFS one.
-pub(crate) const KAD_PROTOCOL: &str = "/strata/kad/1";
+const KAD_PROTOCOL: &str = "/strata/kad/1";
 /// identify protocol version string.
-pub(crate) const IDENTIFY_PROTOCOL: &str = "/strata/id/1";
+const IDENTIFY_PROTOCOL: &str = "/strata/id/1";
+
+/// The layer's own request-response protocol names, which no application
+/// protocol may take.
+pub(crate) const INTERNAL_PROTOCOLS: &[&str] = &[CHUNK_PROTOCOL, KAD_PROTOCOL];
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
@@ -39,29 +34,20 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) mdns: Toggle<mdns::tokio::Behaviour>,
     pub(crate) gossipsub: gossipsub::Behaviour,
-    pub(crate) task: AppRr,
-    pub(crate) hidden_state: AppRr,
-    pub(crate) opening: AppRr,
-    pub(crate) receipt: AppRr,
+    pub(crate) app: AppProtocols,
     pub(crate) chunks: ChunkRr,
 }
 
-fn app_rr(kind: RequestKind, limits: RequestLimits) -> AppRr {
-    request_response::Behaviour::with_codec(
-        FrameCodec::new(limits.max_request, limits.max_response),
-        [(
-            StreamProtocol::new(kind.protocol()),
-            request_response::ProtocolSupport::Full,
-        )],
-        request_response::Config::default().with_request_timeout(limits.timeout),
-    )
-}
-
 impl Behaviour {
+    /// Every protocol, configured from `cfg`; the application's request
+    /// protocols are `protocols` (already checked), and gossip frames are
+    /// sized for topics carrying up to `max_gossip_payload`.
     pub(crate) fn new(
         key: &Keypair,
         relay_client: relay::client::Behaviour,
         cfg: &P2pConfig,
+        protocols: &[ProtocolSpec],
+        max_gossip_payload: usize,
     ) -> Result<Self, P2pError> {
         let peer_id = key.public().to_peer_id();
 
@@ -123,7 +109,7 @@ impl Behaviour {
         let gossip_cfg = gossipsub::ConfigBuilder::default()
             .validation_mode(gossipsub::ValidationMode::Strict)
             .validate_messages()
-            .max_transmit_size(cfg.max_gossip_payload + ENVELOPE_OVERHEAD + 1024)
+            .max_transmit_size(max_gossip_payload + ENVELOPE_OVERHEAD + 1024)
             .heartbeat_interval(Duration::from_millis(500))
             .build()
             .map_err(|e| P2pError::Transport(format!("gossipsub config: {e}")))?;
@@ -132,17 +118,6 @@ impl Behaviour {
             gossip_cfg,
         )
         .map_err(|e| P2pError::Transport(format!("gossipsub: {e}")))?;
-
-        let chunks = request_response::Behaviour::with_codec(
-            FrameCodec::new(MAX_REQUEST, MAX_RESPONSE),
-            [(
-                StreamProtocol::new(CHUNK_PROTOCOL),
-                request_response::ProtocolSupport::Full,
-            )],
-            request_response::Config::default()
-                .with_request_timeout(cfg.chunk_timeout)
-                .with_max_concurrent_streams(256),
-        );
 
         Ok(Behaviour {
             relay_client,
@@ -154,21 +129,9 @@ impl Behaviour {
             kad,
             mdns: Toggle::from(mdns),
             gossipsub,
-            task: app_rr(RequestKind::Task, cfg.task),
-            hidden_state: app_rr(RequestKind::HiddenState, cfg.hidden_state),
-            opening: app_rr(RequestKind::Opening, cfg.opening),
-            receipt: app_rr(RequestKind::Receipt, cfg.receipt),
-            chunks,
+            app: AppProtocols::new(protocols),
+            chunks: chunk_behaviour(cfg.chunk_timeout),
         })
-    }
-
-    pub(crate) fn app(&mut self, kind: RequestKind) -> &mut AppRr {
-        match kind {
-            RequestKind::Task => &mut self.task,
-            RequestKind::HiddenState => &mut self.hidden_state,
-            RequestKind::Opening => &mut self.opening,
-            RequestKind::Receipt => &mut self.receipt,
-        }
     }
 }
 

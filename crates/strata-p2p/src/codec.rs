@@ -105,7 +105,8 @@ pub async fn write_frame<T: AsyncWrite + Unpin>(
     io.close().await
 }
 
-fn as_decode_error(e: &io::Error) -> Option<DecodeError> {
+/// The [`DecodeError`] inside an `InvalidData` I/O error from this codec.
+pub(crate) fn as_decode_error(e: &io::Error) -> Option<DecodeError> {
     if e.kind() != io::ErrorKind::InvalidData {
         return None;
     }

@@ -2,52 +2,9 @@
 
 use std::time::Duration;
 
-use crate::peer_score::ScoreConfig;
+use strata_primitives::protocol::{ProtocolSpec, TopicSpec};
 
-/// Request-response protocols the application can use; each has its own
-/// protocol name, size limits and time-out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RequestKind {
-    /// A task handed to a node (prompt, pipeline slot, voucher).
-    Task,
-    /// Hidden states passed between pipeline stages.
-    HiddenState,
-    /// A verifier asking for commitment openings.
-    Opening,
-    /// A node handing a signed receipt to a relayer, which answers once it is stored.
-    Receipt,
-}
-
-impl RequestKind {
-    /// All kinds.
-    pub const ALL: [RequestKind; 4] = [
-        RequestKind::Task,
-        RequestKind::HiddenState,
-        RequestKind::Opening,
-        RequestKind::Receipt,
-    ];
-
-    /// libp2p protocol name.
-    pub fn protocol(self) -> &'static str {
-        match self {
-            RequestKind::Task => "/strata/task/1",
-            RequestKind::HiddenState => "/strata/hidden-state/1",
-            RequestKind::Opening => "/strata/opening/1",
-            RequestKind::Receipt => "/strata/receipt/1",
-        }
-    }
-}
-
-/// Size limits and time-out of one request-response protocol.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestLimits {
-    /// Largest request accepted or sent, in bytes.
-    pub max_request: usize,
-    /// Largest response accepted or sent, in bytes.
-    pub max_response: usize,
-    /// Time allowed for the whole exchange.
-    pub timeout: Duration,
-}
+use crate::peers::ScoreConfig;
 
 /// Limits a public node applies when serving as a circuit relay.
 #[derive(Debug, Clone, Copy)]
@@ -97,24 +54,21 @@ pub struct P2pConfig {
     pub kad_server: Option<bool>,
     /// Act as a circuit relay v2 for NATed peers, with these limits.
     pub relay_server: Option<RelayLimits>,
-    /// Largest gossip payload (inside the signed envelope).
-    pub max_gossip_payload: usize,
-    /// Limits per request kind.
-    pub task: RequestLimits,
-    /// Limits for hidden-state transfers.
-    pub hidden_state: RequestLimits,
-    /// Limits for commitment openings.
-    pub opening: RequestLimits,
-    /// Limits for receipts handed to a relayer.
-    pub receipt: RequestLimits,
+    /// The application's request-response protocols, each with its limits.
+    /// Names must be unique and must not be one of the layer's own
+    /// protocols; [`start`](crate::start) refuses the config otherwise.
+    pub protocols: Vec<ProtocolSpec>,
+    /// The application's gossip topics, each with its payload limit. Tags and
+    /// names must be unique and must not be those of the layer's own file
+    /// announcements; [`start`](crate::start) refuses the config otherwise.
+    pub topics: Vec<TopicSpec>,
     /// Time-out of one chunk request.
     pub chunk_timeout: Duration,
     /// Cap on the bytes per second this node uploads for file distribution
     /// (`None` = unlimited).
     pub upload_rate_limit: Option<u64>,
-    /// Super-seed the files this node publishes (see
-    /// [`crate::distribution::super_seed`]): each chunk goes to one downloader
-    /// at a time and the others get it from that peer.
+    /// Super-seed the files this node publishes: each chunk goes to one
+    /// downloader at a time and the others get it from that peer.
     pub super_seed: bool,
     /// Chunk requests in flight per peer.
     pub max_requests_per_peer: usize,
@@ -145,16 +99,6 @@ pub struct P2pConfig {
     pub test_corrupt_uploads: bool,
 }
 
-impl RequestLimits {
-    fn new(max_request: usize, max_response: usize, secs: u64) -> Self {
-        RequestLimits {
-            max_request,
-            max_response,
-            timeout: Duration::from_secs(secs),
-        }
-    }
-}
-
 impl Default for P2pConfig {
     fn default() -> Self {
         P2pConfig {
@@ -168,11 +112,8 @@ impl Default for P2pConfig {
             mdns: false,
             kad_server: None,
             relay_server: None,
-            max_gossip_payload: 64 * 1024,
-            task: RequestLimits::new(1 << 20, 1 << 20, 60),
-            hidden_state: RequestLimits::new(64 << 20, 64 << 10, 60),
-            opening: RequestLimits::new(64 << 10, 64 << 20, 60),
-            receipt: RequestLimits::new(4 << 10, 4 << 10, 30),
+            protocols: vec![],
+            topics: vec![],
             chunk_timeout: Duration::from_secs(60),
             upload_rate_limit: None,
             super_seed: true,
@@ -203,6 +144,20 @@ impl P2pConfig {
         }
     }
 
+    /// This config with exactly these application protocols registered
+    /// (replacing any registered before).
+    pub fn with_protocols(mut self, protocols: &[ProtocolSpec]) -> Self {
+        self.protocols = protocols.to_vec();
+        self
+    }
+
+    /// This config with exactly these application gossip topics registered
+    /// (replacing any registered before).
+    pub fn with_topics(mut self, topics: &[TopicSpec]) -> Self {
+        self.topics = topics.to_vec();
+        self
+    }
+
     /// The penalty and request-budget rules derived from this config.
     pub(crate) fn score_config(&self) -> ScoreConfig {
         ScoreConfig {
@@ -211,16 +166,6 @@ impl P2pConfig {
             ban_duration: self.ban_duration,
             request_rate: self.request_rate,
             request_burst: self.request_burst,
-        }
-    }
-
-    /// Limits of a request kind.
-    pub fn limits(&self, kind: RequestKind) -> RequestLimits {
-        match kind {
-            RequestKind::Task => self.task,
-            RequestKind::HiddenState => self.hidden_state,
-            RequestKind::Opening => self.opening,
-            RequestKind::Receipt => self.receipt,
         }
     }
 }

@@ -4,161 +4,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
+use strata_primitives::protocol::{ProtocolSpec, TopicSpec};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::RequestKind;
-use crate::distribution::manifest::{FileRoot, DEFAULT_CHUNK_SIZE};
-use crate::distribution::store::ChunkStore;
-use crate::gossip::GossipKind;
+use crate::distribution::{
+    ChunkStore, DownloadOptions, DownloadReport, FileRoot, DEFAULT_CHUNK_SIZE,
+};
+use crate::error::P2pError;
+use crate::event::{P2pEvent, Reachability};
 use crate::identity::NodeId;
-use crate::P2pError;
-
-/// How this node can be reached from outside.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reachability {
-    /// Not known yet (AutoNAT has not concluded).
-    Unknown,
-    /// Directly reachable at these addresses.
-    Public(Vec<String>),
-    /// Behind NAT/firewall, with no relay reservation yet.
-    Private,
-    /// Behind NAT, reachable through these relayed (`/p2p-circuit`) addresses.
-    Relayed(Vec<String>),
-}
-
-/// A request from a peer that the application should answer.
-#[derive(Debug)]
-pub struct IncomingRequest {
-    /// Which protocol it came on.
-    pub kind: RequestKind,
-    /// Who sent it (already authenticated by noise).
-    pub from: NodeId,
-    /// The request bytes (within the kind's size limit).
-    pub payload: Vec<u8>,
-    pub(crate) id: u64,
-    pub(crate) responder: mpsc::UnboundedSender<(u64, Vec<u8>)>,
-}
-
-impl IncomingRequest {
-    /// Send the answer. Dropping the request without answering lets the
-    /// remote time out.
-    pub fn respond(self, payload: Vec<u8>) -> Result<(), P2pError> {
-        self.responder
-            .send((self.id, payload))
-            .map_err(|_| P2pError::Shutdown)
-    }
-}
-
-/// Events from the network, in the crate's own terms.
-#[derive(Debug)]
-pub enum P2pEvent {
-    /// Now listening on an address.
-    Listening {
-        /// The address.
-        addr: String,
-    },
-    /// A connection to a peer was opened.
-    PeerConnected {
-        /// The peer.
-        node: NodeId,
-        /// Remote address of this connection.
-        addr: String,
-        /// Whether it goes through a relay.
-        relayed: bool,
-    },
-    /// The last connection to a peer closed.
-    PeerDisconnected {
-        /// The peer.
-        node: NodeId,
-    },
-    /// identify told us about a peer.
-    PeerIdentified {
-        /// The peer.
-        node: NodeId,
-        /// Its agent string.
-        agent: String,
-        /// The addresses it listens on.
-        addrs: Vec<String>,
-    },
-    /// A validated gossip message (signature checked, sender == author).
-    Gossip {
-        /// Its kind.
-        kind: GossipKind,
-        /// The signer, i.e. the original publisher.
-        from: NodeId,
-        /// Application bytes.
-        payload: Vec<u8>,
-    },
-    /// A request to answer.
-    Request(IncomingRequest),
-    /// Our reachability changed.
-    Reachability(Reachability),
-    /// A relay accepted our reservation.
-    RelayReservation {
-        /// The relay.
-        relay: NodeId,
-    },
-    /// A hole-punch (DCUtR) attempt finished.
-    HolePunch {
-        /// The remote peer.
-        node: NodeId,
-        /// `Ok` if a direct connection replaced the relayed one.
-        result: Result<(), String>,
-    },
-    /// A peer misbehaved and was penalised (and banned when `banned`).
-    PeerPenalised {
-        /// The peer.
-        node: NodeId,
-        /// What it did.
-        reason: String,
-        /// Whether it is now disconnected and refused.
-        banned: bool,
-    },
-    /// A download made progress.
-    DownloadProgress {
-        /// The file.
-        root: FileRoot,
-        /// Chunks held.
-        have: u32,
-        /// Chunks in the file.
-        total: u32,
-        /// Bytes held.
-        bytes: u64,
-        /// Size of the file in bytes.
-        size: u64,
-    },
-}
-
-/// Options of a download.
-#[derive(Debug, Clone, Default)]
-pub struct DownloadOptions {
-    /// Peers known to have (part of) the file, e.g. the publisher.
-    pub peers: Vec<NodeId>,
-    /// Star mode: fetch only from `peers`, never from other downloaders
-    /// (the baseline the benchmark compares against).
-    pub star: bool,
-}
-
-/// Outcome of a finished download.
-#[derive(Debug, Clone)]
-pub struct DownloadReport {
-    /// The file.
-    pub root: FileRoot,
-    /// Size in bytes.
-    pub bytes: u64,
-    /// Chunks fetched in this run (excludes chunks resumed from disk).
-    pub chunks_fetched: u32,
-    /// Chunks already on disk at start.
-    pub chunks_resumed: u32,
-    /// Chunks refused because they did not verify.
-    pub chunks_rejected: u32,
-    /// Bytes received per peer.
-    pub bytes_from: Vec<(NodeId, u64)>,
-    /// Wall time.
-    pub elapsed: Duration,
-}
 
 /// Counters of this node.
 #[derive(Debug, Clone, Default)]
@@ -173,13 +28,16 @@ pub struct NodeStats {
     pub banned_peers: usize,
 }
 
+/// What a handle asks of the event loop; each carries where its answer goes.
 pub(crate) enum Command {
     Dial(String, oneshot::Sender<Result<(), P2pError>>),
     AddAddress(NodeId, String),
-    Publish(GossipKind, Vec<u8>, oneshot::Sender<Result<(), P2pError>>),
+    /// Publish on the topic of this name.
+    Publish(&'static str, Vec<u8>, oneshot::Sender<Result<(), P2pError>>),
+    /// Request on the protocol of this name.
     Request(
         NodeId,
-        RequestKind,
+        &'static str,
         Vec<u8>,
         oneshot::Sender<Result<Vec<u8>, P2pError>>,
     ),
@@ -275,20 +133,26 @@ impl P2pHandle {
         self.call(Command::ConnectedPeers).await
     }
 
-    /// Publish a payload to the topic of `kind`, signed with our node key.
-    pub async fn publish(&self, kind: GossipKind, payload: Vec<u8>) -> Result<(), P2pError> {
-        self.call(|tx| Command::Publish(kind, payload, tx)).await?
+    /// Publish a payload on `topic`, signed with our node key. The topic must
+    /// have been registered ([`P2pConfig::topics`](crate::P2pConfig::topics));
+    /// otherwise [`P2pError::UnknownTopic`].
+    pub async fn publish(&self, topic: &TopicSpec, payload: Vec<u8>) -> Result<(), P2pError> {
+        let name = topic.name;
+        self.call(|tx| Command::Publish(name, payload, tx)).await?
     }
 
-    /// Send a request and wait for the answer (bounded by the kind's limits
-    /// and time-out).
+    /// Send a request on `protocol` and wait for the answer (bounded by the
+    /// protocol's registered limits and time-out). The protocol must have been
+    /// registered ([`P2pConfig::protocols`](crate::P2pConfig::protocols));
+    /// otherwise [`P2pError::UnknownProtocol`].
     pub async fn request(
         &self,
         to: NodeId,
-        kind: RequestKind,
+        protocol: &ProtocolSpec,
         payload: Vec<u8>,
     ) -> Result<Vec<u8>, P2pError> {
-        self.call(|tx| Command::Request(to, kind, payload, tx))
+        let name = protocol.name;
+        self.call(|tx| Command::Request(to, name, payload, tx))
             .await?
     }
 

@@ -55,6 +55,13 @@ impl NodeId {
     }
 }
 
+/// The node id of a peer, for labelling events. Non-ed25519 peers are
+/// disconnected on arrival; the zero id only labels events that may still
+/// race in from them.
+pub(crate) fn node_of(peer: &PeerId) -> NodeId {
+    NodeId::from_peer_id(peer).unwrap_or(NodeId([0; 32]))
+}
+
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&bs58_encode(&self.0))

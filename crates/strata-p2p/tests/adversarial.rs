@@ -11,8 +11,7 @@ use common::*;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
 use libp2p::{gossipsub, identity, noise, request_response, tcp, yamux, StreamProtocol, Swarm};
-use strata_p2p::gossip::{Envelope, GossipKind};
-use strata_p2p::{DownloadOptions, NodeId, P2pConfig, P2pEvent};
+use strata_p2p::{DownloadOptions, Envelope, NodeId, P2pConfig, P2pEvent};
 use tokio::io::AsyncWriteExt as _;
 
 /// Writes its request bytes verbatim (no framing): whatever the test wants
@@ -128,8 +127,8 @@ async fn connect(s: &mut Swarm<Adversary>, addr: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_oversized_and_forged_messages_are_refused() {
-    let mut victim = spawn_node(P2pConfig::local()).await;
-    let honest = spawn_with_bootstrap(&[&victim], P2pConfig::local()).await;
+    let mut victim = spawn_node(local()).await;
+    let honest = spawn_with_bootstrap(&[&victim], local()).await;
     let victim_peer = victim.handle.node_id().peer_id();
 
     // Raw TCP garbage at the listening port: the handshake fails, nothing else.
@@ -160,13 +159,13 @@ async fn malformed_oversized_and_forged_messages_are_refused() {
 
     // 3. Gossip claiming to come from the honest node, with a forged signature.
     let mut adv3 = adversary("/strata/none/1");
-    let topic = gossipsub::IdentTopic::new(GossipKind::Receipt.topic());
+    let topic = gossipsub::IdentTopic::new(RECEIPTS.name);
     adv3.behaviour_mut().gossipsub.subscribe(&topic).unwrap();
     connect(&mut adv3, &victim.addr).await;
     let adv3_id = node_of(&adv3);
     let forged = Envelope {
         version: 1,
-        kind: GossipKind::Receipt.tag(),
+        tag: RECEIPTS.tag,
         sender: honest.handle.node_id().0,
         payload: b"fake receipt".to_vec(),
         signature: [7u8; 64],
@@ -244,10 +243,10 @@ async fn corrupt_chunks_are_rejected_and_the_honest_transfer_completes() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("file.bin");
     let hash = write_test_file(&src, 4 << 20, 3);
-    let good = spawn_node(P2pConfig::local()).await;
+    let good = spawn_node(local()).await;
     let bad = spawn_node(P2pConfig {
         test_corrupt_uploads: true,
-        ..P2pConfig::local()
+        ..local()
     })
     .await;
     let root = good
@@ -263,7 +262,7 @@ async fn corrupt_chunks_are_rejected_and_the_honest_transfer_completes() {
         root
     );
 
-    let mut dl = spawn_with_bootstrap(&[&good, &bad], P2pConfig::local()).await;
+    let mut dl = spawn_with_bootstrap(&[&good, &bad], local()).await;
     let dest = dir.path().join("out.bin");
     let opts = DownloadOptions {
         peers: vec![bad.handle.node_id(), good.handle.node_id()],
@@ -301,7 +300,7 @@ async fn request_flood_is_banned_and_the_ban_expires() {
         request_burst: 5,
         ban_threshold: 10,
         ban_duration: Duration::from_secs(2),
-        ..P2pConfig::local()
+        ..local()
     };
     let TestNode {
         handle: victim,
@@ -341,7 +340,10 @@ async fn request_flood_is_banned_and_the_ban_expires() {
                 reason,
             } if node == adv_id => {
                 println!("banned: {reason}");
-                assert!(reason.contains("over the request budget"), "{reason}");
+                assert!(
+                    reason.to_string().contains("over the request budget"),
+                    "{reason}"
+                );
                 banned = true;
             }
             _ => {}

@@ -13,7 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use strata_p2p::{NodeIdentity, P2pConfig, P2pEvent, RelayLimits, RequestKind};
+use strata_p2p::{NodeIdentity, P2pConfig, P2pEvent, RelayLimits};
+
+mod common;
+use common::TASK;
 
 const RELAY_IP: &str = "10.99.0.2";
 
@@ -225,7 +228,7 @@ async fn child(role: String) {
     let relay = std::env::var("STRATA_NAT_RELAY").unwrap_or_default();
     let mut cfg = P2pConfig {
         autonat_only_global_ips: false,
-        ..P2pConfig::default()
+        ..P2pConfig::default().with_protocols(&[TASK])
     };
     match role.as_str() {
         "relay" => {
@@ -258,10 +261,7 @@ async fn child(role: String) {
             let h2 = h.clone();
             tokio::spawn(async move {
                 for _ in 0..30 {
-                    match h2
-                        .request(target, RequestKind::Task, b"ping".to_vec())
-                        .await
-                    {
+                    match h2.request(target, &TASK, b"ping".to_vec()).await {
                         Ok(r) => {
                             println!("NAT REPLY {}", String::from_utf8_lossy(&r));
                             return;

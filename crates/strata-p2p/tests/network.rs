@@ -6,18 +6,18 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use strata_p2p::{DownloadOptions, GossipKind, P2pConfig, P2pError, P2pEvent, RequestKind};
+use strata_p2p::{DownloadOptions, P2pConfig, P2pError, P2pEvent, ProtocolSpec, TopicSpec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn discovery_gossip_and_request_response() {
-    let a = spawn_node(P2pConfig::local()).await;
-    let mut b = spawn_with_bootstrap(&[&a], P2pConfig::local()).await;
-    let c = spawn_with_bootstrap(&[&a], P2pConfig::local()).await;
+    let a = spawn_node(local()).await;
+    let mut b = spawn_with_bootstrap(&[&a], local()).await;
+    let c = spawn_with_bootstrap(&[&a], local()).await;
     let TestNode {
         handle: d_handle,
         events: mut d_events,
         ..
-    } = spawn_with_bootstrap(&[&a], P2pConfig::local()).await;
+    } = spawn_with_bootstrap(&[&a], local()).await;
     let d_id = d_handle.node_id();
     let c_id = c.handle.node_id();
 
@@ -27,17 +27,17 @@ async fn discovery_gossip_and_request_response() {
         while let Some(ev) = d_events.recv().await {
             match ev {
                 P2pEvent::Request(req) => {
-                    assert_eq!(req.kind, RequestKind::Task);
+                    assert_eq!(req.protocol, TASK);
                     let mut p = req.payload.clone();
                     p.reverse();
                     req.respond(p).unwrap();
                 }
                 P2pEvent::Gossip {
-                    kind,
+                    topic,
                     from,
                     payload,
                 } => {
-                    let _ = gossip_tx.send((kind, from, payload));
+                    let _ = gossip_tx.send((topic, from, payload));
                 }
                 _ => {}
             }
@@ -47,11 +47,7 @@ async fn discovery_gossip_and_request_response() {
     // B knows only A; it reaches D by node id alone (Kademlia finds D's address).
     let mut answer = None;
     for _ in 0..40 {
-        match b
-            .handle
-            .request(d_id, RequestKind::Task, b"strata".to_vec())
-            .await
-        {
+        match b.handle.request(d_id, &TASK, b"strata".to_vec()).await {
             Ok(r) => {
                 answer = Some(r);
                 break;
@@ -67,29 +63,44 @@ async fn discovery_gossip_and_request_response() {
     assert!(b.handle.connected_peers().await.unwrap().contains(&d_id));
 
     // Local size limit: an oversized request is refused before sending.
-    let big = vec![0u8; P2pConfig::local().task.max_request + 1];
+    let big = vec![0u8; TASK.max_request + 1];
     assert!(matches!(
-        b.handle.request(d_id, RequestKind::Task, big).await,
+        b.handle.request(d_id, &TASK, big).await,
         Err(P2pError::TooLarge { .. })
+    ));
+    // What the application did not register is a clear error, not a panic.
+    let unregistered = ProtocolSpec {
+        name: "/strata/opening/1",
+        ..TASK
+    };
+    assert!(matches!(
+        b.handle.request(d_id, &unregistered, vec![1]).await,
+        Err(P2pError::UnknownProtocol(name)) if name == "/strata/opening/1"
+    ));
+    let versions = TopicSpec {
+        tag: 3,
+        name: "/strata/versions/1",
+        max_payload: 64 << 10,
+    };
+    assert!(matches!(
+        b.handle.publish(&versions, vec![1]).await,
+        Err(P2pError::UnknownTopic(name)) if name == "/strata/versions/1"
     ));
 
     // Gossip from C reaches B and D, signed by C's node key.
     let mut got_b = false;
     let mut got_d = false;
     for _ in 0..40 {
-        let _ = c
-            .handle
-            .publish(GossipKind::Capacity, b"cap:7".to_vec())
-            .await;
+        let _ = c.handle.publish(&CAPACITY, b"cap:7".to_vec()).await;
         if !got_b {
             got_b = wait_for(&mut b.events, Duration::from_millis(500), |e| {
-                matches!(e, P2pEvent::Gossip { kind: GossipKind::Capacity, from, payload } if *from == c_id && payload == b"cap:7")
+                matches!(e, P2pEvent::Gossip { topic: CAPACITY, from, payload } if *from == c_id && payload == b"cap:7")
             })
             .await
             .is_some();
         }
-        while let Ok((kind, from, payload)) = gossip_rx.try_recv() {
-            if kind == GossipKind::Capacity && from == c_id && payload == b"cap:7" {
+        while let Ok((topic, from, payload)) = gossip_rx.try_recv() {
+            if topic == CAPACITY && from == c_id && payload == b"cap:7" {
                 got_d = true;
             }
         }
@@ -109,7 +120,7 @@ async fn download_resumes_after_interruption() {
     // A slow seeder, so the first downloader is interrupted half way.
     let seeder = spawn_node(P2pConfig {
         upload_rate_limit: Some(2 << 20),
-        ..P2pConfig::local()
+        ..local()
     })
     .await;
     let root = seeder
@@ -123,7 +134,7 @@ async fn download_resumes_after_interruption() {
         star: false,
     };
 
-    let mut first = spawn_with_bootstrap(&[&seeder], P2pConfig::local()).await;
+    let mut first = spawn_with_bootstrap(&[&seeder], local()).await;
     let h = first.handle.clone();
     let (d2, o2) = (dest.clone(), opts.clone());
     let dl = tokio::spawn(async move { h.download(root, d2, o2).await });
@@ -137,7 +148,7 @@ async fn download_resumes_after_interruption() {
     first.handle.shutdown().await;
     assert!(matches!(dl.await.unwrap(), Err(P2pError::Shutdown)));
 
-    let second = spawn_with_bootstrap(&[&seeder], P2pConfig::local()).await;
+    let second = spawn_with_bootstrap(&[&seeder], local()).await;
     let report = second.handle.download(root, &dest, opts).await.unwrap();
     assert!(
         report.chunks_resumed >= 10,
@@ -157,12 +168,12 @@ async fn hundred_megabytes_to_eight_peers_every_byte_verified() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("model.gguf");
     let hash = write_test_file(&src, mb << 20, 2);
-    let seeder = spawn_node(P2pConfig::local()).await;
+    let seeder = spawn_node(local()).await;
     let root = seeder.handle.seed_file(&src).await.unwrap();
 
     let mut peers = Vec::new();
     for _ in 0..8 {
-        peers.push(spawn_with_bootstrap(&[&seeder], P2pConfig::local()).await);
+        peers.push(spawn_with_bootstrap(&[&seeder], local()).await);
     }
     let mut tasks = Vec::new();
     for (i, p) in peers.iter().enumerate() {
@@ -203,6 +214,7 @@ async fn hundred_megabytes_to_eight_peers_every_byte_verified() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_multiaddrs_resolve() {
+    // Nodes with no application protocol or topic registered.
     let a = spawn_node(P2pConfig::local()).await;
     let b = spawn_node(P2pConfig::local()).await;
     // `/ip4/127.0.0.1/tcp/<port>/p2p/<id>` -> `/dns4/localhost/tcp/<port>/p2p/<id>`.

@@ -76,12 +76,19 @@ pub const VERSIONS: TopicSpec = TopicSpec {
 /// Every gossip topic of the network.
 pub const ALL_TOPICS: &[TopicSpec] = &[CAPACITY, RECEIPTS, VERSIONS];
 
+// Every message of the wire crate fits the protocol or topic that carries
+// it; checked when compiling, so the catalogue cannot drift from the types.
+const _: () = {
+    assert!(crate::task::MAX_TASK_MESSAGE_BYTES <= TASK.max_request);
+    assert!(crate::task::MAX_TASK_MESSAGE_BYTES <= TASK.max_response);
+    assert!(crate::MAX_RECEIPT_BYTES <= RECEIPT.max_request);
+    assert!(crate::MAX_RECEIPT_BYTES <= RECEIPTS.max_payload);
+    assert!(crate::capacity::MAX_CAPACITY_BYTES <= CAPACITY.max_payload);
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capacity::MAX_CAPACITY_BYTES;
-    use crate::task::MAX_TASK_MESSAGE_BYTES;
-    use crate::MAX_RECEIPT_BYTES;
 
     #[test]
     fn names_and_tags_are_unique() {
@@ -94,14 +101,5 @@ mod tests {
                 .iter()
                 .all(|o| o.name != t.name && o.tag != t.tag));
         }
-    }
-
-    #[test]
-    fn every_message_fits_its_protocol() {
-        assert!(MAX_TASK_MESSAGE_BYTES <= TASK.max_request);
-        assert!(MAX_TASK_MESSAGE_BYTES <= TASK.max_response);
-        assert!(MAX_RECEIPT_BYTES <= RECEIPT.max_request);
-        assert!(MAX_RECEIPT_BYTES <= RECEIPTS.max_payload);
-        assert!(MAX_CAPACITY_BYTES <= CAPACITY.max_payload);
     }
 }

@@ -13,6 +13,8 @@ use std::io::Read;
 use std::path::Path;
 use std::str::FromStr;
 
+use strata_primitives::merkle::{self, domains::Chunks};
+
 use crate::codec::{DecodeError, Reader};
 
 /// Default chunk size: big enough to amortise per-request overhead, small
@@ -24,8 +26,6 @@ pub const MAX_CHUNK_SIZE: u32 = 4 * 1024 * 1024;
 /// 1 Mi chunks of 4 MiB covers 4 TiB).
 pub const MAX_CHUNKS: usize = 1 << 20;
 
-const LEAF_CONTEXT: &str = "strata p2p chunk leaf v1";
-const NODE_CONTEXT: &str = "strata p2p merkle node v1";
 const ROOT_CONTEXT: &str = "strata p2p file root v1";
 
 /// The content address of a file.
@@ -62,40 +62,10 @@ impl FromStr for FileRoot {
     }
 }
 
-/// Leaf hash of chunk `index`.
+/// Leaf hash of chunk `index` (the shared tree's chunk domain, which binds
+/// a chunk to its index).
 pub fn chunk_hash(index: u32, data: &[u8]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key(LEAF_CONTEXT);
-    h.update(&index.to_be_bytes());
-    h.update(data);
-    *h.finalize().as_bytes()
-}
-
-fn node_hash(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key(NODE_CONTEXT);
-    h.update(left);
-    h.update(right);
-    *h.finalize().as_bytes()
-}
-
-/// Merkle root over leaves; an odd node is carried up unchanged.
-fn merkle_root(leaves: &[[u8; 32]]) -> [u8; 32] {
-    if leaves.is_empty() {
-        return [0u8; 32];
-    }
-    let mut level = leaves.to_vec();
-    while level.len() > 1 {
-        level = level
-            .chunks(2)
-            .map(|p| {
-                if p.len() == 2 {
-                    node_hash(&p[0], &p[1])
-                } else {
-                    p[0]
-                }
-            })
-            .collect();
-    }
-    level[0]
+    Chunks::leaf(index, data)
 }
 
 /// Everything needed to verify a file chunk by chunk.
@@ -168,7 +138,7 @@ impl Manifest {
         let mut h = blake3::Hasher::new_derive_key(ROOT_CONTEXT);
         h.update(&self.size.to_be_bytes());
         h.update(&self.chunk_size.to_be_bytes());
-        h.update(&merkle_root(&self.chunk_hashes));
+        h.update(&merkle::root::<Chunks>(&self.chunk_hashes));
         FileRoot(*h.finalize().as_bytes())
     }
 
@@ -274,6 +244,19 @@ mod tests {
         assert_ne!(a.root(), c.root());
         assert_eq!(a.root().to_string().parse::<FileRoot>().unwrap(), a.root());
         assert_eq!(a.chunk_len(2), 3);
+    }
+
+    /// The same file root as before the chunk tree moved to
+    /// `strata-primitives` (commit f205cd1): manifests on the wire and file
+    /// roots people share keep their meaning.
+    #[test]
+    fn file_root_bytes_are_pinned() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let m = Manifest::from_reader(&data[..], 1000).unwrap();
+        assert_eq!(
+            m.root().to_string(),
+            "aaf0392e6ea0e53097dc0c50e4d77a1cbe531651402e52c57fd78bb5cc432f81"
+        );
     }
 
     #[test]

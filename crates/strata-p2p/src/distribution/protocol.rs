@@ -1,7 +1,31 @@
 //! The chunk-exchange request-response protocol (`/strata/chunks/1`).
 
-use crate::codec::{DecodeError, Reader, WireMessage};
+use std::time::Duration;
+
+use libp2p::request_response::{self, ProtocolSupport};
+use libp2p::StreamProtocol;
+
+use crate::codec::{DecodeError, FrameCodec, Reader, WireMessage};
 use crate::distribution::manifest::{FileRoot, MAX_CHUNKS, MAX_CHUNK_SIZE};
+
+/// Protocol name of the chunk exchange.
+pub(crate) const CHUNK_PROTOCOL: &str = "/strata/chunks/1";
+
+/// The chunk exchange's request-response behaviour.
+pub(crate) type ChunkRr = request_response::Behaviour<FrameCodec<ChunkRequest, ChunkResponse>>;
+
+/// The chunk exchange, with `timeout` per request. Many streams may be open
+/// at once: a download keeps several chunk requests in flight per peer while
+/// serving others.
+pub(crate) fn behaviour(timeout: Duration) -> ChunkRr {
+    request_response::Behaviour::with_codec(
+        FrameCodec::new(MAX_REQUEST, MAX_RESPONSE),
+        [(StreamProtocol::new(CHUNK_PROTOCOL), ProtocolSupport::Full)],
+        request_response::Config::default()
+            .with_request_timeout(timeout)
+            .with_max_concurrent_streams(256),
+    )
+}
 
 /// Requests a peer may make about a file.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -78,20 +78,6 @@ impl<P: Clone + Eq + Hash> Scheduler<P> {
         self.peers.entry(peer).or_default().origin = true;
     }
 
-    /// Record that `peer` now holds chunk `i` (learned from a served chunk).
-    pub fn peer_has(&mut self, peer: &P, i: u32) {
-        if let Some(v) = self.peers.get_mut(peer) {
-            if !bit(&v.have, i) {
-                let byte = i as usize / 8;
-                if v.have.len() <= byte {
-                    v.have.resize(byte + 1, 0);
-                }
-                v.have[byte] |= 1 << (i % 8);
-                v.have_count += 1;
-            }
-        }
-    }
-
     /// Record that `peer` does not (or will not now) give us chunk `i`.
     pub fn peer_lacks(&mut self, peer: &P, i: u32) {
         if let Some(v) = self.peers.get_mut(peer) {
@@ -120,12 +106,8 @@ impl<P: Clone + Eq + Hash> Scheduler<P> {
         self.in_flight.retain(|_, p| p != peer);
     }
 
-    /// Known peers.
-    pub fn peers(&self) -> impl Iterator<Item = &P> {
-        self.peers.keys()
-    }
-
     /// Chunks still missing.
+    #[cfg(test)]
     pub fn missing(&self) -> u32 {
         self.have.iter().filter(|h| !**h).count() as u32
     }
@@ -140,6 +122,7 @@ impl<P: Clone + Eq + Hash> Scheduler<P> {
     }
 
     /// Requests in flight.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
     }

@@ -150,11 +150,6 @@ impl ChunkStore {
         &self.manifest
     }
 
-    /// Destination path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn bits(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
         // A poisoned lock only means another thread panicked mid-update of a
         // bitmap; the bits themselves are still meaningful.

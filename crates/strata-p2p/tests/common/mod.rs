@@ -4,7 +4,47 @@
 use std::path::Path;
 use std::time::Duration;
 
-use strata_p2p::{NodeIdentity, P2pConfig, P2pEvent, P2pEvents, P2pHandle};
+use strata_p2p::{
+    NodeIdentity, P2pConfig, P2pEvent, P2pEvents, P2pHandle, ProtocolSpec, TopicSpec,
+};
+
+// The application catalogue the tests register: the names, tags and limits
+// of Strata's (`strata_wire::protocols`), which the p2p crate does not
+// depend on.
+
+/// Tasks, 1 MiB each way.
+pub const TASK: ProtocolSpec = ProtocolSpec {
+    name: "/strata/task/1",
+    max_request: 1 << 20,
+    max_response: 1 << 20,
+    timeout_secs: 60,
+};
+/// Hidden states, 64 MiB requests.
+pub const HIDDEN_STATE: ProtocolSpec = ProtocolSpec {
+    name: "/strata/hidden-state/1",
+    max_request: 64 << 20,
+    max_response: 64 << 10,
+    timeout_secs: 60,
+};
+/// Capacity announcements.
+pub const CAPACITY: TopicSpec = TopicSpec {
+    tag: 1,
+    name: "/strata/capacity/1",
+    max_payload: 64 << 10,
+};
+/// Receipts.
+pub const RECEIPTS: TopicSpec = TopicSpec {
+    tag: 2,
+    name: "/strata/receipts/1",
+    max_payload: 64 << 10,
+};
+
+/// `P2pConfig::local()` with the test catalogue registered.
+pub fn local() -> P2pConfig {
+    P2pConfig::local()
+        .with_protocols(&[TASK, HIDDEN_STATE])
+        .with_topics(&[CAPACITY, RECEIPTS])
+}
 
 /// A running node with its first listen address (including `/p2p/<id>`).
 pub struct TestNode {
