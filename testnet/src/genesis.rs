@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use strata_chain::{
     ix, keys, rpc::ChainClient, token, Capacity, ChainError, ConfigParams, Keypair, Signer,
-    ROLE_COMPUTE, ROLE_VERIFIER,
+    ROLE_COMPUTE,
 };
 
 use crate::TestnetManifest;
@@ -79,7 +79,6 @@ impl Default for GenesisOptions {
         }
     }
 }
-
 
 /// Gives `who` SOL for fees and ten times `deposit` in tokens, and deposits
 /// `deposit` into its escrow: a client ready to pay for tasks.

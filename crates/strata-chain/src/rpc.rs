@@ -13,7 +13,7 @@ use solana_rpc_client_api::client_error::Error as ClientError;
 use solana_signature::Signature;
 use solana_transaction_error::TransactionError;
 
-use crate::accounts::{decode, Config, Escrow, Node};
+use crate::accounts::{decode, Batch, Challenge, Config, Escrow, Node};
 use crate::{cluster, error_names, pda, tx, ChainError, Pubkey};
 
 /// A connection to a cluster.
@@ -158,7 +158,39 @@ impl ChainClient {
     /// discriminator). Some public endpoints refuse this call: callers fall
     /// back to what they know.
     pub async fn registered_nodes(&self) -> Result<Vec<Node>, ChainError> {
-        use anchor_lang::Discriminator;
+        Ok(self
+            .program_accounts::<Node>("node")
+            .await?
+            .into_iter()
+            .map(|(_, n)| n)
+            .collect())
+    }
+
+    /// Every challenge account with its address (open ones and judged ones;
+    /// expired ones are closed).
+    pub async fn challenges(&self) -> Result<Vec<(Pubkey, Challenge)>, ChainError> {
+        self.program_accounts::<Challenge>("challenge").await
+    }
+
+    /// Batch `id`, or `None` if it was not posted.
+    pub async fn batch(&self, id: u64) -> Result<Option<Batch>, ChainError> {
+        self.account(&pda::batch(id), "batch").await
+    }
+
+    /// The current slot (confirmed).
+    pub async fn slot(&self) -> Result<u64, ChainError> {
+        self.rpc
+            .get_slot_with_commitment(solana_commitment_config::CommitmentConfig::confirmed())
+            .await
+            .map_err(|e| self.rpc_error(e))
+    }
+
+    /// Every account of the program of type `T` (one `getProgramAccounts`
+    /// filtered on its discriminator); accounts that do not decode are skipped.
+    async fn program_accounts<T: AccountDeserialize + anchor_lang::Discriminator>(
+        &self,
+        kind: &'static str,
+    ) -> Result<Vec<(Pubkey, T)>, ChainError> {
         use base64::Engine as _;
         let b64 = &base64::engine::general_purpose::STANDARD;
         let params = serde_json::json!([
@@ -166,7 +198,7 @@ impl ChainClient {
             {
                 "encoding": "base64",
                 "commitment": "confirmed",
-                "filters": [{"memcmp": {"offset": 0, "bytes": b64.encode(Node::DISCRIMINATOR), "encoding": "base64"}}],
+                "filters": [{"memcmp": {"offset": 0, "bytes": b64.encode(T::DISCRIMINATOR), "encoding": "base64"}}],
             }
         ]);
         let answer: serde_json::Value = self
@@ -185,7 +217,7 @@ impl ChainClient {
                 url: self.url.clone(),
                 message: "getProgramAccounts: unexpected answer".into(),
             })?;
-        let mut nodes = Vec::new();
+        let mut out = Vec::new();
         for item in list {
             let (Some(address), Some(data)) = (
                 item.get("pubkey")
@@ -198,11 +230,11 @@ impl ChainClient {
             let Ok(bytes) = b64.decode(data) else {
                 continue;
             };
-            if let Ok(node) = decode::<Node>(&address, &bytes, "node") {
-                nodes.push(node);
+            if let Ok(account) = decode::<T>(&address, &bytes, kind) {
+                out.push((address, account));
             }
         }
-        Ok(nodes)
+        Ok(out)
     }
 
     /// A client's escrow, or `None` if it never deposited.

@@ -9,6 +9,11 @@
 
 use solana_sha256_hasher::hashv;
 
+/// Share of audits, in basis points, given to a second verifier as well: the
+/// two must report the same work digest, which is how a verifier that
+/// approves without re-running is found out (see `docs/verification.md`).
+pub const CROSS_CHECK_BPS: u16 = 2_000;
+
 /// One verifier that may be assigned audits: its key and its verifier stake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Candidate {
@@ -63,6 +68,25 @@ pub fn pick_verifier(draw: &[u8; 32], candidates: &[Candidate]) -> Option<[u8; 3
         r -= stake;
     }
     None
+}
+
+/// The verifiers assigned to the receipt with `draw`: [`pick_verifier`]'s
+/// choice and, for a [`CROSS_CHECK_BPS`] share of audits, a second one drawn
+/// the same way from the others. Empty when nobody has stake.
+pub fn pick_verifiers(draw: &[u8; 32], candidates: &[Candidate]) -> Vec<[u8; 32]> {
+    let Some(first) = pick_verifier(draw, candidates) else {
+        return Vec::new();
+    };
+    let cross = rand_u128(draw, b"cross-check", 0) % 10_000 < u128::from(CROSS_CHECK_BPS);
+    let others: Vec<Candidate> = candidates
+        .iter()
+        .filter(|c| c.key != first)
+        .copied()
+        .collect();
+    let second = cross
+        .then(|| pick_verifier(&hashv(&[draw, b"second"]).to_bytes(), &others))
+        .flatten();
+    std::iter::once(first).chain(second).collect()
 }
 
 /// `k` distinct values of `0..n` by a partial Fisher-Yates shuffle driven by
@@ -156,6 +180,33 @@ mod tests {
         assert_eq!(counts[2], 0, "no stake, no audits");
         assert!((800..=1200).contains(&counts[0]), "{counts:?}");
         assert_eq!(pick_verifier(&draw(0), &[]), None);
+    }
+
+    #[test]
+    fn a_share_of_audits_has_a_second_distinct_verifier() {
+        let c: Vec<_> = (1..=4u8)
+            .map(|i| Candidate {
+                key: [i; 32],
+                stake: 100,
+            })
+            .collect();
+        let mut doubled = 0;
+        for i in 0..5000 {
+            let v = pick_verifiers(&draw(i), &c);
+            assert!(!v.is_empty() && v.len() <= 2);
+            assert_eq!(v[0], pick_verifier(&draw(i), &c).unwrap());
+            if v.len() == 2 {
+                assert_ne!(v[0], v[1]);
+                doubled += 1;
+            }
+        }
+        // 20 % of 5,000 = 1,000 expected.
+        assert!((850..=1150).contains(&doubled), "{doubled}");
+        assert_eq!(
+            pick_verifiers(&draw(0), &c[..1]).len(),
+            1,
+            "nobody to double with"
+        );
     }
 
     proptest! {
