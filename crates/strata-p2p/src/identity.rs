@@ -53,6 +53,18 @@ impl NodeId {
     pub fn from_peer_id(peer: &PeerId) -> Option<Self> {
         solana_pubkey_of(peer).map(NodeId)
     }
+
+    /// The node id in a multiaddr's `/p2p/<peer id>` suffix (how relayers,
+    /// seeders and nodes are named on command lines and on-chain).
+    pub fn from_multiaddr(addr: &str) -> Result<Self, IdentityError> {
+        let bad = |why: &str| IdentityError::BadNodeId(format!("{addr}: {why}"));
+        let peer = addr
+            .rsplit_once("/p2p/")
+            .map(|(_, p)| p)
+            .ok_or_else(|| bad("lacks /p2p/<peer id>"))?;
+        let peer: PeerId = peer.parse().map_err(|e| bad(&format!("{e}")))?;
+        Self::from_peer_id(&peer).ok_or_else(|| bad("not an ed25519 peer id"))
+    }
 }
 
 /// The node id of a peer, for labelling events. Non-ed25519 peers are
@@ -282,6 +294,19 @@ fn bs58_decode(input: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn node_id_from_a_multiaddr() {
+        let id = NodeIdentity::generate().node_id();
+        let addr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{}", id.peer_id());
+        assert_eq!(NodeId::from_multiaddr(&addr).unwrap(), id);
+        for bad in ["/ip4/127.0.0.1/tcp/4001", "/p2p/not-a-peer-id", ""] {
+            assert!(matches!(
+                NodeId::from_multiaddr(bad),
+                Err(IdentityError::BadNodeId(_))
+            ));
+        }
+    }
 
     #[test]
     fn solana_json_roundtrip_and_peer_id_is_the_same_key() {
