@@ -73,8 +73,17 @@ pub const VERSIONS: TopicSpec = TopicSpec {
     max_payload: MAX_GOSSIP_PAYLOAD,
 };
 
+/// Committee members' signed votes on challenges ([`crate::audit::VerdictVote`]);
+/// whoever holds a quorum submits the verdict. (Tag 4 is the p2p layer's own
+/// distribution topic.)
+pub const VERDICTS: TopicSpec = TopicSpec {
+    tag: 5,
+    name: "/strata/verdicts/1",
+    max_payload: KIB,
+};
+
 /// Every gossip topic of the network.
-pub const ALL_TOPICS: &[TopicSpec] = &[CAPACITY, RECEIPTS, VERSIONS];
+pub const ALL_TOPICS: &[TopicSpec] = &[CAPACITY, RECEIPTS, VERSIONS, VERDICTS];
 
 // Every message of the wire crate fits the protocol or topic that carries
 // it; checked when compiling, so the catalogue cannot drift from the types.
@@ -84,6 +93,9 @@ const _: () = {
     assert!(crate::MAX_RECEIPT_BYTES <= RECEIPT.max_request);
     assert!(crate::MAX_RECEIPT_BYTES <= RECEIPTS.max_payload);
     assert!(crate::capacity::MAX_CAPACITY_BYTES <= CAPACITY.max_payload);
+    assert!(crate::audit::MAX_VOTE_BYTES <= VERDICTS.max_payload);
+    assert!(crate::audit::MAX_OPENING_REQUEST_BYTES <= OPENING.max_request);
+    assert!(crate::audit::MAX_OPENING_RESPONSE_BYTES <= OPENING.max_response);
 };
 
 #[cfg(test)]
