@@ -14,32 +14,42 @@
 //! the committed final states and the sampling parameters
 //! ([`check_sampling`]).
 
+use std::sync::Arc;
+
 use crate::commitment::CommitmentRecorder;
 use crate::error::{EngineError, Result};
 use crate::hidden::{HiddenHasher, HiddenStates};
 use crate::model::{LayerObserver, Model, Segment};
 use crate::sampling::{Sampler, SamplingParams};
+use crate::tamper::{LayerTamper, SeqObserver};
 
 /// Runs the whole model over `positions` (the prompt followed by every
 /// generated token but the last, which was never fed back) in one prefill
 /// pass, recording the commitments and keeping every entry's input states.
-pub fn rederive(model: &Model, positions: &[u32]) -> Result<CommitmentRecorder> {
+/// `tamper` replays a cheating node's tampering (`None` for honest nodes).
+pub fn rederive(
+    model: &Model,
+    positions: &[u32],
+    tamper: Option<Arc<dyn LayerTamper>>,
+) -> Result<CommitmentRecorder> {
     if positions.is_empty() {
         return Err(EngineError::EmptyPrompt);
     }
     let n = model.n_layers();
-    let mut recorder =
-        CommitmentRecorder::new(0..n, n, model.config().hidden_size).retaining_states();
+    let recorder = CommitmentRecorder::new(0..n, n, model.config().hidden_size).retaining_states();
+    let mut observer = SeqObserver::new(Some(recorder), tamper);
     let mut cache = model.new_cache(0..n)?;
     let mut x = model.embed(positions)?;
     let rows = x.rows();
     let mut segs = [Segment {
         cache: &mut cache,
         rows,
-        observer: Some(&mut recorder as &mut dyn LayerObserver),
+        observer: Some(&mut observer as &mut dyn LayerObserver),
     }];
     model.forward_layers(0..n, &mut x, &mut segs)?;
-    Ok(recorder)
+    observer
+        .recorder
+        .ok_or_else(|| EngineError::Commitment("the recorder went missing".into()))
 }
 
 /// Whether `input_hash` (entry 0's) is the hash of the embedding of `positions`.
