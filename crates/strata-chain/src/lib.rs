@@ -19,6 +19,7 @@ pub mod events;
 pub mod ix;
 pub mod keys;
 pub mod params;
+pub mod registration;
 pub mod pda;
 pub mod rpc;
 pub mod token;

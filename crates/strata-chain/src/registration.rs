@@ -1,13 +1,15 @@
-//! On-chain presence: register the node if it is not, top its stake up to
-//! what the operator asked for, and keep its advertised addresses and
-//! capacity current. Every step reads the chain first, so a restart (or a
-//! second run) changes nothing that is already right.
+//! A node's on-chain presence, for the node and the verifier alike: register
+//! if not registered, top the stake up to what the operator asked for, and
+//! keep the advertised addresses, capacity and roles current. Every step
+//! reads the chain first, so a restart (or a second run) changes nothing that
+//! is already right.
 
-use strata_chain::limits::{MAX_MULTIADDRS, MAX_MULTIADDR_LEN};
-use strata_chain::rpc::ChainClient;
-use strata_chain::{ix, Capacity, Keypair, Signer, ROLE_COMPUTE, ROLE_VERIFIER};
+use solana_keypair::Keypair;
+use solana_signer::Signer;
 
-use crate::NodeError;
+use crate::limits::{MAX_MULTIADDRS, MAX_MULTIADDR_LEN};
+use crate::rpc::ChainClient;
+use crate::{ix, Capacity, ChainError};
 
 /// What the node ended up with on-chain.
 #[derive(Debug, Clone, Copy)]
@@ -20,14 +22,17 @@ pub struct Registration {
     pub stake: u64,
 }
 
-/// Registers, stakes up to `target_stake` and updates addresses/capacity.
+/// Registers with `roles` (compute, verifier: only the roles the process
+/// really performs), stakes up to `target_stake` and updates addresses,
+/// capacity and roles.
 pub async fn ensure_registered(
     chain: &ChainClient,
     key: &Keypair,
     addrs: &[String],
     capacity: Capacity,
+    roles: u8,
     target_stake: u64,
-) -> Result<Registration, NodeError> {
+) -> Result<Registration, ChainError> {
     let me = key.pubkey();
     let addrs: Vec<String> = addrs
         .iter()
@@ -35,7 +40,6 @@ pub async fn ensure_registered(
         .take(MAX_MULTIADDRS)
         .cloned()
         .collect();
-    let roles = ROLE_COMPUTE | ROLE_VERIFIER;
     let existing = chain.node(&me).await?;
     let mut ixs = Vec::new();
     let registered_now = existing.is_none();
@@ -50,10 +54,10 @@ pub async fn ensure_registered(
     let staked_now = target_stake.saturating_sub(stake);
     if staked_now > 0 {
         let config = chain.config().await?;
-        let ata = strata_chain::pda::associated_token(&me, &config.mint);
+        let ata = crate::pda::associated_token(&me, &config.mint);
         let balance = chain.token_balance(&ata).await.unwrap_or(0);
         if balance < staked_now {
-            return Err(NodeError::Stake(format!(
+            return Err(ChainError::Invalid(format!(
                 "staking {staked_now} needs that many tokens in {ata}, which holds {balance}"
             )));
         }

@@ -40,6 +40,10 @@ pub struct OpeningRequest {
     pub batch_id: u64,
     /// The receipt's leaf index in that batch.
     pub leaf_index: u32,
+    /// The receipt leaf's Merkle proof against the batch root: the node
+    /// checks it, so an asker cannot pick another batch's seed to make a
+    /// task look audited.
+    pub proof: Vec<[u8; 32]>,
     /// Layers to re-run (each opens entries `l` and `l + 1` with states).
     pub layers: Vec<u32>,
 }
@@ -53,6 +57,9 @@ impl OpeningRequest {
                 "asks for {} layers (1 to {MAX_OPENED_LAYERS})",
                 r.layers.len()
             )));
+        }
+        if r.proof.len() > strata_chain::limits::MAX_PROOF_LEN {
+            return Err(WireError::Invalid("Merkle proof too long".into()));
         }
         Ok(r)
     }

@@ -260,6 +260,7 @@ mod audit {
             task_id: [1; 32],
             batch_id: 0,
             leaf_index: 0,
+            proof: vec![[3; 32]; 4],
             layers: vec![1, 2],
         };
         assert_eq!(
@@ -273,9 +274,14 @@ mod audit {
         assert!(OpeningRequest::decode(&strata_wire::encode(&none)).is_err());
         let many = OpeningRequest {
             layers: (0..65).collect(),
-            ..ok
+            ..ok.clone()
         };
         assert!(OpeningRequest::decode(&strata_wire::encode(&many)).is_err());
+        let deep = OpeningRequest {
+            proof: vec![[0; 32]; 33],
+            ..ok
+        };
+        assert!(OpeningRequest::decode(&strata_wire::encode(&deep)).is_err());
         assert!(matches!(
             OpeningRequest::decode(&vec![0u8; MAX_OPENING_REQUEST_BYTES + 1]),
             Err(WireError::TooLarge { .. })
