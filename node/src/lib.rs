@@ -3,32 +3,51 @@
 //! [`start`] runs the whole operator journey: make sure the model file is
 //! there and intact, load it, profile this machine, join the p2p network,
 //! register and stake on-chain if needed, then serve the task protocol
-//! (`strata_wire::task`) and announce capacity until [`RunningNode::shutdown`].
-//! The binary (`src/main.rs`) only parses flags and waits for Ctrl-C.
+//! (`strata_wire::task`), answer audits of what it served ([`openings`],
+//! from the [`archive`] of settled tasks) and announce capacity until
+//! [`RunningNode::shutdown`]. The binary (`src/main.rs`) only parses flags
+//! and waits for Ctrl-C.
+//!
+//! On a local chain a node can be told to cheat ([`cheat`]), so that the
+//! verification network has someone to catch.
 #![warn(missing_docs)]
 
+pub mod archive;
+pub mod cheat;
 pub mod model_file;
-pub mod outbox;
+pub mod openings;
+mod outbox;
 pub mod profile;
-pub mod registration;
-pub mod service;
-pub mod worker;
+mod service;
+mod worker;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use strata_chain::registration::{ensure_registered, Registration};
 use strata_chain::rpc::ChainClient;
-use strata_chain::{Keypair, Signer};
+use strata_chain::{Keypair, Signer, ROLE_COMPUTE};
 use strata_engine::Engine;
 use strata_p2p::{NodeId, NodeIdentity, P2pConfig, P2pEvent, P2pHandle};
-use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS, CAPACITY, TASK};
+use strata_service::{dial_registered_nodes, now_ms};
+use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS, CAPACITY, OPENING, TASK};
 use tokio::task::JoinHandle;
 
-pub use service::{Service, ServiceConfig};
+use crate::archive::Archive;
+use crate::cheat::Cheat;
+use crate::openings::Openings;
+pub use crate::service::{Service, ServiceConfig};
 
 /// Longest a graceful shutdown waits for tasks and receipts.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Archive retention beyond the challenge window and verdict timeout (a
+/// receipt waits for its batch first).
+const ARCHIVE_MARGIN_SECS: u64 = 3_600;
+
+/// How often the archive forgets tasks no challenge can reach.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// How often the node re-announces its capacity.
 pub const ANNOUNCE_EVERY: Duration = Duration::from_secs(2);
@@ -100,9 +119,12 @@ pub struct NodeConfig {
     pub profile_tokens: usize,
     /// Hide progress bars.
     pub quiet: bool,
-    /// Where the node keeps state across restarts (its receipt outbox);
-    /// `None` keeps it in memory only.
+    /// Where the node keeps state across restarts (its receipt outbox and
+    /// the archive of settled tasks it must answer audits for); `None` keeps
+    /// it in memory only.
     pub state_dir: Option<PathBuf>,
+    /// Serve dishonestly in this way (local chains only; see [`cheat`]).
+    pub cheat: Option<Cheat>,
 }
 
 /// A running node.
@@ -114,7 +136,7 @@ pub struct RunningNode {
     /// What the start-up profile measured.
     pub profile: profile::Profile,
     /// The on-chain outcome (when a chain is configured).
-    pub registration: Option<registration::Registration>,
+    pub registration: Option<Registration>,
     /// Addresses it listens on.
     pub addrs: Vec<String>,
     tasks: Vec<JoinHandle<()>>,
@@ -143,6 +165,14 @@ impl RunningNode {
 
 /// Runs the operator journey up to serving; see the crate docs.
 pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
+    if let Some(cheat) = config.cheat {
+        if !cheat::allowed_on(config.rpc_url.as_deref()) {
+            return Err(NodeError::Config(format!(
+                "cheating mode {cheat} runs only against a local chain (127.0.0.1 or localhost)"
+            )));
+        }
+        tracing::warn!(%cheat, "this node serves dishonestly on purpose (local testnet)");
+    }
     let model_hash = match &config.model_sha256 {
         Some(expected) => {
             model_file::ensure_model(
@@ -191,7 +221,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let relayer = match &config.relayer {
         Some(addr) => {
-            let id = node_id_in(addr)?;
+            let id = NodeId::from_multiaddr(addr).map_err(|e| NodeError::Config(e.to_string()))?;
             // The relayer may be down right now: remember its address and let
             // the outbox's retries reach it later.
             p2p.add_address(id, addr).await?;
@@ -214,11 +244,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                 compute_score: (profile.tokens_per_sec * 100.0) as u32,
                 bandwidth_mbps: 1_000,
             };
-            let r = registration::ensure_registered(
+            // Compute only: a node registers the verifier role only if it
+            // runs the verifier (`strata-verifier`).
+            let r = ensure_registered(
                 chain,
                 &config.keypair,
                 &addrs,
                 capacity,
+                ROLE_COMPUTE,
                 config.stake,
             )
             .await?;
@@ -237,6 +270,29 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         dial_registered_nodes(chain, &p2p).await;
     }
 
+    let retention = match &chain {
+        Some(chain) => {
+            let p = chain.config().await?.params;
+            // Receipts wait for a batch, then stay challengeable for the
+            // window, then a verdict may take the timeout: keep a margin.
+            Duration::from_secs(
+                u64::try_from(p.challenge_window + p.verdict_timeout).unwrap_or(0)
+                    + ARCHIVE_MARGIN_SECS,
+            )
+        }
+        None => Duration::from_secs(ARCHIVE_MARGIN_SECS),
+    };
+    let archive = Arc::new(Archive::open(
+        config.state_dir.as_ref().map(|d| d.join("archive")),
+        retention,
+    )?);
+    let openings = Openings::new(
+        engine.clone(),
+        archive.clone(),
+        chain.clone(),
+        config.keypair.pubkey(),
+        config.cheat,
+    );
     let worker = worker::Worker::spawn(engine.clone());
     let outbox = outbox::Outbox::start(
         p2p.clone(),
@@ -250,11 +306,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             price_per_token: config.price_per_token,
             max_concurrent: config.max_concurrent,
             max_tokens: config.max_tokens,
+            cheat: config.cheat,
         },
         engine.clone(),
         worker,
         config.keypair.insecure_clone(),
         outbox,
+        archive.clone(),
         chain,
     );
 
@@ -266,6 +324,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                     P2pEvent::Request(req) if req.protocol == TASK => {
                         let s = service.clone();
                         tokio::spawn(async move { s.handle(req).await });
+                    }
+                    P2pEvent::Request(req) if req.protocol == OPENING => {
+                        let o = openings.clone();
+                        tokio::spawn(async move { o.handle(req).await });
                     }
                     // What an operator behind a home router needs to know:
                     // whether clients can reach this node, and how
@@ -303,7 +365,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                     active: service.active() as u32,
                     context_length: context,
                     addrs: addrs.clone(),
-                    sent_at_ms: service::now_ms(),
+                    sent_at_ms: now_ms(),
                 };
                 if let Err(e) = p2p.publish(&CAPACITY, strata_wire::encode(&c)).await {
                     tracing::debug!("announcing capacity: {e}");
@@ -312,6 +374,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             }
         })
     };
+    let prune = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PRUNE_EVERY).await;
+            let pruned = archive.prune();
+            if pruned > 0 {
+                tracing::debug!(pruned, "archived tasks past their challenge window");
+            }
+        }
+    });
     tracing::info!(node = %config.keypair.pubkey(), addrs = ?addrs, "serving");
     Ok(RunningNode {
         p2p,
@@ -319,27 +390,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         profile,
         registration,
         addrs,
-        tasks: vec![serve, announce],
+        tasks: vec![serve, announce, prune],
     })
-}
-
-/// Bootstrap from the chain: the addresses nodes registered. Best effort:
-/// an endpoint that refuses `getProgramAccounts` or a node that is down only
-/// means fewer peers to start with.
-pub async fn dial_registered_nodes(chain: &ChainClient, p2p: &P2pHandle) -> usize {
-    match chain.registered_nodes().await {
-        Ok(nodes) => {
-            let peers: Vec<(NodeId, Vec<String>)> = nodes
-                .into_iter()
-                .map(|n| (NodeId(n.operator.to_bytes()), n.multiaddrs))
-                .collect();
-            p2p.connect_to(&peers).await
-        }
-        Err(e) => {
-            tracing::debug!("reading registered nodes: {e}");
-            0
-        }
-    }
 }
 
 async fn wait_listening(p2p: &P2pHandle) -> Result<Vec<String>, NodeError> {
@@ -353,17 +405,4 @@ async fn wait_listening(p2p: &P2pHandle) -> Result<Vec<String>, NodeError> {
     Err(NodeError::Config(
         "p2p is not listening on any address".into(),
     ))
-}
-
-/// The node id in a multiaddr's `/p2p/<peer id>` suffix.
-pub fn node_id_in(addr: &str) -> Result<NodeId, NodeError> {
-    let peer = addr
-        .rsplit_once("/p2p/")
-        .map(|(_, p)| p)
-        .ok_or_else(|| NodeError::Config(format!("{addr} lacks /p2p/<peer id>")))?;
-    let peer: strata_p2p::PeerId = peer
-        .parse()
-        .map_err(|e| NodeError::Config(format!("{addr}: {e}")))?;
-    NodeId::from_peer_id(&peer)
-        .ok_or_else(|| NodeError::Config(format!("{addr}: not an ed25519 peer id")))
 }

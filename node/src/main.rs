@@ -59,9 +59,15 @@ struct Cli {
     /// Hide progress bars.
     #[arg(long)]
     quiet: bool,
-    /// Where the node keeps its receipt outbox across restarts.
+    /// Where the node keeps its receipt outbox and its archive of settled
+    /// tasks (what audits open) across restarts.
     #[arg(long, default_value = "~/.strata/node")]
     state_dir: String,
+    /// Serve dishonestly, to watch the verification network catch it: one of
+    /// skip-layers, truncated-model, noise, junk-tokens, wrong-root,
+    /// withhold. Refused unless the chain is a local one.
+    #[arg(long, value_name = "MODE")]
+    cheat: Option<strata_node::cheat::Cheat>,
 }
 
 fn expand(path: &str) -> PathBuf {
@@ -73,11 +79,7 @@ fn expand(path: &str) -> PathBuf {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    strata_service::init_logging("info");
     let cli = Cli::parse();
     if !(cli.stake.is_finite() && cli.stake >= 0.0) {
         anyhow::bail!("--stake must be a non-negative number of tokens");
@@ -120,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         profile_tokens: 32,
         quiet: cli.quiet,
         state_dir: Some(expand(&cli.state_dir)),
+        cheat: cli.cheat,
     })
     .await?;
     println!(

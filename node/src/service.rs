@@ -4,10 +4,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use strata_chain::{Keypair, Pubkey, Signer};
-use strata_engine::{ChatMessage, Engine, GenerateRequest, SamplingParams};
+use strata_engine::{ChatMessage, Engine, GenerateRequest};
 use strata_p2p::IncomingRequest;
 use strata_wire::task::{
     Finish, Prompt, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec, Usage, MAX_PROMPT_BYTES,
@@ -16,6 +16,9 @@ use strata_wire::task::{
 use strata_wire::{decode, encode, tokens_hash, Receipt, ReceiptBody, Voucher};
 use tokio::sync::watch;
 
+use crate::archive::{Archive, TaskRecord};
+use crate::cheat::Cheat;
+use crate::openings::sampling_params;
 use crate::outbox::Outbox;
 use crate::worker::{Job, Progress, TaskId, Worker};
 
@@ -43,6 +46,8 @@ pub struct ServiceConfig {
     pub max_concurrent: usize,
     /// Longest completion allowed per task.
     pub max_tokens: u32,
+    /// Serve dishonestly this way (the testnet's cheating nodes).
+    pub cheat: Option<Cheat>,
 }
 
 struct Task {
@@ -76,6 +81,7 @@ struct Inner {
     key: Keypair,
     ledger: Mutex<Ledger>,
     outbox: Outbox,
+    archive: Arc<Archive>,
     chain: Option<strata_chain::rpc::ChainClient>,
     draining: std::sync::atomic::AtomicBool,
 }
@@ -89,6 +95,7 @@ impl Service {
         worker: Worker,
         key: Keypair,
         outbox: Outbox,
+        archive: Arc<Archive>,
         chain: Option<strata_chain::rpc::ChainClient>,
     ) -> Self {
         Self {
@@ -99,6 +106,7 @@ impl Service {
                 key,
                 ledger: Mutex::new(Ledger::default()),
                 outbox,
+                archive,
                 chain,
                 draining: std::sync::atomic::AtomicBool::new(false),
             }),
@@ -191,12 +199,7 @@ impl Service {
                 format!("max_tokens must be between 1 and {}", c.max_tokens),
             );
         }
-        let sampling = SamplingParams {
-            temperature: spec.sampling.temperature,
-            top_k: spec.sampling.top_k as usize,
-            top_p: spec.sampling.top_p,
-            seed: spec.sampling.seed,
-        };
+        let sampling = sampling_params(&spec.sampling);
         if let Err(e) = sampling.validate() {
             return error(TaskErrorKind::BadRequest, e.to_string());
         }
@@ -268,6 +271,12 @@ impl Service {
             .filter_map(|t| engine.tokenizer.token_id(t))
             .collect();
         stop_tokens.extend(engine.tokenizer.eos());
+        let cheat = c.cheat;
+        let sampling = match cheat {
+            // The receipt will claim the client's settings regardless.
+            Some(cheat) => sampling_params(&cheat.sampling(spec.sampling)),
+            None => sampling,
+        };
         let request = GenerateRequest {
             prompt: prompt.clone(),
             max_new_tokens: spec.max_tokens as usize,
@@ -275,7 +284,7 @@ impl Service {
             stop_tokens,
             record_commitments: true,
             retain_states: false,
-            tamper: None,
+            tamper: cheat.and_then(|c| c.tamper(engine.model.n_layers())),
         };
         let prompt_tokens = prompt.len() as u32;
         if !self.inner.worker.submit(Job::Start {
@@ -419,11 +428,18 @@ impl Service {
             output_hash: tokens_hash(&progress.tokens),
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
-            commitment_root: done.commitment_root,
+            commitment_root: match self.inner.config.cheat {
+                Some(Cheat::WrongRoot) => {
+                    let mut r = done.commitment_root;
+                    r[0] ^= 0xff;
+                    r
+                }
+                _ => done.commitment_root,
+            },
             sampling,
             price: usage.price,
             voucher,
-            finished_at_ms: now_ms(),
+            finished_at_ms: strata_service::now_ms(),
         };
         let receipt = match Receipt::sign(&self.inner.key, body) {
             Ok(r) => r,
@@ -438,6 +454,16 @@ impl Service {
             l.tasks.remove(&task_id);
             // Forget tasks whose caller never came back.
             l.tasks.retain(|_, t| t.started.elapsed() < SETTLE_DEADLINE);
+        }
+        // What an audit will need: without it the node could not open the
+        // task and would fail the audit, so a failure here is loud.
+        let record = TaskRecord {
+            receipt: receipt.clone(),
+            prompt,
+            output: progress.tokens.clone(),
+        };
+        if let Err(e) = self.inner.archive.put(&record) {
+            tracing::error!(task = %hex::encode(task_id), "archiving a settled task: {e}");
         }
         self.inner.outbox.push(receipt.clone());
         TaskResponse::Settled(Box::new(receipt))
@@ -459,12 +485,4 @@ async fn wait_until(until: tokio::time::Instant, done: impl Fn() -> bool) -> boo
 
 fn error(kind: TaskErrorKind, message: String) -> TaskResponse {
     TaskResponse::Error { kind, message }
-}
-
-/// Now in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

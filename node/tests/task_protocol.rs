@@ -32,6 +32,7 @@ fn node_config(key: &Keypair) -> NodeConfig {
         profile_tokens: 4,
         quiet: true,
         state_dir: None,
+        cheat: None,
     }
 }
 

@@ -113,6 +113,7 @@ pub async fn start(
             profile_tokens: 16,
             quiet: true,
             state_dir: Some(options.state_dir.join(format!("node-{}", key.pubkey()))),
+            cheat: None,
         })
         .await?;
         tracing::info!(node = %key.pubkey(), "node up");

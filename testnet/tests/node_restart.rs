@@ -50,6 +50,7 @@ async fn node_registers_and_stakes_once_and_restarts_where_it_was() {
         profile_tokens: 4,
         quiet: true,
         state_dir: None,
+        cheat: None,
     };
     let first = start(config()).await.unwrap();
     let r = first.registration.unwrap();

@@ -16,9 +16,10 @@ use solana_transaction_error::TransactionError;
 use crate::accounts::{decode, Batch, Challenge, Config, Escrow, Node};
 use crate::{cluster, error_names, pda, tx, ChainError, Pubkey};
 
-/// A connection to a cluster.
+/// A connection to a cluster; cheap to clone (clones share the connection).
+#[derive(Clone)]
 pub struct ChainClient {
-    rpc: RpcClient,
+    rpc: std::sync::Arc<RpcClient>,
     url: String,
 }
 
@@ -31,7 +32,10 @@ impl ChainClient {
             Duration::from_secs(30),
             CommitmentConfig::confirmed(),
         );
-        Ok(Self { rpc, url })
+        Ok(Self {
+            rpc: std::sync::Arc::new(rpc),
+            url,
+        })
     }
 
     /// The resolved RPC URL.

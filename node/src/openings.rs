@@ -1,0 +1,241 @@
+//! The node's side of an audit: answering an opening request.
+//!
+//! Only the verifier the audit rules assign to a receipt, or a member of the
+//! committee of an open challenge against it, gets an answer, and only for
+//! the layers the rules pick: the node checks both against the chain
+//! (`strata_chain::audit`), and checks the receipt's Merkle proof against the
+//! batch root so an asker cannot borrow another batch's seed. What the asker
+//! learns is the task's token ids and the hidden states of the chosen layers;
+//! nobody else learns anything.
+//!
+//! The node re-derives the task's states from its archive in one prefill pass
+//! ([`build_opening`]) and checks that they lead to the root it signed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use strata_chain::audit::{committee, plan};
+use strata_chain::merkle::{self, domains::Ledger};
+use strata_chain::rpc::ChainClient;
+use strata_chain::{accounts::ChallengeStatus, pda, Pubkey};
+use strata_engine::{CommitmentTree, Engine, LayerTamper, Model, SamplingParams, WireDType};
+use strata_p2p::{IncomingRequest, NodeId};
+use strata_wire::audit::{OpenedEntry, OpeningRequest, OpeningResponse, TaskOpening};
+use strata_wire::Sampling;
+
+use crate::archive::{Archive, TaskRecord};
+use crate::cheat::Cheat;
+
+/// The engine's form of a task's (or a receipt's) sampling settings.
+pub fn sampling_params(s: &Sampling) -> SamplingParams {
+    SamplingParams {
+        temperature: s.temperature,
+        top_k: s.top_k as usize,
+        top_p: s.top_p,
+        seed: s.seed,
+    }
+}
+
+/// Why an opening could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum OpeningError {
+    /// A requested layer is not in the model.
+    #[error("layer {layer} is not in a model of {n_layers} layers")]
+    NoSuchLayer {
+        /// The layer asked for.
+        layer: u32,
+        /// The model's depth.
+        n_layers: usize,
+    },
+    /// The engine failed.
+    #[error("engine: {0}")]
+    Engine(#[from] strata_engine::EngineError),
+}
+
+/// Re-derives `record`'s states and opens entry 0, the inputs and outputs of
+/// `layers`, and the final states. Returns the opening and the root the
+/// re-derived states lead to (the receipt's root, for an honest node).
+pub fn build_opening(
+    model: &Model,
+    record: &TaskRecord,
+    layers: &[u32],
+    tamper: Option<Arc<dyn LayerTamper>>,
+) -> Result<(TaskOpening, [u8; 32]), OpeningError> {
+    let n = model.n_layers();
+    if let Some(&layer) = layers.iter().find(|&&l| l as usize >= n) {
+        return Err(OpeningError::NoSuchLayer { layer, n_layers: n });
+    }
+    let recorder = strata_engine::rederive(model, &record.positions(), tamper)?;
+    let tree = CommitmentTree::new(recorder.entries())?;
+    let final_entry = n as u32;
+    let mut with_states: BTreeSet<u32> = layers.iter().flat_map(|&l| [l, l + 1]).collect();
+    with_states.insert(final_entry);
+    let mut entries = vec![];
+    if !with_states.contains(&0) {
+        entries.push(OpenedEntry {
+            index: 0,
+            opening: tree.open(0)?.encode(),
+            states: None,
+        });
+    }
+    for index in with_states {
+        let states = recorder.states(index as usize).ok_or_else(|| {
+            strata_engine::EngineError::Commitment(format!("no states for entry {index}"))
+        })?;
+        entries.push(OpenedEntry {
+            index,
+            opening: tree.open(index as usize)?.encode(),
+            states: Some(states.encode(WireDType::F32)?),
+        });
+    }
+    Ok((
+        TaskOpening {
+            prompt: record.prompt.clone(),
+            output: record.output.clone(),
+            entries,
+        },
+        tree.root(),
+    ))
+}
+
+/// Serves the `OPENING` protocol.
+#[derive(Clone)]
+pub struct Openings {
+    engine: Arc<Engine>,
+    archive: Arc<Archive>,
+    chain: Option<ChainClient>,
+    me: Pubkey,
+    cheat: Option<Cheat>,
+}
+
+impl Openings {
+    /// A server over the node's engine and archive; without a chain nothing
+    /// is ever audited, so every request is refused.
+    pub fn new(
+        engine: Arc<Engine>,
+        archive: Arc<Archive>,
+        chain: Option<ChainClient>,
+        me: Pubkey,
+        cheat: Option<Cheat>,
+    ) -> Self {
+        Self {
+            engine,
+            archive,
+            chain,
+            me,
+            cheat,
+        }
+    }
+
+    /// Answers one request (or, for a node cheating by withholding, never).
+    pub async fn handle(&self, req: IncomingRequest) {
+        if self.cheat == Some(Cheat::Withhold) {
+            // Dropped unanswered: the asker times out.
+            return;
+        }
+        let response = match OpeningRequest::decode(&req.payload) {
+            Ok(r) => self.answer(req.from, r).await,
+            Err(e) => OpeningResponse::Refused(e.to_string()),
+        };
+        if let OpeningResponse::Refused(why) = &response {
+            tracing::info!(peer = %req.from, "opening refused: {why}");
+        }
+        if req.respond(strata_wire::encode(&response)).is_err() {
+            tracing::debug!("could not answer an opening request: p2p is shutting down");
+        }
+    }
+
+    async fn answer(&self, from: NodeId, request: OpeningRequest) -> OpeningResponse {
+        let record = match self.archive.get(&request.task_id) {
+            Ok(Some(r)) => r,
+            Ok(None) => return OpeningResponse::Refused("unknown task".into()),
+            Err(e) => return OpeningResponse::Refused(format!("archive: {e}")),
+        };
+        if let Err(why) = self.authorize(from, &request, &record).await {
+            return OpeningResponse::Refused(why);
+        }
+        let engine = self.engine.clone();
+        let tamper = self.cheat.and_then(|c| c.tamper(engine.model.n_layers()));
+        let layers = request.layers.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            build_opening(&engine.model, &record, &layers, tamper)
+                .map(|(o, root)| (o, root, record.receipt.body.commitment_root))
+        })
+        .await;
+        match built {
+            Ok(Ok((opening, root, signed))) => {
+                if root != signed && self.cheat != Some(Cheat::WrongRoot) {
+                    // Never expected of an honest node: the engine's prefill
+                    // and decode are bit-identical. Say so loudly.
+                    tracing::error!(
+                        task = %hex::encode(request.task_id),
+                        "re-derived states do not reach the signed commitment root"
+                    );
+                }
+                OpeningResponse::Opened(Box::new(opening))
+            }
+            Ok(Err(e)) => OpeningResponse::Refused(e.to_string()),
+            Err(e) => OpeningResponse::Refused(format!("opening task failed: {e}")),
+        }
+    }
+
+    /// The asker must be the assigned verifier of an audited receipt, or a
+    /// member of the committee of an open challenge against it, and ask for
+    /// exactly the layers the audit rules pick.
+    async fn authorize(
+        &self,
+        from: NodeId,
+        request: &OpeningRequest,
+        record: &TaskRecord,
+    ) -> Result<(), String> {
+        let chain = self
+            .chain
+            .as_ref()
+            .ok_or("this node runs off-chain: nothing it serves is audited")?;
+        let read = |e: strata_chain::ChainError| format!("reading the chain: {e}");
+        let batch = chain
+            .batch(request.batch_id)
+            .await
+            .map_err(read)?
+            .ok_or_else(|| format!("batch {} is not posted", request.batch_id))?;
+        let leaf = record.receipt.leaf();
+        merkle::verify::<Ledger>(
+            &batch.root,
+            leaf,
+            u64::from(request.leaf_index),
+            u64::from(batch.task_count),
+            &request.proof,
+        )
+        .map_err(|e| format!("the receipt is not at that leaf of that batch: {e}"))?;
+        let config = chain.config().await.map_err(read)?;
+        let nodes = chain.registered_nodes().await.map_err(read)?;
+        let n_outputs = record.output.len() as u32;
+        let n_layers = self.engine.model.n_layers() as u32;
+        let plan = plan(
+            &config, &batch, &leaf, &self.me, &nodes, n_layers, n_outputs,
+        )
+        .ok_or("the batch's audit seed is not drawn yet")?;
+        if request.layers != plan.layers {
+            return Err(format!(
+                "asked for layers {:?}; the audit rules pick {:?}",
+                request.layers, plan.layers
+            ));
+        }
+        let asker = Pubkey::from(from.0);
+        if plan.audited && plan.verifiers.contains(&asker) {
+            return Ok(());
+        }
+        let challenge = pda::challenge(&pda::batch(request.batch_id), request.leaf_index);
+        let open = chain
+            .account::<strata_chain::accounts::Challenge>(&challenge, "challenge")
+            .await
+            .map_err(read)?
+            .filter(|c| c.status == ChallengeStatus::Open);
+        match open {
+            Some(c) if committee(&c, &nodes, config.params.min_stake).contains(&asker) => Ok(()),
+            Some(_) => Err("not on the committee of the challenge against this receipt".into()),
+            None if plan.audited => Err("not the verifier assigned to this audit".into()),
+            None => Err("this receipt is not audited".into()),
+        }
+    }
+}
