@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod economics;
 pub mod genesis;
 pub mod loadgen;
 pub mod local;
