@@ -59,9 +59,13 @@ fn main() {
         cli.cost_percent
     );
     let seed = [7u8; 32];
+    // The testnet's price, a price far above it, and one above the
+    // break-even of skipping layers (where cheating would pay, which is why
+    // the gateway caps a task's price from the serving node's stake).
     for (label, price_per_token) in [
         ("testnet price", 10u64),
-        ("1 token/task", TOKEN / cli.tokens),
+        ("1 token per task", TOKEN / cli.tokens),
+        ("160 tokens per task", 160 * TOKEN / cli.tokens),
     ] {
         e.price_per_token = price_per_token;
         let honest = simulate(&e, None, seed);
