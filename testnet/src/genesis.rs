@@ -25,14 +25,27 @@ pub struct TestnetKeys {
     pub relayer: Keypair,
     /// Demo client.
     pub client: Keypair,
-    /// Node operators.
+    /// Node operators (honest nodes first, then any cheating ones).
     pub nodes: Vec<Keypair>,
+    /// Verifier operators.
+    pub verifiers: Vec<Keypair>,
     dir: PathBuf,
 }
 
 impl TestnetKeys {
-    /// Loads the keys from `dir`, creating any that are missing.
+    /// Loads the keys of `nodes` nodes and no verifier from `dir`, creating
+    /// any that are missing.
     pub fn load_or_create(dir: &Path, nodes: usize) -> Result<Self, ChainError> {
+        Self::load_or_create_with(dir, nodes, 0)
+    }
+
+    /// Loads the keys of `nodes` nodes and `verifiers` verifiers from `dir`,
+    /// creating any that are missing.
+    pub fn load_or_create_with(
+        dir: &Path,
+        nodes: usize,
+        verifiers: usize,
+    ) -> Result<Self, ChainError> {
         let key = |name: &str| keys::read_or_create(&dir.join("keys").join(format!("{name}.json")));
         Ok(Self {
             admin: key("admin")?,
@@ -42,6 +55,9 @@ impl TestnetKeys {
             client: key("client")?,
             nodes: (0..nodes)
                 .map(|i| key(&format!("node-{i}")))
+                .collect::<Result<_, _>>()?,
+            verifiers: (0..verifiers)
+                .map(|i| key(&format!("verifier-{i}")))
                 .collect::<Result<_, _>>()?,
             dir: dir.to_path_buf(),
         })
@@ -99,7 +115,7 @@ pub async fn fund_client(
 
 /// Creates the mint, initialises the program, allows the relayer, funds
 /// the reward pool and the demo client, and funds, registers and stakes each
-/// node (compute and verifier roles). Returns the manifest to write.
+/// node (compute role), and funds each verifier. Returns the manifest to write.
 pub async fn bootstrap(
     client: &ChainClient,
     ws_url: &str,
@@ -189,6 +205,20 @@ pub async fn bootstrap(
         }
     }
 
+    // Verifiers register and stake themselves (`strata-verifier`); they get
+    // SOL for fees and tokens for their stake and for challenge bonds.
+    for verifier in &keys.verifiers {
+        token::faucet(
+            client,
+            faucet,
+            &mint,
+            &verifier.pubkey(),
+            10 * LAMPORTS_PER_SOL,
+            2 * options.node_stake + 100 * options.params.challenge_bond,
+        )
+        .await?;
+    }
+
     Ok(TestnetManifest {
         rpc_url: client.url().to_string(),
         ws_url: ws_url.to_string(),
@@ -202,5 +232,13 @@ pub async fn bootstrap(
             .map(|i| keys.path(&format!("node-{i}")))
             .collect(),
         nodes: keys.nodes.iter().map(|k| k.pubkey().to_string()).collect(),
+        verifier_keypairs: (0..keys.verifiers.len())
+            .map(|i| keys.path(&format!("verifier-{i}")))
+            .collect(),
+        verifiers: keys
+            .verifiers
+            .iter()
+            .map(|k| k.pubkey().to_string())
+            .collect(),
     })
 }

@@ -30,6 +30,12 @@ pub struct TestnetManifest {
     pub node_keypairs: Vec<PathBuf>,
     /// The nodes' public keys (base58), in the same order.
     pub nodes: Vec<String>,
+    /// Keypair files of the verifiers.
+    #[serde(default)]
+    pub verifier_keypairs: Vec<PathBuf>,
+    /// The verifiers' public keys (base58), in the same order.
+    #[serde(default)]
+    pub verifiers: Vec<String>,
 }
 
 impl TestnetManifest {
