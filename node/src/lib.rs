@@ -139,6 +139,8 @@ pub struct RunningNode {
     pub registration: Option<Registration>,
     /// Addresses it listens on.
     pub addrs: Vec<String>,
+    /// Its server of audit openings.
+    pub openings: Openings,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -317,7 +319,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     );
 
     let serve = {
-        let service = service.clone();
+        let (service, openings) = (service.clone(), openings.clone());
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 match ev {
@@ -390,6 +392,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         profile,
         registration,
         addrs,
+        openings,
         tasks: vec![serve, announce, prune],
     })
 }

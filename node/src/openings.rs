@@ -106,6 +106,8 @@ pub struct Openings {
     chain: Option<ChainClient>,
     me: Pubkey,
     cheat: Option<Cheat>,
+    /// CPU time spent re-deriving states for openings, microseconds.
+    cpu_micros: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Openings {
@@ -124,7 +126,13 @@ impl Openings {
             chain,
             me,
             cheat,
+            cpu_micros: Arc::default(),
         }
+    }
+
+    /// CPU time spent re-deriving states to answer audits, microseconds.
+    pub fn cpu_micros(&self) -> u64 {
+        self.cpu_micros.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Answers one request (or, for a node cheating by withholding, never).
@@ -157,9 +165,16 @@ impl Openings {
         let engine = self.engine.clone();
         let tamper = self.cheat.and_then(|c| c.tamper(engine.model.n_layers()));
         let layers = request.layers.clone();
+        let cpu = self.cpu_micros.clone();
         let built = tokio::task::spawn_blocking(move || {
-            build_opening(&engine.model, &record, &layers, tamper)
-                .map(|(o, root)| (o, root, record.receipt.body.commitment_root))
+            let before = strata_service::thread_cpu_micros();
+            let built = build_opening(&engine.model, &record, &layers, tamper)
+                .map(|(o, root)| (o, root, record.receipt.body.commitment_root));
+            cpu.fetch_add(
+                strata_service::thread_cpu_micros().saturating_sub(before),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            built
         })
         .await;
         match built {

@@ -113,6 +113,11 @@ impl Service {
         }
     }
 
+    /// CPU time spent serving (forward passes), microseconds.
+    pub fn serving_cpu_micros(&self) -> u64 {
+        self.inner.worker.cpu_micros()
+    }
+
     /// Sequences running now.
     pub fn active(&self) -> usize {
         self.lock()

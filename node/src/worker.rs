@@ -3,6 +3,7 @@
 //! published on a `watch` channel that the service's long polls wait on.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -66,18 +67,27 @@ struct Running {
 #[derive(Clone)]
 pub struct Worker {
     tx: mpsc::Sender<Job>,
+    cpu_micros: Arc<AtomicU64>,
 }
 
 impl Worker {
     /// Starts the engine thread over `engine`.
     pub fn spawn(engine: Arc<Engine>) -> Self {
         let (tx, rx) = mpsc::channel();
+        let cpu_micros = Arc::new(AtomicU64::new(0));
+        let cpu = cpu_micros.clone();
         std::thread::Builder::new()
             .name("strata-engine".into())
-            .spawn(move || run(&engine, rx))
+            .spawn(move || run(&engine, rx, &cpu))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!("cannot start the engine thread: {e}"));
-        Self { tx }
+        Self { tx, cpu_micros }
+    }
+
+    /// CPU time the engine thread has spent in forward passes, microseconds
+    /// (all of the serving work when candle runs on one thread).
+    pub fn cpu_micros(&self) -> u64 {
+        self.cpu_micros.load(Ordering::Relaxed)
     }
 
     /// Hands a job to the engine thread; false if it has stopped.
@@ -86,7 +96,7 @@ impl Worker {
     }
 }
 
-fn run(engine: &Engine, rx: mpsc::Receiver<Job>) {
+fn run(engine: &Engine, rx: mpsc::Receiver<Job>, cpu_micros: &AtomicU64) {
     let mut batcher = Batcher::new(&engine.model);
     let mut running: HashMap<SeqId, Running> = HashMap::new();
     loop {
@@ -130,7 +140,13 @@ fn run(engine: &Engine, rx: mpsc::Receiver<Job>) {
                 }
             }
         }
-        let step = match batcher.step() {
+        let before = strata_service::thread_cpu_micros();
+        let step = batcher.step();
+        cpu_micros.fetch_add(
+            strata_service::thread_cpu_micros().saturating_sub(before),
+            Ordering::Relaxed,
+        );
+        let step = match step {
             Ok(s) => s,
             Err(e) => {
                 // A failed pass poisons every sequence in it: fail them all, unbilled.

@@ -1,6 +1,7 @@
 //! The glue every Strata service shares (node, verifier, gateway, relayer,
-//! testnet), written once: logging set-up ([`init_logging`]), the clock
-//! ([`now_ms`]) and bootstrapping peers from the node registry on-chain
+//! testnet), written once: logging set-up ([`init_logging`]), the clocks
+//! ([`now_ms`], and [`thread_cpu_micros`] for what a unit of work cost) and
+//! bootstrapping peers from the node registry on-chain
 //! ([`dial_registered_nodes`]).
 //!
 //! It holds no domain logic: tasks, receipts, audits and money live in the
@@ -30,6 +31,26 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// CPU time consumed so far by the calling thread, in microseconds (0 where
+/// the clock is unavailable). The engine runs its work on the calling thread
+/// when candle is limited to one thread (`CANDLE_NUM_THREADS=1`, as the
+/// local testnet runs it), so the difference across a piece of work is
+/// exactly what that work cost: how serving and verifying CPU are measured.
+pub fn thread_cpu_micros() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000).saturating_add(nanos / 1_000)
+}
+
 /// Connects to the nodes registered on-chain, at the multiaddrs they
 /// registered; returns how many connected. Best effort: an endpoint that
 /// refuses `getProgramAccounts`, or nodes that are down, only mean fewer
@@ -47,5 +68,24 @@ pub async fn dial_registered_nodes(chain: &ChainClient, p2p: &P2pHandle) -> usiz
             tracing::debug!("reading registered nodes: {e}");
             0
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thread_cpu_time_counts_this_threads_work_only() {
+        let before = super::thread_cpu_micros();
+        let mut x = 0u64;
+        for i in 0..20_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        let busy = super::thread_cpu_micros() - before;
+        assert!(busy > 0, "work costs CPU time");
+        let before = super::thread_cpu_micros();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let idle = super::thread_cpu_micros() - before;
+        assert!(idle < 100_000, "sleeping is not CPU time: {idle} us");
     }
 }
