@@ -1,16 +1,19 @@
 //! Commands that read the relayer's HTTP API and check it against the chain:
 //! `strata audit` (a receipt, its signatures, its leaf and its Merkle proof
-//! against the on-chain batch root) and `strata claim` (a node's reward proof,
-//! sent as `claim_rewards`). The relayer is never trusted: every hash is
-//! recomputed from the raw receipt, and roots come from the chain.
+//! against the on-chain batch root; then the task's audit state: whether the
+//! audit rules audit it and whom they assign, recomputed from the chain, the
+//! verifiers' reports the relayer holds, and any challenge against it) and
+//! `strata claim` (a node's reward proof, sent as `claim_rewards`). The
+//! relayer is never trusted: every hash is recomputed from the raw receipt,
+//! and roots and assignments come from the chain.
 
 use anyhow::{anyhow, bail, Context};
 use serde::de::DeserializeOwned;
 use strata_chain::accounts::{Batch, ClaimRecord};
-use strata_chain::rpc::ChainClient;
 use strata_chain::merkle::{self, domains::Ledger};
+use strata_chain::rpc::ChainClient;
 use strata_chain::{ix, pda, ChainError, Keypair, Pubkey, Signer};
-use strata_wire::api::{ErrorResponse, ReceiptView, RewardProofView};
+use strata_wire::api::{AuditView, ChallengeView, ErrorResponse, ReceiptView, RewardProofView};
 use strata_wire::{hex32, parse_hex32, Receipt, MAX_RECEIPT_BYTES};
 
 use crate::amount::format_tokens;
@@ -119,6 +122,7 @@ pub async fn audit(
     });
     let mut batch_tx = None;
     let mut batch_id = None;
+    let mut sealed_batch = None;
     match &view.batch {
         None => checks.push(Check {
             name: "proof",
@@ -133,6 +137,7 @@ pub async fn audit(
                 .await
                 .map_err(chain::explain)?;
             let proof = hashes(&inclusion.proof, "proof")?;
+            sealed_batch.clone_from(&onchain);
             let (ok, detail) = match onchain {
                 None => (
                     false,
@@ -183,6 +188,19 @@ pub async fn audit(
         failed.is_empty(),
         if failed.is_empty() { "yes" } else { "NO" },
     );
+    let (json, human) = assignment(client, sealed_batch.as_ref(), &leaf, &node).await;
+    report = report.field("audit", json, human);
+    let task = hex32(&id);
+    let (json, human) = listed(
+        fetch::<Vec<AuditView>>(relayer, &format!("/v1/audits?task={task}")).await,
+        describe_report,
+    );
+    report = report.field("audit_reports", json, human);
+    let (json, human) = listed(
+        fetch::<Vec<ChallengeView>>(relayer, &format!("/v1/challenges?task={task}")).await,
+        describe_challenge,
+    );
+    report = report.field("challenges", json, human);
     out.report(&report);
     if let Some(first) = failed.first() {
         bail!(
@@ -194,6 +212,123 @@ pub async fn audit(
         );
     }
     Ok(())
+}
+
+/// What the audit rules say about the receipt with `leaf` served by `node`,
+/// recomputed from the chain (the sealed batch, the config and the
+/// registered nodes): JSON and a line for people. Never fails the command:
+/// what cannot be known yet, or read, is said instead.
+async fn assignment(
+    client: &ChainClient,
+    batch: Option<&Batch>,
+    leaf: &[u8; 32],
+    node: &Pubkey,
+) -> (serde_json::Value, String) {
+    let undecided = |why: String| {
+        (
+            serde_json::json!({ "decided": false, "audited": null, "verifiers": [], "why": why }),
+            format!("not decided: {why}"),
+        )
+    };
+    let Some(batch) = batch else {
+        return undecided("the receipt is not in an on-chain batch yet".into());
+    };
+    if batch.audit_seed == [0; 32] {
+        return undecided(format!(
+            "batch {} is not sealed yet (its audit seed comes from a slot after it was posted)",
+            batch.id
+        ));
+    }
+    let read = async {
+        let config = client.config().await?;
+        let nodes = client.registered_nodes().await?;
+        Ok::<_, ChainError>((config, nodes))
+    };
+    let (config, nodes) = match read.await {
+        Ok(x) => x,
+        Err(e) => return undecided(format!("the chain could not be read ({e})")),
+    };
+    // Only the decision and the verifiers: no layers or steps to draw.
+    let Some(plan) = strata_chain::audit::plan(&config, batch, leaf, node, &nodes, 0, 0) else {
+        return undecided(format!("batch {} is not sealed yet", batch.id));
+    };
+    let rate = f64::from(config.params.audit_rate_bps) / 100.0;
+    let verifiers: Vec<String> = plan.verifiers.iter().map(|v| v.to_string()).collect();
+    let human = if !plan.audited {
+        format!("not audited (audit rate {rate} %)")
+    } else if verifiers.is_empty() {
+        format!("audited (rate {rate} %), but no verifier is eligible")
+    } else {
+        format!(
+            "audited (rate {rate} %), assigned to {}",
+            verifiers.join(" and ")
+        )
+    };
+    (
+        serde_json::json!({
+            "decided": true,
+            "audited": plan.audited,
+            "verifiers": verifiers,
+            "rate_bps": config.params.audit_rate_bps,
+        }),
+        human,
+    )
+}
+
+/// A list the relayer serves, as JSON and one line for people (`none`, or
+/// the items joined by `; `). A relayer without the route (404) has none; a
+/// failed read is said, not fatal: the receipt's own checks stand.
+fn listed<T: serde::Serialize>(
+    fetched: anyhow::Result<Option<Vec<T>>>,
+    describe: fn(&T) -> String,
+) -> (serde_json::Value, String) {
+    match fetched {
+        Ok(list) => {
+            let list = list.unwrap_or_default();
+            let human = if list.is_empty() {
+                "none".to_string()
+            } else {
+                list.iter().map(describe).collect::<Vec<_>>().join("; ")
+            };
+            (serde_json::json!(list), human)
+        }
+        Err(e) => (
+            serde_json::json!({ "error": e.to_string() }),
+            format!("unknown ({e})"),
+        ),
+    }
+}
+
+/// One report, for people: `passed by KEY`, `failed (layer 3) by KEY`, with
+/// its role and flag when they matter.
+fn describe_report(r: &AuditView) -> String {
+    let outcome = match &r.check {
+        Some(check) => format!("failed ({check})"),
+        None => r.outcome.clone(),
+    };
+    let mut line = format!("{outcome} by {}", r.verifier);
+    if r.role == "committee" {
+        line.push_str(" (committee)");
+    }
+    if let Some(flag) = &r.flag {
+        line.push_str(&format!(" [flagged: {flag}]"));
+    }
+    line
+}
+
+/// One challenge, for people.
+fn describe_challenge(c: &ChallengeView) -> String {
+    let mut line = format!("{} by {}", c.status, c.challenger);
+    if c.status == "upheld" {
+        line.push_str(&format!(", slashed {}", format_tokens(c.slashed)));
+    }
+    if !c.voters.is_empty() {
+        line.push_str(&format!(", {} voter(s)", c.voters.len()));
+    }
+    if c.status == "open" && !c.seed_drawn {
+        line.push_str(", committee not drawn yet");
+    }
+    line
 }
 
 /// `strata claim`.

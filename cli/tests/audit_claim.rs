@@ -1,9 +1,12 @@
 //! `strata audit` and `strata claim` against a real relayer on a real chain:
 //! a batched receipt audits clean line by line; an unknown task fails; the
 //! relayer publishes a reward epoch (2-second epochs) and the node claims it
-//! once, the second claim paying nothing.
+//! once, the second claim paying nothing. And the task's audit state: not
+//! decided before its batch is sealed; once sealed, whether the rules audit
+//! it and whom they assign, the verifiers' reports and the challenge
+//! against it with its slash.
 
-#[path = "../../relayer/tests/common/mod.rs"]
+#[path = "../../relayer/tests/it/common.rs"]
 mod common;
 
 use std::process::Command;
@@ -72,6 +75,14 @@ async fn audit_a_receipt_and_claim_rewards() {
         assert!(out.contains(line), "{line:?} not in:\n{out}");
     }
     assert!(out.contains("against on-chain batch"), "{out}");
+    // Nobody sealed the batch: the audit is not decided yet.
+    for line in [
+        "audit           not decided: batch",
+        "audit reports   none",
+        "challenges      none",
+    ] {
+        assert!(out.contains(line), "{line:?} not in:\n{out}");
+    }
     let (ok, out, err) = strata(
         &env.url,
         &node_key,
@@ -82,6 +93,9 @@ async fn audit_a_receipt_and_claim_rewards() {
     assert_eq!(json["verified"], true);
     assert_eq!(json["proof"]["ok"], true);
     assert!(json["batch_tx"].is_string());
+    assert_eq!(json["audit"]["decided"], false);
+    assert_eq!(json["audit_reports"], serde_json::json!([]));
+    assert_eq!(json["challenges"], serde_json::json!([]));
 
     // An unknown task, and a relayer that is not there: non-zero, one clear line.
     let (ok, _, err) = strata(
@@ -137,4 +151,81 @@ async fn audit_a_receipt_and_claim_rewards() {
     assert_eq!(env.node_balance(&node.pubkey()).await, after);
 
     relayer.shutdown().await;
+}
+
+/// `strata audit` on an audited task: the assignment recomputed from the
+/// chain, the relayer's reports (outcome, verifier) and the upheld challenge
+/// with its slash, in both forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_shows_assignment_reports_and_challenge() {
+    use strata_wire::audit::{AuditOutcome, FailedCheck};
+
+    let w = AuditWorld::start(2, 1, 60).await;
+    let http = http();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("auditor.json");
+    keys::write_new(&key, &strata_chain::Keypair::new()).unwrap();
+    let t = &w.tasks[0];
+    let task = hex::encode(t.receipt.body.task_id);
+    let assigned: Vec<String> = t.plan.verifiers.iter().map(|v| v.to_string()).collect();
+    for v in &t.plan.verifiers {
+        let outcome = AuditOutcome::Failed {
+            check: FailedCheck::Layer(3),
+            detail: "relative deviation 0.8".into(),
+        };
+        let report = w.report(t, w.verifier(v), outcome, [7; 32]);
+        assert_eq!(w.post_audit(&report.encode()).await.0, 200);
+    }
+    let challenger = w.verifier(&t.plan.verifiers[0]);
+    let challenge = w.open_challenge(challenger, t).await;
+    w.draw(&challenge).await;
+    w.resolve(&challenge, &[challenger], true).await;
+    wait_for(60, "the challenge indexed as upheld", || async {
+        let list = get_json(&http, &w.base, &format!("/v1/challenges?task={task}")).await;
+        list[0]["status"] == "upheld"
+    })
+    .await;
+
+    let (ok, out, err) = strata(&w.env.url, &key, &["audit", &task, "--relayer", &w.base]);
+    println!("{out}");
+    assert!(ok, "{err}");
+    let audit_line = format!(
+        "audited (rate 100 %), assigned to {}",
+        assigned.join(" and ")
+    );
+    let report_line = format!("failed (layer 3) by {}", assigned[0]);
+    let challenge_line = format!(
+        "upheld by {}, slashed {} tokens, 1 voter(s)",
+        challenger.pubkey(),
+        NODE_STAKE / 2 / TOKEN
+    );
+    for needle in [
+        "proof           ✓",
+        audit_line.as_str(),
+        report_line.as_str(),
+        challenge_line.as_str(),
+    ] {
+        assert!(out.contains(needle), "{needle:?} not in:\n{out}");
+    }
+    let (ok, out, err) = strata(
+        &w.env.url,
+        &key,
+        &["--json", "audit", &task, "--relayer", &w.base],
+    );
+    assert!(ok, "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["audit"]["decided"], true);
+    assert_eq!(json["audit"]["audited"], true);
+    assert_eq!(json["audit"]["verifiers"], serde_json::json!(assigned));
+    let reports = json["audit_reports"].as_array().unwrap();
+    assert_eq!(reports.len(), assigned.len());
+    assert_eq!(reports[0]["outcome"], "failed");
+    assert_eq!(reports[0]["check"], "layer 3");
+    assert_eq!(json["challenges"][0]["status"], "upheld");
+    assert_eq!(json["challenges"][0]["slashed"], NODE_STAKE / 2);
+    assert_eq!(
+        json["challenges"][0]["voters"],
+        serde_json::json!([challenger.pubkey().to_string()])
+    );
+    w.relayer.shutdown().await;
 }

@@ -6,7 +6,17 @@
 //! test checks the rendered DOM for what a person would see. A screenshot
 //! lands in `target/ci-artifacts/explorer.png`.
 //!
+//! A second test fills the Audits and Challenges sections from a real flow
+//! with the relayer's test harness (a chain where every receipt is audited,
+//! registered verifiers, signed reports, an upheld challenge that slashes
+//! the node, another whose committee is not drawn) and checks the page shows
+//! them, the node's slash and the task's audit state; its screenshot is
+//! `target/ci-artifacts/explorer-audits.png`.
+//!
 //! Needs `/usr/bin/chromium` (run `scripts/setup-browser`; `scripts/test` does).
+
+#[path = "../../relayer/tests/it/common.rs"]
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -84,6 +94,57 @@ async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut f: impl
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The inner HTML of the `<div id="{id}">` in a dumped DOM (up to the next section).
+fn section_html<'a>(dom: &'a str, id: &str) -> &'a str {
+    let start = dom
+        .find(&format!("<div id=\"{id}\">"))
+        .unwrap_or_else(|| panic!("no #{id} in the page:\n{dom}"));
+    let rest = &dom[start..];
+    &rest[..rest.find("</section>").unwrap_or(rest.len())]
+}
+
+/// Dumps the DOM of `page` after its scripts ran, and takes a screenshot of
+/// it into `shot`.
+async fn render(page: &str, shot: &Path) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let profile_path = profile.path().to_path_buf();
+    let url = page.to_string();
+    let out =
+        tokio::task::spawn_blocking(move || chromium(&profile_path, &["--dump-dom".into(), url]))
+            .await
+            .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && dom.contains("</html>"),
+        "chromium failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(shot);
+    let profile = tempfile::tempdir().unwrap();
+    let profile_path = profile.path().to_path_buf();
+    let args = vec![
+        format!("--screenshot={}", shot.display()),
+        "--window-size=1280,2400".to_string(),
+        page.to_string(),
+    ];
+    let out = tokio::task::spawn_blocking(move || chromium(&profile_path, &args))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "chromium screenshot failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let size = std::fs::metadata(shot)
+        .unwrap_or_else(|e| panic!("no screenshot at {}: {e}", shot.display()))
+        .len();
+    println!("explorer screenshot: {} ({size} bytes)", shot.display());
+    assert!(size > 10 * 1024, "screenshot is only {size} bytes");
+    dom
 }
 
 fn artifacts_dir() -> PathBuf {
@@ -285,6 +346,21 @@ async fn explorer_page_verifies_a_receipt_in_chromium() {
     }
     assert!(dom.contains("Verified: all 8 checks hold"), "{dom}");
     assert!(dom.contains("data-verify=\"verified\""), "{dom}");
+    // The audit sections render (empty or not: the testnet's audit rate
+    // decides), and nodes have a slashed column.
+    for (section, empty_text) in [
+        ("audits", "no audit reports yet"),
+        ("challenges", "no challenges yet"),
+    ] {
+        let body = section_html(&dom, section);
+        assert!(
+            body.contains(empty_text) || body.contains("<table>"),
+            "section {section} did not render:\n{body}"
+        );
+    }
+    assert!(dom.contains("<h2>Audits"), "{dom}");
+    assert!(dom.contains("<h2>Challenges"), "{dom}");
+    assert!(dom.contains("<th class=\"num\">slashed</th>"), "{dom}");
 
     // A screenshot for people (CI keeps target/ci-artifacts).
     let shot = artifacts_dir().join("explorer.png");
@@ -313,4 +389,108 @@ async fn explorer_page_verifies_a_receipt_in_chromium() {
     assert!(size > 10 * 1024, "screenshot is only {size} bytes");
 
     t.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explorer_page_shows_audits_and_challenges_in_chromium() {
+    use common::{get_json, http, AuditWorld, NODE_STAKE, TOKEN};
+    use strata_chain::Signer;
+    use strata_wire::audit::{AuditOutcome, FailedCheck};
+
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run scripts/setup-browser (scripts/test does) to install Debian's chromium"
+    );
+    let w = AuditWorld::start(3, 1, 60).await;
+    let client = http();
+    // Task 0: its verifier finds a bad layer, challenges, and the committee
+    // upholds it (the node is slashed). Task 1: a pass. Task 2: challenged,
+    // committee not drawn yet.
+    let (t0, t1, t2) = (&w.tasks[0], &w.tasks[1], &w.tasks[2]);
+    let cheat = AuditOutcome::Failed {
+        check: FailedCheck::Layer(3),
+        detail: "relative deviation 0.8 over 0.05".into(),
+    };
+    for v in &t0.plan.verifiers {
+        let r = w.report(t0, w.verifier(v), cheat.clone(), [7; 32]);
+        assert_eq!(w.post_audit(&r.encode()).await.0, 200);
+    }
+    for v in &t1.plan.verifiers {
+        let r = w.report(t1, w.verifier(v), AuditOutcome::Passed, [8; 32]);
+        assert_eq!(w.post_audit(&r.encode()).await.0, 200);
+    }
+    let challenger = w.verifier(&t0.plan.verifiers[0]);
+    let upheld = w.open_challenge(challenger, t0).await;
+    w.draw(&upheld).await;
+    w.resolve(&upheld, &[challenger], true).await;
+    let pending = w
+        .open_challenge(w.verifier(&t2.plan.verifiers[0]), t2)
+        .await;
+    wait_for("both challenges indexed", || async {
+        let list = get_json(&client, &w.base, "/v1/challenges").await;
+        let statuses: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["status"].as_str())
+            .collect();
+        statuses.contains(&"upheld") && statuses.contains(&"open")
+    })
+    .await;
+
+    let task0 = hex::encode(t0.receipt.body.task_id);
+    let page = format!("{}/?verify={task0}", w.base);
+    println!("explorer page: {page}");
+    let dom = render(&page, &artifacts_dir().join("explorer-audits.png")).await;
+
+    // The receipt (version 2) still verifies in the page.
+    assert!(dom.contains("Verified: all 8 checks hold"), "{dom}");
+    // Audits: both tasks, the failed check, the verifiers.
+    let audits = section_html(&dom, "audits");
+    for needle in [
+        task0.as_str(),
+        &hex::encode(t1.receipt.body.task_id),
+        "failed: layer 3",
+        "passed",
+        &t0.plan.verifiers[0].to_string(),
+        "1,250",
+    ] {
+        assert!(
+            audits.contains(needle),
+            "{needle:?} not in the Audits section:\n{audits}"
+        );
+    }
+    // Challenges: the upheld one with its voter and slash, the pending one.
+    let challenges = section_html(&dom, "challenges");
+    let slashed = format!(">{}<", NODE_STAKE / 2 / TOKEN);
+    for needle in [
+        "upheld",
+        "open (committee not drawn)",
+        slashed.as_str(),
+        &challenger.pubkey().to_string(),
+        &w.env.nodes[0].pubkey().to_string(),
+    ] {
+        assert!(
+            challenges.contains(needle),
+            "{needle:?} not in the Challenges section:\n{challenges}"
+        );
+    }
+    assert!(
+        challenges.contains(&hex::encode(t2.receipt.body.task_id)),
+        "challenge {pending} missing:\n{challenges}"
+    );
+    // The node's row shows its slash.
+    let node = w.env.nodes[0].pubkey().to_string();
+    let nodes = section_html(&dom, "nodes");
+    let row = nodes
+        .split("<tr>")
+        .find(|r| r.contains(&format!(">{node}<")))
+        .unwrap_or_else(|| panic!("node {node} not in the Nodes table:\n{nodes}"));
+    assert!(row.contains(&slashed), "no slash in the node's row:\n{row}");
+    // The task's own panel lists its reports and its challenge.
+    let details = section_html(&dom, "receipt-details");
+    assert!(details.contains("audit reports"), "{details}");
+    assert!(details.contains("failed: layer 3 by "), "{details}");
+    assert!(details.contains("upheld, slashed "), "{details}");
+    w.relayer.shutdown().await;
 }

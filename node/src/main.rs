@@ -70,13 +70,6 @@ struct Cli {
     cheat: Option<strata_node::cheat::Cheat>,
 }
 
-fn expand(path: &str) -> PathBuf {
-    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
-        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
-        _ => PathBuf::from(path),
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     strata_service::init_logging("info");
@@ -84,7 +77,7 @@ async fn main() -> anyhow::Result<()> {
     if !(cli.stake.is_finite() && cli.stake >= 0.0) {
         anyhow::bail!("--stake must be a non-negative number of tokens");
     }
-    let key_path = expand(&cli.keypair);
+    let key_path = strata_service::expand_home(&cli.keypair);
     let keypair = keys::read_or_create(&key_path)
         .with_context(|| format!("keypair {}", key_path.display()))?;
     let model_sha256 = cli
@@ -121,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
         relayer: cli.relayer,
         profile_tokens: 32,
         quiet: cli.quiet,
-        state_dir: Some(expand(&cli.state_dir)),
+        state_dir: Some(strata_service::expand_home(&cli.state_dir)),
         cheat: cli.cheat,
     })
     .await?;

@@ -12,13 +12,21 @@
 //! the chain afterwards, and vouchers are cumulative, so killing the relayer
 //! at any point loses no acknowledged receipt and pays no voucher twice.
 //!
+//! For the verification network it serves each batch's receipts to
+//! verifiers, takes their signed audit reports (only from a verifier the
+//! audit rules assign, or a member of a challenge's committee; [`audits`]),
+//! indexes challenges from the chain (voters, slashes, expiries), and pays
+//! audits and verdicts through the same reward epochs.
+//!
 //! It also serves the auditor's explorer page ([`explorer`]) at `/`. It is
 //! not trusted by auditors: `strata audit` and the page's Verify button check
 //! what it serves against the chain.
 #![warn(missing_docs)]
 
+pub mod audits;
 mod batcher;
 mod chain;
+mod challenges;
 pub mod explorer;
 pub mod http;
 pub mod ingest;
@@ -41,6 +49,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::store::{Store, StoreError};
+
+/// Longest time between two challenge-indexing rounds (they otherwise
+/// follow the batch interval).
+const CHALLENGE_INDEX_MAX_PERIOD: Duration = Duration::from_secs(5);
 
 /// How a relayer runs.
 pub struct RelayerConfig {
@@ -124,6 +136,7 @@ pub struct RunningRelayer {
     p2p: P2pHandle,
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    store: std::sync::Weak<Store>,
 }
 
 impl Relayer {
@@ -143,6 +156,7 @@ impl Relayer {
         );
         let chain = ChainClient::new(&config.rpc_url)?;
         let explorer_chain = ChainClient::new(&config.rpc_url)?;
+        let api_chain = ChainClient::new(&config.rpc_url)?;
         if let Err(e) = chain.ping().await {
             warn!(error = %e, "chain not reachable yet; will retry");
         }
@@ -174,7 +188,8 @@ impl Relayer {
 
         let cancel = CancellationToken::new();
         let mut tasks = Vec::new();
-        let app = http::router(store.clone()).merge(explorer::router(
+        let weak_store = Arc::downgrade(&store);
+        let app = http::router(store.clone(), api_chain).merge(explorer::router(
             store.clone(),
             explorer_chain,
             explorer::ExplorerSettings {
@@ -232,6 +247,19 @@ impl Relayer {
                 }
             },
         )));
+        let index_ctx = ctx.clone();
+        tasks.push(tokio::spawn(every(
+            config.batch_interval.min(CHALLENGE_INDEX_MAX_PERIOD),
+            cancel.clone(),
+            move || {
+                let ctx = index_ctx.clone();
+                async move {
+                    if let Err(e) = challenges::round(&ctx).await {
+                        warn!(error = %e, "challenge indexing round failed");
+                    }
+                }
+            },
+        )));
         info!(%http_url, p2p = ?p2p_addrs, relayer = %ctx.keypair.pubkey(), "relayer started");
         Ok(RunningRelayer {
             http_url,
@@ -240,6 +268,7 @@ impl Relayer {
             p2p,
             cancel,
             tasks,
+            store: weak_store,
         })
     }
 }
@@ -295,12 +324,23 @@ impl RunningRelayer {
         self.node_id
     }
 
-    /// Stops the loops, the HTTP server and the swarm, and waits for them.
+    /// Stops the loops, the HTTP server and the swarm, and waits for them
+    /// and for the database to close (so the same state directory can be
+    /// opened again at once).
     pub async fn shutdown(self) {
         self.cancel.cancel();
         for task in self.tasks {
             let _ = task.await;
         }
         self.p2p.shutdown().await;
+        // The server's connection tasks and any store call still on a
+        // blocking thread drop their handles just after the tasks above end.
+        for _ in 0..100 {
+            if self.store.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        warn!("the relayer database is still in use after shutdown");
     }
 }

@@ -6,7 +6,15 @@
 //! still wait for a batch, the latest voucher of every (client, node)
 //! channel, every (client, node, cumulative) voucher already seen (to refuse
 //! replays), planned and posted batches, recorded settlements, reward epochs
-//! with their leaves, and work units per node in posted batches.
+//! with their leaves, work units per node in posted batches, verifiers'
+//! audit reports ([`audits`]) and the challenges indexed from the chain
+//! ([`challenges`]).
+
+mod audits;
+mod challenges;
+
+pub use audits::{AuditInsert, AuditMeta, AuditRole, StoredAudit};
+pub use challenges::{ChallengeRecord, ChallengeState};
 
 use std::path::Path;
 
@@ -246,6 +254,9 @@ impl Store {
         tx.open_table(EPOCHS)?;
         tx.open_table(NODE_WORK)?;
         tx.open_table(COUNTERS)?;
+        tx.open_table(audits::AUDITS)?;
+        tx.open_table(audits::AUDIT_ARRIVALS)?;
+        tx.open_table(challenges::CHALLENGES)?;
         tx.commit()?;
         Ok(Self { db })
     }

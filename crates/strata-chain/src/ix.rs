@@ -4,7 +4,8 @@
 
 use anchor_lang::{InstructionData, ToAccountMetas};
 use solana_instruction::{AccountMeta, Instruction};
-use strata_program::instructions::ReceiptClaim;
+/// What `open_challenge` proves about the challenged receipt.
+pub use strata_program::instructions::ReceiptClaim;
 use strata_program::{accounts as acc, instruction as data, ID};
 
 use crate::{pda, Capacity, ConfigParams, Pubkey};

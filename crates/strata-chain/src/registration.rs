@@ -23,8 +23,8 @@ pub struct Registration {
 }
 
 /// Registers with `roles` (compute, verifier: only the roles the process
-/// really performs), stakes up to `target_stake` and updates addresses,
-/// capacity and roles.
+/// really performs; added to any already registered), stakes up to
+/// `target_stake` and updates addresses and capacity.
 pub async fn ensure_registered(
     chain: &ChainClient,
     key: &Keypair,
@@ -44,6 +44,10 @@ pub async fn ensure_registered(
     let mut ixs = Vec::new();
     let registered_now = existing.is_none();
     let stake = existing.as_ref().map(|n| n.stake).unwrap_or(0);
+    // Adds the roles this process performs to the ones already registered:
+    // one key may run a node and a verifier (each adds its own role, neither
+    // removes the other's); an operator drops a role with `strata node update`.
+    let roles = existing.as_ref().map_or(roles, |n| n.roles | roles);
     match &existing {
         None => ixs.push(ix::register_node(&me, addrs, capacity, roles)),
         Some(n) if n.multiaddrs != addrs || n.capacity != capacity || n.roles != roles => {

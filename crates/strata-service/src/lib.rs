@@ -8,6 +8,7 @@
 //! crates named after them.
 #![warn(missing_docs)]
 
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use strata_chain::rpc::ChainClient;
@@ -22,6 +23,15 @@ pub fn init_logging(default_filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// `path` with a leading `~/` replaced by the home directory (command-line
+/// defaults such as `~/.strata/node`); other paths unchanged.
+pub fn expand_home(path: &str) -> PathBuf {
+    match (path.strip_prefix("~/"), std::env::var_os("HOME")) {
+        (Some(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => PathBuf::from(path),
+    }
 }
 
 /// Now, in Unix milliseconds (0 if the clock is before 1970).

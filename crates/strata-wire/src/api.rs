@@ -300,3 +300,137 @@ pub struct ConfigView {
     /// Milliseconds between reward-epoch checks.
     pub reward_interval_ms: u64,
 }
+
+/// One receipt of `GET /v1/batches/{id}/receipts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchReceiptView {
+    /// Index of its leaf in the batch.
+    pub leaf_index: u32,
+    /// Task id (hex).
+    pub task_id: String,
+    /// Serving node (base58).
+    pub node: String,
+    /// The canonical encoded receipt (hex of `Receipt::encode`).
+    pub raw: String,
+}
+
+/// `GET /v1/batches/{id}/receipts`: every receipt of a batch in leaf order,
+/// so that a verifier can recompute the root and check it against the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchReceiptsView {
+    /// Batch id.
+    pub batch_id: u64,
+    /// `planned` or `posted`.
+    pub status: String,
+    /// The Merkle root the relayer computed over the receipts (hex).
+    pub root: String,
+    /// The receipts, in leaf order.
+    pub receipts: Vec<BatchReceiptView>,
+}
+
+/// Body of `POST /v1/audits`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditSubmission {
+    /// Hex of the verifier-signed `AuditReport::encode`.
+    pub raw: String,
+}
+
+/// Answer to `POST /v1/audits`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditAccepted {
+    /// The audited task (hex).
+    pub task_id: String,
+    /// The reporting verifier (base58).
+    pub verifier: String,
+    /// `stored` (new) or `duplicate` (the same report was already stored).
+    pub status: String,
+    /// Why the verifier may report: `assigned` (the audit rules name it) or
+    /// `committee` (it sits on the committee of a challenge against the receipt).
+    pub role: String,
+    /// Whether the report is flagged (see [`AuditView::flag`]).
+    pub flagged: bool,
+}
+
+/// One stored audit report in `GET /v1/audits`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditView {
+    /// The audited task (hex).
+    pub task_id: String,
+    /// Batch of its receipt.
+    pub batch_id: u64,
+    /// Leaf index of its receipt.
+    pub leaf_index: u32,
+    /// The serving node (base58).
+    pub node: String,
+    /// The reporting verifier (base58).
+    pub verifier: String,
+    /// `assigned` or `committee`.
+    pub role: String,
+    /// `passed` or `failed`.
+    pub outcome: String,
+    /// The failed check, when failed: `withheld`, `opening`, `tokens`,
+    /// `embedding`, `layer N`, `sampling N` or `unknown model`.
+    pub check: Option<String>,
+    /// What the verifier saw, when failed.
+    pub detail: Option<String>,
+    /// Layers re-run.
+    pub layers: Vec<u32>,
+    /// Output steps whose sampling was re-checked.
+    pub steps: Vec<u32>,
+    /// The verifier's work digest (hex).
+    pub work_digest: String,
+    /// Largest relative deviation seen over the re-run layers.
+    pub max_rel_dev: f32,
+    /// CPU time the verifier spent, microseconds.
+    pub cpu_micros: u64,
+    /// When the verifier finished (Unix ms, verifier clock).
+    pub finished_at_ms: u64,
+    /// When the relayer stored it (Unix ms).
+    pub received_at_ms: u64,
+    /// Work units of the audited task.
+    pub work_units: u64,
+    /// Whether the report is flagged and earns nothing.
+    pub flagged: bool,
+    /// Why it is flagged (e.g. the two assigned verifiers' work digests disagree).
+    pub flag: Option<String>,
+    /// The signed report (hex of `AuditReport::encode`), to check independently.
+    pub raw: String,
+}
+
+/// One challenge in `GET /v1/challenges`, as the relayer indexed it from the
+/// chain (closed accounts keep what was last seen).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChallengeView {
+    /// The challenge account (base58).
+    pub address: String,
+    /// The accused node (base58).
+    pub accused: String,
+    /// Who opened it (base58).
+    pub challenger: String,
+    /// The challenged task (hex).
+    pub task_id: String,
+    /// Its batch id, when known.
+    pub batch_id: Option<u64>,
+    /// Leaf index of the receipt in the batch.
+    pub leaf_index: u32,
+    /// `open`, `upheld`, `rejected` or `expired`.
+    pub status: String,
+    /// Bond locked by the challenger.
+    pub bond: u64,
+    /// When it opened (Unix seconds, chain clock).
+    pub opened_at: i64,
+    /// Verdicts are accepted until then (Unix seconds).
+    pub deadline: i64,
+    /// Whether the committee seed is drawn.
+    pub seed_drawn: bool,
+    /// Members of the committee whose votes count (base58).
+    pub committee: Vec<String>,
+    /// Members whose signatures made the verdict (base58).
+    pub voters: Vec<String>,
+    /// Slashed from the accused (base units).
+    pub slashed: u64,
+    /// Paid to the challenger: bond back plus its share (base units).
+    pub to_challenger: u64,
+    /// The resolving or expiring transaction (base58), when found.
+    pub signature: Option<String>,
+}

@@ -176,9 +176,11 @@ async function chainRpc(method, params) {
   return j.result;
 }
 
-// Receipt body layout (borsh, version 1): the offsets of every field.
-const BODY_LEN = 353;
+// Receipt body layout (borsh, version 2): the offsets of every field.
+const RECEIPT_VERSION = 2;
+const BODY_LEN = 373;
 function parseBody(body) {
+  const view = new DataView(body.buffer, body.byteOffset);
   return {
     version: body[0],
     taskId: body.slice(1, 33),
@@ -186,11 +188,17 @@ function parseBody(body) {
     modelHash: body.slice(65, 97),
     promptTokens: readU32(body, 161),
     completionTokens: readU32(body, 165),
-    price: readU64(body, 201),
-    voucherClient: body.slice(209, 241),
-    voucherNode: body.slice(241, 273),
-    voucherCumulative: readU64(body, 273),
-    voucherSignature: body.slice(281, 345),
+    sampling: {
+      temperature: view.getFloat32(201, true),
+      topP: view.getFloat32(205, true),
+      topK: readU32(body, 209),
+      seed: readU64(body, 213),
+    },
+    price: readU64(body, 221),
+    voucherClient: body.slice(229, 261),
+    voucherNode: body.slice(261, 293),
+    voucherCumulative: readU64(body, 293),
+    voucherSignature: body.slice(301, 365),
   };
 }
 
@@ -215,7 +223,7 @@ async function verify(taskId) {
     const raw = hexToBytes(view.raw);
     const body = raw.slice(0, raw.length - 64);
     const signature = raw.slice(raw.length - 64);
-    const ok = check('receipt bytes', body.length === BODY_LEN && body[0] === 1,
+    const ok = check('receipt bytes', body.length === BODY_LEN && body[0] === RECEIPT_VERSION,
       raw.length + ' bytes: a version-' + body[0] + ' body of ' + body.length + ' bytes and a 64-byte node signature');
     if (!ok) return;
     const b = parseBody(body);
@@ -299,6 +307,16 @@ async function showReceipt(taskId, run) {
       ['batch', inc ? inc.batch_id + ' (' + inc.status + '), leaf ' + inc.leaf_index + ' of ' + inc.leaf_count : 'not batched yet'],
       ['post_batch tx', inc && inc.post_signature ? mono(inc.post_signature) : '—'],
     ];
+    // The task's audit state, when the relayer has any (older relayers lack these routes).
+    const [audits, challenges] = await Promise.all([
+      getJson('/v1/audits?task=' + taskId).catch(() => []),
+      getJson('/v1/challenges?task=' + taskId).catch(() => []),
+    ]);
+    kv.push(['audit reports', audits.length ? el('span', {}, audits.map((a) => el('div', {},
+      (a.outcome === 'passed' ? 'passed' : 'failed: ' + a.check) + ' by ', mono(a.verifier),
+      a.role === 'committee' ? ' (committee)' : '', a.flagged ? ' — flagged: ' + a.flag : ''))) : 'none']);
+    kv.push(['challenges', challenges.length ? el('span', {}, challenges.map((c) => el('div', {},
+      c.status + ', slashed ' + tokens(c.slashed) + ', challenger ', mono(c.challenger)))) : 'none']);
     replace('receipt-details', el('dl', { class: 'kv' }, kv.map(([k, val]) => [el('dt', {}, k), el('dd', {}, val)])));
   } catch (e) {
     replace('receipt-details', empty(String(e.message || e)));
@@ -360,8 +378,9 @@ function renderNodes(view) {
     el('span', {}, n.multiaddrs.map((a) => el('div', { class: 'mono' }, a))),
     count(n.tasks) + ' / ' + count(n.work_units),
     tokens(n.claimed),
+    n.slashed_total ? el('span', { class: 'bad-text' }, tokens(n.slashed_total)) : '0',
   ]);
-  const parts = [rows.length ? table(['operator', 'roles', 'stake', 'unbonding', 'capacity', 'multiaddrs', 'tasks / work units', 'claimed'], rows, [2, 6, 7])
+  const parts = [rows.length ? table(['operator', 'roles', 'stake', 'unbonding', 'capacity', 'multiaddrs', 'tasks / work units', 'claimed', 'slashed'], rows, [2, 6, 7, 8])
     : empty('no nodes registered or seen yet')];
   if (view.chain_error) parts.push(el('p', { class: 'empty' }, 'chain read failed: ' + view.chain_error));
   replace('nodes', ...parts);
@@ -390,6 +409,48 @@ function renderBatches(list) {
     : empty('no batches yet'));
 }
 
+// A long key or hash shortened on one line; the whole value is its tooltip.
+function brief(text) { return el('span', { class: 'mono brief', title: text }, short(text)); }
+// Clicking a task shows its receipt in the verification panel.
+function taskLink(taskId) {
+  return el('a', { onclick: () => { history.replaceState(null, '', '?task=' + taskId); showReceipt(taskId, false); window.scrollTo(0, $('verify-section').offsetTop); } },
+    brief(taskId));
+}
+function keyList(keys) {
+  return keys.length ? el('span', {}, keys.map((k) => el('div', {}, brief(k)))) : '—';
+}
+
+function renderAudits(list) {
+  const rows = list.map((a) => [
+    taskLink(a.task_id),
+    brief(a.node),
+    el('span', {}, brief(a.verifier), a.role === 'committee' ? ' (committee)' : ''),
+    a.outcome === 'passed' ? el('span', { class: 'ok-text' }, 'passed')
+      : el('span', { class: 'bad-text', title: a.detail || '' }, 'failed: ' + a.check),
+    a.layers.join(', ') || '—',
+    (a.cpu_micros / 1000).toLocaleString('en-US', { maximumFractionDigits: 1 }),
+    when(a.finished_at_ms),
+    a.flagged ? el('span', { class: 'bad-text', title: a.flag || '' }, 'flagged: ' + a.flag) : 'no',
+  ]);
+  replace('audits', rows.length ? table(['task', 'node', 'verifier', 'outcome / check', 'layers', 'CPU ms', 'when', 'flagged'], rows, [5])
+    : empty('no audit reports yet'));
+}
+
+function renderChallenges(list) {
+  const rows = list.map((c) => [
+    taskLink(c.task_id),
+    brief(c.accused),
+    brief(c.challenger),
+    c.status + (c.status === 'open' && !c.seed_drawn ? ' (committee not drawn)' : ''),
+    keyList(c.committee),
+    keyList(c.voters),
+    tokens(c.slashed),
+    when(c.opened_at * 1000),
+  ]);
+  replace('challenges', rows.length ? table(['task', 'accused', 'challenger', 'status', 'committee', 'voters', 'slashed', 'opened'], rows, [6])
+    : empty('no challenges yet'));
+}
+
 function renderSettlements(list) {
   const rows = list.map((s) => [s.signature ? mono(s.signature) : '(found on-chain after a restart)', mono(s.client), mono(s.node),
     tokens(s.paid), tokens(s.fee), tokens(s.cumulative), when(s.at_ms)]);
@@ -414,7 +475,8 @@ function renderEpochs(list, nodes) {
 async function refresh() {
   const sections = {
     stats: '/v1/stats', nodes: '/v1/nodes', tasks: '/v1/receipts?limit=50', batches: '/v1/batches',
-    settlements: '/v1/settlements', epochs: '/v1/epochs',
+    settlements: '/v1/settlements', epochs: '/v1/epochs', audits: '/v1/audits?limit=50',
+    challenges: '/v1/challenges',
   };
   const results = await Promise.allSettled(Object.values(sections).map(getJson));
   const data = {}; const errors = [];
@@ -434,6 +496,8 @@ async function refresh() {
   if (changed('tasks', data.tasks)) renderTasks(data.tasks);
   if (changed('batches', data.batches)) renderBatches(data.batches);
   if (changed('settlements', data.settlements)) renderSettlements(data.settlements);
+  if (changed('audits', data.audits)) renderAudits(data.audits);
+  if (changed('challenges', data.challenges)) renderChallenges(data.challenges);
   if (changed('epochs', data.epochs) | changed('claims', data.nodes)) renderEpochs(data.epochs || [], data.nodes);
   $('status').textContent = (errors.length ? 'errors: ' + errors.join('; ') + ' — ' : '') + 'updated ' + new Date().toLocaleTimeString();
 }

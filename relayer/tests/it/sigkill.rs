@@ -6,15 +6,13 @@
 //! channel is redeemed exactly to its latest cumulative: token balances add
 //! up to the unit, so nothing was paid twice.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use strata_chain::accounts::Channel;
 use strata_chain::{keys, pda, Signer};
 use strata_wire::api::StatsView;

@@ -3,9 +3,7 @@
 //! against, and vouchers redeemed for exactly the latest cumulative per
 //! channel (fee to the reward pool).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use strata_chain::Signer;
 use strata_p2p::{NodeIdentity, P2pConfig};
 use strata_relayer::Relayer;
