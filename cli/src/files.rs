@@ -13,7 +13,6 @@ use anyhow::{anyhow, Context};
 use indicatif::{ProgressBar, ProgressStyle};
 use strata_p2p::{
     DownloadOptions, FileRoot, NodeId, NodeIdentity, P2pConfig, P2pEvent, P2pEvents, P2pHandle,
-    PeerId,
 };
 use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS};
 
@@ -83,19 +82,6 @@ async fn start(
     ))
 }
 
-/// The node id at the end of a `…/p2p/<peer id>` multiaddr.
-pub fn peer_of(addr: &str) -> anyhow::Result<NodeId> {
-    let id = addr
-        .rsplit_once("/p2p/")
-        .map(|(_, id)| id)
-        .ok_or_else(|| anyhow!("{addr}: a peer address must end in /p2p/<peer id>"))?;
-    let peer: PeerId = id
-        .parse()
-        .map_err(|e| anyhow!("{addr}: bad peer id: {e}"))?;
-    NodeId::from_peer_id(&peer)
-        .ok_or_else(|| anyhow!("{addr}: not a Strata peer (ed25519 key expected)"))
-}
-
 /// Shares `path` until Ctrl-C: prints its root and the addresses to fetch it
 /// from, then serves chunks to whoever asks.
 pub async fn seed(keypair: &Path, path: &Path, net: NetOptions, out: Output) -> anyhow::Result<()> {
@@ -158,8 +144,8 @@ pub async fn fetch(
     let sources = net
         .peers
         .iter()
-        .map(|a| peer_of(a))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|a| NodeId::from_multiaddr(a))
+        .collect::<Result<Vec<_>, _>>()?;
     let (handle, mut events, _) = start(keypair, &net).await?;
 
     let bar = ProgressBar::new(0).with_style(

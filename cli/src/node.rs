@@ -4,8 +4,8 @@
 //! before a transaction is sent.
 
 use anyhow::anyhow;
-use strata_chain::rpc::ChainClient;
 use strata_chain::limits::{MAX_MULTIADDRS, MAX_MULTIADDR_LEN};
+use strata_chain::rpc::ChainClient;
 use strata_chain::{ix, Capacity, Keypair, Signer, ROLE_COMPUTE, ROLE_VERIFIER};
 
 use crate::amount::format_tokens;

@@ -2,14 +2,15 @@
 //! (both with `stream: true` as server-sent events), `/v1/stats` and
 //! `/health`. Every refusal is an OpenAI-style error object with a fitting
 //! status: 400 malformed, 401 bad key, 402 deposit exhausted, 404 unknown
-//! model, 413 body too large, 502 node failure, 503 no capacity.
+//! model, 413 body too large, 500 the gateway's own failure (the chain out of
+//! reach), 502 node failure, 503 no capacity.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -73,6 +74,11 @@ impl IntoResponse for GatewayError {
                 "invalid_request_error",
                 "invalid_request",
             ),
+            GatewayError::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+            ),
             GatewayError::Unauthorized => (
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
@@ -104,13 +110,6 @@ impl IntoResponse for GatewayError {
     }
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 async fn models(State(gw): State<Arc<Inner>>) -> Json<Value> {
     let data: Vec<Value> = gw
         .router
@@ -139,6 +138,18 @@ fn api_key(headers: &HeaderMap) -> Result<String, GatewayError> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|k| k.trim().to_string())
         .ok_or(GatewayError::Unauthorized)
+}
+
+/// The request body, or why it could not be read: over the size limit (413,
+/// checked before anything is buffered) or cut short.
+fn body(read: Result<Bytes, BytesRejection>) -> Result<Bytes, GatewayError> {
+    read.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            GatewayError::TooLarge(format!("request body over {MAX_BODY_BYTES} bytes"))
+        } else {
+            GatewayError::BadRequest(r.body_text())
+        }
+    })
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, GatewayError> {
@@ -185,8 +196,13 @@ fn settings(c: &Common) -> Result<(u32, Sampling, Vec<String>), GatewayError> {
     Ok((max_tokens, sampling, stop))
 }
 
-async fn chat(State(gw): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat(
+    State(gw): State<Arc<Inner>>,
+    headers: HeaderMap,
+    read: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
+        let body = body(read)?;
         let key = api_key(&headers)?;
         let req: ChatRequest = parse(&body)?;
         if req.messages.is_empty() {
@@ -209,8 +225,13 @@ async fn chat(State(gw): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> 
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn completions(State(gw): State<Arc<Inner>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn completions(
+    State(gw): State<Arc<Inner>>,
+    headers: HeaderMap,
+    read: Result<Bytes, BytesRejection>,
+) -> Response {
     let result = async {
+        let body = body(read)?;
         let key = api_key(&headers)?;
         let req: CompletionRequest = parse(&body)?;
         if req.prompt.is_empty() {
@@ -281,7 +302,8 @@ async fn serve(
             stream: common.stream,
         },
     );
-    let created = now();
+    // OpenAI's `created` is in Unix seconds.
+    let created = strata_service::now_ms() / 1000;
     if !common.stream {
         let mut text = String::new();
         while let Some(ev) = rx.recv().await {

@@ -1,33 +1,37 @@
 //! The Strata gateway: an OpenAI-compatible HTTP API in front of the network.
 //!
-//! A request's API key names a client account (see [`accounts`]); the
-//! gateway holds the most the task can cost against that client's on-chain
-//! escrow, picks a node from the capacity gossip ([`routing`]), runs the task
-//! over the p2p task protocol ([`runner`]), streams the text back as
-//! server-sent events if asked, pays the node with a voucher and returns the
-//! node's signed receipt alongside the completion ([`http`]).
+//! A request's API key names a client account (`accounts`); the gateway
+//! holds the most the task can cost against that client's on-chain escrow,
+//! picks a node from the capacity gossip (`routing`) whose stake can answer
+//! for that cost (`ceiling`), runs the task over the p2p task protocol
+//! (`runner`), streams the text back as server-sent events if asked, pays
+//! the node with a voucher and returns the node's signed receipt alongside
+//! the completion (`http`, `openai`).
+//!
+//! Its public face is [`start`] with a [`GatewayConfig`], and the
+//! [`RunningGateway`] it returns; everything else is the crate's own.
 #![warn(missing_docs)]
 
-pub mod accounts;
-pub mod ceiling;
-pub mod http;
-pub mod openai;
-pub mod routing;
-pub mod runner;
+mod accounts;
+mod ceiling;
+mod http;
+mod openai;
+mod routing;
+mod runner;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use strata_chain::rpc::ChainClient;
-use strata_chain::Keypair;
+use strata_chain::{Keypair, Pubkey};
 use strata_p2p::{NodeIdentity, P2pConfig, P2pEvent, P2pHandle};
 use strata_wire::capacity::MAX_CAPACITY_BYTES;
 use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS, CAPACITY};
 use tokio::task::JoinHandle;
 
 /// How often the gateway looks on-chain for newly registered nodes.
-pub const REDISCOVER_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+const REDISCOVER_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Errors, each with the HTTP status and OpenAI error type it maps to.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,9 @@ pub enum GatewayError {
     /// Malformed or out-of-range request (400).
     #[error("{0}")]
     BadRequest(String),
+    /// The request body is over the size limit (413).
+    #[error("{0}")]
+    TooLarge(String),
     /// Missing or unknown API key (401).
     #[error("invalid API key")]
     Unauthorized,
@@ -82,27 +89,26 @@ pub struct GatewayConfig {
 }
 
 /// State shared by the HTTP handlers and the task runners.
-pub struct Inner {
+pub(crate) struct Inner {
     /// Client accounts.
-    pub accounts: accounts::Accounts,
+    pub(crate) accounts: accounts::Accounts,
     /// Known nodes.
-    pub router: routing::Router,
+    pub(crate) router: routing::Router,
     /// p2p handle.
-    pub p2p: P2pHandle,
+    pub(crate) p2p: P2pHandle,
     /// Chain.
-    pub chain: ChainClient,
-    /// Completed tasks, for `/metrics`-style counters.
-    pub stats: http::Stats,
+    pub(crate) chain: ChainClient,
+    /// Completed tasks, for `/v1/stats`.
+    pub(crate) stats: http::Stats,
     /// Per-node price ceilings from their stakes.
-    pub ceilings: ceiling::Ceilings,
+    pub(crate) ceilings: ceiling::Ceilings,
 }
 
 /// A running gateway.
 pub struct RunningGateway {
     /// Bound HTTP address.
     pub http_addr: SocketAddr,
-    /// Shared state.
-    pub inner: Arc<Inner>,
+    inner: Arc<Inner>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -110,6 +116,18 @@ impl RunningGateway {
     /// `http://addr`.
     pub fn url(&self) -> String {
         format!("http://{}", self.http_addr)
+    }
+
+    /// Every (client, node, voucher total) this gateway has signed: what the
+    /// relayer should end up redeeming on-chain.
+    pub fn voucher_totals(&self) -> Vec<(Pubkey, Pubkey, u64)> {
+        self.inner.accounts.totals()
+    }
+
+    /// Nodes whose capacity announcement is fresh: those a task can be
+    /// routed to now (`/v1/stats` reports the same number).
+    pub fn nodes_known(&self) -> usize {
+        self.inner.router.len()
     }
 
     /// Stops serving.
@@ -172,17 +190,8 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         let inner = inner.clone();
         tokio::spawn(async move {
             loop {
-                match inner.chain.registered_nodes().await {
-                    Ok(nodes) => {
-                        let peers: Vec<_> = nodes
-                            .into_iter()
-                            .map(|n| (strata_p2p::NodeId(n.operator.to_bytes()), n.multiaddrs))
-                            .collect();
-                        let n = inner.p2p.connect_to(&peers).await;
-                        tracing::debug!(connected = n, "bootstrap from registered nodes");
-                    }
-                    Err(e) => tracing::debug!("reading registered nodes: {e}"),
-                }
+                let n = strata_service::dial_registered_nodes(&inner.chain, &inner.p2p).await;
+                tracing::debug!(connected = n, "bootstrap from registered nodes");
                 tokio::time::sleep(REDISCOVER_EVERY).await;
             }
         })

@@ -39,11 +39,7 @@ struct Cli {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    strata_service::init_logging("info");
     let cli = Cli::parse();
     let mut accounts = Vec::new();
     for a in &cli.accounts {

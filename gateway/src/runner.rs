@@ -14,10 +14,10 @@ use strata_chain::{Pubkey, Signer};
 use strata_p2p::NodeId;
 use strata_wire::protocols::TASK;
 use strata_wire::task::{
-    Finish, Prompt, Sampling, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec, Usage,
-    MAX_TASK_MESSAGE_BYTES,
+    self, CallError, Finish, Prompt, Sampling, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec,
+    Usage,
 };
-use strata_wire::{decode, encode, Receipt};
+use strata_wire::Receipt;
 use tokio::sync::mpsc;
 
 use crate::{GatewayError, Inner};
@@ -175,14 +175,16 @@ async fn available_funds(gw: &Inner, client: &Pubkey) -> Result<u64, GatewayErro
         .saturating_sub(gw.accounts.unredeemed(client, escrow.total_paid)))
 }
 
+/// One call of the task protocol to `node` over p2p.
 async fn call(gw: &Inner, node: NodeId, req: &TaskRequest) -> Result<TaskResponse, GatewayError> {
-    let bytes = gw
-        .p2p
-        .request(node, &TASK, encode(req))
+    task::call(|bytes| gw.p2p.request(node, &TASK, bytes), req)
         .await
-        .map_err(|e| GatewayError::Node(format!("node {node}: {e}")))?;
-    decode::<TaskResponse>(&bytes, MAX_TASK_MESSAGE_BYTES)
-        .map_err(|e| GatewayError::Node(format!("node {node} answered garbage: {e}")))
+        .map_err(|e| match e {
+            CallError::Transport(e) => GatewayError::Node(format!("node {node}: {e}")),
+            CallError::Decode(e) => {
+                GatewayError::Node(format!("node {node} answered garbage: {e}"))
+            }
+        })
 }
 
 fn node_error(kind: TaskErrorKind, message: String) -> GatewayError {

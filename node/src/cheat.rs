@@ -155,7 +155,7 @@ impl LayerTamper for Noise {
     fn tamper(&self, layer: usize, _input: &[f32], output: &mut [f32]) {
         for v in output.iter_mut() {
             let bits = v.to_bits() ^ (layer as u32).wrapping_mul(0x9e37_79b9);
-            let sign = if bits.count_ones() % 2 == 0 {
+            let sign = if bits.count_ones().is_multiple_of(2) {
                 1.0
             } else {
                 -1.0

@@ -158,9 +158,7 @@ pub async fn run(o: &BenchOptions) -> anyhow::Result<()> {
     let channels = t
         .net
         .gateway
-        .inner
-        .accounts
-        .totals()
+        .voucher_totals()
         .iter()
         .filter(|(_, _, total)| *total > 0)
         .count() as u64;
@@ -180,7 +178,7 @@ pub async fn run(o: &BenchOptions) -> anyhow::Result<()> {
 
 /// True once every voucher the gateway signed is redeemed on-chain.
 async fn all_redeemed(rpc: &ChainClient, net: &Network) -> anyhow::Result<bool> {
-    for (client, node, total) in net.gateway.inner.accounts.totals() {
+    for (client, node, total) in net.gateway.voucher_totals() {
         let channel = strata_chain::pda::channel(&client, &node);
         let redeemed = rpc
             .account::<Channel>(&channel, "channel")

@@ -17,8 +17,11 @@ use crate::{bootstrap, fund_client, GenesisOptions, TestnetKeys, TestnetManifest
 pub struct LocalOptions {
     /// Chain ports and slot time.
     pub chain: LocalnetConfig,
-    /// Nodes to run.
+    /// Nodes to run, honest and cheating (`network.cheats` says how many of
+    /// the last ones cheat).
     pub nodes: usize,
+    /// Verifiers to run.
+    pub verifiers: usize,
     /// Genesis (nodes register themselves: `register_nodes` is false).
     pub genesis: GenesisOptions,
     /// Services.
@@ -48,6 +51,7 @@ impl LocalOptions {
                 slot_time_ms: 100,
             },
             nodes: 3,
+            verifiers: 0,
             genesis,
             network,
             clients: Vec::new(),
@@ -85,7 +89,7 @@ impl LocalTestnet {
             std::fs::remove_dir_all(services)
                 .with_context(|| format!("clearing {}", services.display()))?;
         }
-        let keys = TestnetKeys::load_or_create(dir, options.nodes)?;
+        let keys = TestnetKeys::load_or_create_with(dir, options.nodes, options.verifiers)?;
         let chain_config = options.chain;
         let chain = tokio::task::spawn_blocking(move || Localnet::start(&chain_config)).await??;
         let rpc = ChainClient::new(chain.rpc_url())?;
@@ -102,6 +106,7 @@ impl LocalTestnet {
             chain.rpc_url(),
             &keys.relayer,
             &keys.nodes,
+            &keys.verifiers,
             accounts,
             &options.network,
         )

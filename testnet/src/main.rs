@@ -32,35 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Start the chain, deploy the program, fund and register nodes; stay up until Ctrl-C.
-    Up {
-        /// JSON-RPC port on 127.0.0.1.
-        #[arg(long, default_value_t = 8899)]
-        rpc_port: u16,
-        /// Websocket port on 127.0.0.1.
-        #[arg(long, default_value_t = 8900)]
-        ws_port: u16,
-        /// Number of nodes to register and stake.
-        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=64))]
-        nodes: u16,
-        /// Where keys and testnet.json live.
-        #[arg(long, default_value = ".strata/testnet")]
-        state_dir: PathBuf,
-        /// Set up, print, and exit (for scripts and smoke tests) instead of staying up.
-        #[arg(long)]
-        exit_after_setup: bool,
-        /// Only the chain and genesis: no relayer, nodes or gateway.
-        #[arg(long)]
-        chain_only: bool,
-        /// Gateway HTTP port on 127.0.0.1.
-        #[arg(long, default_value_t = 8080)]
-        gateway_port: u16,
-        /// Relayer and explorer HTTP port on 127.0.0.1.
-        #[arg(long, default_value_t = 8788)]
-        relayer_port: u16,
-        /// Paying clients of a load generator to run against the gateway.
-        #[arg(long, default_value_t = 0)]
-        clients: usize,
-    },
+    Up(Up),
     /// Measure paid tasks per second through the whole path (gateway, p2p,
     /// node, receipts, relayer) against the same work run straight on the
     /// engine, and the chain fees per settled task. Uses its own chain.
@@ -80,38 +52,43 @@ enum Command {
     },
 }
 
+/// `strata-testnet up`'s flags.
+#[derive(clap::Args)]
+struct Up {
+    /// JSON-RPC port on 127.0.0.1.
+    #[arg(long, default_value_t = 8899)]
+    rpc_port: u16,
+    /// Websocket port on 127.0.0.1.
+    #[arg(long, default_value_t = 8900)]
+    ws_port: u16,
+    /// Number of nodes to register and stake.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=64))]
+    nodes: u16,
+    /// Where keys and testnet.json live.
+    #[arg(long, default_value = ".strata/testnet")]
+    state_dir: PathBuf,
+    /// Set up, print, and exit (for scripts and smoke tests) instead of staying up.
+    #[arg(long)]
+    exit_after_setup: bool,
+    /// Only the chain and genesis: no relayer, nodes or gateway.
+    #[arg(long)]
+    chain_only: bool,
+    /// Gateway HTTP port on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    gateway_port: u16,
+    /// Relayer and explorer HTTP port on 127.0.0.1.
+    #[arg(long, default_value_t = 8788)]
+    relayer_port: u16,
+    /// Paying clients of a load generator to run against the gateway.
+    #[arg(long, default_value_t = 0)]
+    clients: usize,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    strata_service::init_logging("warn");
     match Cli::parse().command {
-        Command::Up {
-            rpc_port,
-            ws_port,
-            nodes,
-            state_dir,
-            exit_after_setup,
-            chain_only,
-            gateway_port,
-            relayer_port,
-            clients,
-        } => {
-            up(Up {
-                rpc_port,
-                ws_port,
-                nodes: usize::from(nodes),
-                state_dir,
-                exit_after_setup,
-                chain_only,
-                gateway_port,
-                relayer_port,
-                clients,
-            })
-            .await
-        }
+        Command::Up(up_args) => up(up_args).await,
         Command::Bench {
             clients,
             tasks,
@@ -129,18 +106,6 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-struct Up {
-    rpc_port: u16,
-    ws_port: u16,
-    nodes: usize,
-    state_dir: PathBuf,
-    exit_after_setup: bool,
-    chain_only: bool,
-    gateway_port: u16,
-    relayer_port: u16,
-    clients: usize,
-}
-
 async fn up(a: Up) -> anyhow::Result<()> {
     let state_dir = a.state_dir;
     let chain = LocalnetConfig {
@@ -148,12 +113,13 @@ async fn up(a: Up) -> anyhow::Result<()> {
         ws_port: a.ws_port,
         ..LocalnetConfig::default()
     };
+    let nodes = usize::from(a.nodes);
     if a.chain_only {
-        return chain_only(chain, a.nodes, &state_dir, a.exit_after_setup).await;
+        return chain_only(chain, nodes, &state_dir, a.exit_after_setup).await;
     }
     let mut options = LocalOptions::ephemeral(&state_dir);
     options.chain = chain;
-    options.nodes = a.nodes;
+    options.nodes = nodes;
     options.genesis.params = strata_chain::params::local();
     options.network = NetworkOptions::local(state_dir.join("services"));
     options.network.gateway_addr = SocketAddr::from(([127, 0, 0, 1], a.gateway_port));
@@ -166,8 +132,7 @@ async fn up(a: Up) -> anyhow::Result<()> {
             .push((format!("load-key-{i}"), key, 100 * TOKEN));
     }
     println!(
-        "Starting the chain, the relayer, {} nodes (loading the model) and the gateway...",
-        a.nodes
+        "Starting the chain, the relayer, {nodes} nodes (loading the model) and the gateway..."
     );
     let t = LocalTestnet::start(&state_dir, options).await?;
     let (m, gateway, relayer) = (&t.manifest, t.net.gateway.url(), t.net.relayer.http_url());

@@ -1,7 +1,8 @@
 //! The services of a local testnet, in one process: the relayer (with the
-//! explorer), the nodes and a gateway, wired to each other over real p2p on
-//! loopback and to the chain over RPC. `strata-testnet up` and the
-//! end-to-end tests start exactly this.
+//! explorer), the nodes (some of them cheating on purpose, when asked), the
+//! verifiers and a gateway, wired to each other over real p2p on loopback
+//! and to the chain over RPC. `strata-testnet up` and the end-to-end tests
+//! start exactly this.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,9 +10,11 @@ use std::time::Duration;
 
 use strata_chain::{Keypair, Signer};
 use strata_gateway::{GatewayConfig, RunningGateway};
+use strata_node::cheat::Cheat;
 use strata_node::{NodeConfig, RunningNode};
 use strata_p2p::P2pConfig;
 use strata_relayer::{Relayer, RelayerConfig, RunningRelayer};
+use strata_verifier::{RunningVerifier, VerifierConfig};
 
 /// API key of the demo client on the testnet gateway.
 pub const DEMO_API_KEY: &str = "strata-demo-key";
@@ -37,6 +40,13 @@ pub struct NetworkOptions {
     pub reward_per_work_unit: u64,
     /// Where service state lives (relayer database, gateway totals).
     pub state_dir: PathBuf,
+    /// Cheating modes of the last nodes (one per cheating node; the nodes
+    /// before them are honest).
+    pub cheats: Vec<Cheat>,
+    /// Stake each verifier holds, base units.
+    pub verifier_stake: u64,
+    /// How often verifiers read batches and challenges.
+    pub verifier_poll: Duration,
 }
 
 impl NetworkOptions {
@@ -52,6 +62,9 @@ impl NetworkOptions {
             reward_interval: Duration::from_secs(5),
             reward_per_work_unit: 2,
             state_dir,
+            cheats: Vec::new(),
+            verifier_stake: 1_000 * crate::genesis::TOKEN,
+            verifier_poll: Duration::from_secs(1),
         }
     }
 }
@@ -60,21 +73,28 @@ impl NetworkOptions {
 pub struct Network {
     /// The relayer (and explorer).
     pub relayer: RunningRelayer,
-    /// The nodes.
+    /// The nodes (honest first, then the cheating ones).
     pub nodes: Vec<RunningNode>,
+    /// The verifiers.
+    pub verifiers: Vec<RunningVerifier>,
     /// The gateway.
     pub gateway: RunningGateway,
 }
 
-/// Starts relayer, nodes (which register and stake themselves) and the
-/// gateway; returns once the gateway sees every node.
+/// Starts relayer, nodes and verifiers (which register and stake
+/// themselves) and the gateway; returns once the gateway sees every node.
 pub async fn start(
     rpc_url: &str,
     relayer_key: &Keypair,
     node_keys: &[Keypair],
+    verifier_keys: &[Keypair],
     clients: Vec<(String, Keypair)>,
     options: &NetworkOptions,
 ) -> anyhow::Result<Network> {
+    let honest = node_keys
+        .len()
+        .checked_sub(options.cheats.len())
+        .ok_or_else(|| anyhow::anyhow!("more cheating modes than nodes"))?;
     let relayer = Relayer::start(RelayerConfig {
         rpc_url: rpc_url.to_string(),
         keypair: relayer_key.insecure_clone(),
@@ -94,7 +114,8 @@ pub async fn start(
 
     let model_path = strata_engine::model_cache_dir().join(strata_engine::DEFAULT_MODEL_FILE);
     let mut nodes = Vec::new();
-    for key in node_keys {
+    for (i, key) in node_keys.iter().enumerate() {
+        let cheat = i.checked_sub(honest).map(|c| options.cheats[c]);
         let node = strata_node::start(NodeConfig {
             keypair: key.insecure_clone(),
             rpc_url: Some(rpc_url.to_string()),
@@ -113,11 +134,35 @@ pub async fn start(
             profile_tokens: 16,
             quiet: true,
             state_dir: Some(options.state_dir.join(format!("node-{}", key.pubkey()))),
-            cheat: None,
+            cheat,
         })
         .await?;
-        tracing::info!(node = %key.pubkey(), "node up");
+        tracing::info!(node = %key.pubkey(), ?cheat, "node up");
         nodes.push(node);
+    }
+
+    let mut verifiers = Vec::new();
+    for key in verifier_keys {
+        let verifier = strata_verifier::start(VerifierConfig {
+            keypair: key.insecure_clone(),
+            rpc_url: rpc_url.to_string(),
+            model_path: model_path.clone(),
+            model_sha256: Some(strata_engine::DEFAULT_MODEL_SHA256.to_string()),
+            p2p: P2pConfig {
+                bootstrap: std::iter::once(relayer_addr.clone())
+                    .chain(nodes.iter().filter_map(|n| n.addrs.first().cloned()))
+                    .collect(),
+                ..P2pConfig::local()
+            },
+            relayer_http: relayer.http_url().to_string(),
+            stake: options.verifier_stake,
+            poll_interval: options.verifier_poll,
+            opening_timeout: Duration::from_secs(20),
+            state_dir: Some(options.state_dir.join(format!("verifier-{}", key.pubkey()))),
+        })
+        .await?;
+        tracing::info!(verifier = %key.pubkey(), "verifier up");
+        verifiers.push(verifier);
     }
 
     let gateway = strata_gateway::start(GatewayConfig {
@@ -134,11 +179,11 @@ pub async fn start(
     })
     .await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while gateway.inner.router.len() < nodes.len() {
+    while gateway.nodes_known() < nodes.len() {
         if tokio::time::Instant::now() > deadline {
             anyhow::bail!(
                 "the gateway heard only {} of {} nodes within 60 s",
-                gateway.inner.router.len(),
+                gateway.nodes_known(),
                 nodes.len()
             );
         }
@@ -147,6 +192,7 @@ pub async fn start(
     Ok(Network {
         relayer,
         nodes,
+        verifiers,
         gateway,
     })
 }
@@ -155,6 +201,9 @@ impl Network {
     /// Stops everything (gateway first, so no new task starts).
     pub async fn shutdown(self) {
         self.gateway.shutdown().await;
+        for v in self.verifiers {
+            v.shutdown().await;
+        }
         for n in self.nodes {
             n.shutdown().await;
         }

@@ -165,7 +165,7 @@ pub fn verify<D: Domain>(
     while leaf_count > 1 {
         if (index ^ 1) < leaf_count {
             let sibling = siblings.next().ok_or(ProofError::TooShort)?;
-            node = if index % 2 == 0 {
+            node = if index.is_multiple_of(2) {
                 D::node(&node, sibling)
             } else {
                 D::node(sibling, &node)

@@ -12,11 +12,18 @@
 //!
 //! Work is delivered before it is paid for; a node refuses new tasks from a
 //! client with too many finished tasks left unsettled.
+//!
+//! A caller makes each of these calls with [`call`]: it encodes the
+//! request, hands the bytes to whatever transport it is given (the p2p
+//! layer's `TASK` protocol in the gateway, a channel in a test) and decodes
+//! the answer within [`MAX_TASK_MESSAGE_BYTES`].
+
+use std::future::Future;
 
 use borsh::{BorshDeserialize, BorshSerialize};
 
 pub use crate::sampling::Sampling;
-use crate::{Receipt, Voucher};
+use crate::{Receipt, Voucher, WireError};
 
 /// Largest encoded task request or response.
 pub const MAX_TASK_MESSAGE_BYTES: usize = 1 << 20;
@@ -171,4 +178,35 @@ pub enum TaskResponse {
         /// Human-readable reason.
         message: String,
     },
+}
+
+/// Why a [`call`] failed: the transport's own error, or an answer that is
+/// not a task response.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError<E> {
+    /// The transport did not deliver the request or bring an answer.
+    #[error("{0}")]
+    Transport(E),
+    /// The answer does not decode as a [`TaskResponse`] within
+    /// [`MAX_TASK_MESSAGE_BYTES`].
+    #[error("{0}")]
+    Decode(WireError),
+}
+
+/// One task call: encodes `req`, lets `send` carry the bytes to the node and
+/// bring back its answer, and decodes that answer (size-limited).
+///
+/// The transport is a parameter so that this crate stays independent of the
+/// p2p layer: the gateway passes a closure around
+/// `P2pHandle::request(node, &protocols::TASK, ..)`, tests pass anything
+/// that returns bytes.
+pub async fn call<F, Fut, E>(send: F, req: &TaskRequest) -> Result<TaskResponse, CallError<E>>
+where
+    F: FnOnce(Vec<u8>) -> Fut,
+    Fut: Future<Output = Result<Vec<u8>, E>>,
+{
+    let answer = send(crate::encode(req))
+        .await
+        .map_err(CallError::Transport)?;
+    crate::decode(&answer, MAX_TASK_MESSAGE_BYTES).map_err(CallError::Decode)
 }

@@ -1,0 +1,122 @@
+//! What Strata's integration tests share, so that each crate's `tests/it/`
+//! holds only its own scenarios: waiting for a condition ([`wait_for`]) or
+//! for an event on a stream ([`next_matching`]); with the `http` feature,
+//! reading a service's JSON ([`get_json`]); with the `chain` feature, a local
+//! chain bootstrapped the way tests need one ([`chain`]).
+//!
+//! It is a dev-dependency only. Its helpers panic on failure, which is what a
+//! test wants and what nothing else should do.
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+
+#[cfg(feature = "chain")]
+pub mod chain;
+
+/// How often [`wait_for`] looks again: often enough that a test does not
+/// idle, rarely enough that polling an RPC endpoint or a child process does
+/// not load the machine.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Awaits `check` every [`POLL_INTERVAL`] until it returns true; panics with
+/// "timed out waiting for {what}" once `timeout` has passed.
+///
+/// `check` is called afresh each time, so it may capture state it updates
+/// (the last output seen, to print after the wait).
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Takes items from `stream` until one satisfies `pred` and returns it;
+/// `None` if the stream ends or `timeout` passes first. Items read before
+/// the match are dropped.
+pub async fn next_matching<S, T>(
+    stream: &mut S,
+    timeout: Duration,
+    mut pred: impl FnMut(&T) -> bool,
+) -> Option<T>
+where
+    S: Stream<Item = T> + Unpin,
+{
+    tokio::time::timeout(timeout, async {
+        while let Some(item) = stream.next().await {
+            if pred(&item) {
+                return Some(item);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+/// GETs `url` and decodes its JSON body; panics, naming the URL, if the
+/// service does not answer or the body is not a `T`.
+#[cfg(feature = "http")]
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
+    let resp = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    resp.json()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: not the JSON expected: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_for_returns_once_the_condition_holds() {
+        let mut calls = 0;
+        wait_for(Duration::from_secs(5), "the third call", || {
+            calls += 1;
+            let done = calls >= 3;
+            async move { done }
+        })
+        .await;
+        assert_eq!(calls, 3);
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "timed out waiting for nothing")]
+    async fn wait_for_panics_naming_what_it_waited_for() {
+        wait_for(Duration::from_millis(300), "nothing", || async { false }).await;
+    }
+
+    #[tokio::test]
+    async fn next_matching_skips_to_the_match_or_gives_none() {
+        let mut s = futures::stream::iter([1, 2, 3, 4]);
+        assert_eq!(
+            next_matching(&mut s, Duration::from_secs(1), |x| *x % 2 == 0).await,
+            Some(2)
+        );
+        assert_eq!(
+            next_matching(&mut s, Duration::from_secs(1), |x| *x > 10).await,
+            None
+        );
+        let mut never = futures::stream::pending::<u8>();
+        assert_eq!(
+            next_matching(&mut never, Duration::from_millis(50), |_| true).await,
+            None
+        );
+    }
+}

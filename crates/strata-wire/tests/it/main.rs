@@ -1,0 +1,8 @@
+//! strata-wire's integration tests, in one binary (one link of the crate
+//! and its dependencies instead of one per file).
+
+mod audit;
+mod common;
+mod golden;
+mod receipt;
+mod task;
