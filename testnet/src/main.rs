@@ -1,9 +1,10 @@
 //! `strata-testnet up`: starts the embedded local chain with the Strata
 //! program, creates the mint, the faucet and a funded demo client, writes
 //! `testnet.json`, then starts the relayer (with the explorer), the nodes
-//! (which register and stake themselves) and the gateway, prints the URLs and
-//! an example `curl`, and stays up until Ctrl-C. `--clients N` adds paying
-//! load.
+//! and the verifiers (which register and stake themselves) and the gateway,
+//! prints the URLs and an example `curl`, and stays up until Ctrl-C.
+//! `--clients N` adds paying load, `--cheaters N` nodes that cheat on purpose
+//! (for the verifiers to catch).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use strata_chain::rpc::ChainClient;
 use strata_localnet::{Localnet, LocalnetConfig};
 
 use strata_chain::keys;
+use strata_node::cheat::Cheat;
 use strata_testnet::bench::BenchOptions;
 use strata_testnet::genesis::TOKEN;
 use strata_testnet::loadgen::{self, LoadOptions};
@@ -82,10 +84,27 @@ struct Up {
     /// Paying clients of a load generator to run against the gateway.
     #[arg(long, default_value_t = 0)]
     clients: usize,
+    /// Verifiers to run (at least three, so that a committee can reach its quorum).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=16))]
+    verifiers: u16,
+    /// Cheating nodes to run beside the honest ones, each with the next mode
+    /// of skip-layers, truncated-model, noise, junk-tokens, wrong-root, withhold.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=16))]
+    cheaters: u16,
+    /// Share of tasks audited, in basis points (default: the protocol's 500, 5 %).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    audit_rate_bps: Option<u16>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Every engine (nodes, verifiers) runs on its own thread rather than
+    // sharing candle's pool, which serialises its callers: on a few cores
+    // that keeps them all busy, and it makes each one's CPU time measurable.
+    // Set before any engine exists, while this process has one thread.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     strata_service::init_logging("warn");
     match Cli::parse().command {
         Command::Up(up_args) => up(up_args).await,
@@ -118,12 +137,18 @@ async fn up(a: Up) -> anyhow::Result<()> {
         return chain_only(chain, nodes, &state_dir, a.exit_after_setup).await;
     }
     let mut options = LocalOptions::ephemeral(&state_dir);
+    let (verifiers, cheaters) = (usize::from(a.verifiers), usize::from(a.cheaters));
     options.chain = chain;
-    options.nodes = nodes;
+    options.nodes = nodes + cheaters;
+    options.verifiers = verifiers;
     options.genesis.params = strata_chain::params::local();
+    if let Some(rate) = a.audit_rate_bps {
+        options.genesis.params.audit_rate_bps = rate;
+    }
     options.network = NetworkOptions::local(state_dir.join("services"));
     options.network.gateway_addr = SocketAddr::from(([127, 0, 0, 1], a.gateway_port));
     options.network.relayer_addr = SocketAddr::from(([127, 0, 0, 1], a.relayer_port));
+    options.network.cheats = Cheat::ALL.iter().copied().cycle().take(cheaters).collect();
     for i in 0..a.clients {
         let key =
             keys::read_or_create(&state_dir.join("keys").join(format!("load-client-{i}.json")))?;
@@ -132,7 +157,7 @@ async fn up(a: Up) -> anyhow::Result<()> {
             .push((format!("load-key-{i}"), key, 100 * TOKEN));
     }
     println!(
-        "Starting the chain, the relayer, {nodes} nodes (loading the model) and the gateway..."
+        "Starting the chain, the relayer, {nodes} nodes, {cheaters} cheating nodes and {verifiers} verifiers (each loading the model) and the gateway..."
     );
     let t = LocalTestnet::start(&state_dir, options).await?;
     let (m, gateway, relayer) = (&t.manifest, t.net.gateway.url(), t.net.relayer.http_url());
@@ -140,7 +165,11 @@ async fn up(a: Up) -> anyhow::Result<()> {
     println!("  RPC:        {}", m.rpc_url);
     println!("  program:    {}", m.program_id);
     println!("  mint:       {}", m.mint);
-    println!("  nodes:      {}", m.nodes.join(", "));
+    println!("  nodes:      {}", m.nodes[..nodes].join(", "));
+    for (key, cheat) in m.nodes[nodes..].iter().zip(&t.net.cheats()) {
+        println!("  cheater:    {key} ({cheat})");
+    }
+    println!("  verifiers:  {}", m.verifiers.join(", "));
     println!("  gateway:    {gateway}/v1   (OpenAI-compatible; API key {DEMO_API_KEY})");
     println!("  explorer:   {relayer}/");
     println!(

@@ -77,6 +77,7 @@ pub struct Network {
     pub nodes: Vec<RunningNode>,
     /// The verifiers.
     pub verifiers: Vec<RunningVerifier>,
+    cheats: Vec<Cheat>,
     /// The gateway.
     pub gateway: RunningGateway,
 }
@@ -157,7 +158,7 @@ pub async fn start(
             relayer_http: relayer.http_url().to_string(),
             stake: options.verifier_stake,
             poll_interval: options.verifier_poll,
-            opening_timeout: Duration::from_secs(20),
+            opening_timeout: Duration::from_secs(60),
             state_dir: Some(options.state_dir.join(format!("verifier-{}", key.pubkey()))),
         })
         .await?;
@@ -193,11 +194,17 @@ pub async fn start(
         relayer,
         nodes,
         verifiers,
+        cheats: options.cheats.clone(),
         gateway,
     })
 }
 
 impl Network {
+    /// The cheating modes of the cheating nodes, in node order.
+    pub fn cheats(&self) -> Vec<Cheat> {
+        self.cheats.clone()
+    }
+
     /// Stops everything (gateway first, so no new task starts).
     pub async fn shutdown(self) {
         self.gateway.shutdown().await;

@@ -12,6 +12,7 @@ use strata_testnet::network::DEMO_API_KEY;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gateway_without_bootstrap_peers_finds_the_nodes_on_chain() {
+    let _turn = crate::one_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let t = LocalTestnet::start(dir.path(), LocalOptions::ephemeral(dir.path()))
         .await

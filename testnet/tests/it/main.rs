@@ -6,3 +6,11 @@ mod node_restart;
 mod restart;
 mod rpc_journey;
 mod verification;
+
+/// Each test here runs a chain and several model engines; two at once on a
+/// 2-core machine starve each other's deadlines (opening timeouts, polls), so
+/// the heavy ones take turns.
+pub(crate) async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    TURN.lock().await
+}

@@ -12,6 +12,7 @@ use strata_testnet::{bootstrap, GenesisOptions, TestnetKeys, MODEL_NAME};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_registers_and_stakes_once_and_restarts_where_it_was() {
+    let _turn = crate::one_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let chain = start_localnet().await;
     let rpc = ChainClient::new(chain.rpc_url()).unwrap();

@@ -28,6 +28,7 @@ async fn pay(t: &LocalTestnet) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_keeps_identities_and_charges_only_new_work() {
+    let _turn = crate::one_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let first = LocalTestnet::start(dir.path(), LocalOptions::ephemeral(dir.path()))
         .await
