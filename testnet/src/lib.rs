@@ -7,6 +7,7 @@
 //! [`loadgen`] drives paying clients against the gateway.
 #![warn(missing_docs)]
 
+pub mod audit_campaign;
 pub mod bench;
 pub mod economics;
 pub mod genesis;

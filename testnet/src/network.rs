@@ -47,6 +47,8 @@ pub struct NetworkOptions {
     pub verifier_stake: u64,
     /// How often verifiers read batches and challenges.
     pub verifier_poll: Duration,
+    /// How long a verifier waits for a node's openings.
+    pub verifier_opening_timeout: Duration,
 }
 
 impl NetworkOptions {
@@ -65,6 +67,7 @@ impl NetworkOptions {
             cheats: Vec::new(),
             verifier_stake: 1_000 * crate::genesis::TOKEN,
             verifier_poll: Duration::from_secs(1),
+            verifier_opening_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -158,7 +161,7 @@ pub async fn start(
             relayer_http: relayer.http_url().to_string(),
             stake: options.verifier_stake,
             poll_interval: options.verifier_poll,
-            opening_timeout: Duration::from_secs(60),
+            opening_timeout: options.verifier_opening_timeout,
             state_dir: Some(options.state_dir.join(format!("verifier-{}", key.pubkey()))),
         })
         .await?;

@@ -23,10 +23,11 @@ use std::collections::BTreeMap;
 
 use strata_engine::{
     check_embedding, check_layer, check_sampling, HiddenHasher, HiddenStates, Model, Opening,
-    SamplingParams, DEFAULT_MAX_HIDDEN_BYTES, DEFAULT_TOLERANCE, MAX_ENTRY_BYTES,
+    DEFAULT_MAX_HIDDEN_BYTES, DEFAULT_TOLERANCE, MAX_ENTRY_BYTES,
 };
+use strata_node::openings::sampling_params;
 use strata_wire::audit::{AuditOutcome, FailedCheck, TaskOpening};
-use strata_wire::{tokens_hash, ReceiptBody, Sampling};
+use strata_wire::{tokens_hash, ReceiptBody};
 
 /// What checking one opening found, ready for an audit report.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,16 +79,6 @@ pub fn work_digest(layer_digests: &[[u8; 32]]) -> [u8; 32] {
         h.update(d);
     }
     *h.finalize().as_bytes()
-}
-
-/// The engine's form of a receipt's sampling settings.
-pub fn sampling_params(s: &Sampling) -> SamplingParams {
-    SamplingParams {
-        temperature: s.temperature,
-        top_k: usize::try_from(s.top_k).unwrap_or(usize::MAX),
-        top_p: s.top_p,
-        seed: s.seed,
-    }
 }
 
 /// Checks `opening` of the task `receipt` attests, re-running `layers` and

@@ -11,7 +11,8 @@ use strata_engine::{
 use strata_node::archive::TaskRecord;
 use strata_node::cheat::Cheat;
 use strata_node::openings::build_opening;
-use strata_verifier::check::{check_opening, sampling_params, work_digest, Checked};
+use strata_node::openings::sampling_params;
+use strata_verifier::check::{check_opening, work_digest, Checked};
 use strata_wire::audit::{AuditOutcome, FailedCheck, TaskOpening};
 use strata_wire::{parse_hex32, Sampling};
 
