@@ -15,9 +15,6 @@
 //!
 //! Needs `/usr/bin/chromium` (run `scripts/setup-browser`; `scripts/test` does).
 
-#[path = "../../relayer/tests/it/common.rs"]
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -393,7 +390,7 @@ async fn explorer_page_verifies_a_receipt_in_chromium() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explorer_page_shows_audits_and_challenges_in_chromium() {
-    use common::{get_json, http, AuditWorld, NODE_STAKE, TOKEN};
+    use crate::relayer_world::{get_json, http, AuditWorld, NODE_STAKE, TOKEN};
     use strata_chain::Signer;
     use strata_wire::audit::{AuditOutcome, FailedCheck};
 

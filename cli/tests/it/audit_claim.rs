@@ -6,12 +6,9 @@
 //! it and whom they assign, the verifiers' reports and the challenge
 //! against it with its slash.
 
-#[path = "../../relayer/tests/it/common.rs"]
-mod common;
-
 use std::process::Command;
 
-use common::*;
+use crate::relayer_world::*;
 use serde_json::Value;
 use strata_chain::{keys, Signer};
 use strata_relayer::Relayer;

@@ -1,0 +1,7 @@
+//! The node's integration tests, in one binary: fetching the model from a
+//! package index over real HTTP, the task protocol over real libp2p with the
+//! real model, and audit openings on a real local chain.
+
+mod model_fetch;
+mod openings;
+mod task_protocol;
