@@ -68,6 +68,7 @@ impl Verifier {
         let listed = self.relayer.batch_receipts(id).await?;
         let receipts = verify_batch(&batch, &listed)?;
         let n_layers = self.engine.model.n_layers() as u32;
+        let mut mine = Vec::new();
         for r in &receipts {
             if self
                 .state
@@ -88,9 +89,20 @@ impl Verifier {
                 return Ok(());
             };
             if plan.audited && plan.verifiers.contains(&self.me) {
-                self.assigned_audit(id, r, &plan, view).await;
+                mine.push((r, plan));
             }
         }
+        // All of the batch's audits at once: a node that withholds its
+        // openings costs each of them one opening timeout in parallel, not
+        // one after another (else a withholding cheater could stall the
+        // verifier past the challenge window of everyone else's work).
+        futures::future::join_all(
+            mine.iter()
+                .map(|(r, plan)| self.assigned_audit(id, r, plan, view)),
+        )
+        .await;
+        self.flush_reports().await;
+        self.flush_challenges(view).await;
         self.state.update(|s| s.mark_batch_done(id));
         Ok(())
     }
@@ -166,8 +178,6 @@ impl Verifier {
             s.challenges.extend(challenge);
             s.audits_done.insert((batch_id, r.leaf_index));
         });
-        self.flush_reports().await;
-        self.flush_challenges(view).await;
     }
 
     /// The signed report of an audit, as the relayer takes it.

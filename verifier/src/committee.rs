@@ -141,8 +141,14 @@ impl Verifier {
             self.state
                 .update(|s| s.retain_challenges(|c| open_keys.contains(c)));
         }
-        for (address, c) in &open {
-            let result = self.serve_challenge(address, c, &view).await;
+        // Every open challenge at once, for the same reason audits run at
+        // once: one withholding node must not delay the verdicts on others.
+        let results = futures::future::join_all(
+            open.iter()
+                .map(|(address, c)| self.serve_challenge(address, c, &view)),
+        )
+        .await;
+        for ((address, _), result) in open.iter().zip(results) {
             self.note(&format!("challenge {address}"), result);
         }
         Ok(())

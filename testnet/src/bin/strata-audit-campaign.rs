@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     if !cli.cost_only {
         let rows = detection(&root.path().join("detection"), &o).await?;
-        println!("Detection (audit rate 100 %, 3 verifiers, one node per mode):\n");
+        println!("Detection (audit rate 100 %, 3 verifiers; each mode on its own testnet beside an honest node):\n");
         println!("| node | served | audited | detected | detected % | upheld challenges | median time to slash | median slots to slash | stake lost (tokens) |");
         println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in rows {

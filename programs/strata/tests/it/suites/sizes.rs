@@ -120,6 +120,12 @@ fn largest_instructions_fit_and_report_sizes() {
             "post_batch",
             size(&[ix::post_batch(&k, 0, 0, [0; 32], 1, 1)], &p, &[]),
         ),
+        ("seal_batch", size(&[ix::seal_batch(0)], &p, &[])),
+        ("draw_committee", size(&[ix::draw_committee(&m)], &p, &[])),
+        (
+            "expire_challenge",
+            size(&[ix::expire_challenge(&k, &m, &m, &m, &m)], &p, &[]),
+        ),
         (
             "open_challenge (2^20-leaf batch, 20-hash proof)",
             size(&[ix::open_challenge(&k, &m, 0, &m, deep(20))], &p, &[]),
