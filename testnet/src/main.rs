@@ -91,7 +91,7 @@ struct Up {
     /// of skip-layers, truncated-model, noise, junk-tokens, wrong-root, withhold.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=16))]
     cheaters: u16,
-    /// Share of tasks audited, in basis points (default: the protocol's 500, 5 %).
+    /// Share of tasks audited, in basis points (default: the local parameters' 200, 2 %).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     audit_rate_bps: Option<u16>,
 }

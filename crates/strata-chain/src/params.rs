@@ -16,7 +16,7 @@ pub fn local() -> ConfigParams {
         // at least the challenge window plus the verdict timeout.
         unbonding_period: 960,
         epoch_length: 60,
-        audit_rate_bps: 500,
+        audit_rate_bps: 200,
         slash_bps: 5_000,
         challenger_share_bps: 2_000,
         challenge_window: 600,

@@ -18,8 +18,8 @@ const POOR: &str = "poor-key";
 const NO_ESCROW: &str = "no-escrow-key";
 /// Base units per token every fake node asks.
 const PRICE_PER_TOKEN: u64 = 1_000;
-/// The least a node may stake; with the local parameters (5 % audits, 50 %
-/// slash, safety factor 2) it answers for tasks of up to 1.25 tokens.
+/// The least a node may stake; with the local parameters (2 % audits, 50 %
+/// slash, safety factor 2) it answers for tasks of up to 0.5 tokens.
 const STAKE: u64 = 100 * TOKEN;
 
 /// Which fake node served a completion.
