@@ -7,7 +7,7 @@ use strata_chain::accounts::{Config, Node};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{cluster, pda, token, ChainError, Keypair, Pubkey, Signer};
 
-use crate::amount::format_tokens;
+use strata_chain::amount::format_tokens;
 
 /// SPL Token's `InsufficientFunds` (and the system program's
 /// `ResultWithNegativeLamports`) share custom code 1.

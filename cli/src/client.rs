@@ -5,9 +5,9 @@ use strata_chain::accounts::Escrow;
 use strata_chain::rpc::ChainClient;
 use strata_chain::{ix, Keypair, Pubkey, Signer};
 
-use crate::amount::format_tokens;
 use crate::chain;
 use crate::output::Output;
+use strata_chain::amount::format_tokens;
 
 async fn existing_escrow(client: &ChainClient, owner: &Pubkey) -> anyhow::Result<Escrow> {
     client

@@ -8,9 +8,9 @@ use anyhow::anyhow;
 use serde::Deserialize;
 use strata_chain::{token, Pubkey};
 
-use crate::amount::{format_sol, format_tokens};
 use crate::output::{Output, Report};
 use crate::{chain, keys};
+use strata_chain::amount::{format_sol, format_tokens};
 
 /// File name of the manifest inside the testnet directory.
 pub const MANIFEST_FILE: &str = "testnet.json";

@@ -17,7 +17,7 @@
 //!
 //! This binary only parses and wires: the work is done by `strata-chain`.
 
-mod amount;
+use strata_chain::amount;
 mod chain;
 mod client;
 mod faucet;

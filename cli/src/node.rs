@@ -8,9 +8,9 @@ use strata_chain::limits::{MAX_MULTIADDRS, MAX_MULTIADDR_LEN};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{ix, Capacity, Keypair, Signer, ROLE_COMPUTE, ROLE_VERIFIER};
 
-use crate::amount::format_tokens;
 use crate::chain;
 use crate::output::Output;
+use strata_chain::amount::format_tokens;
 
 /// Clap value parser for one multiaddr: non-empty, starts with '/', bounded.
 pub fn parse_multiaddr(text: &str) -> Result<String, String> {

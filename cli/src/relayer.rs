@@ -16,9 +16,9 @@ use strata_chain::{ix, pda, ChainError, Keypair, Pubkey, Signer};
 use strata_wire::api::{AuditView, ChallengeView, ErrorResponse, ReceiptView, RewardProofView};
 use strata_wire::{hex32, parse_hex32, Receipt, MAX_RECEIPT_BYTES};
 
-use crate::amount::format_tokens;
 use crate::chain;
 use crate::output::{Output, Report};
+use strata_chain::amount::format_tokens;
 
 /// Default `--relayer`.
 pub const DEFAULT_RELAYER: &str = "http://127.0.0.1:8788";

@@ -7,10 +7,10 @@ use strata_chain::accounts::{Config, Escrow, Node};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{pda, Pubkey};
 
-use crate::amount::{format_sol, format_tokens};
 use crate::chain;
 use crate::node::role_names;
 use crate::output::{Output, Report};
+use strata_chain::amount::{format_sol, format_tokens};
 
 fn tokens(report: Report, name: &str, amount: u64) -> Report {
     report.field(name, amount, format_tokens(amount))

@@ -8,9 +8,6 @@ use strata_chain::{cluster, keys, Signer};
 use strata_node::{start, NodeConfig};
 use strata_p2p::P2pConfig;
 
-/// One whole token in base units (6 decimals).
-const TOKEN: f64 = 1_000_000.0;
-
 #[derive(Parser)]
 #[command(
     name = "strata-node",
@@ -45,8 +42,8 @@ struct Cli {
     #[arg(long, default_value_t = 1024)]
     max_tokens: u32,
     /// Stake to hold, in whole tokens (topped up at start).
-    #[arg(long, default_value_t = 100.0)]
-    stake: f64,
+    #[arg(long, default_value = "100", value_parser = strata_chain::amount::tokens_or_zero)]
+    stake: u64,
     /// p2p listen multiaddr (repeatable).
     #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4001")]
     listen: Vec<String>,
@@ -74,9 +71,6 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     strata_service::init_logging("info");
     let cli = Cli::parse();
-    if !(cli.stake.is_finite() && cli.stake >= 0.0) {
-        anyhow::bail!("--stake must be a non-negative number of tokens");
-    }
     let key_path = strata_service::expand_home(&cli.keypair);
     let keypair = keys::read_or_create(&key_path)
         .with_context(|| format!("keypair {}", key_path.display()))?;
@@ -105,7 +99,7 @@ async fn main() -> anyhow::Result<()> {
         price_per_token: cli.price,
         max_concurrent: cli.max_concurrent,
         max_tokens: cli.max_tokens,
-        stake: (cli.stake * TOKEN).round() as u64,
+        stake: cli.stake,
         p2p: P2pConfig {
             listen: cli.listen,
             bootstrap: cli.bootstrap,

@@ -9,9 +9,6 @@ use strata_chain::{cluster, keys, Signer};
 use strata_p2p::P2pConfig;
 use strata_verifier::{start, VerifierConfig};
 
-/// One whole token in base units (6 decimals).
-const TOKEN: f64 = 1_000_000.0;
-
 #[derive(Parser)]
 #[command(
     name = "strata-verifier",
@@ -35,8 +32,8 @@ struct Cli {
     #[arg(long, default_value = "http://127.0.0.1:8788")]
     relayer_http: String,
     /// Verifier stake to hold, in whole tokens (topped up at start).
-    #[arg(long, default_value_t = 100.0)]
-    stake: f64,
+    #[arg(long, default_value = "100", value_parser = strata_chain::amount::tokens_or_zero)]
+    stake: u64,
     /// p2p listen multiaddr (repeatable).
     #[arg(long, default_value = "/ip4/0.0.0.0/tcp/4002")]
     listen: Vec<String>,
@@ -58,9 +55,6 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     strata_service::init_logging("info");
     let cli = Cli::parse();
-    if !(cli.stake.is_finite() && cli.stake >= 0.0) {
-        anyhow::bail!("--stake must be a non-negative number of tokens");
-    }
     if cli.poll_secs == 0 || cli.opening_timeout_secs == 0 {
         anyhow::bail!("--poll-secs and --opening-timeout-secs must be at least 1");
     }
@@ -89,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
             ..P2pConfig::default()
         },
         relayer_http: cli.relayer_http,
-        stake: (cli.stake * TOKEN).round() as u64,
+        stake: cli.stake,
         poll_interval: Duration::from_secs(cli.poll_secs),
         opening_timeout: Duration::from_secs(cli.opening_timeout_secs),
         state_dir: Some(strata_service::expand_home(&cli.state_dir)),

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod accounts;
+pub mod amount;
 pub mod audit;
 pub mod cluster;
 pub mod ed25519;

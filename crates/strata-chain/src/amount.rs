@@ -2,7 +2,7 @@
 //! integer base units, refused early (by clap) when they are zero, negative,
 //! not a number, too precise or too large.
 
-use strata_chain::token::DECIMALS;
+use crate::token::DECIMALS;
 
 /// Decimals of SOL (lamports per SOL = 10^9).
 pub const SOL_DECIMALS: u8 = 9;
