@@ -74,16 +74,7 @@ async fn main() -> anyhow::Result<()> {
     let key_path = strata_service::expand_home(&cli.keypair);
     let keypair = keys::read_or_create(&key_path)
         .with_context(|| format!("keypair {}", key_path.display()))?;
-    let model_sha256 = cli
-        .model
-        .is_none()
-        .then(|| strata_engine::DEFAULT_MODEL_SHA256.to_string());
-    let model_path = match cli.model {
-        Some(p) => p,
-        None => strata_engine::default_model_path().unwrap_or_else(|_| {
-            strata_engine::model_cache_dir().join(strata_engine::DEFAULT_MODEL_FILE)
-        }),
-    };
+    let (model_path, model_sha256) = strata_engine::model_choice(cli.model);
     let rpc_url = if cli.offline {
         None
     } else {

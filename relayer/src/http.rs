@@ -108,15 +108,9 @@ async fn post_receipt(
     State(store): State<Arc<Store>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
+    let body = match read_body(body, "receipt", MAX_BODY) {
         Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid receipt: body exceeds the {MAX_BODY}-byte limit"),
-            )
-        }
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("unreadable body: {e}")),
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     match ingest(&store, body.to_vec()).await {
         Ok((receipt, accepted)) => Json(IngestResponse {
@@ -133,13 +127,28 @@ async fn post_receipt(
     }
 }
 
+/// A posted body, or why it is refused (a 400): too large for the route's
+/// `limit`, or unreadable.
+pub(crate) fn read_body(
+    body: Result<Bytes, BytesRejection>,
+    what: &str,
+    limit: usize,
+) -> Result<Bytes, String> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            format!("invalid {what}: body exceeds the {limit}-byte limit")
+        } else {
+            format!("unreadable body: {e}")
+        }
+    })
+}
+
 /// The view of one stored receipt, with its batch inclusion.
 pub fn receipt_view(store: &Store, task_id: &[u8; 32]) -> Result<Option<ReceiptView>, StoreError> {
     let Some((stored, place)) = store.receipt(task_id)? else {
         return Ok(None);
     };
     let r = stored.receipt()?;
-    let b = &r.body;
     let batch = match place {
         Some((batch_id, leaf_index)) => store.batch(batch_id)?.map(|batch| BatchInclusion {
             batch_id,
@@ -156,29 +165,7 @@ pub fn receipt_view(store: &Store, task_id: &[u8; 32]) -> Result<Option<ReceiptV
         }),
         None => None,
     };
-    Ok(Some(ReceiptView {
-        task_id: hex32(&b.task_id),
-        node: hex32(&b.node),
-        client: hex32(&b.voucher.client),
-        version: b.version,
-        model_hash: hex32(&b.model_hash),
-        input_hash: hex32(&b.input_hash),
-        output_hash: hex32(&b.output_hash),
-        prompt_tokens: b.prompt_tokens,
-        completion_tokens: b.completion_tokens,
-        work_units: b.work_units(),
-        commitment_root: hex32(&b.commitment_root),
-        price: b.price,
-        voucher_cumulative: b.voucher.cumulative,
-        voucher_signature: hex::encode(b.voucher.signature),
-        signature: hex::encode(r.signature),
-        finished_at_ms: b.finished_at_ms,
-        received_at_ms: stored.received_ms,
-        digest: hex32(&b.digest()),
-        leaf: hex32(&r.leaf()),
-        raw: hex::encode(&stored.raw),
-        batch,
-    }))
+    Ok(Some(ReceiptView::new(&r, stored.received_ms, batch)))
 }
 
 /// The `limit` most recent receipts, newest first, in their compact view.

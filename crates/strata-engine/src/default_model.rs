@@ -38,6 +38,20 @@ pub fn default_model_path() -> Result<PathBuf> {
     }
 }
 
+/// The model a service loads, and the sha256 it must have: a file given
+/// by the operator is taken as is (they chose it); otherwise the default
+/// model's place in the cache, pinned to [`DEFAULT_MODEL_SHA256`] (a service
+/// fetches it there when it is missing).
+pub fn model_choice(explicit: Option<PathBuf>) -> (PathBuf, Option<String>) {
+    match explicit {
+        Some(path) => (path, None),
+        None => (
+            model_cache_dir().join(DEFAULT_MODEL_FILE),
+            Some(DEFAULT_MODEL_SHA256.to_string()),
+        ),
+    }
+}
+
 /// Checks a file's sha256 against `expected` (lower-case hex).
 pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
     let bytes = std::fs::read(path).map_err(|source| EngineError::Io {

@@ -63,7 +63,8 @@ pub use commitment::{
     sketch, CommitmentRecorder, CommitmentTree, LayerEntry, Opening, MAX_ENTRY_BYTES, SKETCH_DIM,
 };
 pub use default_model::{
-    default_model_path, model_cache_dir, verify_sha256, DEFAULT_MODEL_FILE, DEFAULT_MODEL_SHA256,
+    default_model_path, model_cache_dir, model_choice, verify_sha256, DEFAULT_MODEL_FILE,
+    DEFAULT_MODEL_SHA256,
 };
 pub use error::{EngineError, Result};
 pub use hidden::{HiddenHasher, HiddenStates, WireDType, DEFAULT_MAX_HIDDEN_BYTES};

@@ -6,6 +6,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::hex32;
+use crate::receipt::Receipt;
+
 /// Answer to `POST /v1/receipts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestResponse {
@@ -87,6 +90,38 @@ pub struct ReceiptView {
     pub raw: String,
     /// Batch inclusion, once the receipt is in a batch.
     pub batch: Option<BatchInclusion>,
+}
+
+impl ReceiptView {
+    /// The view of `r`, stored at `received_at_ms`, with its batch inclusion
+    /// when batched. `raw` is `r.encode()`: receipts are canonical, so it is
+    /// the exact bytes the relayer received.
+    pub fn new(r: &Receipt, received_at_ms: u64, batch: Option<BatchInclusion>) -> Self {
+        let b = &r.body;
+        Self {
+            task_id: hex32(&b.task_id),
+            node: hex32(&b.node),
+            client: hex32(&b.voucher.client),
+            version: b.version,
+            model_hash: hex32(&b.model_hash),
+            input_hash: hex32(&b.input_hash),
+            output_hash: hex32(&b.output_hash),
+            prompt_tokens: b.prompt_tokens,
+            completion_tokens: b.completion_tokens,
+            work_units: b.work_units(),
+            commitment_root: hex32(&b.commitment_root),
+            price: b.price,
+            voucher_cumulative: b.voucher.cumulative,
+            voucher_signature: hex::encode(b.voucher.signature),
+            signature: hex::encode(r.signature),
+            finished_at_ms: b.finished_at_ms,
+            received_at_ms,
+            digest: hex32(&b.digest()),
+            leaf: hex32(&r.leaf()),
+            raw: hex::encode(r.encode()),
+            batch,
+        }
+    }
 }
 
 /// `GET /v1/rewards/{operator}`: the operator's latest reward leaf and proof.

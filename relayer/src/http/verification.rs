@@ -71,15 +71,9 @@ pub(super) async fn post_audit(
     State(api): State<Api>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let body = match body {
+    let body = match super::read_body(body, "audit report", MAX_AUDIT_BODY) {
         Ok(b) => b,
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                format!("invalid audit report: body exceeds the {MAX_AUDIT_BODY}-byte limit"),
-            )
-        }
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("unreadable body: {e}")),
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
     };
     let submission: AuditSubmission = match serde_json::from_slice(&body) {
         Ok(s) => s,

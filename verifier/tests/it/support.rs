@@ -97,29 +97,10 @@ pub fn receipt_view(
     leaf_index: u32,
     proof: &[[u8; 32]],
 ) -> ReceiptView {
-    let b = &r.body;
-    ReceiptView {
-        task_id: hex32(&b.task_id),
-        node: hex32(&b.node),
-        client: hex32(&b.voucher.client),
-        version: b.version,
-        model_hash: hex32(&b.model_hash),
-        input_hash: hex32(&b.input_hash),
-        output_hash: hex32(&b.output_hash),
-        prompt_tokens: b.prompt_tokens,
-        completion_tokens: b.completion_tokens,
-        work_units: b.work_units(),
-        commitment_root: hex32(&b.commitment_root),
-        price: b.price,
-        voucher_cumulative: b.voucher.cumulative,
-        voucher_signature: hex::encode(b.voucher.signature),
-        signature: hex::encode(r.signature),
-        finished_at_ms: b.finished_at_ms,
-        received_at_ms: 0,
-        digest: hex32(&b.digest()),
-        leaf: hex32(&r.leaf()),
-        raw: hex::encode(r.encode()),
-        batch: Some(BatchInclusion {
+    ReceiptView::new(
+        r,
+        0,
+        Some(BatchInclusion {
             batch_id,
             status: "posted".into(),
             leaf_index,
@@ -128,5 +109,5 @@ pub fn receipt_view(
             root: String::new(),
             post_signature: None,
         }),
-    }
+    )
 }
