@@ -84,6 +84,19 @@ pub enum EngineError {
     /// A request was inconsistent with the engine's state (wrong layer range, shapes).
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// Layers outside the part of the model this process loaded (a pipeline
+    /// shard holds a range of blocks only).
+    #[error("layers {asked:?} are not loaded here (this shard holds layers {loaded:?})")]
+    LayerNotLoaded {
+        /// The layers asked for.
+        asked: std::ops::Range<usize>,
+        /// The layers held.
+        loaded: std::ops::Range<usize>,
+    },
+    /// The embedding or the head was needed but this shard does not hold it
+    /// (only a pipeline's first hop embeds, only its last hop has the head).
+    #[error("the {0} is not loaded here (this shard is not the pipeline's {1} hop)")]
+    PartNotLoaded(&'static str, &'static str),
     /// A commitment opening or proof is malformed or does not verify.
     #[error("commitment error: {0}")]
     Commitment(String),

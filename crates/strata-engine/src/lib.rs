@@ -70,7 +70,7 @@ pub use error::{EngineError, Result};
 pub use hidden::{HiddenHasher, HiddenStates, WireDType, DEFAULT_MAX_HIDDEN_BYTES};
 pub use kernels::kernel_name;
 pub use kv_cache::KvCache;
-pub use loader::{LlamaConfig, MAX_SAFETENSORS_HEADER_BYTES};
+pub use loader::{LlamaConfig, Shard, MAX_SAFETENSORS_HEADER_BYTES};
 pub use model::{LayerObserver, LayerRerun, Model, Segment};
 pub use sampling::{Sampler, SamplingParams};
 pub use tamper::LayerTamper;
@@ -99,16 +99,23 @@ impl Engine {
     ///
     /// The chat template is ChatML in both cases ([`Tokenizer::apply_chat_template`]).
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_shard(path, &Shard::Whole)
+    }
+
+    /// [`Engine::load`] for a pipeline hop: only `shard`'s blocks (and the
+    /// embedding or head when it is the first or last hop); the tokenizer is
+    /// always loaded (it is small, and every hop checks token ids and stops).
+    pub fn load_shard(path: &Path, shard: &Shard) -> Result<Self> {
         if loader::hf::is_model_dir(path) {
             // Name a missing file before spending seconds on the weights.
             loader::hf::check_model_dir(path, true)?;
-            let model = Model::load(path)?;
+            let model = Model::load_shard(path, shard)?;
             let tokenizer = Tokenizer::from_hf_dir(path)?;
             return Ok(Self { model, tokenizer });
         }
         let file = loader::gguf::GgufFile::open(path)?;
         let tokenizer = Tokenizer::from_gguf_file(&file)?;
-        let model = Model::from_gguf_file(file)?;
+        let model = Model::from_gguf_file(file, shard)?;
         Ok(Self { model, tokenizer })
     }
 

@@ -12,7 +12,7 @@ use candle_core::Device;
 use crate::error::{EngineError, Result};
 use crate::linear::Linear;
 
-use super::{head_dim, BlockWeights, LlamaConfig, ModelWeights};
+use super::{head_dim, BlockWeights, Head, LlamaConfig, ModelWeights, Parts, Shard};
 
 fn meta_u64(ct: &gguf_file::Content, key: &str) -> Result<u64> {
     use gguf_file::Value as V;
@@ -194,18 +194,31 @@ impl GgufFile {
     }
 }
 
-/// Loads a llama-family model from a parsed GGUF file.
-pub(crate) fn load_gguf(mut file: GgufFile) -> Result<ModelWeights> {
+/// Loads `shard` of a llama-family model from a parsed GGUF file; tensors
+/// outside it are never read.
+pub(crate) fn load_gguf(mut file: GgufFile, shard: &Shard) -> Result<ModelWeights> {
     let cfg = config_from_gguf(&file.content)?;
+    let Parts {
+        layers,
+        embedding,
+        head,
+    } = shard.parts(cfg.n_layers)?;
     let h = cfg.hidden_size;
-    let tok_embd = Arc::new(file.tensor("token_embd.weight", &[cfg.vocab_size, h])?);
-    if h % tok_embd.dtype().block_size() != 0 {
-        return Err(EngineError::InvalidModel(format!(
-            "hidden size {h} is not a multiple of the embedding's block size"
-        )));
-    }
-    let mut blocks = Vec::with_capacity(cfg.n_layers);
-    for i in 0..cfg.n_layers {
+    let tied = !file.content.tensor_infos.contains_key("output.weight");
+    // A tied head is the embedding matrix: the last hop reads it too.
+    let tok_embd = if embedding || (head && tied) {
+        let t = Arc::new(file.tensor("token_embd.weight", &[cfg.vocab_size, h])?);
+        if h % t.dtype().block_size() != 0 {
+            return Err(EngineError::InvalidModel(format!(
+                "hidden size {h} is not a multiple of the embedding's block size"
+            )));
+        }
+        Some(t)
+    } else {
+        None
+    };
+    let mut blocks = Vec::with_capacity(layers.len());
+    for i in layers.clone() {
         let p = |s: &str| format!("blk.{i}.{s}.weight");
         let (q, k, v) = (p("attn_q"), p("attn_k"), p("attn_v"));
         let (gate, up) = (p("ffn_gate"), p("ffn_up"));
@@ -224,18 +237,22 @@ pub(crate) fn load_gguf(mut file: GgufFile) -> Result<ModelWeights> {
             w_down: file.linear(&[(&p("ffn_down"), h)], cfg.intermediate_size)?,
         });
     }
-    let output_norm = file.vector("output_norm.weight", h)?;
-    // Tied embeddings: models without an output matrix reuse the embedding.
-    let output = if file.content.tensor_infos.contains_key("output.weight") {
-        file.linear(&[("output.weight", cfg.vocab_size)], h)?
-    } else {
-        Linear::from_tensors(vec![tok_embd.as_ref()], vec![cfg.vocab_size], h)?
+    let head = match (head, &tok_embd) {
+        (false, _) => None,
+        (true, Some(embd)) if tied => Some(Head {
+            norm: file.vector("output_norm.weight", h)?,
+            output: Linear::from_tensors(vec![embd.as_ref()], vec![cfg.vocab_size], h)?,
+        }),
+        (true, _) => Some(Head {
+            norm: file.vector("output_norm.weight", h)?,
+            output: file.linear(&[("output.weight", cfg.vocab_size)], h)?,
+        }),
     };
     Ok(ModelWeights {
         config: cfg,
-        tok_embd,
+        tok_embd: tok_embd.filter(|_| embedding),
         blocks,
-        output_norm,
-        output,
+        layers,
+        head,
     })
 }

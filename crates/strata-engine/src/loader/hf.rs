@@ -36,7 +36,7 @@ use crate::error::{EngineError, Result};
 use crate::linear::Linear;
 
 use super::safetensors::{SafetensorsFiles, INDEX_FILE, SINGLE_FILE};
-use super::{head_dim, read_json, BlockWeights, LlamaConfig, ModelWeights};
+use super::{head_dim, read_json, BlockWeights, Head, LlamaConfig, ModelWeights, Parts, Shard};
 
 /// Whether `path` names a Hugging Face model directory rather than a GGUF file.
 pub(crate) fn is_model_dir(path: &Path) -> bool {
@@ -62,17 +62,28 @@ pub(crate) fn check_model_dir(dir: &Path, need_tokenizer: bool) -> Result<()> {
     Ok(())
 }
 
-/// Loads the weights of the llama-family model in `dir` into the engine's layout.
-pub(crate) fn load_model_dir(dir: &Path) -> Result<ModelWeights> {
+/// Loads `shard` of the llama-family model in `dir` into the engine's
+/// layout; tensors outside it are never read.
+pub(crate) fn load_model_dir(dir: &Path, shard: &Shard) -> Result<ModelWeights> {
     check_model_dir(dir, false)?;
     let json = read_json(dir, "config.json", true)?.unwrap_or_default();
     let HfConfig { config: cfg, tied } = parse_config(&json)?;
+    let Parts {
+        layers,
+        embedding,
+        head,
+    } = shard.parts(cfg.n_layers)?;
     let mut st = SafetensorsFiles::open(dir)?;
     let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
-    let embed = st.read_f32("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
-    let tok_embd = Arc::new(quantize(embed, cfg.vocab_size, h)?);
-    let mut blocks = Vec::with_capacity(cfg.n_layers);
-    for i in 0..cfg.n_layers {
+    // A tied head is the embedding matrix: the last hop reads it too.
+    let tok_embd = if embedding || (head && tied) {
+        let embed = st.read_f32("model.embed_tokens.weight", &[cfg.vocab_size, h])?;
+        Some(Arc::new(quantize(embed, cfg.vocab_size, h)?))
+    } else {
+        None
+    };
+    let mut blocks = Vec::with_capacity(layers.len());
+    for i in layers.clone() {
         let p = |s: &str| format!("model.layers.{i}.{s}.weight");
         let (q, k, v) = (
             p("self_attn.q_proj"),
@@ -97,23 +108,30 @@ pub(crate) fn load_model_dir(dir: &Path) -> Result<ModelWeights> {
             w_down: linear(&mut st, &[(&p("mlp.down_proj"), h, None)], inter)?,
         });
     }
-    let output_norm = st.read_f32("model.norm.weight", &[h])?;
-    let output = if tied {
-        Linear::from_tensors(vec![tok_embd.as_ref()], vec![cfg.vocab_size], h)?
-    } else if st.contains("lm_head.weight") {
-        linear(&mut st, &[("lm_head.weight", cfg.vocab_size, None)], h)?
+    let head = if head {
+        let norm = st.read_f32("model.norm.weight", &[h])?;
+        let output = match &tok_embd {
+            Some(embd) if tied => {
+                Linear::from_tensors(vec![embd.as_ref()], vec![cfg.vocab_size], h)?
+            }
+            _ if st.contains("lm_head.weight") => {
+                linear(&mut st, &[("lm_head.weight", cfg.vocab_size, None)], h)?
+            }
+            _ => return Err(EngineError::InvalidModel(
+                "missing tensor lm_head.weight (and config.json does not set tie_word_embeddings)"
+                    .into(),
+            )),
+        };
+        Some(Head { norm, output })
     } else {
-        return Err(EngineError::InvalidModel(
-            "missing tensor lm_head.weight (and config.json does not set tie_word_embeddings)"
-                .into(),
-        ));
+        None
     };
     Ok(ModelWeights {
         config: cfg,
-        tok_embd,
+        tok_embd: tok_embd.filter(|_| embedding),
         blocks,
-        output_norm,
-        output,
+        layers,
+        head,
     })
 }
 

@@ -14,8 +14,11 @@
 pub(crate) mod gguf;
 pub(crate) mod hf;
 mod safetensors;
+mod shard;
 
 pub use safetensors::MAX_SAFETENSORS_HEADER_BYTES;
+pub(crate) use shard::Parts;
+pub use shard::Shard;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -101,13 +104,24 @@ pub(crate) struct BlockWeights {
     pub(crate) w_down: Linear,
 }
 
-/// All weights of a llama-family model.
+/// The weights of a llama-family model, or of the [`Shard`] of it asked for.
 #[derive(Debug, Clone)]
 pub(crate) struct ModelWeights {
     pub(crate) config: LlamaConfig,
-    pub(crate) tok_embd: Arc<QTensor>,
+    /// The embedding, when the shard is a pipeline's first hop.
+    pub(crate) tok_embd: Option<Arc<QTensor>>,
+    /// Blocks `layers`, in order.
     pub(crate) blocks: Vec<BlockWeights>,
-    pub(crate) output_norm: Vec<f32>,
+    /// Which blocks `blocks` are.
+    pub(crate) layers: std::ops::Range<usize>,
+    /// The final norm and the head, when the shard is the last hop.
+    pub(crate) head: Option<Head>,
+}
+
+/// The final RMS norm and the output projection (hidden → vocab).
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    pub(crate) norm: Vec<f32>,
     pub(crate) output: Linear,
 }
 

@@ -34,8 +34,7 @@ use candle_core::{Device, Tensor};
 use crate::error::{EngineError, Result};
 use crate::hidden::HiddenStates;
 use crate::kv_cache::KvCache;
-use crate::linear::Linear;
-use crate::loader::{self, gguf::GgufFile, LlamaConfig, ModelWeights};
+use crate::loader::{self, gguf::GgufFile, Head, LlamaConfig, ModelWeights, Shard};
 use crate::ops::rms_norm;
 
 use self::attention::Rope;
@@ -66,15 +65,18 @@ pub struct Segment<'a> {
     pub observer: Option<&'a mut dyn LayerObserver>,
 }
 
-/// A loaded llama-family model.
+/// A loaded llama-family model, whole or a pipeline shard of it (see [`Shard`]).
 pub struct Model {
     config: LlamaConfig,
     /// `[vocab, hidden]`, quantized; rows are looked up, never multiplied.
-    tok_embd: Arc<QTensor>,
+    /// Present when this shard is a pipeline's first hop.
+    tok_embd: Option<Arc<QTensor>>,
+    /// Blocks `layers`, in order.
     blocks: Vec<Block>,
-    output_norm: Vec<f32>,
-    /// The head: hidden → vocab.
-    output: Linear,
+    /// Which blocks are loaded.
+    layers: Range<usize>,
+    /// The final norm and the head (hidden → vocab): the last hop's.
+    head: Option<Head>,
     rope: Rope,
 }
 
@@ -91,21 +93,27 @@ impl Model {
     /// model directory (`config.json` plus safetensors weights, see
     /// [`crate::Engine::load`]).
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_shard(path, &Shard::Whole)
+    }
+
+    /// Loads only `shard` of the model at `path` (a pipeline hop's blocks,
+    /// with the embedding or the head when it is the first or last hop).
+    pub fn load_shard(path: &Path, shard: &Shard) -> Result<Self> {
         if loader::hf::is_model_dir(path) {
-            let weights = loader::hf::load_model_dir(path)?;
+            let weights = loader::hf::load_model_dir(path, shard)?;
             return Ok(Self::from_weights(weights));
         }
         let file = GgufFile::open(path)?;
-        Self::from_gguf_file(file)
+        Self::from_gguf_file(file, shard)
     }
 
     /// Loads a model from GGUF bytes in memory.
     pub fn from_gguf_bytes(bytes: Vec<u8>) -> Result<Self> {
-        Self::from_gguf_file(GgufFile::from_bytes(bytes)?)
+        Self::from_gguf_file(GgufFile::from_bytes(bytes)?, &Shard::Whole)
     }
 
-    pub(crate) fn from_gguf_file(file: GgufFile) -> Result<Self> {
-        let w = loader::gguf::load_gguf(file)?;
+    pub(crate) fn from_gguf_file(file: GgufFile, shard: &Shard) -> Result<Self> {
+        let w = loader::gguf::load_gguf(file, shard)?;
         Ok(Self::from_weights(w))
     }
 
@@ -115,21 +123,21 @@ impl Model {
             config,
             tok_embd,
             blocks,
-            output_norm,
-            output,
+            layers,
+            head,
         } = w;
         let rope = Rope::new(&config);
-        let blocks = blocks
-            .into_iter()
-            .enumerate()
+        let blocks = layers
+            .clone()
+            .zip(blocks)
             .map(|(layer, bw)| Block::new(layer, bw, &config))
             .collect();
         Self {
             config,
             tok_embd,
             blocks,
-            output_norm,
-            output,
+            layers,
+            head,
             rope,
         }
     }
@@ -144,10 +152,30 @@ impl Model {
         self.config.n_layers
     }
 
+    /// The blocks loaded here (`0..n_layers` unless this is a shard).
+    pub fn layers(&self) -> Range<usize> {
+        self.layers.clone()
+    }
+
+    /// Whether the embedding is loaded (the whole model, or a first hop).
+    pub fn has_embedding(&self) -> bool {
+        self.tok_embd.is_some()
+    }
+
+    /// Whether the final norm and head are loaded (the whole model, or a last hop).
+    pub fn has_head(&self) -> bool {
+        self.head.is_some()
+    }
+
     /// Bytes of weights held in memory.
     pub fn weight_bytes(&self) -> usize {
         let blocks: usize = self.blocks.iter().map(Block::weight_bytes).sum();
-        blocks + self.output.bytes() + self.tok_embd.storage_size_in_bytes()
+        let head = self.head.as_ref().map_or(0, |h| h.output.bytes());
+        let embd = self
+            .tok_embd
+            .as_ref()
+            .map_or(0, |t| t.storage_size_in_bytes());
+        blocks + head + embd
     }
 
     /// An empty KV cache for layers `range` (use `0..n_layers` for the whole model).
@@ -156,6 +184,8 @@ impl Model {
         Ok(KvCache::new(range))
     }
 
+    /// Refuses a range that is malformed, outside the model, or outside the
+    /// blocks loaded here.
     fn check_range(&self, range: &Range<usize>) -> Result<()> {
         if range.start > range.end || range.end > self.n_layers() {
             return Err(EngineError::InvalidRequest(format!(
@@ -163,11 +193,26 @@ impl Model {
                 self.n_layers()
             )));
         }
+        if !range.is_empty() && (range.start < self.layers.start || range.end > self.layers.end) {
+            return Err(EngineError::LayerNotLoaded {
+                asked: range.clone(),
+                loaded: self.layers.clone(),
+            });
+        }
         Ok(())
+    }
+
+    /// The loaded block `layer` (the caller checked the range).
+    fn block(&self, layer: usize) -> &Block {
+        &self.blocks[layer - self.layers.start]
     }
 
     /// Step 1: token embeddings, one row per token.
     pub fn embed(&self, tokens: &[u32]) -> Result<HiddenStates> {
+        let tok_embd = self
+            .tok_embd
+            .as_ref()
+            .ok_or(EngineError::PartNotLoaded("embedding", "first"))?;
         let vocab = self.config.vocab_size;
         if let Some(&id) = tokens.iter().find(|&&t| t as usize >= vocab) {
             return Err(EngineError::BadToken { id, vocab });
@@ -177,11 +222,7 @@ impl Model {
             return HiddenStates::new(0, h, Vec::new());
         }
         let ids = Tensor::new(tokens, &Device::Cpu)?;
-        let data = self
-            .tok_embd
-            .embedding(&ids)?
-            .flatten_all()?
-            .to_vec1::<f32>()?;
+        let data = tok_embd.embedding(&ids)?.flatten_all()?.to_vec1::<f32>()?;
         HiddenStates::new(tokens.len(), h, data)
     }
 
@@ -231,7 +272,8 @@ impl Model {
         let n = x.rows();
         for l in layers {
             notify(segments, x, |o, rows| o.before_layer(l, rows))?;
-            self.blocks[l].forward(x.as_mut_slice(), n, segments, &self.rope)?;
+            self.block(l)
+                .forward(x.as_mut_slice(), n, segments, &self.rope)?;
             notify(segments, x, |o, rows| o.after_layer(l, rows))?;
         }
         Ok(())
@@ -241,6 +283,10 @@ impl Model {
     /// sequence's last row); one logits vector per selected row.
     pub fn logits(&self, x: &HiddenStates, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.config;
+        let head = self
+            .head
+            .as_ref()
+            .ok_or(EngineError::PartNotLoaded("head", "last"))?;
         if x.cols() != cfg.hidden_size {
             return Err(EngineError::InvalidRequest("hidden width mismatch".into()));
         }
@@ -254,8 +300,8 @@ impl Model {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let normed = rms_norm(&sel, &self.output_norm, cfg.rms_eps); // [rows, hidden]
-        let logits = self.output.forward(&normed, rows.len())?; // [rows, vocab]
+        let normed = rms_norm(&sel, &head.norm, cfg.rms_eps); // [rows, hidden]
+        let logits = head.output.forward(&normed, rows.len())?; // [rows, vocab]
         Ok(logits
             .chunks(cfg.vocab_size.max(1))
             .map(|c| c.to_vec())
@@ -297,7 +343,7 @@ impl Model {
             rows: n,
             observer: None,
         }];
-        let block = &self.blocks[layer];
+        let block = self.block(layer);
         let mut work = blake3::Hasher::new();
         work.update(b"strata/work/v1");
         work.update(&(layer as u32).to_le_bytes());

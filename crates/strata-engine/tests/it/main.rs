@@ -1,6 +1,6 @@
 //! strata-engine's integration tests, in one binary. The model-heavy ones
-//! share one loaded default model (`common::engine`); `scripts/test` runs
-//! this crate's tests in release, where the engine is fast enough.
+//! share one loaded default model (`common::engine`); the engine and candle's
+//! kernels are compiled optimised even in the test profile (Cargo.toml).
 
 mod bad_input;
 mod common;
@@ -8,5 +8,6 @@ mod engine;
 mod golden;
 mod hf_dir;
 mod safetensors;
+mod shards;
 mod tokenizer;
 mod verification;

@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use safetensors::tensor::{Dtype, TensorView};
 use serde_json::json;
 use strata_engine::{
-    generate, trace_layers, ChatMessage, Engine, EngineError, GenerateRequest, Model,
-    MAX_SAFETENSORS_HEADER_BYTES,
+    generate, trace_layers, ChatMessage, Engine, EngineError, GenerateRequest, Model, Segment,
+    Shard, MAX_SAFETENSORS_HEADER_BYTES,
 };
 
 use crate::common;
@@ -236,6 +236,27 @@ fn tiny_logits(model: &Model) -> Vec<f32> {
     last_logits(model, &[1, 5, 9, 200, 42, 7])
 }
 
+/// [`tiny_logits`] computed by two pipeline shards of the model in `dir`
+/// (blocks `[0, 1)` with the embedding, the rest with the head), each loaded
+/// on its own.
+fn shard_logits(dir: &std::path::Path) -> Vec<f32> {
+    let first = Model::load_shard(dir, &Shard::Layers(0..1)).unwrap();
+    let n = first.n_layers();
+    let last = Model::load_shard(dir, &Shard::Layers(1..n)).unwrap();
+    let mut x = first.embed(&[1, 5, 9, 200, 42, 7]).unwrap();
+    let rows = x.rows();
+    for (m, layers) in [(&first, 0..1), (&last, 1..n)] {
+        let mut cache = m.new_cache(layers.clone()).unwrap();
+        let seg = Segment {
+            cache: &mut cache,
+            rows,
+            observer: None,
+        };
+        m.forward_layers(layers, &mut x, &mut [seg]).unwrap();
+    }
+    last.logits(&x, &[rows - 1]).unwrap().pop().unwrap()
+}
+
 #[test]
 fn tiny_model_loads_from_f32_f16_bf16_and_shards_alike() {
     let tensors = tiny_tensors();
@@ -253,6 +274,8 @@ fn tiny_model_loads_from_f32_f16_bf16_and_shards_alike() {
     write_json(&sharded.0.join("config.json"), &tiny_config());
     write_sharded(&sharded.0, &tensors, Dtype::F32, 3);
     assert_eq!(tiny_logits(&Model::load(&sharded.0).unwrap()), reference);
+    // Two shards of the directory (the untied head below is checked the same way).
+    assert_eq!(shard_logits(&sharded.0), reference);
     // An untied head: lm_head.weight is used, and it is a different matrix.
     let mut untied = tiny_config();
     untied["tie_word_embeddings"] = json!(false);
@@ -261,6 +284,7 @@ fn tiny_model_loads_from_f32_f16_bf16_and_shards_alike() {
     let dir = tiny_dir("tiny-head", &untied, &with_head, Dtype::F32);
     let logits = tiny_logits(&Model::load(&dir.0).unwrap());
     assert!(relative_l2(&reference, &logits) > 0.5);
+    assert_eq!(shard_logits(&dir.0), logits);
     // Untied but no lm_head: refused, not silently tied.
     let dir = tiny_dir("tiny-nohead", &untied, &tensors, Dtype::F32);
     let err = Model::load(&dir.0).unwrap_err();
