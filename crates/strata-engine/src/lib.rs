@@ -70,7 +70,7 @@ pub use error::{EngineError, Result};
 pub use hidden::{HiddenHasher, HiddenStates, WireDType, DEFAULT_MAX_HIDDEN_BYTES};
 pub use kernels::kernel_name;
 pub use kv_cache::KvCache;
-pub use loader::{LlamaConfig, Shard, MAX_SAFETENSORS_HEADER_BYTES};
+pub use loader::{LlamaConfig, ModelLayout, Shard, MAX_SAFETENSORS_HEADER_BYTES};
 pub use model::{LayerObserver, LayerRerun, Model, Segment};
 pub use sampling::{Sampler, SamplingParams};
 pub use tamper::LayerTamper;

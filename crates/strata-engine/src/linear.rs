@@ -73,6 +73,16 @@ impl Linear {
         })
     }
 
+    /// Bytes [`Linear::from_tensors`] will hold for stacked tensors of
+    /// `dtype` with `out_dim` rows of `in_dim` in all, known before reading
+    /// them (a node sizes its shard from this).
+    pub(crate) fn bytes_for(dtype: GgmlDType, out_dim: usize, in_dim: usize) -> usize {
+        match native_kind(dtype) {
+            Some(kind) => QMatrix::bytes_for(kind, out_dim, in_dim),
+            None => out_dim * in_dim / dtype.block_size().max(1) * dtype.type_size(),
+        }
+    }
+
     /// Bytes of weights held.
     pub(crate) fn bytes(&self) -> usize {
         match self {

@@ -112,6 +112,15 @@ impl QMatrix {
         (self.d.len() + self.m.len()) * 4 + self.qs.len()
     }
 
+    /// Bytes an `[n, k]` matrix of `kind` takes once repacked (what
+    /// [`QMatrix::bytes`] will say), known before loading it: scales widen
+    /// to f32 and rows pad to whole groups.
+    pub(crate) fn bytes_for(kind: QKind, n: usize, k: usize) -> usize {
+        let slots = n.div_ceil(GC) * GC * k.div_ceil(QK);
+        let scales = if kind == QKind::Q4_1 { 2 } else { 1 };
+        slots * (scales * 4 + kind.qbytes())
+    }
+
     /// Dequantized row `r` (the embedding lookup).
     #[allow(dead_code)]
     pub(crate) fn row(&self, r: usize, out: &mut [f32]) {

@@ -69,7 +69,7 @@ fn architecture(ct: &gguf_file::Content) -> Result<String> {
 }
 
 /// Reads the llama hyper-parameters and checks that they are consistent.
-fn config_from_gguf(ct: &gguf_file::Content) -> Result<LlamaConfig> {
+pub(crate) fn config_from_gguf(ct: &gguf_file::Content) -> Result<LlamaConfig> {
     let arch = architecture(ct)?;
     if arch != "llama" {
         return Err(EngineError::UnsupportedArchitecture(arch));

@@ -13,9 +13,11 @@
 
 pub(crate) mod gguf;
 pub(crate) mod hf;
+mod layout;
 mod safetensors;
 mod shard;
 
+pub use layout::ModelLayout;
 pub use safetensors::MAX_SAFETENSORS_HEADER_BYTES;
 pub(crate) use shard::Parts;
 pub use shard::Shard;

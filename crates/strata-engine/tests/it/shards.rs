@@ -1,12 +1,13 @@
 //! Pipeline shards loaded from the file: three hops that each hold a third of
 //! the blocks (the first with the embedding, the last with the head) produce
-//! the whole model's tokens, hold less than it, and refuse what they lack.
+//! the whole model's tokens, hold less than it, refuse what they lack, and
+//! hold what the file's layout said they would.
 
 use std::ops::Range;
 
 use strata_engine::{
-    default_model_path, generate, EngineError, GenerateRequest, HiddenStates, Model, Sampler,
-    SamplingParams, Segment, Shard, WireDType, DEFAULT_MAX_HIDDEN_BYTES,
+    default_model_path, generate, EngineError, GenerateRequest, HiddenStates, Model, ModelLayout,
+    Sampler, SamplingParams, Segment, Shard, WireDType, DEFAULT_MAX_HIDDEN_BYTES,
 };
 
 use crate::common::{chat, engine};
@@ -133,4 +134,35 @@ fn bad_shards_are_refused_before_loading() {
             "{layers:?}: {err}"
         );
     }
+}
+
+#[test]
+fn the_layout_says_what_each_shard_will_hold() {
+    let path = default_model_path().unwrap_or_else(|e| panic!("{e}"));
+    let layout = ModelLayout::read(&path).unwrap();
+    let whole = &engine().model;
+    let n = whole.n_layers();
+    assert_eq!(layout.layer_bytes.len(), n);
+    assert_eq!(layout.config, *whole.config());
+    assert!(layout.embedding_bytes > 0 && layout.head_bytes >= layout.embedding_bytes);
+    let close = |predicted: u64, held: usize, what: &str| {
+        let (p, h) = (predicted as f64, held as f64);
+        assert!(
+            (p - h).abs() <= 0.02 * h,
+            "{what}: layout says {p} bytes, the loaded shard holds {h}"
+        );
+    };
+    close(layout.shard_bytes(0..n), whole.weight_bytes(), "whole");
+    for layers in [0..10, 10..20, 20..n] {
+        close(
+            layout.shard_bytes(layers.clone()),
+            shard(layers.clone()).weight_bytes(),
+            &format!("{layers:?}"),
+        );
+    }
+    // Keys and values of every position, in f32.
+    assert_eq!(
+        layout.kv_bytes_per_position(),
+        2 * whole.config().kv_dim() as u64 * 4
+    );
 }
