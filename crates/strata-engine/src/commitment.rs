@@ -3,7 +3,8 @@
 //! While a node executes a task it records, for every layer `l` it runs, an entry
 //! holding the blake3 hash of the layer's input hidden states (all positions, in
 //! the canonical encoding of [`HiddenHasher`]) and a sketch of the layer's output.
-//! A last entry (index `n_layers`) holds the hash of the final hidden state, so
+//! A last entry (index `n_layers`, or `b` for a pipeline hop running `[a, b)`)
+//! holds the hash of the states leaving the range, so
 //! that the output of every layer is committed as the next entry's input.
 //!
 //! The sketch is a seeded random projection: each position's output vector is
@@ -142,12 +143,13 @@ pub fn sketch(layer: u32, states: &crate::HiddenStates) -> Vec<u16> {
 #[derive(Clone)]
 pub struct CommitmentRecorder {
     range: Range<usize>,
-    n_layers: usize,
     cols: usize,
     inputs: Vec<HiddenHasher>,
     sketches: Vec<Vec<u16>>,
     dirs: Vec<Vec<f32>>,
-    /// Hash of the final states, when this range ends at the last layer.
+    /// Hash of the states leaving the range (entry `range.end`): always kept by
+    /// a pipeline hop (the next hop's first entry must equal it), and by a
+    /// whole-model run for the final states.
     final_hash: Option<HiddenHasher>,
     /// Retained input states per entry (what a node keeps to answer openings).
     states: Option<Vec<Vec<f32>>>,
@@ -163,8 +165,22 @@ impl std::fmt::Debug for CommitmentRecorder {
 }
 
 impl CommitmentRecorder {
-    /// A recorder for layers `range` of a model with `n_layers` blocks of width `cols`.
+    /// A recorder for layers `range` of a model with `n_layers` blocks of width
+    /// `cols`; the exit entry is recorded when the range ends at the last layer.
     pub fn new(range: Range<usize>, n_layers: usize, cols: usize) -> Self {
+        let exit = range.end == n_layers;
+        Self::with_exit(range, cols, exit)
+    }
+
+    /// A recorder for a pipeline hop running layers `range`: its entries are
+    /// `range.start ..= range.end`, the last one hashing the states it hands
+    /// on, so that hop k's exit entry and hop k+1's first entry carry the same
+    /// hash (the link a verifier checks between their receipts).
+    pub fn new_hop(range: Range<usize>, cols: usize) -> Self {
+        Self::with_exit(range, cols, true)
+    }
+
+    fn with_exit(range: Range<usize>, cols: usize, exit: bool) -> Self {
         let layers: Vec<usize> = range.clone().collect();
         Self {
             inputs: layers
@@ -176,10 +192,9 @@ impl CommitmentRecorder {
                 .iter()
                 .map(|&l| sketch_directions(l as u32, cols))
                 .collect(),
-            final_hash: (range.end == n_layers).then(|| HiddenHasher::new(n_layers as u32, cols)),
+            final_hash: exit.then(|| HiddenHasher::new(range.end as u32, cols)),
             states: None,
             range,
-            n_layers,
             cols,
         }
     }
@@ -224,7 +239,7 @@ impl CommitmentRecorder {
     pub fn record_output(&mut self, layer: usize, rows: &[f32]) -> Result<()> {
         let i = self.index(layer)?;
         sketch_rows(&self.dirs[i], self.cols, rows, &mut self.sketches[i]);
-        if layer + 1 == self.n_layers {
+        if layer + 1 == self.range.end {
             if let Some(h) = self.final_hash.as_mut() {
                 h.update(rows);
             }
@@ -250,7 +265,7 @@ impl CommitmentRecorder {
             .collect();
         if let Some(h) = &self.final_hash {
             out.push(LayerEntry {
-                layer: self.n_layers as u32,
+                layer: self.range.end as u32,
                 positions: h.rows() as u32,
                 input_hash: h.finalize(),
                 sketch: Vec::new(),
@@ -270,30 +285,46 @@ impl LayerObserver for CommitmentRecorder {
     }
 }
 
-/// The Merkle tree over a task's entries (leaf `i` is entry `i`, layers 0..=L).
+/// The Merkle tree over a task's entries: leaf `i` is the entry of layer
+/// `first + i` (layers `0..=L` for a whole-model run, `a..=b` for a pipeline
+/// hop's own tree).
 #[derive(Debug, Clone)]
 pub struct CommitmentTree {
+    first: usize,
     entries: Vec<LayerEntry>,
     tree: MerkleTree<Commitments>,
 }
 
 impl CommitmentTree {
-    /// Builds the tree; entries must be layers `0, 1, …, n` in order (a pipeline
-    /// concatenates its shards' entries).
+    /// Builds the tree; entries must be layers `0, 1, …, n` in order.
     pub fn new(entries: Vec<LayerEntry>) -> Result<Self> {
+        Self::for_range(0, entries)
+    }
+
+    /// Builds a hop's tree; entries must be layers `first, first + 1, …` in order.
+    pub fn for_range(first: usize, entries: Vec<LayerEntry>) -> Result<Self> {
         if entries.is_empty() {
             return Err(EngineError::Commitment("no entries".into()));
         }
         for (i, e) in entries.iter().enumerate() {
-            if e.layer as usize != i {
+            if e.layer as usize != first + i {
                 return Err(EngineError::Commitment(format!(
-                    "entry {i} is for layer {}; entries must be in layer order from 0",
+                    "entry {i} is for layer {}; entries must be in layer order from {first}",
                     e.layer
                 )));
             }
         }
         let tree = MerkleTree::new(entries.iter().map(LayerEntry::leaf_hash).collect());
-        Ok(Self { entries, tree })
+        Ok(Self {
+            first,
+            entries,
+            tree,
+        })
+    }
+
+    /// The layer of leaf 0.
+    pub fn first_layer(&self) -> usize {
+        self.first
     }
 
     /// The root that goes into the receipt.
@@ -308,15 +339,10 @@ impl CommitmentTree {
 
     /// Opens the entry of `layer` with its proof.
     pub fn open(&self, layer: usize) -> Result<Opening> {
-        let entry = self
-            .entries
-            .get(layer)
-            .cloned()
-            .ok_or_else(|| EngineError::Commitment(format!("no entry for layer {layer}")))?;
-        let proof = self
-            .tree
-            .proof(layer)
-            .ok_or_else(|| EngineError::Commitment(format!("no entry for layer {layer}")))?;
+        let missing = || EngineError::Commitment(format!("no entry for layer {layer}"));
+        let leaf = layer.checked_sub(self.first).ok_or_else(missing)?;
+        let entry = self.entries.get(leaf).cloned().ok_or_else(missing)?;
+        let proof = self.tree.proof(leaf).ok_or_else(missing)?;
         Ok(Opening {
             entry,
             n_leaves: self.entries.len() as u32,
@@ -328,7 +354,7 @@ impl CommitmentTree {
 /// An entry with its Merkle proof.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Opening {
-    /// The opened entry (its `layer` is its leaf index).
+    /// The opened entry (its leaf index is its `layer` less the tree's first layer).
     pub entry: LayerEntry,
     /// Number of leaves in the tree.
     pub n_leaves: u32,
@@ -337,12 +363,24 @@ pub struct Opening {
 }
 
 impl Opening {
-    /// Checks the opening against a receipt's root.
+    /// Checks the opening against a whole-model receipt's root.
     pub fn verify(&self, root: &[u8; 32]) -> Result<()> {
+        self.verify_at(root, 0)
+    }
+
+    /// Checks the opening against the root of a tree whose leaf 0 is layer
+    /// `first_layer` (a pipeline hop's receipt).
+    pub fn verify_at(&self, root: &[u8; 32], first_layer: u32) -> Result<()> {
+        let leaf = self.entry.layer.checked_sub(first_layer).ok_or_else(|| {
+            EngineError::Commitment(format!(
+                "entry for layer {} is below the tree's first layer {first_layer}",
+                self.entry.layer
+            ))
+        })?;
         merkle::verify::<Commitments>(
             root,
             self.entry.leaf_hash(),
-            u64::from(self.entry.layer),
+            u64::from(leaf),
             u64::from(self.n_leaves),
             &self.proof,
         )
@@ -437,6 +475,26 @@ mod tests {
         let mut o = t.open(7).unwrap();
         o.proof.pop();
         assert!(o.verify(&t.root()).is_err());
+    }
+
+    #[test]
+    fn hop_trees_open_and_verify_at_their_first_layer() {
+        let all = entries(31);
+        let hop = CommitmentTree::for_range(10, all[10..=20].to_vec()).unwrap();
+        assert_eq!(hop.first_layer(), 10);
+        for l in 10..=20 {
+            let o = hop.open(l).unwrap();
+            assert_eq!(o.entry.layer as usize, l);
+            o.verify_at(&hop.root(), 10).unwrap();
+            // The same opening read as leaf `l` of a tree from 0 does not verify.
+            assert!(o.verify(&hop.root()).is_err());
+            assert!(o.verify_at(&hop.root(), 11).is_err());
+        }
+        assert!(hop.open(9).is_err() && hop.open(21).is_err());
+        let o = hop.open(10).unwrap();
+        assert!(o.verify_at(&hop.root(), 12).is_err());
+        // Out-of-order or wrongly numbered entries are refused.
+        assert!(CommitmentTree::for_range(11, all[10..=20].to_vec()).is_err());
     }
 
     proptest! {

@@ -24,7 +24,8 @@
 //! - `kernels`: quantized matmul kernels (scalar, AVX2, AVX-512 VNNI) and the
 //!   attention inner loop; `linear`: a quantized linear map on them or on candle;
 //! - `loader`: GGUF files and Hugging Face directories into one set of weights
-//!   and a [`LlamaConfig`]; `default_model`: the model cache and the default
+//!   and a [`LlamaConfig`], whole or a [`Shard`], and a [`ModelLayout`] of
+//!   each part's size; `default_model`: the model cache and the default
 //!   model's file name and digest;
 //! - `hidden`: [`HiddenStates`] and their wire encoding; `kv_cache`: [`KvCache`];
 //! - `model`: the transformer (embedding, attention, MLP, residual blocks,
@@ -32,7 +33,8 @@
 //! - `commitment`: per-layer entries recorded by observing the model, and
 //!   their Merkle tree; `check`: the verifier's layer re-check;
 //! - `tokenizer`, `sampling`, `batch`: text in and out, token choice, and
-//!   continuous batching over the model.
+//!   continuous batching over the model; `hop`: the same for one pipeline hop
+//!   (a [`Shard`] of the blocks, fed tokens or the previous hop's states).
 #![warn(missing_docs)]
 
 mod audit;
@@ -42,6 +44,7 @@ mod commitment;
 mod default_model;
 mod error;
 mod hidden;
+mod hop;
 mod kernels;
 mod kv_cache;
 mod linear;
@@ -68,6 +71,7 @@ pub use default_model::{
 };
 pub use error::{EngineError, Result};
 pub use hidden::{HiddenHasher, HiddenStates, WireDType, DEFAULT_MAX_HIDDEN_BYTES};
+pub use hop::{HopBatcher, HopFinished, HopInput, HopKey, HopOptions, HopOutput};
 pub use kernels::kernel_name;
 pub use kv_cache::KvCache;
 pub use loader::{LlamaConfig, ModelLayout, Shard, MAX_SAFETENSORS_HEADER_BYTES};

@@ -8,6 +8,7 @@ mod engine;
 mod golden;
 mod hf_dir;
 mod safetensors;
+mod hops;
 mod shards;
 mod tokenizer;
 mod verification;
