@@ -96,6 +96,8 @@ const _: () = {
     assert!(crate::audit::MAX_VOTE_BYTES <= VERDICTS.max_payload);
     assert!(crate::audit::MAX_OPENING_REQUEST_BYTES <= OPENING.max_request);
     assert!(crate::audit::MAX_OPENING_RESPONSE_BYTES <= OPENING.max_response);
+    assert!(crate::hop::MAX_HOP_REQUEST_BYTES <= HIDDEN_STATE.max_request);
+    assert!(crate::hop::MAX_HOP_RESPONSE_BYTES <= HIDDEN_STATE.max_response);
 };
 
 #[cfg(test)]

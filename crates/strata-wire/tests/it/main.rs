@@ -4,5 +4,6 @@
 mod audit;
 mod common;
 mod golden;
+mod hop;
 mod receipt;
 mod task;
