@@ -34,11 +34,17 @@
 //!
 //! What it is not: it measures nothing and sends nothing. Capacities (layers a
 //! node can hold in each role, from its memory and the model's layout) and
-//! speeds (layers per second, from profiling) come from the caller; routing
-//! requests over the resulting holdings, leases and billing live elsewhere.
+//! speeds (layers per second, from profiling) come from the caller.
+//!
+//! [`route`] picks a request's route over the holdings nodes announce (least
+//! expected time per token, given each hop's speed, load and round trips),
+//! and [`billing`] splits a pipelined task's price between its hops in cells
+//! (tokens × layers), across failovers, so that the client pays once.
 #![warn(missing_docs)]
 
 pub mod alloc;
+pub mod billing;
+pub mod route;
 
 pub use alloc::{
     join_window, layer_throughput, place_spares, plan, rebalance, AllocError, Holding, NodeCap,
