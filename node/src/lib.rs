@@ -219,7 +219,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         .with_protocols(ALL_PROTOCOLS)
         .with_topics(ALL_TOPICS);
     let (p2p, mut events) = strata_p2p::start(identity, p2p_config).await?;
-    let addrs = wait_listening(&p2p).await?;
+    let addrs = wait_listening(&p2p, &config.p2p.listen).await?;
 
     let relayer = match &config.relayer {
         Some(addr) => {
@@ -397,15 +397,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     })
 }
 
-async fn wait_listening(p2p: &P2pHandle) -> Result<Vec<String>, NodeError> {
-    for _ in 0..100 {
-        let addrs = p2p.listen_addrs().await?;
-        if !addrs.is_empty() {
-            return Ok(addrs);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+async fn wait_listening(p2p: &P2pHandle, listen: &[String]) -> Result<Vec<String>, NodeError> {
+    let addrs = strata_service::wait_listening(p2p, listen).await?;
+    if addrs.is_empty() {
+        return Err(NodeError::Config(
+            "p2p is not listening on any address".into(),
+        ));
     }
-    Err(NodeError::Config(
-        "p2p is not listening on any address".into(),
-    ))
+    Ok(addrs)
 }

@@ -240,5 +240,9 @@ pub async fn bootstrap(
             .iter()
             .map(|k| k.pubkey().to_string())
             .collect(),
+        listen: None,
+        relayer_multiaddrs: Vec::new(),
+        relayer_url: None,
+        gateway_url: None,
     })
 }

@@ -3,8 +3,9 @@
 //! relayer, a funded demo client, and funded, registered, staked nodes, all
 //! created through the same RPC client every binary uses. The manifest it
 //! writes (`testnet.json`) tells the other tools where everything is.
-//! [`network`] then starts the services (relayer, nodes, gateway) and
-//! [`loadgen`] drives paying clients against the gateway.
+//! [`network`] then starts the services (relayer, nodes, gateway),
+//! [`loadgen`] drives paying clients against the gateway, and [`swarm`] is
+//! what opening it to other machines takes (`up --listen`).
 #![warn(missing_docs)]
 
 pub mod audit_campaign;
@@ -15,6 +16,7 @@ pub mod loadgen;
 pub mod local;
 pub mod manifest;
 pub mod network;
+pub mod swarm;
 
 pub use genesis::{bootstrap, fund_client, GenesisOptions, TestnetKeys};
 

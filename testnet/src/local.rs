@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
+use strata_chain::registration::reachable_addrs;
 use strata_chain::rpc::ChainClient;
 use strata_chain::{Keypair, Signer};
 use strata_localnet::{Localnet, LocalnetConfig};
@@ -24,7 +25,8 @@ pub struct LocalOptions {
     pub verifiers: usize,
     /// Genesis (nodes register themselves: `register_nodes` is false).
     pub genesis: GenesisOptions,
-    /// Services.
+    /// Services. Their `listen_ip` is also where the chain's RPC and
+    /// websocket bind: one address for the whole testnet.
     pub network: NetworkOptions,
     /// Extra clients: API key, keypair, deposit in base units.
     pub clients: Vec<(String, Keypair, u64)>,
@@ -67,7 +69,8 @@ pub struct LocalTestnet {
     pub rpc: ChainClient,
     /// All keys (also on disk under `dir/keys`).
     pub keys: TestnetKeys,
-    /// What genesis wrote to `dir/testnet.json`.
+    /// What `dir/testnet.json` holds: the genesis, then where the services
+    /// listen (written again once they are up).
     pub manifest: TestnetManifest,
     /// The services.
     pub net: Network,
@@ -90,10 +93,11 @@ impl LocalTestnet {
                 .with_context(|| format!("clearing {}", services.display()))?;
         }
         let keys = TestnetKeys::load_or_create_with(dir, options.nodes, options.verifiers)?;
-        let chain_config = options.chain;
-        let chain = tokio::task::spawn_blocking(move || Localnet::start(&chain_config)).await??;
+        let (chain_config, bind) = (options.chain, options.network.listen_ip);
+        let chain =
+            tokio::task::spawn_blocking(move || Localnet::start_on(&chain_config, bind)).await??;
         let rpc = ChainClient::new(chain.rpc_url())?;
-        let manifest = bootstrap(&rpc, chain.ws_url(), &keys, &options.genesis)
+        let mut manifest = bootstrap(&rpc, chain.ws_url(), &keys, &options.genesis)
             .await
             .context("genesis")?;
         manifest.write(dir)?;
@@ -112,6 +116,12 @@ impl LocalTestnet {
         )
         .await
         .context("starting the services")?;
+        // What a machine joining a private swarm needs, beside the chain.
+        manifest.listen = (!bind.is_loopback()).then(|| bind.to_string());
+        manifest.relayer_multiaddrs = reachable_addrs(net.relayer.p2p_addrs());
+        manifest.relayer_url = Some(net.relayer.http_url().to_string());
+        manifest.gateway_url = Some(net.gateway.url());
+        manifest.write(dir)?;
         Ok(Self {
             chain,
             rpc,

@@ -4,9 +4,10 @@
 //! and the verifiers (which register and stake themselves) and the gateway,
 //! prints the URLs and an example `curl`, and stays up until Ctrl-C.
 //! `--clients N` adds paying load, `--cheaters N` nodes that cheat on purpose
-//! (for the verifiers to catch).
+//! (for the verifiers to catch), `--listen <ip>` opens it to other machines
+//! (a private swarm: see [`strata_testnet::swarm`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use strata_testnet::genesis::TOKEN;
 use strata_testnet::loadgen::{self, LoadOptions};
 use strata_testnet::local::{LocalOptions, LocalTestnet};
 use strata_testnet::network::{NetworkOptions, DEMO_API_KEY};
+use strata_testnet::swarm::{self, SwarmPorts, DEFAULT_P2P_PORT};
 use strata_testnet::{bootstrap, GenesisOptions, TestnetKeys, MODEL_NAME};
 
 #[derive(Parser)]
@@ -57,12 +59,26 @@ enum Command {
 /// `strata-testnet up`'s flags.
 #[derive(clap::Args)]
 struct Up {
-    /// JSON-RPC port on 127.0.0.1.
+    /// JSON-RPC port (on 127.0.0.1, or the --listen address).
     #[arg(long, default_value_t = 8899)]
     rpc_port: u16,
-    /// Websocket port on 127.0.0.1.
+    /// Websocket port (on 127.0.0.1, or the --listen address).
     #[arg(long, default_value_t = 8900)]
     ws_port: u16,
+    /// Open the testnet to other machines (a private swarm): the chain's RPC
+    /// and websocket, the relayer, the gateway and the services' p2p bind on
+    /// this address of this machine instead of 127.0.0.1, and the commands a
+    /// joining machine runs are printed. Whoever reaches it can use the chain
+    /// and the gateway: your own machines only (README).
+    #[arg(long, value_name = "IP")]
+    listen: Option<IpAddr>,
+    /// Allow --listen 0.0.0.0 (or ::): every interface of this machine.
+    #[arg(long, requires = "listen")]
+    listen_any: bool,
+    /// First p2p TCP port of the in-process services (relayer, gateway,
+    /// nodes, verifiers, one each) [default: 4100 with --listen, else any free ports].
+    #[arg(long)]
+    p2p_port: Option<u16>,
     /// Number of nodes to register and stake.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(0..=64))]
     nodes: u16,
@@ -75,10 +91,10 @@ struct Up {
     /// Only the chain and genesis: no relayer, nodes or gateway.
     #[arg(long)]
     chain_only: bool,
-    /// Gateway HTTP port on 127.0.0.1.
+    /// Gateway HTTP port (on 127.0.0.1, or the --listen address).
     #[arg(long, default_value_t = 8080)]
     gateway_port: u16,
-    /// Relayer and explorer HTTP port on 127.0.0.1.
+    /// Relayer and explorer HTTP port (on 127.0.0.1, or the --listen address).
     #[arg(long, default_value_t = 8788)]
     relayer_port: u16,
     /// Paying clients of a load generator to run against the gateway.
@@ -126,6 +142,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn up(a: Up) -> anyhow::Result<()> {
+    let (verifiers, cheaters) = (usize::from(a.verifiers), usize::from(a.cheaters));
+    // Refused before anything binds or is written.
+    if let Some(ip) = a.listen {
+        swarm::check_listen(ip, a.listen_any, cheaters)?;
+    }
+    let ip = a.listen.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let state_dir = a.state_dir;
     let chain = LocalnetConfig {
         rpc_port: a.rpc_port,
@@ -134,10 +156,9 @@ async fn up(a: Up) -> anyhow::Result<()> {
     };
     let nodes = usize::from(a.nodes);
     if a.chain_only {
-        return chain_only(chain, nodes, &state_dir, a.exit_after_setup).await;
+        return chain_only(chain, ip, nodes, &state_dir, a.exit_after_setup).await;
     }
     let mut options = LocalOptions::ephemeral(&state_dir);
-    let (verifiers, cheaters) = (usize::from(a.verifiers), usize::from(a.cheaters));
     options.chain = chain;
     options.nodes = nodes + cheaters;
     options.verifiers = verifiers;
@@ -146,8 +167,20 @@ async fn up(a: Up) -> anyhow::Result<()> {
         options.genesis.params.audit_rate_bps = rate;
     }
     options.network = NetworkOptions::local(state_dir.join("services"));
-    options.network.gateway_addr = SocketAddr::from(([127, 0, 0, 1], a.gateway_port));
-    options.network.relayer_addr = SocketAddr::from(([127, 0, 0, 1], a.relayer_port));
+    options.network.gateway_addr = SocketAddr::new(ip, a.gateway_port);
+    options.network.relayer_addr = SocketAddr::new(ip, a.relayer_port);
+    options.network.listen_ip = ip;
+    options.network.p2p_port = a.p2p_port.unwrap_or(match a.listen {
+        Some(_) => DEFAULT_P2P_PORT,
+        None => 0,
+    });
+    // Relayer, gateway, then every node and verifier: one port each.
+    let p2p_ports = (
+        options.network.p2p_port,
+        options
+            .network
+            .p2p_port_of(1 + nodes + cheaters + verifiers)?,
+    );
     options.network.cheats = Cheat::ALL.iter().copied().cycle().take(cheaters).collect();
     for i in 0..a.clients {
         let key =
@@ -187,6 +220,16 @@ async fn up(a: Up) -> anyhow::Result<()> {
         "  strata --url {} audit <strata.task_id of the response> --relayer {relayer}",
         m.rpc_url
     );
+    if a.listen.is_some_and(|ip| !ip.is_loopback()) {
+        let ports = SwarmPorts {
+            rpc: port_of(&m.rpc_url).unwrap_or(a.rpc_port),
+            ws: port_of(&m.ws_url).unwrap_or(a.ws_port),
+            relayer_http: port_of(relayer).unwrap_or(a.relayer_port),
+            gateway_http: port_of(&gateway).unwrap_or(a.gateway_port),
+            p2p: (p2p_ports.0 != 0).then_some(p2p_ports),
+        };
+        println!("{}", swarm::join_instructions(ip, m, &state_dir, &ports));
+    }
     if a.clients > 0 {
         start_load(&gateway, a.clients);
     }
@@ -199,6 +242,11 @@ async fn up(a: Up) -> anyhow::Result<()> {
     }
     t.shutdown().await;
     Ok(())
+}
+
+/// The port at the end of a URL such as `http://10.0.0.5:8899`.
+fn port_of(url: &str) -> Option<u16> {
+    url.trim_end_matches('/').rsplit(':').next()?.parse().ok()
 }
 
 /// `--clients N`: paying clients in a loop, and a throughput line every 10 s.
@@ -243,6 +291,7 @@ fn start_load(gateway: &str, clients: usize) {
 /// `--chain-only`: the chain and a genesis with registered nodes, no services.
 async fn chain_only(
     config: LocalnetConfig,
+    ip: IpAddr,
     nodes: usize,
     state_dir: &std::path::Path,
     exit_after_setup: bool,
@@ -250,11 +299,12 @@ async fn chain_only(
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("creating {}", state_dir.display()))?;
     let keys = TestnetKeys::load_or_create(state_dir, nodes)?;
-    let chain = tokio::task::spawn_blocking(move || Localnet::start(&config)).await??;
+    let chain = tokio::task::spawn_blocking(move || Localnet::start_on(&config, ip)).await??;
     let client = ChainClient::new(chain.rpc_url())?;
-    let manifest = bootstrap(&client, chain.ws_url(), &keys, &GenesisOptions::default())
+    let mut manifest = bootstrap(&client, chain.ws_url(), &keys, &GenesisOptions::default())
         .await
         .context("setting up the testnet")?;
+    manifest.listen = (!ip.is_loopback()).then(|| ip.to_string());
     let path = manifest.write(state_dir)?;
     println!("Strata local chain is up (no services).");
     println!("  RPC:        {}", manifest.rpc_url);

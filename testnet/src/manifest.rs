@@ -36,6 +36,20 @@ pub struct TestnetManifest {
     /// The verifiers' public keys (base58), in the same order.
     #[serde(default)]
     pub verifiers: Vec<String>,
+    /// The address the services listen on when other machines may join
+    /// (`strata-testnet up --listen`); absent on a loopback-only testnet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// The relayer's p2p multiaddrs, each ending in `/p2p/<peer id>`: what a
+    /// node passes as `--relayer` (empty until the services are up).
+    #[serde(default)]
+    pub relayer_multiaddrs: Vec<String>,
+    /// The relayer's HTTP API and explorer (once the services are up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relayer_url: Option<String>,
+    /// The gateway's base URL, without `/v1` (once the services are up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_url: Option<String>,
 }
 
 impl TestnetManifest {

@@ -1,10 +1,10 @@
 //! The services of a local testnet, in one process: the relayer (with the
 //! explorer), the nodes (some of them cheating on purpose, when asked), the
 //! verifiers and a gateway, wired to each other over real p2p on loopback
-//! and to the chain over RPC. `strata-testnet up` and the end-to-end tests
-//! start exactly this.
+//! (or on the address a private swarm names) and to the chain over RPC.
+//! `strata-testnet up` and the end-to-end tests start exactly this.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,6 +49,13 @@ pub struct NetworkOptions {
     pub verifier_poll: Duration,
     /// How long a verifier waits for a node's openings.
     pub verifier_opening_timeout: Duration,
+    /// Address every p2p listener binds (127.0.0.1; a LAN address for a
+    /// private swarm other machines join).
+    pub listen_ip: IpAddr,
+    /// First of the services' p2p TCP ports, one each in the order relayer,
+    /// gateway, nodes, verifiers ([`NetworkOptions::p2p_port_of`]); 0 lets
+    /// each pick a free port.
+    pub p2p_port: u16,
 }
 
 impl NetworkOptions {
@@ -68,7 +75,41 @@ impl NetworkOptions {
             verifier_stake: 1_000 * crate::genesis::TOKEN,
             verifier_poll: Duration::from_secs(1),
             verifier_opening_timeout: Duration::from_secs(60),
+            listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            p2p_port: 0,
         }
+    }
+
+    /// The p2p port of the service in `slot` (0 the relayer, 1 the gateway,
+    /// then the nodes, then the verifiers): consecutive from
+    /// [`NetworkOptions::p2p_port`] so that a firewall can name them; 0
+    /// when ports are picked freely.
+    pub fn p2p_port_of(&self, slot: usize) -> anyhow::Result<u16> {
+        if self.p2p_port == 0 {
+            return Ok(0);
+        }
+        u16::try_from(slot)
+            .ok()
+            .and_then(|s| self.p2p_port.checked_add(s))
+            .ok_or_else(|| anyhow::anyhow!("p2p port {} + {slot} is past 65535", self.p2p_port))
+    }
+
+    /// The p2p settings of the service in `slot`: [`P2pConfig::local`]
+    /// (Kademlia server, private addresses accepted) listening on TCP at
+    /// [`NetworkOptions::listen_ip`].
+    fn p2p(&self, slot: usize) -> anyhow::Result<P2pConfig> {
+        let proto = match self.listen_ip {
+            IpAddr::V4(_) => "ip4",
+            IpAddr::V6(_) => "ip6",
+        };
+        Ok(P2pConfig {
+            listen: vec![format!(
+                "/{proto}/{}/tcp/{}",
+                self.listen_ip,
+                self.p2p_port_of(slot)?
+            )],
+            ..P2pConfig::local()
+        })
     }
 }
 
@@ -104,7 +145,7 @@ pub async fn start(
         keypair: relayer_key.insecure_clone(),
         state_dir: options.state_dir.join("relayer"),
         http_addr: options.relayer_addr,
-        p2p: P2pConfig::local(),
+        p2p: options.p2p(0)?,
         batch_interval: options.batch_interval,
         reward_interval: options.reward_interval,
         reward_per_work_unit: options.reward_per_work_unit,
@@ -132,7 +173,7 @@ pub async fn start(
             stake: options.node_stake,
             p2p: P2pConfig {
                 bootstrap: vec![relayer_addr.clone()],
-                ..P2pConfig::local()
+                ..options.p2p(2 + i)?
             },
             relayer: Some(relayer_addr.clone()),
             profile_tokens: 16,
@@ -146,7 +187,7 @@ pub async fn start(
     }
 
     let mut verifiers = Vec::new();
-    for key in verifier_keys {
+    for (j, key) in verifier_keys.iter().enumerate() {
         let verifier = strata_verifier::start(VerifierConfig {
             keypair: key.insecure_clone(),
             rpc_url: rpc_url.to_string(),
@@ -156,7 +197,7 @@ pub async fn start(
                 bootstrap: std::iter::once(relayer_addr.clone())
                     .chain(nodes.iter().filter_map(|n| n.addrs.first().cloned()))
                     .collect(),
-                ..P2pConfig::local()
+                ..options.p2p(2 + node_keys.len() + j)?
             },
             relayer_http: relayer.http_url().to_string(),
             stake: options.verifier_stake,
@@ -178,7 +219,7 @@ pub async fn start(
             bootstrap: std::iter::once(relayer_addr)
                 .chain(nodes.iter().filter_map(|n| n.addrs.first().cloned()))
                 .collect(),
-            ..P2pConfig::local()
+            ..options.p2p(1)?
         },
     })
     .await?;

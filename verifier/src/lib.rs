@@ -215,7 +215,7 @@ pub async fn start(config: VerifierConfig) -> Result<RunningVerifier, VerifierEr
         .with_topics(ALL_TOPICS);
     let (p2p, events) = strata_p2p::start(identity, p2p_config).await?;
     let joined = async {
-        let addrs = wait_listening(&p2p).await?;
+        let addrs = wait_listening(&p2p, &config.p2p.listen).await?;
         let registration = ensure_registered(
             &chain,
             &config.keypair,
@@ -309,15 +309,12 @@ async fn load_model(
     Ok((hash, Arc::new(engine)))
 }
 
-async fn wait_listening(p2p: &P2pHandle) -> Result<Vec<String>, VerifierError> {
-    for _ in 0..100 {
-        let addrs = p2p.listen_addrs().await?;
-        if !addrs.is_empty() {
-            return Ok(addrs);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+async fn wait_listening(p2p: &P2pHandle, listen: &[String]) -> Result<Vec<String>, VerifierError> {
+    let addrs = strata_service::wait_listening(p2p, listen).await?;
+    if addrs.is_empty() {
+        return Err(VerifierError::Config(
+            "p2p is not listening on any address".into(),
+        ));
     }
-    Err(VerifierError::Config(
-        "p2p is not listening on any address".into(),
-    ))
+    Ok(addrs)
 }

@@ -1,15 +1,22 @@
 //! The embedded local chain. It runs surfpool's SVM (a real LiteSVM runtime
 //! with the system, SPL Token and ATA programs and the ed25519 precompile)
 //! in-process, registers the Strata program natively through `native-svm`,
-//! and serves the standard Solana JSON-RPC and websocket APIs on 127.0.0.1,
-//! so every binary and any Solana client talks to it unchanged.
+//! and serves the standard Solana JSON-RPC and websocket APIs on 127.0.0.1
+//! (or, for a private swarm across machines, on an address the caller names:
+//! [`Localnet::start_on`]), so every binary and any Solana client talks to it
+//! unchanged.
 //!
 //! It is offline by construction: no remote RPC is configured, so it never
 //! fetches accounts from a public cluster. It is not a validator: no
-//! consensus, no compute-unit metering for the native program.
+//! consensus, no compute-unit metering for the native program, and no access
+//! control: whoever reaches its RPC port may airdrop SOL and call its admin
+//! methods. On any address other than loopback it therefore turns surfpool's
+//! `surfnet_*` cheatcodes (which rewrite accounts at will) off for good
+//! before it returns.
 #![warn(missing_docs)]
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -25,9 +32,10 @@ const STARTUP_DEADLINE: Duration = Duration::from_secs(60);
 /// Where and how the local chain runs.
 #[derive(Debug, Clone)]
 pub struct LocalnetConfig {
-    /// JSON-RPC port on 127.0.0.1 (0 picks a free one).
+    /// JSON-RPC port (0 picks a free one), on 127.0.0.1 unless
+    /// [`Localnet::start_on`] names another address.
     pub rpc_port: u16,
-    /// Websocket port on 127.0.0.1 (0 picks a free one).
+    /// Websocket port (0 picks a free one), on the same address.
     pub ws_port: u16,
     /// Milliseconds per slot.
     pub slot_time_ms: u64,
@@ -47,10 +55,10 @@ impl Default for LocalnetConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum LocalnetError {
     /// A port is taken or could not be probed.
-    #[error(
-        "cannot bind 127.0.0.1:{port}: {source} (is another chain running? pick another port)"
-    )]
+    #[error("cannot bind {host}:{port}: {source} (is another chain running? pick another port; is {host} an address of this machine?)")]
     Port {
+        /// The address.
+        host: IpAddr,
         /// The port.
         port: u16,
         /// The OS error.
@@ -65,6 +73,10 @@ pub enum LocalnetError {
     /// The chain did not report itself started in time, or died first.
     #[error("the local chain did not start: {0}")]
     NotStarted(String),
+    /// The cheatcodes could not be turned off on a chain other machines can
+    /// reach (the chain is stopped rather than left open).
+    #[error("could not turn the chain's cheatcodes off: {0}")]
+    Lockdown(String),
 }
 
 /// A running local chain; dropping it stops the chain.
@@ -76,10 +88,20 @@ pub struct Localnet {
 }
 
 impl Localnet {
-    /// Starts the chain and waits until its RPC answers.
+    /// Starts the chain on 127.0.0.1 and waits until its RPC answers.
     pub fn start(config: &LocalnetConfig) -> Result<Self, LocalnetError> {
-        let rpc_port = pick_port(config.rpc_port)?;
-        let ws_port = pick_port(config.ws_port)?;
+        Self::start_on(config, IpAddr::V4(Ipv4Addr::LOCALHOST))
+    }
+
+    /// Starts the chain with its RPC and websocket bound on `bind` and waits
+    /// until its RPC answers. Off loopback, the `surfnet_*` cheatcodes are
+    /// then disabled and locked (they cannot be turned back on over RPC), so
+    /// that a machine on the network cannot rewrite accounts; airdrops and
+    /// the admin methods stay (see the crate docs). On the unspecified
+    /// address (every interface) [`Localnet::rpc_url`] names loopback.
+    pub fn start_on(config: &LocalnetConfig, bind: IpAddr) -> Result<Self, LocalnetError> {
+        let rpc_port = pick_port(bind, config.rpc_port)?;
+        let ws_port = pick_port(bind, config.ws_port)?;
         let (mut svm, events, geyser) = SurfnetSvm::new(SurfnetSvmConfig {
             slot_time: config.slot_time_ms,
             // Profiling re-executes every transaction on a copy of the SVM; not needed here.
@@ -103,12 +125,18 @@ impl Localnet {
                 ..SimnetConfig::default()
             }],
             rpc: RpcConfig {
-                bind_host: "127.0.0.1".into(),
+                // surfpool parses "{bind_host}:{port}" as a socket address,
+                // so an IPv6 host goes in brackets.
+                bind_host: match bind {
+                    IpAddr::V4(ip) => ip.to_string(),
+                    IpAddr::V6(ip) => format!("[{ip}]"),
+                },
                 bind_port: rpc_port,
                 ws_port,
-                gossip_port: pick_port(0)?,
-                tpu_port: pick_port(0)?,
-                tpu_quic_port: pick_port(0)?,
+                // Advertised in getClusterNodes only; nothing listens there.
+                gossip_port: pick_port(bind, 0)?,
+                tpu_port: pick_port(bind, 0)?,
+                tpu_quic_port: pick_port(bind, 0)?,
             },
             ..SurfpoolConfig::default()
         };
@@ -164,12 +192,23 @@ impl Localnet {
             .spawn(move || while events.recv().is_ok() {})
             .map_err(LocalnetError::Spawn)?;
 
-        Ok(Self {
-            rpc_url: format!("http://127.0.0.1:{rpc_port}"),
-            ws_url: format!("ws://127.0.0.1:{ws_port}"),
+        // Clients on this machine reach an every-interface chain on loopback.
+        let host = match bind {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        let chain = Self {
+            rpc_url: format!("http://{}", SocketAddr::new(host, rpc_port)),
+            ws_url: format!("ws://{}", SocketAddr::new(host, ws_port)),
             commands,
             thread: Some(thread),
-        })
+        };
+        if !bind.is_loopback() {
+            // On error `chain` is dropped here, which stops it.
+            lock_cheatcodes(SocketAddr::new(host, rpc_port))?;
+        }
+        Ok(chain)
     }
 
     /// The JSON-RPC URL.
@@ -192,12 +231,87 @@ impl Drop for Localnet {
     }
 }
 
-/// `port`, checked free, or a free port if `port` is 0.
-fn pick_port(port: u16) -> Result<u16, LocalnetError> {
-    let listener = TcpListener::bind(("127.0.0.1", port))
-        .map_err(|source| LocalnetError::Port { port, source })?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|source| LocalnetError::Port { port, source })
+/// `port` on `host`, checked free, or a free port if `port` is 0.
+fn pick_port(host: IpAddr, port: u16) -> Result<u16, LocalnetError> {
+    let err = |source| LocalnetError::Port { host, port, source };
+    let listener = TcpListener::bind((host, port)).map_err(err)?;
+    listener.local_addr().map(|a| a.port()).map_err(err)
+}
+
+/// Longest a call to our own chain's RPC may take.
+const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Disables every `surfnet_*` cheatcode of the chain at `rpc` with surfpool's
+/// lockout, which also disables the methods that would turn them back on.
+fn lock_cheatcodes(rpc: SocketAddr) -> Result<(), LocalnetError> {
+    let reply = rpc_call(
+        rpc,
+        "surfnet_disableCheatcode",
+        r#"["all",{"lockout":true}]"#,
+    )
+    .map_err(LocalnetError::Lockdown)?;
+    match reply.get("error") {
+        None if reply.get("result").is_some() => Ok(()),
+        _ => Err(LocalnetError::Lockdown(format!("refused: {reply}"))),
+    }
+}
+
+/// One JSON-RPC call over a plain HTTP/1.1 connection; the reply object.
+/// This crate has no HTTP client, and a request to our own chain needs none.
+fn rpc_call(rpc: SocketAddr, method: &str, params: &str) -> Result<serde_json::Value, String> {
+    let body = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{method}","params":{params}}}"#);
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {rpc}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream =
+        TcpStream::connect_timeout(&rpc, RPC_TIMEOUT).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(RPC_TIMEOUT))
+        .map_err(|e| format!("socket: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("read: {e}"))?;
+    let answer = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body.trim());
+    serde_json::from_str(answer).map_err(|e| format!("reply {answer:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a chain off loopback gets: after the lockdown no cheatcode runs,
+    /// not even the one that would re-enable the others.
+    #[test]
+    fn locked_cheatcodes_stay_locked() {
+        let chain = Localnet::start(&LocalnetConfig {
+            rpc_port: 0,
+            ws_port: 0,
+            slot_time_ms: 100,
+        })
+        .unwrap();
+        let rpc: SocketAddr = chain
+            .rpc_url()
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap();
+        let pause = || rpc_call(rpc, "surfnet_pauseClock", "[]").unwrap();
+        assert!(pause().get("error").is_none(), "cheatcodes work before");
+        lock_cheatcodes(rpc).unwrap();
+        assert!(pause().get("error").is_some(), "and not after");
+        let enable = rpc_call(rpc, "surfnet_enableCheatcode", r#"["all"]"#).unwrap();
+        assert!(enable.get("error").is_some(), "{enable}");
+        assert!(pause().get("error").is_some(), "still locked");
+        let slot = rpc_call(rpc, "getSlot", "[]").unwrap();
+        assert!(
+            slot.get("result").is_some(),
+            "plain RPC still works: {slot}"
+        );
+    }
 }

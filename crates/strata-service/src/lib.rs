@@ -1,6 +1,7 @@
 //! The glue every Strata service shares (node, verifier, gateway, relayer,
 //! testnet), written once: logging set-up ([`init_logging`]), the clocks
-//! ([`now_ms`], and [`thread_cpu_micros`] for what a unit of work cost) and
+//! ([`now_ms`], and [`thread_cpu_micros`] for what a unit of work cost),
+//! the p2p addresses a service advertises ([`wait_listening`]) and
 //! bootstrapping peers from the node registry on-chain
 //! ([`dial_registered_nodes`]).
 //!
@@ -9,10 +10,14 @@
 #![warn(missing_docs)]
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use strata_chain::registration::{reach, Reach};
 use strata_chain::rpc::ChainClient;
-use strata_p2p::{NodeId, P2pHandle};
+use strata_p2p::{NodeId, P2pError, P2pHandle};
+
+/// How long [`wait_listening`] waits for the listeners' addresses.
+const LISTEN_DEADLINE: Duration = Duration::from_secs(2);
 
 /// Logs to stderr with `tracing`, filtered by `RUST_LOG` or, when it is
 /// unset, by `default_filter` (e.g. `"info"`). A second call does nothing.
@@ -59,6 +64,27 @@ pub fn thread_cpu_micros() -> u64 {
     let secs = u64::try_from(ts.tv_sec).unwrap_or(0);
     let nanos = u64::try_from(ts.tv_nsec).unwrap_or(0);
     secs.saturating_mul(1_000_000).saturating_add(nanos / 1_000)
+}
+
+/// The addresses the swarm of `p2p` listens on (each ending in
+/// `/p2p/<peer id>`), once they are worth advertising; empty if nothing
+/// listens within 2 s. `listen` is what it was asked to listen on: a
+/// listener on every interface (`0.0.0.0`, `::`) reports one address per
+/// interface, one at a time and loopback usually first, so for it this waits
+/// (within the same 2 s) until an address other machines can dial is among
+/// them; otherwise a LAN node would register only its loopback address.
+pub async fn wait_listening(p2p: &P2pHandle, listen: &[String]) -> Result<Vec<String>, P2pError> {
+    let every_interface = listen.iter().any(|a| reach(a) == Reach::Nobody);
+    let deadline = tokio::time::Instant::now() + LISTEN_DEADLINE;
+    loop {
+        let addrs = p2p.listen_addrs().await?;
+        let settled = !addrs.is_empty()
+            && (!every_interface || addrs.iter().any(|a| reach(a) == Reach::Others));
+        if settled || tokio::time::Instant::now() >= deadline {
+            return Ok(addrs);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Connects to the nodes registered on-chain, at the multiaddrs they

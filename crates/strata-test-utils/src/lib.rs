@@ -2,7 +2,9 @@
 //! holds only its own scenarios: waiting for a condition ([`wait_for`]) or
 //! for an event on a stream ([`next_matching`]); with the `http` feature,
 //! reading a service's JSON ([`get_json`]); with the `chain` feature, a local
-//! chain bootstrapped the way tests need one ([`chain`]).
+//! chain bootstrapped the way tests need one ([`chain`]); another package's
+//! binary, built if missing, to run as a process of its own
+//! ([`workspace_binary`]).
 //!
 //! It is a dev-dependency only. Its helpers panic on failure, which is what a
 //! test wants and what nothing else should do.
@@ -13,8 +15,11 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 
+mod binary;
 #[cfg(feature = "chain")]
 pub mod chain;
+
+pub use binary::workspace_binary;
 
 /// How often [`wait_for`] looks again: often enough that a test does not
 /// idle, rarely enough that polling an RPC endpoint or a child process does
