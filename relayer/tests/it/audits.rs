@@ -97,7 +97,7 @@ async fn audit_reports_and_challenges_are_judged_indexed_and_paid() {
     let (status, body) = w.post_audit(&other.encode()).await;
     assert_eq!(status, 409, "{body}");
     assert!(error_of(&body).contains("already filed a different report"));
-    let stored = get_json(
+    let stored: serde_json::Value = get_json(
         &http,
         &w.base,
         &format!("/v1/audits?task={}", hex::encode(t0.receipt.body.task_id)),
@@ -149,7 +149,8 @@ async fn audit_reports_and_challenges_are_judged_indexed_and_paid() {
 
     // The cross-checked task: both reports flagged, neither paid.
     let task_hex = hex::encode(w.tasks[cross].receipt.body.task_id);
-    let both = get_json(&http, &w.base, &format!("/v1/audits?task={task_hex}")).await;
+    let both: serde_json::Value =
+        get_json(&http, &w.base, &format!("/v1/audits?task={task_hex}")).await;
     let both = both.as_array().unwrap();
     assert_eq!(both.len(), 2, "{both:?}");
     for r in both {
@@ -164,7 +165,7 @@ async fn audit_reports_and_challenges_are_judged_indexed_and_paid() {
         assert_eq!(r["role"], "assigned");
         assert_eq!(r["work_units"], 32);
     }
-    let failed = get_json(
+    let failed: serde_json::Value = get_json(
         &http,
         &w.base,
         &format!(
@@ -177,12 +178,12 @@ async fn audit_reports_and_challenges_are_judged_indexed_and_paid() {
     assert_eq!(failed[0]["check"], "layer 3");
     assert_eq!(failed[0]["cpu_micros"], 1_250_000);
     assert_eq!(failed[0]["layers"], serde_json::json!([3, 17]));
-    let recent = get_json(&http, &w.base, "/v1/audits?limit=3").await;
+    let recent: serde_json::Value = get_json(&http, &w.base, "/v1/audits?limit=3").await;
     assert_eq!(recent.as_array().unwrap().len(), 3);
 
     // A batch's receipts, in leaf order, under the on-chain root.
     let t = &w.tasks[0];
-    let listed = get_json(
+    let listed: serde_json::Value = get_json(
         &http,
         &w.base,
         &format!("/v1/batches/{}/receipts", t.batch_id),
@@ -242,7 +243,7 @@ async fn audit_reports_and_challenges_are_judged_indexed_and_paid() {
     let slashed = NODE_STAKE / 2;
     let to_challenger = 10 * TOKEN + slashed / 5;
     wait_for(60, "both challenges indexed to their end", || async {
-        let list = get_json(&http, &w.base, "/v1/challenges").await;
+        let list: serde_json::Value = get_json(&http, &w.base, "/v1/challenges").await;
         let find = |addr: &Pubkey| {
             list.as_array()
                 .unwrap()
@@ -260,7 +261,7 @@ async fn audit_reports_and_challenges_are_judged_indexed_and_paid() {
             && b["status"] == "expired"
     })
     .await;
-    let list = get_json(&http, &w.base, "/v1/challenges").await;
+    let list: serde_json::Value = get_json(&http, &w.base, "/v1/challenges").await;
     let upheld = list
         .as_array()
         .unwrap()
@@ -284,7 +285,7 @@ async fn audit_reports_and_challenges_are_judged_indexed_and_paid() {
     let mut everyone: Vec<String> = w.verifiers.iter().map(|v| v.pubkey().to_string()).collect();
     everyone.sort();
     assert_eq!(committee, everyone, "equal stakes: all three sit");
-    let by_task = get_json(
+    let by_task: serde_json::Value = get_json(
         &http,
         &w.base,
         &format!(
@@ -350,14 +351,15 @@ async fn audit_reports_and_challenges_are_judged_indexed_and_paid() {
         .await
         .unwrap();
     let base = relayer.http_url().to_string();
-    let both = get_json(&http, &base, &format!("/v1/audits?task={task_hex}")).await;
+    let both: serde_json::Value =
+        get_json(&http, &base, &format!("/v1/audits?task={task_hex}")).await;
     assert_eq!(both.as_array().unwrap().len(), 2);
     assert!(both
         .as_array()
         .unwrap()
         .iter()
         .all(|r| r["flagged"] == true));
-    let list = get_json(&http, &base, "/v1/challenges").await;
+    let list: serde_json::Value = get_json(&http, &base, "/v1/challenges").await;
     assert_eq!(list.as_array().unwrap().len(), 2);
     relayer.shutdown().await;
 }

@@ -107,14 +107,7 @@ async fn bad_receipts_are_refused_and_not_stored() {
     assert_eq!(bad.status().as_u16(), 400);
 
     // Only the good receipt is stored.
-    let stats: StatsView = http
-        .get(format!("{base}/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: StatsView = get_json(&http, &base, "/v1/stats").await;
     assert_eq!(stats.receipts, 1);
     assert!(get_view(&http, &base, &good.body.task_id).await.is_some());
     for r in [&forged, &tampered, &bad_voucher, &replay] {
@@ -252,35 +245,16 @@ async fn bad_audit_reports_are_refused_and_not_stored() {
     }
 
     // Nothing was stored.
-    let listed: serde_json::Value = http
-        .get(format!("{base}/v1/audits"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let listed: serde_json::Value = get_json(&http, &base, "/v1/audits").await;
     assert_eq!(listed, serde_json::json!([]));
-    let by_task: serde_json::Value = http
-        .get(format!(
-            "{base}/v1/audits?task={}",
-            hex::encode(stored.body.task_id)
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let by_task: serde_json::Value = get_json(
+        &http,
+        &base,
+        &format!("/v1/audits?task={}", hex::encode(stored.body.task_id)),
+    )
+    .await;
     assert_eq!(by_task, serde_json::json!([]));
-    let challenges: serde_json::Value = http
-        .get(format!("{base}/v1/challenges"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let challenges: serde_json::Value = get_json(&http, &base, "/v1/challenges").await;
     assert_eq!(challenges, serde_json::json!([]));
     relayer.shutdown().await;
 }

@@ -425,14 +425,8 @@ impl AuditWorld {
             )
             .unwrap();
             assert!(plan.audited, "the rate is 100 %");
-            let listed: serde_json::Value = http
-                .get(format!("{base}/v1/batches/{}/receipts", inclusion.batch_id))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let path = format!("/v1/batches/{}/receipts", inclusion.batch_id);
+            let listed: serde_json::Value = get_json(&http, &base, &path).await;
             let leaves = listed["receipts"]
                 .as_array()
                 .unwrap()
@@ -629,8 +623,12 @@ pub async fn post_audit(
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
 
-/// GETs `path` from `base` as JSON.
-pub async fn get_json(http: &reqwest::Client, base: &str, path: &str) -> serde_json::Value {
+/// GETs `path` from `base` as JSON (any type the answer should parse as).
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+) -> T {
     http.get(format!("{base}{path}"))
         .send()
         .await

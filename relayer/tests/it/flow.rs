@@ -73,14 +73,7 @@ async fn receipts_are_batched_proved_and_paid() {
 
     // Vouchers: latest per channel is (a,n1)=300, (b,n1)=80, (a,n2)=60.
     wait_for(40, "three channels settled", || async {
-        let s: Vec<SettlementView> = http
-            .get(format!("{base}/v1/settlements"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s: Vec<SettlementView> = get_json(&http, &base, "/v1/settlements").await;
         let redeemed: u64 = s.iter().map(|s| s.amount).sum();
         redeemed == 300 + 80 + 60
     })
@@ -99,27 +92,13 @@ async fn receipts_are_batched_proved_and_paid() {
         REWARD_POOL + fee(300) + fee(80) + fee(60)
     );
 
-    let stats: StatsView = http
-        .get(format!("{base}/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: StatsView = get_json(&http, &base, "/v1/stats").await;
     assert_eq!((stats.receipts, stats.batched), (6, 6));
     assert_eq!(
         stats.tasks_per_minute.iter().map(|b| b.tasks).sum::<u64>(),
         6
     );
-    let batches: Vec<BatchView> = http
-        .get(format!("{base}/v1/batches"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let batches: Vec<BatchView> = get_json(&http, &base, "/v1/batches").await;
     assert_eq!(batches.iter().map(|b| b.task_count).sum::<u32>(), 6);
     assert_eq!(config.total_tasks, 6);
 

@@ -130,14 +130,7 @@ async fn sigkill_loses_no_receipt_and_pays_nothing_twice() {
         env.assert_proof_on_chain(&view).await;
     }
     // Each receipt is in exactly one on-chain batch.
-    let stats: StatsView = http
-        .get(format!("{base}/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats: StatsView = get_json(&http, &base, "/v1/stats").await;
     assert_eq!(stats.receipts, acked.len() as u64);
     assert_eq!(stats.batched, acked.len() as u64);
     let config = env.rpc.config().await.unwrap();
@@ -168,14 +161,7 @@ async fn sigkill_loses_no_receipt_and_pays_nothing_twice() {
     // What the relayer records converges to the chain (redemptions that
     // landed just before a kill are recorded from the chain on its next round).
     wait_for(30, "recorded settlements to match the chain", || async {
-        let stats: StatsView = http
-            .get(format!("{base}/v1/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats: StatsView = get_json(&http, &base, "/v1/stats").await;
         stats.settled_paid + stats.settled_fee == total
     })
     .await;
