@@ -12,7 +12,7 @@ use strata_wire::task::{
     ChatTurn, Finish, Prompt, Sampling, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec, Usage,
     MAX_TASK_MESSAGE_BYTES,
 };
-use strata_wire::{decode, encode, Voucher};
+use strata_wire::{decode, Receipt, Voucher};
 
 const MODEL: &str = "SmolLM2-135M-Instruct";
 
@@ -50,11 +50,21 @@ async fn peer(node: &RunningNode) -> P2pHandle {
 }
 
 async fn call(p2p: &P2pHandle, node: &RunningNode, req: &TaskRequest) -> TaskResponse {
-    let bytes = p2p
-        .request(node.node_id(), &TASK, encode(req))
+    strata_wire::task::call(|bytes| p2p.request(node.node_id(), &TASK, bytes), req)
         .await
-        .unwrap();
-    decode(&bytes, MAX_TASK_MESSAGE_BYTES).unwrap()
+        .unwrap()
+}
+
+/// Settles task `id` with `voucher`; panics unless the node answers with a receipt.
+async fn settle(p2p: &P2pHandle, node: &RunningNode, id: [u8; 32], voucher: Voucher) -> Receipt {
+    let req = TaskRequest::Settle {
+        task_id: id,
+        voucher,
+    };
+    match call(p2p, node, &req).await {
+        TaskResponse::Settled(receipt) => *receipt,
+        other => panic!("not settled: {other:?}"),
+    }
 }
 
 fn spec(client: &Keypair, text: &str, seed: u64) -> TaskSpec {
@@ -179,18 +189,7 @@ async fn task_streams_settles_and_yields_a_verifiable_receipt() {
 
     // The right voucher yields a receipt that verifies and matches the task.
     let voucher = Voucher::sign(&client, &key.pubkey(), usage.price);
-    let TaskResponse::Settled(receipt) = call(
-        &p2p,
-        &node,
-        &TaskRequest::Settle {
-            task_id: id,
-            voucher,
-        },
-    )
-    .await
-    else {
-        panic!("not settled");
-    };
+    let receipt = settle(&p2p, &node, id, voucher).await;
     receipt.verify().unwrap();
     assert_eq!(receipt.body.task_id, id);
     assert_eq!(receipt.body.price, usage.price);
@@ -367,18 +366,7 @@ async fn receipts_survive_a_crash_and_reach_the_relayer_after_restart() {
     let id = s.task_id;
     let (_, _, _, usage) = run(&p2p, &node, s, false).await;
     let voucher = Voucher::sign(&client, &key.pubkey(), usage.price);
-    let TaskResponse::Settled(receipt) = call(
-        &p2p,
-        &node,
-        &TaskRequest::Settle {
-            task_id: id,
-            voucher,
-        },
-    )
-    .await
-    else {
-        panic!("not settled");
-    };
+    let receipt = settle(&p2p, &node, id, voucher).await;
     let file = dir
         .path()
         .join("outbox")
@@ -419,10 +407,7 @@ async fn receipts_survive_a_crash_and_reach_the_relayer_after_restart() {
     })
     .await
     .expect("the receipt reached the relayer");
-    assert_eq!(
-        strata_wire::Receipt::decode_verified(&got).unwrap(),
-        *receipt
-    );
+    assert_eq!(Receipt::decode_verified(&got).unwrap(), receipt);
     for _ in 0..100 {
         if !file.exists() {
             break;
