@@ -178,7 +178,8 @@ async fn audit_shows_assignment_reports_and_challenge() {
     w.draw(&challenge).await;
     w.resolve(&challenge, &[challenger], true).await;
     wait_for(60, "the challenge indexed as upheld", || async {
-        let list = get_json(&http, &w.base, &format!("/v1/challenges?task={task}")).await;
+        let list: serde_json::Value =
+            get_json(&http, &w.base, &format!("/v1/challenges?task={task}")).await;
         list[0]["status"] == "upheld"
     })
     .await;

@@ -424,7 +424,7 @@ async fn explorer_page_shows_audits_and_challenges_in_chromium() {
         .open_challenge(w.verifier(&t2.plan.verifiers[0]), t2)
         .await;
     wait_for("both challenges indexed", || async {
-        let list = get_json(&client, &w.base, "/v1/challenges").await;
+        let list: serde_json::Value = get_json(&client, &w.base, "/v1/challenges").await;
         let statuses: Vec<&str> = list
             .as_array()
             .unwrap()
