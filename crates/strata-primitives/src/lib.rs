@@ -5,7 +5,7 @@
 //! the p2p layer's chunk manifests, each with its own explicit hash domain
 //! ([`merkle::domains`]); the bytes that clients and verifiers sign
 //! ([`messages`]); seeds drawn from later slot hashes ([`slot_hashes`]),
-//! committee sortition ([`sortition`]) and audit assignment ([`audit`]); cross-crate size limits ([`limits`]); and plain
+//! committee sortition ([`sortition`]) and audit assignment ([`audit`]); the protocol fee ([`fees`]); cross-crate size limits ([`limits`]); and plain
 //! descriptors of the application's p2p protocols ([`protocol`]).
 //!
 //! What it is not: it has no Anchor, Solana SDK or libp2p dependency (keys are
@@ -16,6 +16,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod fees;
 pub mod limits;
 pub mod merkle;
 pub mod messages;
