@@ -374,7 +374,14 @@ pub async fn claim(
     );
     match client.send(&[create, claim], operator, &[]).await {
         Ok(sig) => {
-            let paid = proof.cumulative - claimed;
+            // The program pays what the epoch's limit and the pool allow and
+            // carries the rest, so what was paid is read back from the chain.
+            let now_claimed = client
+                .account::<ClaimRecord>(&pda::claim_record(&me), "claim record")
+                .await
+                .map_err(chain::explain)?
+                .map_or(proof.cumulative, |c| c.claimed);
+            let paid = now_claimed.saturating_sub(claimed);
             out.report(
                 &Report::new()
                     .text("operator", me)

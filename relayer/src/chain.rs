@@ -33,7 +33,8 @@ pub async fn creating_signature(chain: &ChainClient, address: &Pubkey) -> Option
     list.last().map(|s| s.signature.clone())
 }
 
-/// The program's fee: `amount × bps / 10 000`, rounded down (as the program computes it).
+/// The program's protocol fee on redeeming `amount` (rounded up, by the
+/// very function the program uses).
 pub fn bps_of(amount: u64, bps: u16) -> u64 {
-    u64::try_from(u128::from(amount) * u128::from(bps) / 10_000).unwrap_or(amount)
+    strata_chain::fees::protocol_fee(amount, bps)
 }

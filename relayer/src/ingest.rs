@@ -27,6 +27,10 @@ pub enum IngestError {
         /// The task it came with first.
         other: String,
     },
+    /// The receipt claims more work units than the program accepts per
+    /// receipt; a batch holding it would be refused on-chain.
+    #[error("receipt claims {0} work units, more than {max} per task", max = strata_chain::limits::MAX_WORK_UNITS_PER_TASK)]
+    TooMuchWork(u64),
     /// The store failed; the receipt was not stored.
     #[error("could not store the receipt: {0}")]
     Store(#[from] StoreError),
@@ -54,6 +58,10 @@ pub async fn ingest(
     bytes: Vec<u8>,
 ) -> Result<(Receipt, Accepted), IngestError> {
     let receipt = Receipt::decode_verified(&bytes)?;
+    let work = receipt.body.work_units();
+    if work > strata_chain::limits::MAX_WORK_UNITS_PER_TASK {
+        return Err(IngestError::TooMuchWork(work));
+    }
     let store = Arc::clone(store);
     // redb commits fsync: keep them off the async workers.
     tokio::task::spawn_blocking(move || {

@@ -60,7 +60,9 @@ pub async fn round(ctx: &Ctx) -> Result<(), RelayerError> {
                 );
                 ctx.store.drop_epoch(planned.epoch)?;
             }
-            None if planned.epoch > config.last_reward_epoch && planned.epoch <= current => {
+            // The program publishes the current epoch only: a plan left
+            // from an earlier epoch is dropped and planned anew below.
+            None if planned.epoch > config.last_reward_epoch && planned.epoch == current => {
                 return publish(ctx, planned.clone()).await;
             }
             None => ctx.store.drop_epoch(planned.epoch)?,

@@ -164,6 +164,7 @@ impl Verifier {
             let ix = ix::expire_challenge(
                 &self.me,
                 address,
+                &c.batch,
                 &c.node,
                 &c.challenger,
                 &pda::associated_token(&c.challenger, &view.config.mint),
@@ -319,6 +320,7 @@ impl Verifier {
         let resolve = ix::resolve_challenge(
             &self.me,
             address,
+            &c.batch,
             &c.node,
             &pda::associated_token(&c.challenger, &view.config.mint),
             &verdict.voters(),

@@ -139,7 +139,7 @@ async fn client_pays_node_earns_auditor_verifies() {
     let paid = escrow1.total_paid - escrow0.total_paid;
     assert_eq!(paid, price, "the client paid the task's price");
     assert_eq!(escrow0.balance - escrow1.balance, price);
-    let fee = price * u64::from(config0.params.protocol_fee_bps) / 10_000;
+    let fee = strata_chain::fees::protocol_fee(price, config0.params.protocol_fee_bps);
     let earned = chain.token_balance(&node_ata).await.unwrap() - node_tokens0;
     assert_eq!(
         earned + fee,

@@ -159,6 +159,13 @@ fn operator_and_client_flow_on_a_local_chain() {
     cli.ok(&["deposit", "100"]);
     cli.fails(&["request-withdrawal", "101"], "insufficient funds");
     cli.ok(&["request-withdrawal", "40.5"]);
+    // The program's floor on the withdrawal delay (time for a relayer to
+    // redeem vouchers already signed) holds even with the fastest parameters.
+    cli.fails(&["withdraw"], "withdrawal delay has not passed");
+    let delay = strata_chain::params::fast().escrow_withdraw_delay;
+    std::thread::sleep(std::time::Duration::from_millis(
+        delay as u64 * 1_000 + 1_500,
+    ));
     cli.ok(&["withdraw"]);
     let escrow = cli.json(&["status", "escrow"]);
     assert_eq!(escrow["balance"], 59_500_000);

@@ -61,6 +61,13 @@ program_errors!(
     SeedAlreadyDrawn,
     CommitteeNotDrawn,
     VerifierNotEligible,
+    WorkUnitsOutOfBounds,
+    RewardEpochNotCurrent,
+    NotDeployer,
+    WithdrawDelayTooShort,
+    TooManyOpenChallenges,
+    ChallengeWindowOpen,
+    BatchHasOpenChallenges,
 );
 
 /// Anchor's own codes that a caller can run into (constraints, account checks).
@@ -144,8 +151,8 @@ mod tests {
         }
         assert_eq!(describe(6025).0, "StaleVoucher");
         // The last variant is listed (a new error must be added here too).
-        let last = u32::from(StrataError::VerifierNotEligible);
-        assert_eq!(describe(last).0, "VerifierNotEligible");
+        let last = u32::from(StrataError::BatchHasOpenChallenges);
+        assert_eq!(describe(last).0, "BatchHasOpenChallenges");
         assert_eq!(describe(last + 1).0, "Unknown");
         assert_eq!(describe(2006).0, "ConstraintSeeds");
         assert_eq!(describe(1).0, "Unknown");

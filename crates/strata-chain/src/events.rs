@@ -31,6 +31,7 @@ pub enum StrataEvent {
     RewardsFunded(ev::RewardsFunded),
     RewardsPublished(ev::RewardsPublished),
     RewardsClaimed(ev::RewardsClaimed),
+    BatchClosed(ev::BatchClosed),
 }
 
 /// Decodes one event payload (discriminator + borsh); `None` if it is not one of ours.
@@ -67,7 +68,8 @@ pub fn decode_event(data: &[u8]) -> Option<StrataEvent> {
         ChallengeExpired,
         RewardsFunded,
         RewardsPublished,
-        RewardsClaimed
+        RewardsClaimed,
+        BatchClosed
     );
     None
 }

@@ -23,7 +23,9 @@ fn build(accounts: impl ToAccountMetas, args: impl InstructionData) -> Instructi
     }
 }
 
-/// `initialize`: creates config and vault; `admin` pays and becomes admin.
+/// `initialize`: creates config and vault; `admin` pays and becomes admin
+/// (it must be the program's deployer: its upgrade authority, or the key it
+/// was built with; anyone on a native host harness).
 pub fn initialize(
     admin: &Pubkey,
     mint: &Pubkey,
@@ -36,6 +38,8 @@ pub fn initialize(
             config: pda::config(),
             mint: *mint,
             vault: pda::vault(),
+            program: ID,
+            program_data: pda::program_data(),
             token_program: TOKEN,
             system_program: SYSTEM,
         },
@@ -319,11 +323,13 @@ pub fn open_challenge(
     )
 }
 
-/// `resolve_challenge`; `verifiers` are the signing verifiers' operator keys
-/// in the order of the preceding ed25519 instruction's signatures.
+/// `resolve_challenge`; `batch` is the challenge's batch (its `batch`
+/// field); `verifiers` are the signing verifiers' operator keys in the order
+/// of the preceding ed25519 instruction's signatures.
 pub fn resolve_challenge(
     submitter: &Pubkey,
     challenge: &Pubkey,
+    batch: &Pubkey,
     node: &Pubkey,
     challenger_token: &Pubkey,
     verifiers: &[Pubkey],
@@ -334,6 +340,7 @@ pub fn resolve_challenge(
             submitter: *submitter,
             config: pda::config(),
             challenge: *challenge,
+            batch: *batch,
             node: pda::node(node),
             challenger_token: *challenger_token,
             vault: pda::vault(),
@@ -373,11 +380,13 @@ pub fn draw_committee(challenge: &Pubkey) -> Instruction {
     )
 }
 
-/// `expire_challenge`; `challenger` is the challenge's challenger (its
-/// wallet gets the closed account's rent back).
+/// `expire_challenge`; `batch` is the challenge's batch (its `batch`
+/// field); `challenger` is the challenge's challenger (its wallet gets the
+/// closed account's rent back).
 pub fn expire_challenge(
     submitter: &Pubkey,
     challenge: &Pubkey,
+    batch: &Pubkey,
     node: &Pubkey,
     challenger: &Pubkey,
     challenger_token: &Pubkey,
@@ -388,12 +397,26 @@ pub fn expire_challenge(
             config: pda::config(),
             challenger: *challenger,
             challenge: *challenge,
+            batch: *batch,
             node: pda::node(node),
             challenger_token: *challenger_token,
             vault: pda::vault(),
             token_program: TOKEN,
         },
         data::ExpireChallenge {},
+    )
+}
+
+/// `close_batch`: closes batch `batch_id` after its challenge window;
+/// `relayer` must be the relayer that posted it and gets the rent back.
+pub fn close_batch(relayer: &Pubkey, batch_id: u64) -> Instruction {
+    build(
+        acc::CloseBatch {
+            authority: *relayer,
+            config: pda::config(),
+            batch: pda::batch(batch_id),
+        },
+        data::CloseBatch {},
     )
 }
 

@@ -29,7 +29,7 @@ pub mod tx;
 pub use error::ChainError;
 pub use solana_keypair::Keypair;
 pub use solana_signer::Signer;
-pub use strata_primitives::{limits, merkle, messages, sortition};
+pub use strata_primitives::{fees, limits, merkle, messages, sortition};
 pub use strata_program::{
     state::{Capacity, ConfigParams, ROLE_COMPUTE, ROLE_VERIFIER},
     ID as PROGRAM_ID,

@@ -36,13 +36,14 @@ pub fn local() -> ConfigParams {
 }
 
 /// [`local`] with every delay at its smallest, for tests that unstake,
-/// withdraw or change epochs within seconds.
+/// withdraw or change epochs within seconds (the escrow withdrawal delay
+/// cannot go below the program's floor, 30 s).
 pub fn fast() -> ConfigParams {
     ConfigParams {
         unbonding_period: 2,
         challenge_window: 1,
         verdict_timeout: 1,
-        escrow_withdraw_delay: 0,
+        escrow_withdraw_delay: strata_program::state::MIN_ESCROW_WITHDRAW_DELAY,
         verifier_quorum: 1,
         ..local()
     }

@@ -51,6 +51,12 @@ pub fn reward_epoch(epoch: i64) -> Pubkey {
 pub fn claim_record(operator: &Pubkey) -> Pubkey {
     find(&[ClaimRecord::SEED, operator.as_ref()])
 }
+/// The program's ProgramData account (the upgradeable loader's PDA of the
+/// program id). It exists only when the upgradeable loader deployed the
+/// program; `initialize` reads it then to check the upgrade authority.
+pub fn program_data() -> Pubkey {
+    Pubkey::find_program_address(&[ID.as_ref()], &solana_sdk_ids::bpf_loader_upgradeable::ID).0
+}
 /// The associated token account of `owner` for `mint`.
 pub fn associated_token(owner: &Pubkey, mint: &Pubkey) -> Pubkey {
     spl_associated_token_account_interface::address::get_associated_token_address(owner, mint)

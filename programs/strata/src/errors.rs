@@ -146,4 +146,29 @@ pub enum StrataError {
     /// A verifier's weight was not in place before the challenge opened.
     #[msg("verifier stake or role is newer than the challenge")]
     VerifierNotEligible,
+    /// A batch declares more work units than its receipts can hold
+    /// (`task_count × limits::MAX_WORK_UNITS_PER_TASK`).
+    #[msg("work units exceed what the batch's receipts can hold")]
+    WorkUnitsOutOfBounds,
+    /// Reward roots are published for the current epoch only, so a burst
+    /// of skipped epochs cannot each pay out a cap.
+    #[msg("reward roots may only be published for the current epoch")]
+    RewardEpochNotCurrent,
+    /// `initialize` was not signed by the program's upgrade authority (or
+    /// the deploy-time admin key the program was built with).
+    #[msg("initialize must be signed by the program's deployer")]
+    NotDeployer,
+    /// The escrow withdrawal delay is shorter than the floor that gives the
+    /// relayer time to redeem vouchers already signed.
+    #[msg("escrow withdrawal delay below the minimum")]
+    WithdrawDelayTooShort,
+    /// A node's (or a batch's) open-challenge counter is full.
+    #[msg("too many open challenges")]
+    TooManyOpenChallenges,
+    /// The batch's challenge window has not closed yet.
+    #[msg("challenge window has not closed")]
+    ChallengeWindowOpen,
+    /// A challenge against one of the batch's receipts is still open.
+    #[msg("a challenge against this batch is open")]
+    BatchHasOpenChallenges,
 }

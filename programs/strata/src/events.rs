@@ -295,3 +295,16 @@ pub struct RewardsClaimed {
     /// Paid now.
     pub paid: u64,
 }
+
+/// A batch record was closed after its challenge window; its rent went
+/// back to the relayer that posted it.
+#[event]
+#[derive(Debug, Clone)]
+pub struct BatchClosed {
+    /// Batch id.
+    pub id: u64,
+    /// Relayer key (received the rent).
+    pub relayer: Pubkey,
+    /// Lamports returned.
+    pub lamports: u64,
+}

@@ -33,7 +33,7 @@ declare_id!("StRaTa1111111111111111111111111111111111111");
 pub mod strata {
     use super::*;
 
-    /// Creates the config and vault (once).
+    /// Creates the config and vault (once; the deployer only).
     pub fn initialize(
         ctx: Context<Initialize>,
         params: ConfigParams,
@@ -158,6 +158,11 @@ pub mod strata {
     /// Expires a challenge past its deadline.
     pub fn expire_challenge(ctx: Context<ExpireChallenge>) -> Result<()> {
         instructions::expire_challenge::handler(ctx)
+    }
+
+    /// Closes a batch after its challenge window, rent to its relayer.
+    pub fn close_batch(ctx: Context<CloseBatch>) -> Result<()> {
+        instructions::close_batch::handler(ctx)
     }
 
     /// Adds to the reward pool.

@@ -557,6 +557,7 @@ impl AuditWorld {
             ix::resolve_challenge(
                 &voters[0].pubkey(),
                 challenge,
+                &c.batch,
                 &c.node,
                 &challenger_ata,
                 &keys,
@@ -579,6 +580,7 @@ impl AuditWorld {
         let expire = ix::expire_challenge(
             &self.env.admin.pubkey(),
             challenge,
+            &c.batch,
             &c.node,
             &c.challenger,
             &challenger_ata,

@@ -100,7 +100,7 @@ async fn testnet_genesis_and_settlement_over_rpc() {
         )
         .await
         .expect("voucher batch settles");
-    let fee = |x: u64| x * u64::from(options.params.protocol_fee_bps) / 10_000;
+    let fee = |x: u64| strata_chain::fees::protocol_fee(x, options.params.protocol_fee_bps);
     assert_eq!(
         client.token_balance(&node_ata).await.unwrap() - before.0,
         2 * TOKEN - fee(2 * TOKEN)
@@ -166,11 +166,18 @@ async fn testnet_genesis_and_settlement_over_rpc() {
         Ledger::reward_leaf(node_key.as_array(), 7 * TOKEN),
         Ledger::reward_leaf(n1.as_array(), 3 * TOKEN),
     ];
+    // The program publishes the current epoch only (read from the chain's clock).
+    let clock_sysvar = "SysvarC1ock11111111111111111111111111111111"
+        .parse()
+        .unwrap();
+    let clock = client.account_data(&clock_sysvar).await.unwrap().unwrap();
+    let now = i64::from_le_bytes(clock[32..40].try_into().unwrap());
+    let epoch = client.config().await.unwrap().epoch_at(now);
     client
         .send(
             &[ix::publish_rewards(
                 &keys.relayer.pubkey(),
-                0,
+                epoch,
                 merkle::root::<Ledger>(&rewards),
                 2,
                 10 * TOKEN,
@@ -183,7 +190,7 @@ async fn testnet_genesis_and_settlement_over_rpc() {
     let claim = ix::claim_rewards(
         &node_key,
         &node_ata,
-        0,
+        epoch,
         7 * TOKEN,
         0,
         merkle::proof::<Ledger>(&rewards, 0).unwrap(),

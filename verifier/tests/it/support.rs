@@ -86,7 +86,8 @@ pub fn batch(id: u64, receipts: &[Receipt]) -> Batch {
         posted_slot: 100,
         seed_slot: 104,
         audit_seed: [3; 32],
-        reserved: [0; 16],
+        open_challenges: 0,
+        reserved: [0; 12],
     }
 }
 

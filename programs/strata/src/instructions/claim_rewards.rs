@@ -8,8 +8,13 @@ use crate::vault::pay_out;
 use strata_primitives::merkle::{domains::Ledger, verify};
 
 /// Pays an operator its cumulative rewards (proved against an epoch's root)
-/// minus what it already claimed. A repeated claim pays nothing and is
-/// refused with `NothingToClaim`.
+/// minus what it already claimed, as far as the epoch's remaining payout
+/// limit and the reward pool allow; the rest stays owed and is claimed
+/// against a later root (claims used to be all or nothing, so a node owed
+/// more than one epoch's cap could never claim at all). A repeated claim
+/// with nothing owed is refused with `NothingToClaim`; a claim when the
+/// epoch's limit is used up with `RewardCapExceeded`, when the pool is
+/// empty with `InsufficientRewardPool`.
 #[derive(Accounts)]
 pub struct ClaimRewards<'info> {
     /// The operator named in the reward leaf; pays rent on first claim.
@@ -66,16 +71,16 @@ pub fn handler(
         record.operator = operator;
     }
     require!(cumulative > record.claimed, StrataError::NothingToClaim);
-    let payout = cumulative - record.claimed;
+    let owed = cumulative - record.claimed;
+    require!(a.reward_epoch.remaining > 0, StrataError::RewardCapExceeded);
     require!(
-        payout <= a.reward_epoch.remaining,
-        StrataError::RewardCapExceeded
-    );
-    require!(
-        payout <= a.config.reward_pool,
+        a.config.reward_pool > 0,
         StrataError::InsufficientRewardPool
     );
-    record.claimed = cumulative;
+    // Pay what fits; `claimed` grows by what was paid, so the rest is owed
+    // against the next root (whose cumulative is at least this one's).
+    let payout = owed.min(a.reward_epoch.remaining).min(a.config.reward_pool);
+    record.claimed += payout;
     record.last_epoch = a.reward_epoch.epoch;
     a.reward_epoch.remaining -= payout;
     a.config.reward_pool -= payout;

@@ -3,7 +3,7 @@ use anchor_spl::token::{Token, TokenAccount};
 
 use crate::errors::StrataError;
 use crate::events::{emit_event, ChallengeExpired};
-use crate::state::{Challenge, ChallengeStatus, Config, Node};
+use crate::state::{Batch, Challenge, ChallengeStatus, Config, Node};
 use crate::vault::pay_out;
 
 /// Closes a challenge that got no verdict by its deadline. Nobody proved the
@@ -29,6 +29,9 @@ pub struct ExpireChallenge<'info> {
         bump = challenge.bump,
     )]
     pub challenge: Account<'info, Challenge>,
+    /// The batch holding the challenged receipt (counts its open challenges).
+    #[account(mut, address = challenge.batch @ StrataError::InvalidAccount)]
+    pub batch: Account<'info, Batch>,
     /// The accused node.
     #[account(mut, seeds = [Node::SEED, challenge.node.as_ref()], bump = node.bump)]
     pub node: Account<'info, Node>,
@@ -54,7 +57,17 @@ pub fn handler(ctx: Context<ExpireChallenge>) -> Result<()> {
         StrataError::DeadlineNotReached
     );
     let bond = a.challenge.bond;
-    a.node.open_challenges = a.node.open_challenges.saturating_sub(1);
+    // Every open challenge was counted on both when it opened.
+    a.node.open_challenges = a
+        .node
+        .open_challenges
+        .checked_sub(1)
+        .ok_or(StrataError::MathOverflow)?;
+    a.batch.open_challenges = a
+        .batch
+        .open_challenges
+        .checked_sub(1)
+        .ok_or(StrataError::MathOverflow)?;
     a.config.bonds_held = a
         .config
         .bonds_held

@@ -4,6 +4,7 @@
 
 pub mod add_relayer;
 pub mod claim_rewards;
+pub mod close_batch;
 pub mod deposit;
 pub mod deregister_node;
 pub mod draw_committee;
@@ -28,6 +29,7 @@ pub mod withdraw_stake;
 
 pub use add_relayer::*;
 pub use claim_rewards::*;
+pub use close_batch::*;
 pub use deposit::*;
 pub use deregister_node::*;
 pub use draw_committee::*;

@@ -47,8 +47,8 @@ pub struct OpenChallenge<'info> {
     /// The config.
     #[account(mut, seeds = [Config::SEED], bump = config.bump, has_one = vault)]
     pub config: Account<'info, Config>,
-    /// The batch holding the receipt.
-    #[account(seeds = [Batch::SEED, &batch.id.to_le_bytes()], bump = batch.bump)]
+    /// The batch holding the receipt (counts its open challenges).
+    #[account(mut, seeds = [Batch::SEED, &batch.id.to_le_bytes()], bump = batch.bump)]
     pub batch: Account<'info, Batch>,
     /// The accused node.
     #[account(mut, seeds = [Node::SEED, node.operator.as_ref()], bump = node.bump)]
@@ -121,11 +121,18 @@ pub fn handler(ctx: Context<OpenChallenge>, claim: ReceiptClaim) -> Result<()> {
         .bonds_held
         .checked_add(bond)
         .ok_or(StrataError::MathOverflow)?;
+    // Full counters refuse the challenge by name rather than wrap (which
+    // would free a node's stake, or a batch for closing, under an open one).
     a.node.open_challenges = a
         .node
         .open_challenges
         .checked_add(1)
-        .ok_or(StrataError::MathOverflow)?;
+        .ok_or(StrataError::TooManyOpenChallenges)?;
+    a.batch.open_challenges = a
+        .batch
+        .open_challenges
+        .checked_add(1)
+        .ok_or(StrataError::TooManyOpenChallenges)?;
 
     let seed_slot = clock
         .slot

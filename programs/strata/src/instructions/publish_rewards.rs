@@ -8,7 +8,13 @@ use crate::state::{Config, RewardEpoch, STATE_VERSION};
 /// only; epochs strictly increase. `declared` is the most that claims against
 /// this root may pay in total (the authority sets it to what is unclaimed);
 /// it may not exceed the per-epoch cap, so a compromised authority key can
-/// drain at most one cap per epoch.
+/// drain at most one cap per epoch of elapsed time.
+///
+/// Only the current epoch may be published. Publishing any past epoch after
+/// the last published one used to be allowed, so an authority that had been
+/// idle for n epochs could publish n roots one after another, each with a
+/// full cap: the circuit breaker let n caps through at once. Rewards are
+/// cumulative, so skipping epochs loses nobody anything.
 #[derive(Accounts)]
 #[instruction(epoch: i64)]
 pub struct PublishRewards<'info> {
@@ -45,7 +51,9 @@ pub fn handler(
         epoch > config.last_reward_epoch,
         StrataError::EpochOutOfOrder
     );
-    require!(epoch <= config.epoch_at(now), StrataError::InvalidEpoch);
+    let current = config.epoch_at(now);
+    require!(epoch <= current, StrataError::InvalidEpoch);
+    require!(epoch == current, StrataError::RewardEpochNotCurrent);
     require!(leaf_count > 0 && root != [0; 32], StrataError::EmptyBatch);
     require!(
         declared <= config.params.epoch_reward_cap,

@@ -8,7 +8,8 @@ use crate::errors::StrataError;
 use crate::events::{emit_event, VoucherRedeemed};
 use crate::signatures::verified_before_current;
 use crate::state::{Channel, Config, Escrow, STATE_VERSION};
-use crate::vault::{bps_of, pay_out};
+use crate::vault::pay_out;
+use strata_primitives::fees::protocol_fee;
 use strata_primitives::messages::parse_voucher;
 
 /// Most vouchers one instruction settles; bounds the loop (a 1232-byte
@@ -22,7 +23,8 @@ pub const ACCOUNTS_PER_VOUCHER: usize = 3;
 /// order; `remaining_accounts` carries, per voucher, the client's escrow, the
 /// (client, node) channel, and the node's token account. Anyone may submit:
 /// the signatures decide who pays whom, and only the difference over what was
-/// already redeemed moves.
+/// already redeemed moves. The protocol fee is rounded up
+/// (`strata_primitives::fees::protocol_fee`).
 #[derive(Accounts)]
 pub struct RedeemVouchers<'info> {
     /// Submitter (normally the relayer); pays rent for new channels.
@@ -85,7 +87,8 @@ pub fn handler<'info>(ctx: Context<'info, RedeemVouchers<'info>>) -> Result<()> 
         require_keys_eq!(node_token.owner, node, StrataError::InvalidAccount);
         require_keys_eq!(node_token.mint, a.config.mint, StrataError::InvalidAccount);
 
-        let fee = bps_of(delta, fee_bps);
+        // Rounded up, so that settling in small slices cannot dodge the fee.
+        let fee = protocol_fee(delta, fee_bps);
         let paid = delta - fee;
         channel.redeemed = cumulative;
         escrow.balance -= delta;

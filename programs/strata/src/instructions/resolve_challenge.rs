@@ -6,7 +6,7 @@ use anchor_spl::token::{Token, TokenAccount};
 use crate::errors::StrataError;
 use crate::events::{emit_event, ChallengeResolved};
 use crate::signatures::verified_before_current;
-use crate::state::{Challenge, ChallengeStatus, Config, Node, MAX_COMMITTEE};
+use crate::state::{Batch, Challenge, ChallengeStatus, Config, Node, MAX_COMMITTEE};
 use crate::vault::{bps_of, pay_out};
 use strata_primitives::messages::verdict_message;
 use strata_primitives::sortition::is_selected;
@@ -34,6 +34,9 @@ pub struct ResolveChallenge<'info> {
         bump = challenge.bump,
     )]
     pub challenge: Account<'info, Challenge>,
+    /// The batch holding the challenged receipt (counts its open challenges).
+    #[account(mut, address = challenge.batch @ StrataError::InvalidAccount)]
+    pub batch: Account<'info, Batch>,
     /// The accused node.
     #[account(mut, seeds = [Node::SEED, challenge.node.as_ref()], bump = node.bump)]
     pub node: Account<'info, Node>,
@@ -125,7 +128,17 @@ pub fn handler<'info>(ctx: Context<'info, ResolveChallenge<'info>>, upheld: bool
         .bonds_held
         .checked_sub(bond)
         .ok_or(StrataError::MathOverflow)?;
-    a.node.open_challenges = a.node.open_challenges.saturating_sub(1);
+    // Every open challenge was counted on both when it opened.
+    a.node.open_challenges = a
+        .node
+        .open_challenges
+        .checked_sub(1)
+        .ok_or(StrataError::MathOverflow)?;
+    a.batch.open_challenges = a
+        .batch
+        .open_challenges
+        .checked_sub(1)
+        .ok_or(StrataError::MathOverflow)?;
     let (slashed, to_challenger) = if upheld {
         let slashed = slash(&mut a.node, &mut a.config, terms.slash_bps)?;
         let share = bps_of(slashed, terms.challenger_share_bps);

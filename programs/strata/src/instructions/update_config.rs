@@ -5,6 +5,8 @@ use crate::events::{emit_event, ConfigUpdated};
 use crate::state::{Config, ConfigParams};
 
 /// Changes parameters and the reward authority. Admin only; bounds checked.
+/// A new epoch length takes effect without renumbering epochs
+/// ([`Config::set_epoch_length`]).
 #[derive(Accounts)]
 pub struct UpdateConfig<'info> {
     /// Must be the config's admin.
@@ -21,7 +23,10 @@ pub fn handler(
     reward_authority: Pubkey,
 ) -> Result<()> {
     params.validate()?;
+    let now = Clock::get()?.unix_timestamp;
     let config = &mut ctx.accounts.config;
+    // Before the other parameters: the epoch in progress is found with the old length.
+    config.set_epoch_length(params.epoch_length, now);
     config.params = params;
     config.reward_authority = reward_authority;
     emit_event(&ConfigUpdated {

@@ -31,8 +31,11 @@ pub struct Batch {
     /// The audit seed (`strata_primitives::audit::batch_seed`), all zeros
     /// until `seal_batch` draws it.
     pub audit_seed: [u8; 32],
+    /// Challenges against its receipts that await a verdict or expiry; the
+    /// batch cannot be closed while any is open.
+    pub open_challenges: u32,
     /// Room for later fields.
-    pub reserved: [u8; 16],
+    pub reserved: [u8; 12],
 }
 
 impl Batch {

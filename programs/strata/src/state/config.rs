@@ -16,6 +16,14 @@ pub const MAX_AUDIT_POSITIONS: u8 = 64;
 /// Longest delay before a seed slot. SlotHashes keeps 512 slots, so a seed
 /// must be drawable well inside that window.
 pub const MAX_SEED_DELAY_SLOTS: u16 = 128;
+/// Shortest escrow withdrawal delay, in seconds. A client's vouchers are
+/// redeemed by a relayer in rounds (every 10 s by default); a withdrawal
+/// must wait long enough for a relayer to see the request and land the
+/// redemption of every voucher the client already signed, or a client could
+/// take back what it owes a node that already served it (with a delay of 0
+/// it could even request and withdraw in one transaction). 30 s is three
+/// default rounds, each with time to land.
+pub const MIN_ESCROW_WITHDRAW_DELAY: i64 = 30;
 
 /// Tunable protocol parameters. Every update is checked against [`ConfigParams::validate`].
 #[derive(AnchorSerialize, AnchorDeserialize, Clone, Copy, Debug, PartialEq, Eq, InitSpace)]
@@ -79,12 +87,16 @@ impl ConfigParams {
             && self.verifier_quorum <= self.committee_size
             && self.committee_size <= MAX_COMMITTEE
             && u64::from(self.protocol_fee_bps) <= BPS / 2
-            && (0..=90 * DAY).contains(&self.escrow_withdraw_delay)
+            && self.escrow_withdraw_delay <= 90 * DAY
             && (1..=MAX_AUDIT_LAYERS).contains(&self.audit_layers)
             && self.audit_positions <= MAX_AUDIT_POSITIONS
             && (1..=MAX_SEED_DELAY_SLOTS).contains(&self.seed_delay_slots)
             && u64::from(self.audit_reward_bps) <= BPS;
         require!(ok, StrataError::InvalidParameter);
+        require!(
+            self.escrow_withdraw_delay >= MIN_ESCROW_WITHDRAW_DELAY,
+            StrataError::WithdrawDelayTooShort
+        );
         // Stake must stay slashable for as long as any of its receipts can be
         // challenged and judged: unbonding covers the challenge window plus
         // the verdict timeout (both bounded above, so the sum cannot overflow).
@@ -119,7 +131,7 @@ pub struct Config {
     pub vault: Pubkey,
     /// Current parameters.
     pub params: ConfigParams,
-    /// Unix time at which epoch 0 began.
+    /// Unix time at which the program was initialised (epoch 0 began).
     pub genesis_ts: i64,
     /// Id the next receipt batch will get.
     pub next_batch_id: u64,
@@ -137,10 +149,18 @@ pub struct Config {
     pub bonds_held: u64,
     /// Receipts posted in batches since genesis.
     pub total_tasks: u64,
-    /// Work units posted in batches since genesis.
+    /// Work units posted in batches since genesis. A statistic: it saturates
+    /// rather than fail, so no batch can make later ones unpostable.
     pub total_work_units: u64,
+    /// Unix time at which epoch [`Config::epoch_origin`] began; epochs are
+    /// counted from here with the current `epoch_length`. Moved by
+    /// `update_config` when the length changes, so that epochs already
+    /// numbered (batches, published reward roots) keep their numbers.
+    pub epoch_origin_ts: i64,
+    /// The epoch that began at [`Config::epoch_origin_ts`] (0 at genesis).
+    pub epoch_origin: i64,
     /// Room for later fields.
-    pub reserved: [u8; 64],
+    pub reserved: [u8; 48],
 }
 
 impl Config {
@@ -160,11 +180,47 @@ impl Config {
         Ok(())
     }
 
-    /// The epoch that contains `now`.
+    /// The epoch that contains `now`: the origin's epoch plus the whole
+    /// epoch lengths since the origin. Never earlier than the origin's epoch.
     pub fn epoch_at(&self, now: i64) -> i64 {
-        now.saturating_sub(self.genesis_ts)
-            .max(0)
-            .checked_div(self.params.epoch_length)
-            .unwrap_or(0)
+        let since = now.saturating_sub(self.epoch_origin_ts).max(0);
+        self.epoch_origin
+            .saturating_add(since.checked_div(self.params.epoch_length).unwrap_or(0))
+    }
+
+    /// Unix time at which `epoch` began (or will begin) under the current
+    /// origin and length; for epochs at or after the origin.
+    pub fn epoch_start(&self, epoch: i64) -> i64 {
+        epoch
+            .saturating_sub(self.epoch_origin)
+            .saturating_mul(self.params.epoch_length)
+            .saturating_add(self.epoch_origin_ts)
+    }
+
+    /// Switches to `epoch_length` at `now` without renumbering any epoch.
+    ///
+    /// Counting from genesis with the new length would move `now` into
+    /// another epoch: a longer length puts it back in an epoch that may
+    /// already be published (and batches posted since would carry its
+    /// number), a shorter one jumps ahead over epochs nobody saw. Instead
+    /// the epoch in progress keeps its number and its start and lasts the
+    /// new length from that start; if that much time has already passed, it
+    /// ends now and the next epoch starts now. So right after the change the
+    /// current epoch is the same or the next one, never an earlier or a
+    /// farther one.
+    pub fn set_epoch_length(&mut self, epoch_length: i64, now: i64) {
+        if epoch_length == self.params.epoch_length {
+            return;
+        }
+        let current = self.epoch_at(now);
+        let start = self.epoch_start(current);
+        if now.saturating_sub(start) < epoch_length {
+            self.epoch_origin = current;
+            self.epoch_origin_ts = start;
+        } else {
+            self.epoch_origin = current.saturating_add(1);
+            self.epoch_origin_ts = now;
+        }
+        self.params.epoch_length = epoch_length;
     }
 }

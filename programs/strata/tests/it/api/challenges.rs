@@ -23,6 +23,8 @@ pub const ACCUSED_STAKE: u64 = 10_000;
 
 pub struct Dispute {
     pub env: Env,
+    /// The relayer that posted the disputed batch.
+    pub relayer: Keypair,
     pub accused: Keypair,
     pub challenger: Keypair,
     pub challenger_ata: Pubkey,
@@ -80,6 +82,7 @@ pub fn disputed_network(verifiers: usize, committee: u8, quorum: u8) -> Dispute 
     let (challenger, challenger_ata) = env.user(1_000);
     Dispute {
         env,
+        relayer,
         challenge: pda::challenge(&pda::batch(batch_id), 2),
         accused,
         challenger,
@@ -182,6 +185,7 @@ impl Dispute {
     ) -> Result<TransactionMetadata, TransactionError> {
         let ixs = verdict_ixs(
             &self.challenge,
+            &pda::batch(self.batch_id),
             &self.accused.pubkey(),
             &self.challenger_ata,
             voters,
@@ -214,6 +218,7 @@ impl Dispute {
             &[ix::expire_challenge(
                 &anyone.pubkey(),
                 &self.challenge,
+                &pda::batch(self.batch_id),
                 &self.accused.pubkey(),
                 &self.challenger.pubkey(),
                 &self.challenger_ata,
@@ -227,6 +232,7 @@ impl Dispute {
 /// The ed25519 + resolve pair for a verdict signed by `voters` (the first submits).
 pub fn verdict_ixs(
     challenge: &Pubkey,
+    batch: &Pubkey,
     accused: &Pubkey,
     challenger_token: &Pubkey,
     voters: &[&Keypair],
@@ -243,6 +249,7 @@ pub fn verdict_ixs(
         ix::resolve_challenge(
             &keys[0],
             challenge,
+            batch,
             accused,
             challenger_token,
             &keys,

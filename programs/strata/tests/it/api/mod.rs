@@ -318,6 +318,25 @@ impl Env {
         self.svm.set_account(id, account).expect("set slot hashes");
     }
 
+    /// Rewrites the program account at `address` with `change` applied: the
+    /// state an attacker would need many transactions (or years) to reach,
+    /// set directly so a test can check what the program does there.
+    pub fn patch<T: AccountDeserialize + anchor_lang::AccountSerialize>(
+        &mut self,
+        address: &Pubkey,
+        change: impl FnOnce(&mut T),
+    ) {
+        let mut account = self.svm.get_account(address).expect("account exists");
+        let mut value = T::try_deserialize(&mut account.data.as_slice()).expect("decodes");
+        change(&mut value);
+        let mut data = Vec::new();
+        value.try_serialize(&mut data).expect("encodes");
+        account.data[..data.len()].copy_from_slice(&data);
+        self.svm
+            .set_account(*address, account)
+            .expect("set account");
+    }
+
     /// The vault holds exactly what the ledger says it holds.
     #[track_caller]
     pub fn assert_vault_balanced(&self) {

@@ -58,6 +58,7 @@ fn verdict_for_the_other_outcome_or_after_deadline_is_refused() {
         ix::resolve_challenge(
             &a.pubkey(),
             &case.challenge,
+            &pda::batch(case.batch_id),
             &case.accused.pubkey(),
             &case.challenger_ata,
             &[a.pubkey(), b.pubkey()],
@@ -388,6 +389,7 @@ fn verdicts_for_another_challenge_or_replayed_are_refused() {
         ix::resolve_challenge(
             &a.pubkey(),
             &d.challenge,
+            &pda::batch(d.batch_id),
             &d.accused.pubkey(),
             &d.challenger_ata,
             &[a.pubkey(), b.pubkey()],

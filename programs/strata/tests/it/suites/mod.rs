@@ -3,6 +3,7 @@ mod audits;
 mod challenges;
 mod config;
 mod garbage;
+mod hardening;
 mod lifecycle;
 mod payments;
 mod rewards;

@@ -92,6 +92,8 @@ fn largest_instructions_fit_and_report_sizes() {
         .collect();
     let voter_keys: Vec<_> = verdict_voters.iter().map(|v| v.pubkey()).collect();
     let m = Pubkey::new_unique();
+    // A challenge's batch: its own key, as in a real transaction.
+    let b = Pubkey::new_unique();
     let rows: Vec<(&str, usize)> = vec![
         (
             "initialize",
@@ -121,10 +123,11 @@ fn largest_instructions_fit_and_report_sizes() {
             size(&[ix::post_batch(&k, 0, 0, [0; 32], 1, 1)], &p, &[]),
         ),
         ("seal_batch", size(&[ix::seal_batch(0)], &p, &[])),
+        ("close_batch", size(&[ix::close_batch(&k, 0)], &p, &[])),
         ("draw_committee", size(&[ix::draw_committee(&m)], &p, &[])),
         (
             "expire_challenge",
-            size(&[ix::expire_challenge(&k, &m, &m, &m, &m)], &p, &[]),
+            size(&[ix::expire_challenge(&k, &m, &b, &m, &m, &m)], &p, &[]),
         ),
         (
             "open_challenge (2^20-leaf batch, 20-hash proof)",
@@ -135,7 +138,7 @@ fn largest_instructions_fit_and_report_sizes() {
             size(
                 &[
                     verify_instruction(&verdict_msgs).unwrap(),
-                    ix::resolve_challenge(&k, &m, &m, &m, &voter_keys, true),
+                    ix::resolve_challenge(&k, &m, &b, &m, &m, &voter_keys, true),
                 ],
                 &p,
                 &[],
