@@ -230,6 +230,10 @@ impl EventLoop {
                     banned_peers: self.peers.banned_count(Instant::now()),
                 });
             }
+            Command::Report(node, misbehaviour) => {
+                self.peers
+                    .penalise(node.peer_id(), misbehaviour, Instant::now());
+            }
             Command::Shutdown => {}
         }
     }

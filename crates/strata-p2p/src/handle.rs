@@ -14,6 +14,7 @@ use crate::distribution::{
 use crate::error::P2pError;
 use crate::event::{P2pEvent, Reachability};
 use crate::identity::NodeId;
+use crate::peers::Misbehaviour;
 
 /// Counters of this node.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +54,8 @@ pub(crate) enum Command {
         oneshot::Sender<Result<DownloadReport, P2pError>>,
     ),
     Stats(oneshot::Sender<NodeStats>),
+    /// Penalise a peer for what the application saw it do.
+    Report(NodeId, Misbehaviour),
     Shutdown,
 }
 
@@ -154,6 +157,17 @@ impl P2pHandle {
         let name = protocol.name;
         self.call(|tx| Command::Request(to, name, payload, tx))
             .await?
+    }
+
+    /// Penalises `node` for a misbehaviour only the application can see
+    /// (normally [`Misbehaviour::Application`]): it counts towards the same
+    /// ban as the layer's own findings, and shows up as
+    /// [`P2pEvent::PeerPenalised`](crate::P2pEvent::PeerPenalised).
+    pub async fn report(&self, node: NodeId, misbehaviour: Misbehaviour) -> Result<(), P2pError> {
+        self.tx
+            .send(Command::Report(node, misbehaviour))
+            .await
+            .map_err(|_| P2pError::Shutdown)
     }
 
     /// How we are reachable right now.

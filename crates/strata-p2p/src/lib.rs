@@ -53,6 +53,6 @@ pub use handle::{NodeStats, P2pEvents, P2pHandle};
 pub use identity::{peer_id_of, solana_pubkey_of, IdentityError, NodeId, NodeIdentity};
 /// libp2p's peer id, re-exported for the identity conversions only.
 pub use libp2p::PeerId;
-pub use peers::{Direction, Misbehaviour, Protocol};
+pub use peers::{Direction, Misbehaviour, Protocol, Severity};
 pub use requests::IncomingRequest;
 pub use strata_primitives::protocol::{ProtocolSpec, TopicSpec};

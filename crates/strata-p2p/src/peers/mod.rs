@@ -19,7 +19,7 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
 use crate::error::P2pError;
-pub use reputation::{Direction, Misbehaviour, Protocol};
+pub use reputation::{Direction, Misbehaviour, Protocol, Severity};
 pub(crate) use score::ScoreConfig;
 use score::{PeerScores, Verdict};
 

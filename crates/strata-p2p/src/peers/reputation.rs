@@ -106,6 +106,27 @@ pub enum Misbehaviour {
         /// Where.
         protocol: Protocol,
     },
+    /// Something only the application can see: a message that decoded but
+    /// breaks the protocol's own rules (a hidden-state step of the wrong
+    /// shape, for a sequence the sender does not own, ...).
+    Application {
+        /// Where.
+        protocol: Protocol,
+        /// How bad it is.
+        severity: Severity,
+        /// The application's words.
+        detail: String,
+    },
+}
+
+/// How much an application-reported misbehaviour costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Severity {
+    /// Could be an honest race (a message for a sequence that just closed):
+    /// forgiven unless it keeps happening.
+    Nuisance,
+    /// Proof of a broken or hostile peer: one reaches the ban threshold.
+    Strike,
 }
 
 impl Misbehaviour {
@@ -113,6 +134,10 @@ impl Misbehaviour {
     pub fn weight(&self) -> u32 {
         match self {
             Misbehaviour::OverRequestBudget { .. } => NUISANCE,
+            Misbehaviour::Application { severity, .. } => match severity {
+                Severity::Nuisance => NUISANCE,
+                Severity::Strike => STRIKE,
+            },
             Misbehaviour::OversizedFrame { .. }
             | Misbehaviour::MalformedMessage { .. }
             | Misbehaviour::AnonymousGossip
@@ -214,6 +239,9 @@ impl fmt::Display for Misbehaviour {
             Misbehaviour::OverRequestBudget {
                 protocol: Protocol::App(name),
             } => write!(f, "{name} over the request budget"),
+            Misbehaviour::Application {
+                protocol, detail, ..
+            } => write!(f, "{protocol}: {detail}"),
         }
     }
 }
