@@ -154,6 +154,20 @@ pub enum HopRequest {
         /// Its route segment.
         segment: u8,
     },
+    /// A hop cannot go on with a sequence (its successor is unreachable or
+    /// refused its rows, or its engine failed): told to the first hop, which
+    /// ends the task with an error naming the hop, so the caller can route
+    /// around it at once instead of waiting for a time-out.
+    Failed {
+        /// The task.
+        task_id: [u8; 32],
+        /// Its route segment.
+        segment: u8,
+        /// The hop that failed (index in the route).
+        hop: u8,
+        /// What happened, at most [`MAX_ERROR_DETAIL`] bytes.
+        detail: String,
+    },
 }
 
 /// What a hop did for one sequence: what its receipt will commit to.
@@ -331,6 +345,12 @@ impl HopRequest {
                 entries.iter().map(|e| (e.task_id, e.segment)),
             ),
             HopRequest::Close { .. } | HopRequest::Finish { .. } => Ok(()),
+            HopRequest::Failed { detail, .. } => {
+                if detail.len() > MAX_ERROR_DETAIL {
+                    return Err(invalid("failure detail too long"));
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -104,6 +104,18 @@ pub enum TaskRequest {
         /// The task.
         task_id: [u8; 32],
     },
+    /// Start a task as the first hop of a layer-sharded pipeline: the node
+    /// tokenizes the prompt, embeds it and runs its blocks, the rest of the
+    /// route (already opened with [`crate::hop::HopRequest::Open`]) runs the
+    /// others and the last hop's tokens come back here. Polls and cancels
+    /// then work as for [`TaskRequest::Start`]; each hop settles on the hop
+    /// protocol.
+    StartHop {
+        /// The task, as for a whole-model node.
+        spec: TaskSpec,
+        /// This node's place in the route (`open.index == 0`).
+        open: crate::hop::HopOpen,
+    },
 }
 
 /// Why a task ended.

@@ -252,6 +252,10 @@ fn answer(
                 price_per_token,
             }
         }
+        TaskRequest::StartHop { .. } => TaskResponse::Error {
+            kind: TaskErrorKind::BadRequest,
+            message: "this fake node serves no pipeline hops".into(),
+        },
         TaskRequest::Poll { from_byte, .. } => TaskResponse::Output {
             text: ANSWER[usize::try_from(from_byte).unwrap_or(0).min(ANSWER.len())..].into(),
             finished: Some((
