@@ -40,10 +40,13 @@
 //! expected time per token, given each hop's speed, load and round trips),
 //! and [`billing`] splits a pipelined task's price between its hops in cells
 //! (tokens × layers), across failovers, so that the client pays once.
+//! [`client`] is the caller's side of a pipelined task over the hop
+//! protocol, generic over the transport that carries it.
 #![warn(missing_docs)]
 
 pub mod alloc;
 pub mod billing;
+pub mod client;
 pub mod route;
 
 pub use alloc::{
