@@ -14,6 +14,8 @@
 
 pub mod archive;
 pub mod cheat;
+pub mod hop;
+pub mod memory;
 pub mod model_file;
 pub mod openings;
 mod outbox;
@@ -28,14 +30,15 @@ use std::time::Duration;
 use strata_chain::registration::{ensure_registered, Registration};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{Keypair, Signer, ROLE_COMPUTE};
-use strata_engine::Engine;
+use strata_engine::{Engine, Shard};
 use strata_p2p::{NodeId, NodeIdentity, P2pConfig, P2pEvent, P2pHandle};
 use strata_service::{dial_registered_nodes, now_ms};
-use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS, CAPACITY, OPENING, TASK};
+use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS, CAPACITY, HIDDEN_STATE, OPENING, TASK};
 use tokio::task::JoinHandle;
 
 use crate::archive::Archive;
 use crate::cheat::Cheat;
+pub use crate::hop::Hops;
 use crate::openings::Openings;
 pub use crate::service::{Service, ServiceConfig};
 
@@ -125,6 +128,8 @@ pub struct NodeConfig {
     pub state_dir: Option<PathBuf>,
     /// Serve dishonestly in this way (local chains only; see [`cheat`]).
     pub cheat: Option<Cheat>,
+    /// Which blocks to hold and the memory offered ([`memory`]).
+    pub memory: memory::MemoryPlan,
 }
 
 /// A running node.
@@ -141,6 +146,8 @@ pub struct RunningNode {
     pub addrs: Vec<String>,
     /// Its server of audit openings.
     pub openings: Openings,
+    /// Its pipeline-hop runtime, when it holds part of the model.
+    pub hops: Option<Hops>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -192,17 +199,29 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                 .map_err(|e| NodeError::Model(e.to_string()))??
         }
     };
+    let shard = memory::resolve(&config.model_path, &config.memory, config.max_concurrent)?;
     let path = config.model_path.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::load(&path))
+    let load = shard.clone().map_or(Shard::Whole, Shard::Layers);
+    let engine = tokio::task::spawn_blocking(move || Engine::load_shard(&path, &load))
         .await
         .map_err(|e| NodeError::Model(e.to_string()))?
         .map_err(|e| NodeError::Model(e.to_string()))?;
     let engine = Arc::new(engine);
     let e = engine.clone();
     let tokens = config.profile_tokens;
-    let profile = tokio::task::spawn_blocking(move || profile::profile(&e, tokens))
+    // A hop cannot generate alone; its speed is profiled per block when
+    // pipelines announce capacity (not built yet).
+    let whole = shard.is_none();
+    let profile = tokio::task::spawn_blocking(move || profile::profile(&e, tokens, whole))
         .await
         .map_err(|e| NodeError::Model(e.to_string()))?;
+    if let Some(s) = &shard {
+        tracing::info!(
+            blocks = ?s,
+            weights_mib = engine.model.weight_bytes() >> 20,
+            "holding part of the model: serving as a pipeline hop"
+        );
+    }
     tracing::info!(
         tokens_per_sec = profile.tokens_per_sec,
         memory_mb = profile.memory_mb,
@@ -296,6 +315,15 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         config.cheat,
     );
     let worker = worker::Worker::spawn(engine.clone());
+    let hops = shard.clone().map(|layers| {
+        Hops::start(
+            engine.clone(),
+            layers,
+            model_hash,
+            config.max_concurrent,
+            p2p.clone(),
+        )
+    });
     let outbox = outbox::Outbox::start(
         p2p.clone(),
         relayer,
@@ -310,8 +338,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             max_tokens: config.max_tokens,
             cheat: config.cheat,
         },
-        engine.clone(),
         worker,
+        hops.clone(),
         config.keypair.insecure_clone(),
         outbox,
         archive.clone(),
@@ -319,7 +347,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     );
 
     let serve = {
-        let (service, openings) = (service.clone(), openings.clone());
+        let (service, openings, hops) = (service.clone(), openings.clone(), hops.clone());
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 match ev {
@@ -327,6 +355,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                         let s = service.clone();
                         tokio::spawn(async move { s.handle(req).await });
                     }
+                    P2pEvent::Request(req) if req.protocol == HIDDEN_STATE => match &hops {
+                        Some(h) => {
+                            let h = h.clone();
+                            tokio::spawn(async move { h.handle(req).await });
+                        }
+                        None => {
+                            let resp = strata_wire::hop::HopResponse::error(
+                                strata_wire::hop::HopErrorKind::WrongLayer,
+                                "this node holds the whole model and serves no pipeline hops",
+                            );
+                            let _ = req.respond(strata_wire::encode(&resp));
+                        }
+                    },
                     P2pEvent::Request(req) if req.protocol == OPENING => {
                         let o = openings.clone();
                         tokio::spawn(async move { o.handle(req).await });
@@ -346,6 +387,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             }
         })
     };
+    // Capacity v1 has no layer range: a hop announcing it would be routed
+    // whole tasks. Hops stay silent until Capacity v2 (docs/pipelines.md).
     let announce = {
         let (p2p, service) = (p2p.clone(), service.clone());
         let context = engine.model.config().context_length as u32;
@@ -356,6 +399,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         );
         let addrs = addrs.clone();
         tokio::spawn(async move {
+            if !whole {
+                return;
+            }
             loop {
                 let c = strata_wire::Capacity {
                     model: model.clone(),
@@ -393,6 +439,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         registration,
         addrs,
         openings,
+        hops,
         tasks: vec![serve, announce, prune],
     })
 }

@@ -65,6 +65,15 @@ struct Cli {
     /// withhold. Refused unless the chain is a local one.
     #[arg(long, value_name = "MODE")]
     cheat: Option<strata_node::cheat::Cheat>,
+    /// Hold only blocks a..b of the model and serve as a pipeline hop
+    /// (loads only those weights; the first hop also holds the embedding,
+    /// the last the head).
+    #[arg(long, value_name = "A..B", value_parser = strata_node::memory::parse_layers)]
+    layers: Option<std::ops::Range<usize>>,
+    /// Memory this node may use for weights and KV cache, MiB: start is
+    /// refused, with the figures, when what it holds would not fit.
+    #[arg(long, value_name = "MIB")]
+    memory_mb: Option<u64>,
 }
 
 #[tokio::main]
@@ -101,17 +110,33 @@ async fn main() -> anyhow::Result<()> {
         quiet: cli.quiet,
         state_dir: Some(strata_service::expand_home(&cli.state_dir)),
         cheat: cli.cheat,
+        memory: strata_node::memory::MemoryPlan {
+            layers: cli.layers,
+            offer_mb: cli.memory_mb,
+        },
     })
     .await?;
-    println!(
-        "serving: {:.1} tokens/s, {} MiB; listening on {}",
-        node.profile.tokens_per_sec,
-        node.profile.memory_mb,
-        node.addrs.join(", ")
-    );
+    match &node.hops {
+        Some(h) => println!(
+            "serving blocks {}..{} as a pipeline hop ({} MiB of weights); listening on {}",
+            h.layers().start,
+            h.layers().end,
+            node.profile.model_mb,
+            node.addrs.join(", ")
+        ),
+        None => println!(
+            "serving: {:.1} tokens/s, {} MiB; listening on {}",
+            node.profile.tokens_per_sec,
+            node.profile.memory_mb,
+            node.addrs.join(", ")
+        ),
+    }
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
+    if let Some(h) = &node.hops {
+        println!("hop bytes sent: {}", h.bytes_sent());
+    }
     println!("shutting down: finishing tasks in flight and handing off receipts");
     node.shutdown().await;
     Ok(())

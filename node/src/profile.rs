@@ -16,8 +16,17 @@ pub struct Profile {
     pub memory_mb: u32,
 }
 
-/// Generates a short greedy completion and times it.
-pub fn profile(engine: &Engine, tokens: usize) -> Profile {
+/// Generates a short greedy completion and times it (when the engine holds
+/// the `whole` model; a pipeline hop reports its memory only).
+pub fn profile(engine: &Engine, tokens: usize, whole: bool) -> Profile {
+    let model_mb = (engine.model.weight_bytes() >> 20) as u32;
+    if !whole {
+        return Profile {
+            tokens_per_sec: 0.0,
+            model_mb,
+            memory_mb: mem_available_mb().saturating_add(model_mb),
+        };
+    }
     let prompt = engine
         .tokenizer
         .encode("The quick brown fox", false)
@@ -27,7 +36,6 @@ pub fn profile(engine: &Engine, tokens: usize) -> Profile {
         .map(|f| f.tokens.len())
         .unwrap_or(0);
     let secs = start.elapsed().as_secs_f32().max(1e-6);
-    let model_mb = (engine.model.weight_bytes() >> 20) as u32;
     Profile {
         tokens_per_sec: made as f32 / secs,
         model_mb,

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use strata_chain::{Keypair, Pubkey, Signer};
 use strata_engine::{ChatMessage, Engine, GenerateRequest};
-use strata_p2p::IncomingRequest;
+use strata_p2p::{IncomingRequest, NodeId};
+use strata_wire::hop::{HopErrorKind, HopOpen};
 use strata_wire::task::{
     Finish, Prompt, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec, Usage, MAX_PROMPT_BYTES,
     MAX_TASK_MESSAGE_BYTES,
@@ -18,9 +19,10 @@ use tokio::sync::watch;
 
 use crate::archive::{Archive, TaskRecord};
 use crate::cheat::Cheat;
+use crate::hop::{HeadStart, Hops};
 use crate::openings::sampling_params;
 use crate::outbox::Outbox;
-use crate::worker::{Job, Progress, TaskId, Worker};
+use crate::worker::{Job, Progress, Running, TaskId, Worker};
 
 /// How long one poll waits for new output before answering with nothing.
 const POLL_WAIT: Duration = Duration::from_secs(10);
@@ -57,6 +59,8 @@ struct Task {
     sampling: strata_wire::Sampling,
     progress: watch::Receiver<Progress>,
     started: std::time::Instant,
+    /// Started as the first hop of a pipeline (settled per hop, not here).
+    hop: bool,
 }
 
 #[derive(Default)]
@@ -78,6 +82,7 @@ struct Inner {
     config: ServiceConfig,
     engine: Arc<Engine>,
     worker: Worker,
+    hops: Option<Hops>,
     key: Keypair,
     ledger: Mutex<Ledger>,
     outbox: Outbox,
@@ -87,12 +92,14 @@ struct Inner {
 }
 
 impl Service {
-    /// A service over a running engine thread. With `chain`, the first task
-    /// of an unknown client starts its ledger at what the chain has redeemed.
+    /// A service over a running engine thread, and over the hop runtime when
+    /// the node holds only part of the model (it then serves only as a
+    /// pipeline hop). With `chain`, the first task of an unknown client
+    /// starts its ledger at what the chain has redeemed.
     pub fn new(
         config: ServiceConfig,
-        engine: Arc<Engine>,
         worker: Worker,
+        hops: Option<Hops>,
         key: Keypair,
         outbox: Outbox,
         archive: Arc<Archive>,
@@ -101,8 +108,9 @@ impl Service {
         Self {
             inner: Arc::new(Inner {
                 config,
-                engine,
+                engine: worker.engine().clone(),
                 worker,
+                hops,
                 key,
                 ledger: Mutex::new(Ledger::default()),
                 outbox,
@@ -152,7 +160,7 @@ impl Service {
     /// Answers one request from the network.
     pub async fn handle(&self, req: IncomingRequest) {
         let resp = match decode::<TaskRequest>(&req.payload, MAX_TASK_MESSAGE_BYTES) {
-            Ok(r) => self.answer(r).await,
+            Ok(r) => self.answer(req.from, r).await,
             Err(e) => error(TaskErrorKind::BadRequest, e.to_string()),
         };
         if req.respond(encode(&resp)).is_err() {
@@ -160,10 +168,11 @@ impl Service {
         }
     }
 
-    /// Answers a decoded request (also used directly by tests).
-    pub async fn answer(&self, req: TaskRequest) -> TaskResponse {
+    /// Answers a decoded request from `from` (also used directly by tests).
+    pub async fn answer(&self, from: NodeId, req: TaskRequest) -> TaskResponse {
         match req {
-            TaskRequest::Start(spec) => self.start(spec).await,
+            TaskRequest::Start(spec) => self.start(spec, None).await,
+            TaskRequest::StartHop { spec, open } => self.start(spec, Some((from, open))).await,
             TaskRequest::Poll {
                 task_id,
                 from_byte,
@@ -171,14 +180,53 @@ impl Service {
             } => self.poll(task_id, from_byte, to_end).await,
             TaskRequest::Settle { task_id, voucher } => self.settle(task_id, voucher),
             TaskRequest::Cancel { task_id } => {
-                self.inner.worker.submit(Job::Cancel(task_id));
+                let on_hops = self.inner.hops.as_ref().is_some_and(|h| h.cancel(&task_id));
+                if !on_hops {
+                    self.inner.worker.submit(Job::Cancel(task_id));
+                }
                 TaskResponse::Cancelled
             }
         }
     }
 
-    async fn start(&self, spec: TaskSpec) -> TaskResponse {
+    /// Admits a task: on the whole model (`hop` None), or as the first hop
+    /// of the route `hop` names (opened by its caller `from`).
+    async fn start(&self, spec: TaskSpec, hop: Option<(NodeId, HopOpen)>) -> TaskResponse {
         let c = &self.inner.config;
+        let shard = self.inner.hops.as_ref().map(Hops::layers);
+        match (&hop, &shard, &self.inner.hops) {
+            (None, Some(s), _) => {
+                return error(
+                    TaskErrorKind::UnknownModel,
+                    format!(
+                        "this node holds blocks {}..{} of {} only: it serves as a pipeline hop",
+                        s.start, s.end, c.model
+                    ),
+                )
+            }
+            (Some(_), _, None) => {
+                return error(
+                    TaskErrorKind::BadRequest,
+                    "this node does not serve as a pipeline hop".into(),
+                )
+            }
+            (Some((_, open)), _, _) => {
+                if open.index != 0
+                    || open.task_id != spec.task_id
+                    || open.client != spec.client
+                    || open.sampling != spec.sampling
+                    || open.max_new > spec.max_tokens
+                {
+                    return error(
+                        TaskErrorKind::BadRequest,
+                        "the route's open does not match the task (index 0, same task, client, \
+                         sampling, at most max_tokens)"
+                            .into(),
+                    );
+                }
+            }
+            (None, None, _) => {}
+        }
         if self
             .inner
             .draining
@@ -268,14 +316,30 @@ impl Service {
                     sampling: spec.sampling,
                     progress: rx,
                     started: std::time::Instant::now(),
+                    hop: hop.is_some(),
                 },
             );
         }
-        let mut stop_tokens: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
-            .iter()
-            .filter_map(|t| engine.tokenizer.token_id(t))
-            .collect();
-        stop_tokens.extend(engine.tokenizer.eos());
+        let prompt_tokens = prompt.len() as u32;
+        if let (Some((from, open)), Some(hops)) = (hop, &self.inner.hops) {
+            let head = HeadStart {
+                prompt,
+                running: Running::new(spec.task_id, spec.stop, tx),
+            };
+            if let Err(refusal) = hops.open(from, &open, Some(head)) {
+                self.lock().tasks.remove(&spec.task_id);
+                let kind = match refusal.kind {
+                    HopErrorKind::Busy => TaskErrorKind::Busy,
+                    _ => TaskErrorKind::BadRequest,
+                };
+                return error(kind, refusal.detail);
+            }
+            return TaskResponse::Started {
+                prompt_tokens,
+                price_per_token: c.price_per_token,
+            };
+        }
+        let stop_tokens = default_stop_tokens(engine);
         let cheat = c.cheat;
         let sampling = match cheat {
             // The receipt will claim the client's settings regardless.
@@ -291,7 +355,6 @@ impl Service {
             retain_states: false,
             tamper: cheat.and_then(|c| c.tamper(engine.model.n_layers())),
         };
-        let prompt_tokens = prompt.len() as u32;
         if !self.inner.worker.submit(Job::Start {
             task: spec.task_id,
             request,
@@ -350,6 +413,10 @@ impl Service {
             return error(TaskErrorKind::Internal, e);
         }
         let usage = self.usage(&task_id, p.tokens.len());
+        if self.lock().tasks.get(&task_id).is_some_and(|t| t.hop) {
+            // Nothing to settle here: the stream was all the first hop owed.
+            self.lock().tasks.remove(&task_id);
+        }
         let finish = if done.cancelled {
             Finish::Cancelled
         } else if done.stopped {
@@ -377,6 +444,17 @@ impl Service {
         let client = t.client;
         let prompt_tokens = t.prompt_tokens.len() as u32;
         let completion_tokens = completion as u32;
+        if t.hop {
+            // Each hop settles its own part on the hop protocol (not built
+            // yet): nothing is owed here.
+            let owed = l.owed.get(&client).copied().unwrap_or(0);
+            return Usage {
+                prompt_tokens,
+                completion_tokens,
+                price: 0,
+                expected_cumulative: owed,
+            };
+        }
         let price = (u64::from(prompt_tokens) + u64::from(completion_tokens))
             .saturating_mul(self.inner.config.price_per_token);
         l.unsettled.entry(client).or_default().insert(*task_id);
@@ -399,6 +477,13 @@ impl Service {
             let progress = t.progress.borrow().clone();
             (t.client, t.prompt_tokens.clone(), t.sampling, progress)
         };
+        if self.lock().tasks.get(&task_id).is_some_and(|t| t.hop) {
+            self.lock().tasks.remove(&task_id);
+            return error(
+                TaskErrorKind::BadRequest,
+                "a pipeline task settles per hop, on the hop protocol".into(),
+            );
+        }
         let Some(done) = progress.done.filter(|d| d.error.is_none()) else {
             return error(TaskErrorKind::BadRequest, "task has not finished".into());
         };
@@ -473,6 +558,17 @@ impl Service {
         self.inner.outbox.push(receipt.clone());
         TaskResponse::Settled(Box::new(receipt))
     }
+}
+
+/// The tokens that end every turn of the model (as on any whole-model
+/// node; a pipeline's last hop adds them to what its caller asked).
+pub(crate) fn default_stop_tokens(engine: &Engine) -> Vec<u32> {
+    let mut stop: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
+        .iter()
+        .filter_map(|t| engine.tokenizer.token_id(t))
+        .collect();
+    stop.extend(engine.tokenizer.eos());
+    stop
 }
 
 /// Polls `done` until it holds (true) or `until` passes (false).

@@ -54,13 +54,29 @@ pub enum Job {
     Cancel(TaskId),
 }
 
-struct Running {
-    task: TaskId,
-    stop: Vec<String>,
-    progress: watch::Sender<Progress>,
-    tokens: Vec<u32>,
-    text_bytes: usize,
-    cancelled: bool,
+/// A task's streaming state: its tokens so far and how much of their text
+/// has been published.
+pub(crate) struct Running {
+    pub(crate) task: TaskId,
+    pub(crate) stop: Vec<String>,
+    pub(crate) progress: watch::Sender<Progress>,
+    pub(crate) tokens: Vec<u32>,
+    pub(crate) text_bytes: usize,
+    pub(crate) cancelled: bool,
+}
+
+impl Running {
+    /// A task that has produced nothing yet.
+    pub(crate) fn new(task: TaskId, stop: Vec<String>, progress: watch::Sender<Progress>) -> Self {
+        Self {
+            task,
+            stop,
+            progress,
+            tokens: Vec::new(),
+            text_bytes: 0,
+            cancelled: false,
+        }
+    }
 }
 
 /// Handle to the engine thread.
@@ -68,6 +84,7 @@ struct Running {
 pub struct Worker {
     tx: mpsc::Sender<Job>,
     cpu_micros: Arc<AtomicU64>,
+    engine: Arc<Engine>,
 }
 
 impl Worker {
@@ -76,12 +93,22 @@ impl Worker {
         let (tx, rx) = mpsc::channel();
         let cpu_micros = Arc::new(AtomicU64::new(0));
         let cpu = cpu_micros.clone();
+        let e = engine.clone();
         std::thread::Builder::new()
             .name("strata-engine".into())
-            .spawn(move || run(&engine, rx, &cpu))
+            .spawn(move || run(&e, rx, &cpu))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!("cannot start the engine thread: {e}"));
-        Self { tx, cpu_micros }
+        Self {
+            tx,
+            cpu_micros,
+            engine,
+        }
+    }
+
+    /// The engine the thread runs.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// CPU time the engine thread has spent in forward passes, microseconds
@@ -118,17 +145,7 @@ fn run(engine: &Engine, rx: mpsc::Receiver<Job>, cpu_micros: &AtomicU64) {
                     progress,
                 } => match batcher.add(request) {
                     Ok(id) => {
-                        running.insert(
-                            id,
-                            Running {
-                                task,
-                                stop,
-                                progress,
-                                tokens: Vec::new(),
-                                text_bytes: 0,
-                                cancelled: false,
-                            },
-                        );
+                        running.insert(id, Running::new(task, stop, progress));
                     }
                     Err(e) => fail(&progress, e.to_string()),
                 },
@@ -186,7 +203,7 @@ fn run(engine: &Engine, rx: mpsc::Receiver<Job>, cpu_micros: &AtomicU64) {
 
 /// Decodes the new tokens into text; returns true if a stop string matched
 /// (the text is cut before it).
-fn append_text(engine: &Engine, r: &mut Running) -> bool {
+pub(crate) fn append_text(engine: &Engine, r: &mut Running) -> bool {
     let Ok(bytes) = engine.tokenizer.decode_bytes(&r.tokens, true) else {
         return false;
     };

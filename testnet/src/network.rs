@@ -180,6 +180,7 @@ pub async fn start(
             quiet: true,
             state_dir: Some(options.state_dir.join(format!("node-{}", key.pubkey()))),
             cheat,
+            memory: Default::default(),
         })
         .await?;
         tracing::info!(node = %key.pubkey(), ?cheat, "node up");

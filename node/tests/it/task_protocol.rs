@@ -33,6 +33,7 @@ fn node_config(key: &Keypair) -> NodeConfig {
         quiet: true,
         state_dir: None,
         cheat: None,
+        memory: Default::default(),
     }
 }
 

@@ -43,6 +43,7 @@ async fn node_registers_and_stakes_once_and_restarts_where_it_was() {
         quiet: true,
         state_dir: None,
         cheat: None,
+        memory: Default::default(),
     };
     let first = start(config()).await.unwrap();
     let r = first.registration.unwrap();

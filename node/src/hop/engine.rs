@@ -1,0 +1,136 @@
+//! The hop's engine thread: one [`HopBatcher`] over the blocks this node
+//! holds, fed by the hop runtime. After each forward pass it hands the
+//! step's outputs back to the runtime, which sends them on.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use strata_engine::{Engine, HopBatcher, HopFinished, HopInput, HopKey, HopOptions, HopOutput};
+use tokio::sync::{mpsc as async_mpsc, oneshot};
+
+/// A job for the hop's engine thread.
+pub(crate) enum HopJob {
+    /// Open a sequence.
+    Open { key: HopKey, opts: HopOptions },
+    /// Queue its next input for the next step.
+    Push { key: HopKey, input: HopInput },
+    /// Close it and report what it ran.
+    Close {
+        key: HopKey,
+        reply: oneshot::Sender<Result<HopFinished, String>>,
+    },
+}
+
+/// What the engine thread tells the runtime.
+pub(crate) enum EngineEvent {
+    /// One step's outputs, in key order.
+    Outputs(Vec<(HopKey, HopOutput)>),
+    /// A sequence could not be opened or fed; it will not produce output.
+    Failed(HopKey, String),
+}
+
+/// Handle to the hop's engine thread.
+#[derive(Clone)]
+pub(crate) struct HopEngine {
+    tx: mpsc::Sender<HopJob>,
+    cpu_micros: Arc<AtomicU64>,
+}
+
+impl HopEngine {
+    /// Starts the thread over `engine`'s blocks `layers`; its events go to `events`.
+    pub(crate) fn spawn(
+        engine: Arc<Engine>,
+        layers: std::ops::Range<usize>,
+        events: async_mpsc::UnboundedSender<EngineEvent>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel();
+        let cpu_micros = Arc::new(AtomicU64::new(0));
+        let cpu = cpu_micros.clone();
+        std::thread::Builder::new()
+            .name("strata-hop".into())
+            .spawn(move || run(&engine, layers, rx, &events, &cpu))
+            .map(|_| ())
+            .unwrap_or_else(|e| tracing::error!("cannot start the hop engine thread: {e}"));
+        Self { tx, cpu_micros }
+    }
+
+    /// Hands a job to the thread; false if it has stopped.
+    pub(crate) fn submit(&self, job: HopJob) -> bool {
+        self.tx.send(job).is_ok()
+    }
+
+    /// CPU time spent in forward passes, microseconds.
+    pub(crate) fn cpu_micros(&self) -> u64 {
+        self.cpu_micros.load(Ordering::Relaxed)
+    }
+}
+
+fn run(
+    engine: &Engine,
+    layers: std::ops::Range<usize>,
+    rx: mpsc::Receiver<HopJob>,
+    events: &async_mpsc::UnboundedSender<EngineEvent>,
+    cpu_micros: &AtomicU64,
+) {
+    let mut batcher = match HopBatcher::new(&engine.model, layers) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!("the hop engine cannot run: {e}");
+            return;
+        }
+    };
+    // The keys fed since the last step: the sequences a failed pass takes down.
+    let mut fed: Vec<HopKey> = Vec::new();
+    loop {
+        let mut jobs = Vec::new();
+        if !batcher.has_pending() {
+            match rx.recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => return,
+            }
+        }
+        jobs.extend(rx.try_iter());
+        for job in jobs {
+            match job {
+                HopJob::Open { key, opts } => {
+                    if let Err(e) = batcher.open(key, opts) {
+                        let _ = events.send(EngineEvent::Failed(key, e.to_string()));
+                    }
+                }
+                HopJob::Push { key, input } => match batcher.push(key, input) {
+                    Ok(()) => fed.push(key),
+                    Err(e) => {
+                        let _ = events.send(EngineEvent::Failed(key, e.to_string()));
+                    }
+                },
+                HopJob::Close { key, reply } => {
+                    let _ = reply.send(batcher.close(key).map_err(|e| e.to_string()));
+                }
+            }
+        }
+        if !batcher.has_pending() {
+            continue;
+        }
+        let before = strata_service::thread_cpu_micros();
+        let step = batcher.step();
+        cpu_micros.fetch_add(
+            strata_service::thread_cpu_micros().saturating_sub(before),
+            Ordering::Relaxed,
+        );
+        match step {
+            Ok(out) => {
+                let _ = events.send(EngineEvent::Outputs(out));
+            }
+            Err(e) => {
+                // The inputs were checked when pushed, so a failed pass is the
+                // engine's own fault: every sequence in it fails, unbilled.
+                tracing::error!("hop forward pass failed: {e}");
+                for &key in &fed {
+                    let _ = events.send(EngineEvent::Failed(key, e.to_string()));
+                }
+            }
+        }
+        fed.clear();
+    }
+}

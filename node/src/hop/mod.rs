@@ -1,0 +1,729 @@
+//! A node's part in layer-sharded pipelines: the hop protocol
+//! (`strata_wire::hop`, on `HIDDEN_STATE`) over the blocks this node holds.
+//!
+//! A route's first hop is started by the task protocol
+//! ([`strata_wire::task::TaskRequest::StartHop`], see `service.rs`): it
+//! tokenizes, embeds and streams the text back to its caller. The others are
+//! opened with [`HopRequest::Open`]. Each hop runs its blocks in one
+//! continuous batch ([`engine`]), sends each step's rows to the next hop in
+//! one message per next hop, and the last hop sends sampled tokens back to
+//! the first. Every message is checked whole ([`table`]) before any of it
+//! reaches the engine, and a sender that breaks the protocol is penalised on
+//! the p2p layer.
+//!
+//! Not built yet (see docs/pipelines.md): per-hop settlement and receipts
+//! (hops serve unpaid, which is why only a node started with `--layers`
+//! takes hop work), and failover.
+
+mod engine;
+mod table;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use strata_engine::{
+    Engine, HiddenStates, HopFinished, HopInput, HopKey, HopOptions, HopOutput, WireDType,
+};
+use strata_p2p::{IncomingRequest, Misbehaviour, NodeId, P2pHandle, Protocol};
+use strata_wire::hop::{
+    CloseReason, HopErrorKind, HopOpen, HopRequest, HopResponse, HopSummary, StepEntry, TokenEntry,
+    MAX_ERROR_DETAIL, MAX_HOP_REQUEST_BYTES,
+};
+use strata_wire::protocols::HIDDEN_STATE;
+use tokio::sync::{mpsc, oneshot};
+
+use self::engine::{EngineEvent, HopEngine, HopJob};
+use self::table::{Head, Refusal, Seq, SeqId, Table};
+use crate::openings::sampling_params;
+use crate::service::default_stop_tokens;
+use crate::worker::{append_text, Done, Running};
+
+/// A sequence nobody finished within this time is dropped (its caller went
+/// away without a word).
+const SEQ_DEADLINE: Duration = Duration::from_secs(600);
+
+/// How long a refusal's answer gets to leave before its penalty (which may
+/// ban and disconnect the sender) is applied.
+const PENALTY_AFTER: Duration = Duration::from_millis(100);
+
+/// The hop runtime; cheap to clone.
+#[derive(Clone)]
+pub struct Hops {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    layers: Range<usize>,
+    model_hash: [u8; 32],
+    max_concurrent: usize,
+    p2p: P2pHandle,
+    hop_engine: HopEngine,
+    table: Mutex<Table>,
+    bytes_sent: AtomicU64,
+}
+
+/// What the first hop needs to start a sequence (the task service has
+/// admitted and tokenized it).
+pub(crate) struct HeadStart {
+    pub(crate) prompt: Vec<u32>,
+    pub(crate) running: Running,
+}
+
+impl Hops {
+    /// Starts the runtime over `engine`, which holds blocks `layers` of the
+    /// model whose file hashes to `model_hash`.
+    pub fn start(
+        engine: Arc<Engine>,
+        layers: Range<usize>,
+        model_hash: [u8; 32],
+        max_concurrent: usize,
+        p2p: P2pHandle,
+    ) -> Self {
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let hop_engine = HopEngine::spawn(engine.clone(), layers.clone(), events_tx);
+        let hops = Self {
+            inner: Arc::new(Inner {
+                engine,
+                layers,
+                model_hash,
+                max_concurrent,
+                p2p,
+                hop_engine,
+                table: Mutex::new(Table::default()),
+                bytes_sent: AtomicU64::new(0),
+            }),
+        };
+        let h = hops.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                h.on_engine(ev);
+            }
+        });
+        hops
+    }
+
+    /// The blocks this node runs.
+    pub fn layers(&self) -> Range<usize> {
+        self.inner.layers.clone()
+    }
+
+    /// Hidden-state and token bytes this hop has sent to other hops.
+    pub fn bytes_sent(&self) -> u64 {
+        self.inner.bytes_sent.load(Ordering::Relaxed)
+    }
+
+    /// CPU time spent in the hop's forward passes, microseconds.
+    pub fn cpu_micros(&self) -> u64 {
+        self.inner.hop_engine.cpu_micros()
+    }
+
+    /// Sequences running on this hop.
+    pub fn active(&self) -> usize {
+        self.lock().running()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Every update of the table is a whole insert, remove or field write.
+        self.inner.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn me(&self) -> NodeId {
+        self.inner.p2p.node_id()
+    }
+
+    /// Answers one request on `HIDDEN_STATE`, penalising a sender that broke
+    /// the protocol.
+    pub async fn handle(&self, req: IncomingRequest) {
+        let from = req.from;
+        let answer = match HopRequest::decode(&req.payload) {
+            Ok(r) => self.answer(from, r).await,
+            Err(e) => Err(Refusal::new(HopErrorKind::BadShape, e.to_string())),
+        };
+        let (resp, penalty) = match answer {
+            Ok(r) => (r, None),
+            Err(refusal) => {
+                tracing::debug!(peer = %from, kind = ?refusal.kind, "hop request refused: {}", refusal.detail);
+                let penalty = refusal.severity.map(|severity| Misbehaviour::Application {
+                    protocol: Protocol::App(HIDDEN_STATE.name),
+                    severity,
+                    detail: format!("{:?}: {}", refusal.kind, refusal.detail),
+                });
+                (HopResponse::error(refusal.kind, refusal.detail), penalty)
+            }
+        };
+        if req.respond(strata_wire::encode(&resp)).is_err() {
+            tracing::debug!("could not answer a hop request: p2p is shutting down");
+        }
+        if let Some(m) = penalty {
+            // After the answer has had time to leave: a strike bans and
+            // disconnects at once, and the sender should learn why.
+            tokio::time::sleep(PENALTY_AFTER).await;
+            let _ = self.inner.p2p.report(from, m).await;
+        }
+    }
+
+    /// Answers a decoded request from `from`.
+    async fn answer(&self, from: NodeId, req: HopRequest) -> Result<HopResponse, Refusal> {
+        match req {
+            HopRequest::Open(open) => {
+                if open.index == 0 {
+                    return Err(Refusal::new(
+                        HopErrorKind::WrongLayer,
+                        "the first hop is started with the task protocol (StartHop)",
+                    ));
+                }
+                self.open(from, &open, None)?;
+                Ok(HopResponse::Opened)
+            }
+            HopRequest::Step { entries, states } => self.step(from, &entries, &states),
+            HopRequest::Tokens { entries } => self.tokens(from, &entries),
+            HopRequest::Close {
+                task_id,
+                segment,
+                reason,
+            } => {
+                let id = (task_id, segment);
+                self.lock().check_opener(from, &id)?;
+                self.end(&id, reason == CloseReason::Cancelled);
+                self.close_in_engine(id).await;
+                Ok(HopResponse::Closed)
+            }
+            HopRequest::Finish { task_id, segment } => {
+                let id = (task_id, segment);
+                self.lock().check_opener(from, &id)?;
+                self.end(&id, false);
+                self.close_in_engine(id).await;
+                let seq = self.lock().remove(&id);
+                match seq {
+                    Some(Seq {
+                        summary: Some(s),
+                        failed: None,
+                        ..
+                    }) => Ok(HopResponse::Finished(s)),
+                    Some(Seq {
+                        failed: Some(why), ..
+                    }) => Err(Refusal::new(HopErrorKind::Internal, why)),
+                    _ => Err(Refusal::new(
+                        HopErrorKind::Internal,
+                        "the sequence left the engine without a summary",
+                    )),
+                }
+            }
+            HopRequest::Failed {
+                task_id,
+                segment,
+                hop,
+                detail,
+            } => {
+                let mut t = self.lock();
+                let seq = t.by_id_mut(&(task_id, segment)).ok_or_else(|| {
+                    Refusal::new(HopErrorKind::UnknownSequence, "no such sequence")
+                })?;
+                let named = seq.route.get(usize::from(hop)).map(|h| NodeId(h.node));
+                let reporter_in_route = seq.route.iter().any(|h| NodeId(h.node) == from);
+                if seq.head.is_none() || !reporter_in_route || named.is_none() {
+                    return Err(Refusal::new(
+                        HopErrorKind::NotYourSequence,
+                        "only a hop of the route reports its failures to the first hop",
+                    ));
+                }
+                fail(seq, format!("hop {hop} failed: {detail}"));
+                Ok(HopResponse::Ack)
+            }
+        }
+    }
+
+    /// Opens a sequence on this hop after checking that the route puts this
+    /// node, with exactly the blocks it holds, at `open.index`.
+    pub(crate) fn open(
+        &self,
+        from: NodeId,
+        open: &HopOpen,
+        head: Option<HeadStart>,
+    ) -> Result<(), Refusal> {
+        open.validate()
+            .map_err(|e| Refusal::new(HopErrorKind::BadShape, e.to_string()))?;
+        let here = open
+            .this_hop()
+            .ok_or_else(|| Refusal::new(HopErrorKind::BadShape, "no such hop in the route"))?;
+        let wrong = |m: String| Err(Refusal::new(HopErrorKind::WrongLayer, m));
+        if NodeId(here.node) != self.me() {
+            return wrong(format!("the route puts another node at hop {}", open.index));
+        }
+        let held = &self.inner.layers;
+        if usize::from(here.start) != held.start || usize::from(here.end) != held.end {
+            return wrong(format!(
+                "this node holds blocks {}..{}, not {}..{}",
+                held.start, held.end, here.start, here.end
+            ));
+        }
+        if open.model_hash != self.inner.model_hash
+            || usize::from(open.n_layers) != self.inner.engine.model.n_layers()
+        {
+            return wrong("this node holds part of another model".into());
+        }
+        if open.route.len() < 2 {
+            return wrong("a one-hop route is a whole-model task (Start)".into());
+        }
+        // The model's own end-of-turn tokens always end a sequence, as on a
+        // whole-model node; the caller (who has no tokenizer) may add more.
+        let mut stop_tokens = default_stop_tokens(&self.inner.engine);
+        stop_tokens.extend(&open.stop_tokens);
+        let opts = HopOptions {
+            sampling: sampling_params(&open.sampling),
+            sample_offset: u64::from(open.sample_offset),
+            stop_tokens: stop_tokens.clone(),
+            max_new_tokens: open.max_new as usize,
+            record_commitments: true,
+        };
+        let id = (open.task_id, open.segment);
+        let key = {
+            let mut t = self.lock();
+            let deadline = Instant::now().checked_sub(SEQ_DEADLINE);
+            for old in deadline.map(|d| t.older_than(d)).unwrap_or_default() {
+                if let Some(s) = t.remove(&old) {
+                    self.inner.hop_engine.submit(HopJob::Close {
+                        key: s.key,
+                        reply: oneshot::channel().0,
+                    });
+                }
+            }
+            if t.contains(&id) {
+                return Err(Refusal::new(
+                    HopErrorKind::BadShape,
+                    "this sequence is already open here",
+                ));
+            }
+            if t.running() >= self.inner.max_concurrent {
+                return Err(Refusal::new(
+                    HopErrorKind::Busy,
+                    format!("{} sequences running here", t.running()),
+                ));
+            }
+            let key = t.new_key();
+            let (head, prompt) = match head {
+                Some(h) => (
+                    Some(Head {
+                        running: h.running,
+                        stop_tokens: stop_tokens.clone(),
+                    }),
+                    Some(h.prompt),
+                ),
+                None => (None, None),
+            };
+            let next_position = prompt.as_ref().map_or(0, |p| p.len() as u32);
+            t.insert(Seq {
+                id,
+                key,
+                route: open.route.clone(),
+                index: usize::from(open.index),
+                opener: from,
+                next_position,
+                input_position: 0,
+                in_engine: prompt.is_some(),
+                ended: false,
+                closing: false,
+                failed: None,
+                summary: None,
+                head,
+                opened: Instant::now(),
+            });
+            self.inner.hop_engine.submit(HopJob::Open { key, opts });
+            if let Some(p) = prompt {
+                self.inner.hop_engine.submit(HopJob::Push {
+                    key,
+                    input: HopInput::Tokens(p),
+                });
+            }
+            key
+        };
+        tracing::debug!(key, task = %hex::encode(&id.0[..8]), index = open.index, "hop sequence opened");
+        Ok(())
+    }
+
+    /// A step's rows: checked whole, then queued for the engine.
+    fn step(
+        &self,
+        from: NodeId,
+        entries: &[StepEntry],
+        states: &[u8],
+    ) -> Result<HopResponse, Refusal> {
+        let bad = |m: String| Refusal::new(HopErrorKind::BadShape, m);
+        // Sequences first: a stranger's message costs no decoding.
+        self.lock().check_step(from, entries)?;
+        let x =
+            HiddenStates::decode(states, MAX_HOP_REQUEST_BYTES).map_err(|e| bad(e.to_string()))?;
+        let cols = self.inner.engine.model.config().hidden_size;
+        if x.cols() != cols {
+            return Err(bad(format!(
+                "rows are {} wide, the model's are {cols}",
+                x.cols()
+            )));
+        }
+        let rows: u64 = entries.iter().map(|e| u64::from(e.rows)).sum();
+        if x.rows() as u64 != rows {
+            return Err(bad(format!(
+                "{} rows for entries that add up to {rows}",
+                x.rows()
+            )));
+        }
+        let mut t = self.lock();
+        // Again under the lock that marks them: nothing moved in between.
+        let keys = t.check_step(from, entries)?;
+        let mut start = 0;
+        for (e, &key) in entries.iter().zip(&keys) {
+            let n = e.rows as usize;
+            let part = x.slice_rows(start, n).map_err(|e| bad(e.to_string()))?;
+            start += n;
+            if let Some(seq) = t.get_mut(key) {
+                seq.in_engine = true;
+                seq.input_position = e.position;
+                seq.next_position = e.position + e.rows;
+            }
+            self.inner.hop_engine.submit(HopJob::Push {
+                key,
+                input: HopInput::States(part),
+            });
+        }
+        Ok(HopResponse::Ack)
+    }
+
+    /// Sampled tokens at the first hop: streamed to the caller and, unless
+    /// the sequence ended, embedded at the next step.
+    fn tokens(&self, from: NodeId, entries: &[TokenEntry]) -> Result<HopResponse, Refusal> {
+        let engine = self.inner.engine.clone();
+        let mut t = self.lock();
+        let keys = t.check_tokens(from, entries)?;
+        let mut ended = Vec::new();
+        for (e, &key) in entries.iter().zip(&keys) {
+            let Some(seq) = t.get_mut(key) else { continue };
+            let Some(head) = seq.head.as_mut() else {
+                continue;
+            };
+            head.running.tokens.push(e.token);
+            let stop_string = append_text(&engine, &mut head.running);
+            let stop_token = head.stop_tokens.contains(&e.token);
+            if e.last || stop_string || head.running.cancelled {
+                seq.ended = true;
+                let done = Done {
+                    stopped: stop_token || stop_string,
+                    cancelled: head.running.cancelled,
+                    commitment_root: [0; 32],
+                    error: None,
+                };
+                let tokens = head.running.tokens.clone();
+                head.running.progress.send_modify(|p| {
+                    p.tokens = tokens;
+                    p.done = Some(done);
+                });
+                ended.push(seq.id);
+                continue;
+            }
+            seq.in_engine = true;
+            seq.input_position = e.position;
+            seq.next_position = e.position + 1;
+            self.inner.hop_engine.submit(HopJob::Push {
+                key,
+                input: HopInput::Tokens(vec![e.token]),
+            });
+        }
+        drop(t);
+        for id in ended {
+            let h = self.clone();
+            tokio::spawn(async move { h.close_in_engine(id).await });
+        }
+        Ok(HopResponse::Ack)
+    }
+
+    /// Ends the first hop's task for its caller (it went away).
+    pub(crate) fn cancel(&self, task_id: &[u8; 32]) -> bool {
+        let ids: Vec<SeqId> = (0..=u8::MAX).map(|s| (*task_id, s)).collect();
+        let mut any = false;
+        for id in ids {
+            if self.lock().contains(&id) {
+                self.end(&id, true);
+                any = true;
+            }
+        }
+        any
+    }
+
+    /// Marks a sequence ended; on the first hop the caller's stream ends too.
+    fn end(&self, id: &SeqId, cancelled: bool) {
+        let mut t = self.lock();
+        let Some(seq) = t.by_id_mut(id) else { return };
+        if seq.ended {
+            return;
+        }
+        seq.ended = true;
+        if let Some(head) = seq.head.as_mut() {
+            head.running.cancelled |= cancelled;
+            let done = Done {
+                stopped: false,
+                cancelled: head.running.cancelled,
+                commitment_root: [0; 32],
+                error: None,
+            };
+            head.running.progress.send_modify(|p| {
+                if p.done.is_none() {
+                    p.done = Some(done);
+                }
+            });
+        }
+    }
+
+    /// Closes the sequence in the engine (once) and keeps its summary for
+    /// `Finish`; a second caller waits for the first one's result.
+    async fn close_in_engine(&self, id: SeqId) {
+        let key = {
+            let mut t = self.lock();
+            let Some(seq) = t.by_id_mut(&id) else { return };
+            if seq.summary.is_some() || seq.failed.is_some() {
+                return;
+            }
+            if seq.closing {
+                None
+            } else {
+                seq.closing = true;
+                Some(seq.key)
+            }
+        };
+        let Some(key) = key else {
+            // Another close is in flight: its reply comes within one step.
+            for _ in 0..500 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let mut t = self.lock();
+                match t.by_id_mut(&id) {
+                    Some(s) if s.summary.is_none() && s.failed.is_none() => {}
+                    _ => return,
+                }
+            }
+            return;
+        };
+        let (tx, rx) = oneshot::channel();
+        if !self
+            .inner
+            .hop_engine
+            .submit(HopJob::Close { key, reply: tx })
+        {
+            return;
+        }
+        let result = rx.await;
+        let mut t = self.lock();
+        let Some(seq) = t.by_id_mut(&id) else { return };
+        match result {
+            Ok(Ok(f)) => seq.summary = Some(summary(&f)),
+            Ok(Err(e)) => fail(seq, e),
+            Err(_) => fail(seq, "the hop engine stopped".into()),
+        }
+    }
+
+    /// What the engine thread reports: rows to send on, tokens to send back,
+    /// sequences that failed.
+    fn on_engine(&self, ev: EngineEvent) {
+        match ev {
+            EngineEvent::Outputs(outputs) => self.send_outputs(outputs),
+            EngineEvent::Failed(key, why) => {
+                let mut t = self.lock();
+                if let Some(seq) = t.get_mut(key) {
+                    fail(seq, why.clone());
+                    let report = self.failure_report(seq, seq.index, &why);
+                    drop(t);
+                    if let Some((to, req)) = report {
+                        self.send_detached(to, req);
+                    }
+                }
+            }
+        }
+    }
+
+    fn send_outputs(&self, outputs: Vec<(HopKey, HopOutput)>) {
+        // One message per next hop: every sequence's rows of this step.
+        let mut steps: BTreeMap<[u8; 32], StepGroup> = BTreeMap::new();
+        let mut tokens: BTreeMap<[u8; 32], (Vec<TokenEntry>, Vec<SeqId>)> = BTreeMap::new();
+        let mut ended = Vec::new();
+        {
+            let mut t = self.lock();
+            for (key, out) in outputs {
+                let Some(seq) = t.get_mut(key) else { continue };
+                seq.in_engine = false;
+                if seq.failed.is_some() || seq.ended {
+                    continue;
+                }
+                match out {
+                    HopOutput::States(x) => {
+                        let Some(next) = seq.next() else { continue };
+                        let group = steps.entry(next.0).or_default();
+                        group.0.push(StepEntry {
+                            task_id: seq.id.0,
+                            segment: seq.id.1,
+                            position: seq.input_position,
+                            rows: x.rows() as u32,
+                        });
+                        group.1.push(x);
+                        group.2.push(seq.id);
+                    }
+                    HopOutput::Token { token, last } => {
+                        let Some(first) = seq.first() else { continue };
+                        let group = tokens.entry(first.0).or_default();
+                        group.0.push(TokenEntry {
+                            task_id: seq.id.0,
+                            segment: seq.id.1,
+                            position: seq.next_position,
+                            token,
+                            last,
+                        });
+                        group.1.push(seq.id);
+                        if last {
+                            seq.ended = true;
+                            ended.push(seq.id);
+                        }
+                    }
+                }
+            }
+        }
+        for id in ended {
+            let h = self.clone();
+            tokio::spawn(async move { h.close_in_engine(id).await });
+        }
+        for (to, (entries, parts, ids)) in steps {
+            let states =
+                match HiddenStates::concat_rows(&parts).and_then(|x| x.encode(WireDType::F32)) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        self.fail_all(&ids, format!("encoding rows: {e}"));
+                        continue;
+                    }
+                };
+            self.send(NodeId(to), HopRequest::Step { entries, states }, ids);
+        }
+        for (to, (entries, ids)) in tokens {
+            self.send(NodeId(to), HopRequest::Tokens { entries }, ids);
+        }
+    }
+
+    /// Sends a step or tokens; if the next hop does not take them, the
+    /// sequences fail and the first hop hears which hop broke.
+    fn send(&self, to: NodeId, req: HopRequest, ids: Vec<SeqId>) {
+        let payload = strata_wire::encode(&req);
+        self.inner
+            .bytes_sent
+            .fetch_add(payload.len() as u64, Ordering::Relaxed);
+        let h = self.clone();
+        tokio::spawn(async move {
+            let answer = h.inner.p2p.request(to, &HIDDEN_STATE, payload).await;
+            let why = match answer.map(|b| HopResponse::decode(&b)) {
+                Ok(Ok(HopResponse::Ack)) => return,
+                Ok(Ok(HopResponse::Error { kind, detail })) => format!("{kind:?}: {detail}"),
+                Ok(Ok(other)) => format!("unexpected answer {other:?}"),
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            tracing::warn!(peer = %to, "next hop did not take a message: {why}");
+            h.fail_all(&ids, format!("hop {to} did not take the rows: {why}"));
+        });
+    }
+
+    fn fail_all(&self, ids: &[SeqId], why: String) {
+        let mut reports = Vec::new();
+        {
+            let mut t = self.lock();
+            for id in ids {
+                if let Some(seq) = t.by_id_mut(id) {
+                    fail(seq, why.clone());
+                    // The hop that did not answer is the one after this one
+                    // (or the first, for tokens).
+                    let culprit = if seq.is_last() { 0 } else { seq.index + 1 };
+                    reports.extend(self.failure_report(seq, culprit, &why));
+                }
+            }
+        }
+        for (to, req) in reports {
+            self.send_detached(to, req);
+        }
+    }
+
+    /// The `Failed` message for the first hop, unless this is the first hop.
+    fn failure_report(&self, seq: &Seq, hop: usize, why: &str) -> Option<(NodeId, HopRequest)> {
+        if seq.head.is_some() {
+            return None;
+        }
+        let first = seq.first()?;
+        let mut detail = why.to_string();
+        if detail.len() > MAX_ERROR_DETAIL {
+            let mut end = MAX_ERROR_DETAIL;
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+        }
+        Some((
+            first,
+            HopRequest::Failed {
+                task_id: seq.id.0,
+                segment: seq.id.1,
+                hop: u8::try_from(hop).unwrap_or(u8::MAX),
+                detail,
+            },
+        ))
+    }
+
+    fn send_detached(&self, to: NodeId, req: HopRequest) {
+        let p2p = self.inner.p2p.clone();
+        tokio::spawn(async move {
+            if let Err(e) = p2p
+                .request(to, &HIDDEN_STATE, strata_wire::encode(&req))
+                .await
+            {
+                tracing::debug!(peer = %to, "reporting a hop failure: {e}");
+            }
+        });
+    }
+}
+
+/// One step message being assembled: entries, their rows, their sequences.
+type StepGroup = (Vec<StepEntry>, Vec<HiddenStates>, Vec<SeqId>);
+
+/// Marks a sequence failed; on the first hop its caller's stream ends with
+/// the error (and the task is not billed).
+fn fail(seq: &mut Seq, why: String) {
+    if seq.failed.is_some() {
+        return;
+    }
+    seq.failed = Some(why.clone());
+    seq.ended = true;
+    if let Some(head) = seq.head.as_mut() {
+        head.running.progress.send_modify(|p| {
+            if p.done.is_none() {
+                p.done = Some(Done {
+                    stopped: false,
+                    cancelled: false,
+                    commitment_root: [0; 32],
+                    error: Some(why),
+                });
+            }
+        });
+    }
+}
+
+/// What a hop's receipt will say about the sequence.
+fn summary(f: &HopFinished) -> HopSummary {
+    let entries = f.commitments.as_ref().map(|c| c.entries());
+    let first = entries
+        .and_then(|e| e.first())
+        .map_or([0; 32], |e| e.input_hash);
+    let exit = entries
+        .and_then(|e| e.last())
+        .map_or([0; 32], |e| e.input_hash);
+    HopSummary {
+        positions: f.positions as u32,
+        input_states: first,
+        output_states: exit,
+        commitment_root: f.commitments.as_ref().map_or([0; 32], |c| c.root()),
+        sampled: f.sampled.len() as u32,
+    }
+}

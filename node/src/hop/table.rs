@@ -1,0 +1,254 @@
+//! The sequences open on this hop and the rules a message about them must
+//! follow. Every check of a step or token message happens here, for all of
+//! its entries, before any row reaches the engine: a message is taken whole
+//! or refused whole.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use strata_engine::HopKey;
+use strata_p2p::{NodeId, Severity};
+use strata_wire::hop::{HopErrorKind, HopSummary, RouteHop, StepEntry, TokenEntry};
+
+use crate::worker::Running;
+
+/// A sequence's id on the network: task and route segment.
+pub(crate) type SeqId = ([u8; 32], u8);
+
+/// A refusal: its class for the sender, what it costs the sender, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) kind: HopErrorKind,
+    pub(crate) severity: Option<Severity>,
+    pub(crate) detail: String,
+}
+
+impl Refusal {
+    pub(crate) fn new(kind: HopErrorKind, detail: impl Into<String>) -> Self {
+        let severity = match kind {
+            // A step for a sequence that just closed is an honest race.
+            HopErrorKind::UnknownSequence => Some(Severity::Nuisance),
+            HopErrorKind::BadShape
+            | HopErrorKind::WrongPosition
+            | HopErrorKind::WrongLayer
+            | HopErrorKind::NotYourSequence => Some(Severity::Strike),
+            HopErrorKind::Busy | HopErrorKind::Internal => None,
+        };
+        Self {
+            kind,
+            severity,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// The first hop's extra state: the text it streams to its caller.
+pub(crate) struct Head {
+    pub(crate) running: Running,
+    /// Tokens that end the sequence (a `last` token among them is a stop,
+    /// any other `last` token is the length limit).
+    pub(crate) stop_tokens: Vec<u32>,
+}
+
+/// One sequence on this hop.
+pub(crate) struct Seq {
+    pub(crate) id: SeqId,
+    pub(crate) key: HopKey,
+    pub(crate) route: Vec<RouteHop>,
+    pub(crate) index: usize,
+    /// Who opened it: the only one who may close or finish it.
+    pub(crate) opener: NodeId,
+    /// Position the next input must start at.
+    pub(crate) next_position: u32,
+    /// Position of the input now in the engine (its outputs start there).
+    pub(crate) input_position: u32,
+    /// An input is in the engine and its output has not come back.
+    pub(crate) in_engine: bool,
+    /// No more input will come (the last token was sampled, or it was closed).
+    pub(crate) ended: bool,
+    /// Its close has been handed to the engine.
+    pub(crate) closing: bool,
+    /// Why it cannot go on, if it cannot.
+    pub(crate) failed: Option<String>,
+    /// What it ran, once the engine closed it.
+    pub(crate) summary: Option<HopSummary>,
+    pub(crate) head: Option<Head>,
+    pub(crate) opened: Instant,
+}
+
+impl Seq {
+    /// The node the route puts before this hop.
+    pub(crate) fn previous(&self) -> Option<NodeId> {
+        self.index
+            .checked_sub(1)
+            .and_then(|i| self.route.get(i))
+            .map(|h| NodeId(h.node))
+    }
+
+    /// The node the route puts after this hop.
+    pub(crate) fn next(&self) -> Option<NodeId> {
+        self.route.get(self.index + 1).map(|h| NodeId(h.node))
+    }
+
+    /// The route's first hop (where tokens go).
+    pub(crate) fn first(&self) -> Option<NodeId> {
+        self.route.first().map(|h| NodeId(h.node))
+    }
+
+    /// The route's last hop (where tokens come from).
+    pub(crate) fn last(&self) -> Option<NodeId> {
+        self.route.last().map(|h| NodeId(h.node))
+    }
+
+    /// True on the route's last hop.
+    pub(crate) fn is_last(&self) -> bool {
+        self.index + 1 == self.route.len()
+    }
+}
+
+/// Every sequence open (or closed and not yet finished) on this hop.
+#[derive(Default)]
+pub(crate) struct Table {
+    by_id: HashMap<SeqId, HopKey>,
+    seqs: HashMap<HopKey, Seq>,
+    next_key: HopKey,
+}
+
+impl Table {
+    /// A fresh engine key.
+    pub(crate) fn new_key(&mut self) -> HopKey {
+        self.next_key += 1;
+        self.next_key
+    }
+
+    /// Sequences still running (not ended).
+    pub(crate) fn running(&self) -> usize {
+        self.seqs.values().filter(|s| !s.ended).count()
+    }
+
+    pub(crate) fn contains(&self, id: &SeqId) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    pub(crate) fn insert(&mut self, seq: Seq) {
+        self.by_id.insert(seq.id, seq.key);
+        self.seqs.insert(seq.key, seq);
+    }
+
+    pub(crate) fn get_mut(&mut self, key: HopKey) -> Option<&mut Seq> {
+        self.seqs.get_mut(&key)
+    }
+
+    pub(crate) fn by_id_mut(&mut self, id: &SeqId) -> Option<&mut Seq> {
+        let key = self.by_id.get(id)?;
+        self.seqs.get_mut(key)
+    }
+
+    pub(crate) fn remove(&mut self, id: &SeqId) -> Option<Seq> {
+        let key = self.by_id.remove(id)?;
+        self.seqs.remove(&key)
+    }
+
+    /// Keys of sequences opened before `deadline`: callers that never came
+    /// back to finish them.
+    pub(crate) fn older_than(&self, deadline: Instant) -> Vec<SeqId> {
+        self.seqs
+            .values()
+            .filter(|s| s.opened < deadline)
+            .map(|s| s.id)
+            .collect()
+    }
+
+    /// Checks a step from `from` against every sequence it names: open here,
+    /// `from` is the hop before this one, the entry starts at the position
+    /// the sequence expects and nothing of it is still in the engine.
+    /// Returns the keys in entry order.
+    pub(crate) fn check_step(
+        &self,
+        from: NodeId,
+        entries: &[StepEntry],
+    ) -> Result<Vec<HopKey>, Refusal> {
+        entries
+            .iter()
+            .map(|e| self.check_input(from, (e.task_id, e.segment), e.position, false))
+            .collect()
+    }
+
+    /// Checks sampled tokens from `from`: this is the first hop of each
+    /// sequence, `from` its last hop, and the token takes the next position.
+    pub(crate) fn check_tokens(
+        &self,
+        from: NodeId,
+        entries: &[TokenEntry],
+    ) -> Result<Vec<HopKey>, Refusal> {
+        entries
+            .iter()
+            .map(|e| self.check_input(from, (e.task_id, e.segment), e.position, true))
+            .collect()
+    }
+
+    fn check_input(
+        &self,
+        from: NodeId,
+        id: SeqId,
+        position: u32,
+        token: bool,
+    ) -> Result<HopKey, Refusal> {
+        let Some(seq) = self.by_id.get(&id).and_then(|k| self.seqs.get(k)) else {
+            return Err(Refusal::new(
+                HopErrorKind::UnknownSequence,
+                format!("no open sequence {}/{}", hex::encode(&id.0[..8]), id.1),
+            ));
+        };
+        let (sender, role) = if token {
+            (seq.head.as_ref().and(seq.last()), "the route's last hop")
+        } else {
+            (seq.previous(), "the hop before this one")
+        };
+        if sender != Some(from) {
+            return Err(Refusal::new(
+                HopErrorKind::NotYourSequence,
+                format!("only {role} feeds this sequence here"),
+            ));
+        }
+        if seq.ended || seq.failed.is_some() {
+            return Err(Refusal::new(
+                HopErrorKind::UnknownSequence,
+                "the sequence has ended on this hop",
+            ));
+        }
+        if seq.in_engine || position != seq.next_position {
+            return Err(Refusal::new(
+                HopErrorKind::WrongPosition,
+                format!(
+                    "input at position {position}, the sequence expects {}{}",
+                    seq.next_position,
+                    if seq.in_engine {
+                        " after its current step"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        Ok(seq.key)
+    }
+
+    /// Checks that `from` opened the sequence (only the opener closes or
+    /// finishes it).
+    pub(crate) fn check_opener(&self, from: NodeId, id: &SeqId) -> Result<HopKey, Refusal> {
+        let Some(seq) = self.by_id.get(id).and_then(|k| self.seqs.get(k)) else {
+            return Err(Refusal::new(
+                HopErrorKind::UnknownSequence,
+                "no such sequence on this hop",
+            ));
+        };
+        if seq.opener != from {
+            return Err(Refusal::new(
+                HopErrorKind::NotYourSequence,
+                "only the caller that opened a sequence closes or finishes it",
+            ));
+        }
+        Ok(seq.key)
+    }
+}
