@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Parser;
 use strata_p2p::{peer_id_of, NodeId, NodeIdentity, P2pConfig, P2pHandle};
-use strata_pipeline::client::{self, Channel, PipelineTask, Transport};
+use strata_pipeline::client::{self, PipelineTask};
 use strata_wire::hop::RouteHop;
-use strata_wire::protocols::{ALL_PROTOCOLS, HIDDEN_STATE, TASK};
+use strata_wire::protocols::{ALL_PROTOCOLS, TASK};
 use strata_wire::task::{ChatTurn, Prompt, Sampling, TaskRequest, TaskResponse, TaskSpec};
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout};
@@ -59,25 +59,6 @@ struct Cli {
     /// The `strata-node` binary (default: next to this one).
     #[arg(long)]
     node_bin: Option<PathBuf>,
-}
-
-/// The p2p layer as the pipeline client's transport.
-struct P2p(P2pHandle);
-
-impl Transport for P2p {
-    type Error = strata_p2p::P2pError;
-    async fn request(
-        &self,
-        node: [u8; 32],
-        channel: Channel,
-        bytes: Vec<u8>,
-    ) -> Result<Vec<u8>, Self::Error> {
-        let protocol = match channel {
-            Channel::Task => &TASK,
-            Channel::Hop => &HIDDEN_STATE,
-        };
-        self.0.request(NodeId(node), protocol, bytes).await
-    }
 }
 
 /// A `strata-node` child process.
@@ -300,7 +281,7 @@ async fn whole_stream(p2p: &P2pHandle, node: NodeId, spec: TaskSpec) -> Result<S
     }
 }
 
-async fn pipeline_stream(t: &P2p, route: &[RouteHop], spec: TaskSpec) -> Result<Stream> {
+async fn pipeline_stream(t: &P2pHandle, route: &[RouteHop], spec: TaskSpec) -> Result<Stream> {
     let t0 = Instant::now();
     let task = PipelineTask {
         spec,
@@ -377,7 +358,7 @@ impl Bench {
         for n in &nodes {
             p2p.dial(&n.addr).await?;
         }
-        let transport = P2p(p2p.clone());
+        let transport = p2p.clone();
         let route: Vec<RouteHop> = nodes
             .iter()
             .map(|n| RouteHop {

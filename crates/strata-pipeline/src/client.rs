@@ -4,10 +4,13 @@
 //! hop k+1 says it received).
 //!
 //! The transport is a parameter ([`Transport`]), as in
-//! `strata_wire::task::call`: the gateway and the benchmark pass the p2p
-//! layer, so this module stays free of it.
+//! `strata_wire::task::call`; the p2p layer's handle is one (the gateway,
+//! the benchmark and the tests use it), a test can pass anything else.
 
 use std::future::Future;
+
+use strata_p2p::{NodeId, P2pError, P2pHandle};
+use strata_wire::protocols::{HIDDEN_STATE, TASK};
 
 use strata_wire::hop::{
     CloseReason, HopErrorKind, HopOpen, HopRequest, HopResponse, HopSummary, RouteHop,
@@ -36,6 +39,23 @@ pub trait Transport {
         channel: Channel,
         bytes: Vec<u8>,
     ) -> impl Future<Output = Result<Vec<u8>, Self::Error>> + Send;
+}
+
+impl Transport for P2pHandle {
+    type Error = P2pError;
+
+    async fn request(
+        &self,
+        node: [u8; 32],
+        channel: Channel,
+        bytes: Vec<u8>,
+    ) -> Result<Vec<u8>, P2pError> {
+        let protocol = match channel {
+            Channel::Task => &TASK,
+            Channel::Hop => &HIDDEN_STATE,
+        };
+        P2pHandle::request(self, NodeId(node), protocol, bytes).await
+    }
 }
 
 /// A task to run over one route.

@@ -11,8 +11,8 @@ use strata_chain::{Keypair, Signer};
 use strata_engine::{HiddenStates, WireDType};
 use strata_node::memory::MemoryPlan;
 use strata_node::{start, NodeConfig, RunningNode};
-use strata_p2p::{NodeId, NodeIdentity, P2pConfig, P2pHandle};
-use strata_pipeline::client::{self, Channel, PipelineTask, Transport};
+use strata_p2p::{NodeIdentity, P2pConfig, P2pHandle};
+use strata_pipeline::client::{self, PipelineTask};
 use strata_wire::hop::{
     HopErrorKind, HopOpen, HopRequest, HopResponse, RouteHop, StepEntry, MAX_STEP_ROWS,
 };
@@ -34,41 +34,9 @@ fn model_hash() -> [u8; 32] {
 
 fn config(key: &Keypair, memory: MemoryPlan) -> NodeConfig {
     NodeConfig {
-        keypair: key.insecure_clone(),
-        rpc_url: None,
-        model_path: strata_engine::model_cache_dir().join(strata_engine::DEFAULT_MODEL_FILE),
-        model_sha256: Some(strata_engine::DEFAULT_MODEL_SHA256.to_string()),
-        model_name: MODEL.into(),
-        price_per_token: 7,
         max_concurrent: 8,
-        max_tokens: 64,
-        stake: 0,
-        p2p: P2pConfig::local(),
-        relayer: None,
-        profile_tokens: 4,
-        quiet: true,
-        state_dir: None,
-        cheat: None,
         memory,
-    }
-}
-
-/// The p2p layer as the pipeline client's transport.
-struct P2p(P2pHandle);
-
-impl Transport for P2p {
-    type Error = strata_p2p::P2pError;
-    async fn request(
-        &self,
-        node: [u8; 32],
-        channel: Channel,
-        bytes: Vec<u8>,
-    ) -> Result<Vec<u8>, Self::Error> {
-        let protocol = match channel {
-            Channel::Task => &TASK,
-            Channel::Hop => &HIDDEN_STATE,
-        };
-        self.0.request(NodeId(node), protocol, bytes).await
+        ..crate::task_protocol::node_config(key)
     }
 }
 
@@ -242,7 +210,7 @@ async fn three_hops_serve_what_one_node_serves_and_refuse_bad_input() {
         hops[a].p2p.dial(&hops[b].addrs[0]).await.unwrap();
     }
     let p2p = peer_of(&[&whole, &hops[0], &hops[1], &hops[2]]).await;
-    let transport = P2p(p2p.clone());
+    let transport = p2p.clone();
 
     // A hop refuses whole tasks: it holds a third of the model.
     let lone = strata_wire::task::call(

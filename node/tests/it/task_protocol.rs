@@ -16,7 +16,7 @@ use strata_wire::{decode, Receipt, Voucher};
 
 const MODEL: &str = "SmolLM2-135M-Instruct";
 
-fn node_config(key: &Keypair) -> NodeConfig {
+pub(crate) fn node_config(key: &Keypair) -> NodeConfig {
     NodeConfig {
         keypair: key.insecure_clone(),
         rpc_url: None,
