@@ -90,6 +90,12 @@ fn good_messages_round_trip() {
             task_id: [1; 32],
             segment: 0,
         },
+        HopRequest::Failed {
+            task_id: [1; 32],
+            segment: 1,
+            hop: 2,
+            detail: "hop 2 did not take the rows".into(),
+        },
     ];
     for m in messages {
         assert_eq!(HopRequest::decode(&encode(&m)).unwrap(), m);
@@ -192,6 +198,14 @@ fn oversized_input_is_refused_before_parsing() {
         detail: "x".repeat(MAX_ERROR_DETAIL + 1),
     };
     assert!(HopResponse::decode(&encode(&raw)).is_err());
+    // The same limit on a failure report.
+    let failed = HopRequest::Failed {
+        task_id: [1; 32],
+        segment: 0,
+        hop: 1,
+        detail: "x".repeat(MAX_ERROR_DETAIL + 1),
+    };
+    assert!(HopRequest::decode(&encode(&failed)).is_err());
 }
 
 proptest! {

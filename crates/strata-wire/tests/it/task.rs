@@ -63,3 +63,53 @@ fn transport_failures_and_garbage_answers_are_told_apart() {
         Err(CallError::Decode(WireError::TooLarge { .. }))
     ));
 }
+
+#[test]
+fn start_hop_is_appended_so_earlier_requests_keep_their_bytes() {
+    use strata_wire::hop::{HopOpen, RouteHop};
+    use strata_wire::task::{Prompt, Sampling, TaskSpec};
+    // Borsh writes the variant index first: Poll stays 1, StartHop is 4.
+    assert_eq!(encode(&poll())[0], 1);
+    let spec = TaskSpec {
+        task_id: [4; 32],
+        client: [5; 32],
+        model: "m".into(),
+        prompt: Prompt::Text("hi".into()),
+        max_tokens: 8,
+        sampling: Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 0,
+        },
+        stop: vec![],
+    };
+    let open = HopOpen {
+        task_id: [4; 32],
+        segment: 0,
+        route: vec![
+            RouteHop {
+                node: [1; 32],
+                start: 0,
+                end: 10,
+            },
+            RouteHop {
+                node: [2; 32],
+                start: 10,
+                end: 30,
+            },
+        ],
+        index: 0,
+        client: [5; 32],
+        model_hash: [9; 32],
+        n_layers: 30,
+        sampling: spec.sampling,
+        sample_offset: 0,
+        max_new: 8,
+        stop_tokens: vec![],
+    };
+    let start = TaskRequest::StartHop { spec, open };
+    let bytes = encode(&start);
+    assert_eq!(bytes[0], 4);
+    assert_eq!(decode::<TaskRequest>(&bytes, 1 << 20), Ok(start));
+}
