@@ -381,8 +381,8 @@ impl Bench {
                 futures::future::try_join_all(runs).await
             }
         };
-        // Warm-up: two streams, not measured.
-        go(2).await?;
+        // Warm-up: two streams, not measured (their tokens count for bytes).
+        let warm_up: u64 = go(2).await?.iter().map(|o| o.tokens).sum();
         let mut rows = Vec::new();
         for &s in streams {
             let cpu0: f64 = nodes.iter().map(Node::cpu_secs).sum();
@@ -420,9 +420,8 @@ impl Bench {
             bytes += n.stop().await;
         }
         // Warm-up and every stream count share the nodes; bytes are reported
-        // once at exit, so the per-token figure covers all of them (2 warm-up
-        // streams of at most `tokens` each included in the divisor).
-        let all = total_tokens + 2 * u64::from(self.tokens);
+        // once at exit, so the per-token figure covers all of their tokens.
+        let all = total_tokens + warm_up;
         for r in &mut rows {
             r.bytes_per_token_hop = if hops > 1 {
                 bytes as f64 / all as f64 / hops as f64

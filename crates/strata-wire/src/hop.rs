@@ -225,6 +225,19 @@ pub enum HopResponse {
     },
 }
 
+/// `detail` cut to [`MAX_ERROR_DETAIL`] bytes on a character boundary, as
+/// every error and failure detail of the hop protocol must be.
+pub fn truncate_detail(mut detail: String) -> String {
+    if detail.len() > MAX_ERROR_DETAIL {
+        let mut end = MAX_ERROR_DETAIL;
+        while !detail.is_char_boundary(end) {
+            end -= 1;
+        }
+        detail.truncate(end);
+    }
+    detail
+}
+
 fn invalid(m: impl Into<String>) -> WireError {
     WireError::Invalid(m.into())
 }
@@ -386,14 +399,9 @@ impl HopResponse {
     /// A refusal, its detail cut to [`MAX_ERROR_DETAIL`] bytes (on a
     /// character boundary).
     pub fn error(kind: HopErrorKind, detail: impl Into<String>) -> Self {
-        let mut detail = detail.into();
-        if detail.len() > MAX_ERROR_DETAIL {
-            let mut end = MAX_ERROR_DETAIL;
-            while !detail.is_char_boundary(end) {
-                end -= 1;
-            }
-            detail.truncate(end);
+        HopResponse::Error {
+            kind,
+            detail: truncate_detail(detail.into()),
         }
-        HopResponse::Error { kind, detail }
     }
 }

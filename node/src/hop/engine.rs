@@ -2,7 +2,6 @@
 //! holds, fed by the hop runtime. After each forward pass it hands the
 //! step's outputs back to the runtime, which sends them on.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
@@ -34,7 +33,6 @@ pub(crate) enum EngineEvent {
 #[derive(Clone)]
 pub(crate) struct HopEngine {
     tx: mpsc::Sender<HopJob>,
-    cpu_micros: Arc<AtomicU64>,
 }
 
 impl HopEngine {
@@ -45,24 +43,17 @@ impl HopEngine {
         events: async_mpsc::UnboundedSender<EngineEvent>,
     ) -> Self {
         let (tx, rx) = mpsc::channel();
-        let cpu_micros = Arc::new(AtomicU64::new(0));
-        let cpu = cpu_micros.clone();
         std::thread::Builder::new()
             .name("strata-hop".into())
-            .spawn(move || run(&engine, layers, rx, &events, &cpu))
+            .spawn(move || run(&engine, layers, rx, &events))
             .map(|_| ())
             .unwrap_or_else(|e| tracing::error!("cannot start the hop engine thread: {e}"));
-        Self { tx, cpu_micros }
+        Self { tx }
     }
 
     /// Hands a job to the thread; false if it has stopped.
     pub(crate) fn submit(&self, job: HopJob) -> bool {
         self.tx.send(job).is_ok()
-    }
-
-    /// CPU time spent in forward passes, microseconds.
-    pub(crate) fn cpu_micros(&self) -> u64 {
-        self.cpu_micros.load(Ordering::Relaxed)
     }
 }
 
@@ -71,7 +62,6 @@ fn run(
     layers: std::ops::Range<usize>,
     rx: mpsc::Receiver<HopJob>,
     events: &async_mpsc::UnboundedSender<EngineEvent>,
-    cpu_micros: &AtomicU64,
 ) {
     let mut batcher = match HopBatcher::new(&engine.model, layers) {
         Ok(b) => b,
@@ -112,13 +102,7 @@ fn run(
         if !batcher.has_pending() {
             continue;
         }
-        let before = strata_service::thread_cpu_micros();
-        let step = batcher.step();
-        cpu_micros.fetch_add(
-            strata_service::thread_cpu_micros().saturating_sub(before),
-            Ordering::Relaxed,
-        );
-        match step {
+        match batcher.step() {
             Ok(out) => {
                 let _ = events.send(EngineEvent::Outputs(out));
             }

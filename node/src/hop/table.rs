@@ -126,6 +126,15 @@ impl Table {
         self.seqs.values().filter(|s| !s.ended).count()
     }
 
+    /// Every segment of `task` open here.
+    pub(crate) fn segments_of(&self, task: &[u8; 32]) -> Vec<SeqId> {
+        self.by_id
+            .keys()
+            .filter(|id| &id.0 == task)
+            .copied()
+            .collect()
+    }
+
     pub(crate) fn contains(&self, id: &SeqId) -> bool {
         self.by_id.contains_key(id)
     }
