@@ -14,11 +14,13 @@
 //! the committed final states and the sampling parameters
 //! ([`check_sampling`]).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::commitment::CommitmentRecorder;
 use crate::error::{EngineError, Result};
 use crate::hidden::{HiddenHasher, HiddenStates};
+use crate::hop::HopInput;
 use crate::model::{LayerObserver, Model, Segment};
 use crate::sampling::{Sampler, SamplingParams};
 use crate::tamper::{LayerTamper, SeqObserver};
@@ -47,6 +49,75 @@ pub fn rederive(
         observer: Some(&mut observer as &mut dyn LayerObserver),
     }];
     model.forward_layers(0..n, &mut x, &mut segs)?;
+    observer
+        .recorder
+        .ok_or_else(|| EngineError::Commitment("the recorder went missing".into()))
+}
+
+/// [`rederive`] for one pipeline hop running blocks `layers` (= `a..b`):
+/// re-runs them in one prefill pass from what the hop received over all the
+/// positions it ran, and records its entries `a ..= b` exactly as
+/// [`crate::HopBatcher`] did while serving (bit-identical by the engine's
+/// determinism contract), keeping every entry's input states (entry `b`:
+/// the states it handed on) to answer openings.
+///
+/// `input` is the token ids of every position for the first hop (`a == 0`:
+/// the prompt, then each token fed back), embedded here; for a later hop,
+/// the states it received for every position (an f32 matrix, rows in
+/// position order). `model` needs only blocks `a..b` (and the embedding for
+/// the first hop): a node holding just its shard can answer its audits.
+pub fn rederive_hop(
+    model: &Model,
+    layers: Range<usize>,
+    input: &HopInput,
+    tamper: Option<Arc<dyn LayerTamper>>,
+) -> Result<CommitmentRecorder> {
+    if layers.is_empty() {
+        return Err(EngineError::InvalidRequest(
+            "a hop runs at least one layer".into(),
+        ));
+    }
+    let cols = model.config().hidden_size;
+    let mut x = match (input, layers.start == 0) {
+        (HopInput::Tokens(tokens), true) => {
+            if tokens.is_empty() {
+                return Err(EngineError::EmptyPrompt);
+            }
+            model.embed(tokens)?
+        }
+        (HopInput::States(states), false) => {
+            if states.rows() == 0 {
+                return Err(EngineError::EmptyPrompt);
+            }
+            if states.cols() != cols {
+                return Err(EngineError::InvalidRequest(format!(
+                    "hidden states are {} wide, the model expects {cols}",
+                    states.cols()
+                )));
+            }
+            states.clone()
+        }
+        (HopInput::Tokens(_), false) => {
+            return Err(EngineError::InvalidRequest(
+                "only the first hop takes token ids".into(),
+            ))
+        }
+        (HopInput::States(_), true) => {
+            return Err(EngineError::InvalidRequest(
+                "the first hop takes token ids, not hidden states".into(),
+            ))
+        }
+    };
+    let recorder = CommitmentRecorder::new_hop(layers.clone(), cols).retaining_states();
+    let mut observer = SeqObserver::new(Some(recorder), tamper);
+    let mut cache = model.new_cache(layers.clone())?;
+    let rows = x.rows();
+    let mut segs = [Segment {
+        cache: &mut cache,
+        rows,
+        observer: Some(&mut observer as &mut dyn LayerObserver),
+    }];
+    model.forward_layers(layers, &mut x, &mut segs)?;
     observer
         .recorder
         .ok_or_else(|| EngineError::Commitment("the recorder went missing".into()))
@@ -90,17 +161,11 @@ pub fn check_sampling(
 ) -> Result<Vec<SampleCheck>> {
     let mut out = Vec::with_capacity(steps.len());
     for &step in steps {
-        let claimed = *output.get(step as usize).ok_or_else(|| {
-            EngineError::InvalidRequest(format!("step {step} beyond the {} outputs", output.len()))
-        })?;
+        let claimed = claimed_at(output, step)?;
         let row = (prompt_len + step as usize)
             .checked_sub(1)
             .ok_or(EngineError::EmptyPrompt)?;
-        let logits = model.logits(final_states, &[row])?;
-        let logits = logits
-            .first()
-            .ok_or_else(|| EngineError::InvalidRequest(format!("no final state at row {row}")))?;
-        let recomputed = Sampler::at_step(sampling, u64::from(step))?.sample(logits)?;
+        let recomputed = resample(model, final_states, row, sampling, u64::from(step))?;
         out.push(SampleCheck {
             step,
             claimed,
@@ -108,4 +173,57 @@ pub fn check_sampling(
         });
     }
     Ok(out)
+}
+
+/// [`check_sampling`] for a last pipeline hop (or any run whose sampler did
+/// not start at step 0): token `s` of `output` was sampled from the final
+/// state at row `first_row + s`, with the sampler at step `sample_offset + s`
+/// (after a failover the new route's sampler goes on where the old one
+/// stopped). The reported `step` is `s`, the index in `output`.
+pub fn check_sampling_from(
+    model: &Model,
+    final_states: &HiddenStates,
+    first_row: usize,
+    sample_offset: u64,
+    output: &[u32],
+    sampling: SamplingParams,
+    steps: &[u32],
+) -> Result<Vec<SampleCheck>> {
+    let mut out = Vec::with_capacity(steps.len());
+    for &step in steps {
+        let claimed = claimed_at(output, step)?;
+        let overflow = || EngineError::InvalidRequest(format!("step {step} overflows"));
+        let row = first_row.checked_add(step as usize).ok_or_else(overflow)?;
+        let at = sample_offset
+            .checked_add(u64::from(step))
+            .ok_or_else(overflow)?;
+        let recomputed = resample(model, final_states, row, sampling, at)?;
+        out.push(SampleCheck {
+            step,
+            claimed,
+            recomputed,
+        });
+    }
+    Ok(out)
+}
+
+fn claimed_at(output: &[u32], step: u32) -> Result<u32> {
+    output.get(step as usize).copied().ok_or_else(|| {
+        EngineError::InvalidRequest(format!("step {step} beyond the {} outputs", output.len()))
+    })
+}
+
+/// The token the sampler at step `at` draws from the final state at `row`.
+fn resample(
+    model: &Model,
+    final_states: &HiddenStates,
+    row: usize,
+    sampling: SamplingParams,
+    at: u64,
+) -> Result<u32> {
+    let logits = model.logits(final_states, &[row])?;
+    let logits = logits
+        .first()
+        .ok_or_else(|| EngineError::InvalidRequest(format!("no final state at row {row}")))?;
+    Sampler::at_step(sampling, at)?.sample(logits)
 }

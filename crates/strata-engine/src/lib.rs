@@ -55,7 +55,9 @@ mod sampling;
 mod tamper;
 mod tokenizer;
 
-pub use audit::{check_embedding, check_sampling, rederive, SampleCheck};
+pub use audit::{
+    check_embedding, check_sampling, check_sampling_from, rederive, rederive_hop, SampleCheck,
+};
 pub use batch::{
     generate, trace_layers, Batcher, FinishReason, Finished, GenerateRequest, SeqId, StepToken,
 };

@@ -7,6 +7,7 @@ mod common;
 mod engine;
 mod golden;
 mod hf_dir;
+mod hop_audit;
 mod hops;
 mod safetensors;
 mod shards;
