@@ -1,5 +1,5 @@
 //! The relayer's HTTP API (axum): receipts in, receipts with their proofs
-//! out, and what the relayer did (batches, settlements, epochs, stats); a
+//! out, a pipelined task's hop receipts and their links, and what the relayer did (batches, settlements, epochs, stats); a
 //! batch's receipts for verifiers, their audit reports in and out, and the
 //! challenges indexed from the chain.
 
@@ -24,9 +24,11 @@ use strata_wire::{hex32, parse_hex32};
 
 use crate::ingest::{ingest, Accepted};
 
+mod tasks;
 mod verification;
 use crate::now_ms;
 use crate::store::{BatchStatus, EpochStatus, Store, StoreError};
+pub use tasks::{link_problems, task_view, HopView, LinkView, SegmentView, TaskView};
 pub use verification::{
     audit_view, batch_receipts_view, challenge_view, check_name, AuditQuery, ChallengeQuery,
 };
@@ -82,6 +84,7 @@ pub fn router(store: Arc<Store>, chain: ChainClient) -> Router {
     Router::new()
         .route("/v1/receipts", post(post_receipt).get(get_receipt_list))
         .route("/v1/receipts/{task_id}", get(get_receipt))
+        .route("/v1/tasks/{task_id}", get(tasks::get_task))
         .route("/v1/rewards/{operator}", get(get_rewards))
         .route("/v1/batches", get(get_batches))
         .route("/v1/batches/{id}/receipts", get(get_batch_receipts))

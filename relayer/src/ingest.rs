@@ -17,6 +17,20 @@ pub enum IngestError {
     /// A different receipt with this task id is already stored.
     #[error("task {0} already has a different receipt")]
     ConflictingTask(String),
+    /// A different receipt holds this hop receipt's id (hop `index` of
+    /// segment `segment` of `task`); this one is listed with the task's hops
+    /// as a conflicting claim when `listed`.
+    #[error("hop {index} of segment {segment} of task {task} already has a different receipt; this one is {}", claim_fate(.listed))]
+    ConflictingHop {
+        /// The pipelined task (hex).
+        task: String,
+        /// Route segment.
+        segment: u8,
+        /// Place in the route.
+        index: u8,
+        /// Whether it is listed with the task's hops.
+        listed: bool,
+    },
     /// The voucher was already attached to another task.
     #[error(
         "replayed voucher: this voucher (cumulative {cumulative}) already paid for task {other}"
@@ -34,6 +48,14 @@ pub enum IngestError {
     /// The store failed; the receipt was not stored.
     #[error("could not store the receipt: {0}")]
     Store(#[from] StoreError),
+}
+
+fn claim_fate(listed: &bool) -> &'static str {
+    if *listed {
+        "listed as a conflicting claim with the task's hops (GET /v1/tasks/TASK)"
+    } else {
+        "not kept: the hop already has the most conflicting claims listed"
+    }
 }
 
 impl IngestError {
@@ -71,6 +93,15 @@ pub async fn ingest(
             InsertOutcome::Duplicate => Accepted::Duplicate,
             InsertOutcome::ConflictingTask => {
                 return Err(IngestError::ConflictingTask(hex32(&receipt.body.task_id)))
+            }
+            InsertOutcome::ConflictingHop(listed) => {
+                let hop = receipt.body.hop.as_ref();
+                return Err(IngestError::ConflictingHop {
+                    task: hop.map(|h| hex32(&h.task_id)).unwrap_or_default(),
+                    segment: hop.map_or(0, |h| h.segment),
+                    index: hop.map_or(0, |h| h.index),
+                    listed,
+                });
             }
             InsertOutcome::ReplayedVoucher(other) => {
                 return Err(IngestError::ReplayedVoucher {

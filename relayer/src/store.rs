@@ -7,16 +7,18 @@
 //! channel, every (client, node, cumulative) voucher already seen (to refuse
 //! replays), planned and posted batches, recorded settlements, reward epochs
 //! with their leaves, work units per node in posted batches, verifiers'
-//! audit reports ([`audits`]) and the challenges indexed from the chain
-//! ([`challenges`]).
+//! audit reports ([`audits`]), the challenges indexed from the chain
+//! ([`challenges`]) and the hop receipts of every pipelined task ([`tasks`]).
 
 mod audits;
 mod batches;
 mod challenges;
 mod rewards;
+mod tasks;
 
 pub use audits::{AuditInsert, AuditMeta, AuditRole, StoredAudit};
 pub use challenges::{ChallengeRecord, ChallengeState};
+pub use tasks::{HopClaim, HopEntry, TaskHops, MAX_HOP_CLAIMS, MAX_TASK_ENTRIES};
 
 use std::path::Path;
 
@@ -210,6 +212,10 @@ pub enum InsertOutcome {
     Duplicate,
     /// Another receipt with this task id is stored.
     ConflictingTask,
+    /// Another receipt holds this hop receipt's id: this one is not stored,
+    /// but is listed with its task's hops as a conflicting claim (`true`),
+    /// unless the hop already has [`MAX_HOP_CLAIMS`] of them (`false`).
+    ConflictingHop(bool),
     /// The voucher was already attached to this other task.
     ReplayedVoucher([u8; 32]),
 }
@@ -259,6 +265,7 @@ impl Store {
         tx.open_table(audits::AUDITS)?;
         tx.open_table(audits::AUDIT_ARRIVALS)?;
         tx.open_table(challenges::CHALLENGES)?;
+        tx.open_table(tasks::TASK_HOPS)?;
         tx.commit()?;
         Ok(Self { db })
     }
@@ -276,13 +283,24 @@ impl Store {
         let tx = self.db.begin_write()?;
         {
             let mut receipts = tx.open_table(RECEIPTS)?;
-            if let Some(existing) = receipts.get(b.task_id.as_slice())? {
-                let existing: StoredReceipt = decode(existing.value(), "receipts")?;
-                return Ok(if existing.raw == raw {
-                    InsertOutcome::Duplicate
-                } else {
-                    InsertOutcome::ConflictingTask
-                });
+            let existing = match receipts.get(b.task_id.as_slice())? {
+                Some(g) => Some(decode::<StoredReceipt>(g.value(), "receipts")?),
+                None => None,
+            };
+            if let Some(existing) = existing {
+                if existing.raw == raw {
+                    return Ok(InsertOutcome::Duplicate);
+                }
+                if b.hop.is_none() {
+                    return Ok(InsertOutcome::ConflictingTask);
+                }
+                // A second receipt for one hop: not stored (its id is
+                // taken), but listed with the task so that it cannot hide
+                // the first, nor the first hide it.
+                drop(receipts);
+                let listed = tasks::record_claim(&tx, receipt, raw)?;
+                tx.commit()?;
+                return Ok(InsertOutcome::ConflictingHop(listed));
             }
             let use_key = [
                 v.client.as_slice(),
@@ -312,6 +330,7 @@ impl Store {
             tx.open_table(ARRIVALS)?.insert(seq, b.task_id.as_slice())?;
             tx.open_table(UNBATCHED)?
                 .insert(seq, b.task_id.as_slice())?;
+            tasks::index_stored(&tx, receipt)?;
 
             let mut channels = tx.open_table(CHANNELS)?;
             let key = channel_key(&v.client, &v.node);
