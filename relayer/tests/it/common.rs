@@ -24,7 +24,7 @@ use strata_p2p::P2pConfig;
 use strata_relayer::{Relayer, RelayerConfig, RunningRelayer};
 use strata_wire::api::ReceiptView;
 use strata_wire::audit::{AuditBody, AuditOutcome, AuditReport, AUDIT_VERSION};
-use strata_wire::{parse_hex32, Receipt, ReceiptBody, Voucher};
+use strata_wire::{parse_hex32, HopPart, Receipt, ReceiptBody, Voucher};
 
 pub use strata_chain::params::TOKEN;
 pub const SOL: u64 = 1_000_000_000;
@@ -222,6 +222,111 @@ pub fn receipt(
         finished_at_ms: 1_700_000_000_000 + task,
     };
     Receipt::sign(node, body).unwrap()
+}
+
+/// Blocks of the model the hop receipts of [`hop_parts`] split.
+pub const HOP_MODEL_BLOCKS: u16 = 30;
+/// Positions each hop of [`hop_parts`] ran.
+pub const HOP_POSITIONS: u32 = 32;
+
+/// The hop parts of segment `segment` of pipelined task `task`, served by
+/// `nodes` in route order over [`HOP_MODEL_BLOCKS`] blocks split evenly,
+/// linked: hop k+1's input states are hop k's output states and each names
+/// its neighbours. Each bills every position it ran on each of its blocks.
+pub fn hop_parts(nodes: &[&Keypair], task: [u8; 32], segment: u8) -> Vec<HopPart> {
+    let count = u8::try_from(nodes.len()).unwrap();
+    let per = HOP_MODEL_BLOCKS / u16::from(count);
+    let states = |k: usize| {
+        let mut s = [0u8; 32];
+        s[0] = 0x5a;
+        s[1] = segment;
+        s[2] = k as u8;
+        s[3..11].copy_from_slice(&task[..8]);
+        s
+    };
+    let key = |k: Option<usize>| {
+        k.and_then(|k| nodes.get(k))
+            .map_or([0; 32], |n| n.pubkey().to_bytes())
+    };
+    (0..nodes.len())
+        .map(|k| {
+            let index = k as u8;
+            let start = per * u16::from(index);
+            let end = if index + 1 == count {
+                HOP_MODEL_BLOCKS
+            } else {
+                start + per
+            };
+            HopPart {
+                task_id: task,
+                segment,
+                index,
+                count,
+                start,
+                end,
+                n_layers: HOP_MODEL_BLOCKS,
+                positions: HOP_POSITIONS,
+                cells: u64::from(HOP_POSITIONS) * u64::from(end - start),
+                sample_offset: 0,
+                input_states: states(k),
+                output_states: states(k + 1),
+                prev: key(k.checked_sub(1)),
+                next: key(Some(k + 1)),
+            }
+        })
+        .collect()
+}
+
+/// A version-3 receipt of `node` for hop `part`, paid by `client`'s voucher
+/// of `cumulative`.
+pub fn hop_receipt(
+    node: &Keypair,
+    client: &Keypair,
+    part: HopPart,
+    price: u64,
+    cumulative: u64,
+) -> Receipt {
+    let first = part.index == 0;
+    let last = part.index + 1 == part.count;
+    let body = ReceiptBody {
+        version: strata_wire::receipt::HOP_RECEIPT_VERSION,
+        task_id: strata_wire::hop_task_id(&part.task_id, part.segment, part.index),
+        node: node.pubkey().to_bytes(),
+        model_hash: [7; 32],
+        // Only the first hop saw the prompt, only the last sampled.
+        input_hash: if first { [1; 32] } else { [0; 32] },
+        output_hash: if last { [2; 32] } else { [0; 32] },
+        prompt_tokens: 10,
+        completion_tokens: 22,
+        commitment_root: [3 + part.index; 32],
+        sampling: strata_wire::Sampling {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: 7,
+        },
+        price,
+        voucher: Voucher::sign(client, &node.pubkey(), cumulative),
+        finished_at_ms: 1_700_000_000_000 + u64::from(part.index),
+        hop: Some(part),
+    };
+    Receipt::sign(node, body).unwrap()
+}
+
+/// The linked hop receipts of segment 0 of `task` served by `nodes`, each
+/// paid by `client` with a voucher of `cumulative` (one channel per node).
+pub fn hop_receipts(
+    nodes: &[&Keypair],
+    client: &Keypair,
+    task: [u8; 32],
+    price: u64,
+    cumulative: u64,
+) -> Vec<Receipt> {
+    hop_parts(nodes, task, 0)
+        .into_iter()
+        .zip(nodes)
+        .map(|(part, node)| hop_receipt(node, client, part, price, cumulative))
+        .collect()
 }
 
 pub fn http() -> reqwest::Client {
