@@ -168,6 +168,20 @@ pub enum HopRequest {
         /// What happened, at most [`MAX_ERROR_DETAIL`] bytes.
         detail: String,
     },
+    /// Pay for a finished sequence and get the hop's receipt (after
+    /// [`HopRequest::Finish`], from the same caller).
+    Settle {
+        /// The task.
+        task_id: [u8; 32],
+        /// Its route segment.
+        segment: u8,
+        /// Cells (tokens × blocks) billed to this hop
+        /// (`strata_pipeline::billing`); at most what it ran.
+        cells: u64,
+        /// The client's voucher: its cumulative covers what the client owed
+        /// this node before plus `price × cells / n_layers`.
+        voucher: crate::Voucher,
+    },
 }
 
 /// What a hop did for one sequence: what its receipt will commit to.
@@ -203,6 +217,8 @@ pub enum HopErrorKind {
     Busy,
     /// The hop failed.
     Internal,
+    /// A settlement's voucher or cells are not acceptable.
+    Payment,
 }
 
 /// A hop's answer.
@@ -223,6 +239,8 @@ pub enum HopResponse {
         /// Human-readable reason.
         detail: String,
     },
+    /// The hop's signed receipt for a settled sequence.
+    Settled(Box<crate::Receipt>),
 }
 
 /// `detail` cut to [`MAX_ERROR_DETAIL`] bytes on a character boundary, as
@@ -357,7 +375,9 @@ impl HopRequest {
                 entries.len(),
                 entries.iter().map(|e| (e.task_id, e.segment)),
             ),
-            HopRequest::Close { .. } | HopRequest::Finish { .. } => Ok(()),
+            HopRequest::Close { .. } | HopRequest::Finish { .. } | HopRequest::Settle { .. } => {
+                Ok(())
+            }
             HopRequest::Failed { detail, .. } => {
                 if detail.len() > MAX_ERROR_DETAIL {
                     return Err(invalid("failure detail too long"));

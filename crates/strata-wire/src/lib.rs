@@ -53,7 +53,7 @@ pub mod voucher;
 
 pub use capacity::Capacity;
 pub use codec::{decode, encode, WireError};
-pub use receipt::{tokens_hash, Receipt, ReceiptBody, MAX_RECEIPT_BYTES};
+pub use receipt::{hop_task_id, tokens_hash, HopPart, Receipt, ReceiptBody, MAX_RECEIPT_BYTES};
 pub use sampling::Sampling;
 pub use voucher::Voucher;
 

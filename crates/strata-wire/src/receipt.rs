@@ -10,14 +10,21 @@ use strata_chain::Keypair;
 
 use crate::{Sampling, Voucher, WireError};
 
-/// Version of [`ReceiptBody`] this code writes and accepts. Version 2 added
-/// the sampling settings (verifiers re-sample committed steps).
+/// Version of a whole-model [`ReceiptBody`]. Version 2 added the sampling
+/// settings (verifiers re-sample committed steps).
 pub const RECEIPT_VERSION: u8 = 2;
+/// Version of a hop's receipt: version 2's fields followed by a [`HopPart`]
+/// (a version-2 receipt's bytes are unchanged by its existence).
+pub const HOP_RECEIPT_VERSION: u8 = 3;
 /// Largest encoded receipt accepted from the network (the fixed fields take 385 bytes).
 pub const MAX_RECEIPT_BYTES: usize = 1024;
 
 /// Everything a receipt attests.
-#[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
+///
+/// Encoded as Borsh field by field, with `hop` present exactly when
+/// `version` is [`HOP_RECEIPT_VERSION`] (written by hand below, so that a
+/// version-2 receipt keeps its bytes and its digest).
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReceiptBody {
     /// [`RECEIPT_VERSION`].
     pub version: u8,
@@ -45,6 +52,137 @@ pub struct ReceiptBody {
     pub voucher: Voucher,
     /// When the task finished, Unix milliseconds (node clock).
     pub finished_at_ms: u64,
+    /// For a hop of a pipelined task ([`HOP_RECEIPT_VERSION`]): which part of
+    /// the task this node ran. `None` for a whole-model receipt.
+    pub hop: Option<HopPart>,
+}
+
+/// The part of a pipelined task one hop ran, as its receipt attests it.
+///
+/// The receipt's own `task_id` is [`hop_task_id`] of (`task_id`, `segment`,
+/// `index`): every hop's receipt is its own leaf, keyed apart from the
+/// others', and `task_id` here names the task they share. The hops of one
+/// segment link up: hop k+1's `input_states` is hop k's `output_states`,
+/// and `prev`/`next` name the neighbours. Only the first hop saw the prompt
+/// and only the last sampled, so the body's `input_hash` is the first hop's
+/// and `output_hash` the last hop's (zeros elsewhere), and its token counts
+/// are the task's as that hop knows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct HopPart {
+    /// The pipelined task.
+    pub task_id: [u8; 32],
+    /// Route segment (0, then one more per failover).
+    pub segment: u8,
+    /// This hop's place in the route.
+    pub index: u8,
+    /// Hops in the route.
+    pub count: u8,
+    /// First block run.
+    pub start: u16,
+    /// One past the last block run.
+    pub end: u16,
+    /// The model's block count.
+    pub n_layers: u16,
+    /// Positions (rows) this hop ran.
+    pub positions: u32,
+    /// Cells billed (tokens × layers, `strata_pipeline::billing`): the
+    /// price is the node's per-token price × `cells / n_layers`.
+    pub cells: u64,
+    /// Tokens sampled on earlier segments (the last hop's sampler started there).
+    pub sample_offset: u32,
+    /// Hash of the states it received (its first commitment entry).
+    pub input_states: [u8; 32],
+    /// Hash of the states it handed on (its exit commitment entry).
+    pub output_states: [u8; 32],
+    /// The previous hop's node (zeros for the first hop).
+    pub prev: [u8; 32],
+    /// The next hop's node (zeros for the last hop).
+    pub next: [u8; 32],
+}
+
+/// The receipt id of hop `index` of segment `segment` of task `task_id`.
+pub fn hop_task_id(task_id: &[u8; 32], segment: u8, index: u8) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"strata-hop-task-v1");
+    h.update(task_id);
+    h.update([segment, index]);
+    h.finalize().into()
+}
+
+impl HopPart {
+    /// Checks what a hop part can prove by itself, given its receipt's id.
+    fn check(&self, receipt_task_id: &[u8; 32]) -> Result<(), WireError> {
+        let bad = |why: &str| Err(WireError::Invalid(format!("hop receipt: {why}")));
+        if hop_task_id(&self.task_id, self.segment, self.index) != *receipt_task_id {
+            return bad("its id is not the hop's id of its task");
+        }
+        if self.count == 0 || self.index >= self.count {
+            return bad("its index is outside the route");
+        }
+        if self.start >= self.end || self.end > self.n_layers {
+            return bad("its blocks are empty or outside the model");
+        }
+        if (self.index == 0) != (self.start == 0)
+            || (self.index + 1 == self.count) != (self.end == self.n_layers)
+        {
+            return bad("its blocks do not fit its place in the route");
+        }
+        let most = (u64::from(self.positions) + 1) * u64::from(self.end - self.start);
+        if self.cells > most {
+            return bad("it bills more cells than it ran");
+        }
+        Ok(())
+    }
+}
+
+impl BorshSerialize for ReceiptBody {
+    fn serialize<W: std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        // A body whose `hop` disagrees with its version encodes to bytes
+        // that do not decode; `Receipt::sign` refuses to sign one.
+        self.version.serialize(w)?;
+        self.task_id.serialize(w)?;
+        self.node.serialize(w)?;
+        self.model_hash.serialize(w)?;
+        self.input_hash.serialize(w)?;
+        self.output_hash.serialize(w)?;
+        self.prompt_tokens.serialize(w)?;
+        self.completion_tokens.serialize(w)?;
+        self.commitment_root.serialize(w)?;
+        self.sampling.serialize(w)?;
+        self.price.serialize(w)?;
+        self.voucher.serialize(w)?;
+        self.finished_at_ms.serialize(w)?;
+        if let Some(hop) = &self.hop {
+            hop.serialize(w)?;
+        }
+        Ok(())
+    }
+}
+
+impl BorshDeserialize for ReceiptBody {
+    fn deserialize_reader<R: std::io::Read>(r: &mut R) -> std::io::Result<Self> {
+        let version = u8::deserialize_reader(r)?;
+        Ok(Self {
+            version,
+            task_id: BorshDeserialize::deserialize_reader(r)?,
+            node: BorshDeserialize::deserialize_reader(r)?,
+            model_hash: BorshDeserialize::deserialize_reader(r)?,
+            input_hash: BorshDeserialize::deserialize_reader(r)?,
+            output_hash: BorshDeserialize::deserialize_reader(r)?,
+            prompt_tokens: BorshDeserialize::deserialize_reader(r)?,
+            completion_tokens: BorshDeserialize::deserialize_reader(r)?,
+            commitment_root: BorshDeserialize::deserialize_reader(r)?,
+            sampling: BorshDeserialize::deserialize_reader(r)?,
+            price: BorshDeserialize::deserialize_reader(r)?,
+            voucher: BorshDeserialize::deserialize_reader(r)?,
+            finished_at_ms: BorshDeserialize::deserialize_reader(r)?,
+            hop: if version == HOP_RECEIPT_VERSION {
+                Some(HopPart::deserialize_reader(r)?)
+            } else {
+                None
+            },
+        })
+    }
 }
 
 /// A node-signed receipt.
@@ -73,15 +211,25 @@ impl ReceiptBody {
         Sha256::digest(crate::encode(self)).into()
     }
 
-    /// Tokens billed (prompt plus completion): the task's work units.
+    /// The task's work units: tokens billed (prompt plus completion) for a
+    /// whole-model receipt, a hop's cells over the model's blocks (its share
+    /// of whole-model tokens, rounded down) for a hop's.
     pub fn work_units(&self) -> u64 {
-        u64::from(self.prompt_tokens) + u64::from(self.completion_tokens)
+        match &self.hop {
+            Some(hop) => hop.cells / u64::from(hop.n_layers.max(1)),
+            None => u64::from(self.prompt_tokens) + u64::from(self.completion_tokens),
+        }
     }
 }
 
 impl Receipt {
     /// Signs `body` with the node's key (which must be `body.node`).
     pub fn sign(node: &Keypair, body: ReceiptBody) -> Result<Self, WireError> {
+        if (body.version == HOP_RECEIPT_VERSION) != body.hop.is_some() {
+            return Err(WireError::Invalid(
+                "a receipt carries a hop part exactly when its version is 3".into(),
+            ));
+        }
         let key = SigningKey::from_bytes(node.secret_bytes());
         if key.verifying_key().to_bytes() != body.node {
             return Err(WireError::Invalid(
@@ -101,14 +249,19 @@ impl Receipt {
 
     /// Checks everything a receipt can prove by itself: version, the node's
     /// signature, the client's voucher signature, that the voucher pays this
-    /// node and covers at least this task's price.
+    /// node and covers at least this task's price, and a hop part's own
+    /// consistency (its id, its place in the route, its cells).
     pub fn verify(&self) -> Result<(), WireError> {
         let b = &self.body;
-        if b.version != RECEIPT_VERSION {
-            return Err(WireError::Invalid(format!(
-                "unknown receipt version {}",
-                b.version
-            )));
+        match (b.version, &b.hop) {
+            (RECEIPT_VERSION, None) => {}
+            (HOP_RECEIPT_VERSION, Some(hop)) => hop.check(&b.task_id)?,
+            _ => {
+                return Err(WireError::Invalid(format!(
+                    "unknown receipt version {}",
+                    b.version
+                )))
+            }
         }
         self.verify_signature()?;
         b.voucher.verify()?;

@@ -116,6 +116,31 @@ pub enum TaskRequest {
         /// This node's place in the route (`open.index == 0`).
         open: crate::hop::HopOpen,
     },
+    /// A poll of a pipelined task ([`TaskRequest::StartHop`]): text after
+    /// `from_byte` and the token ids after `from_token`, so the caller can resume the
+    /// task on another route if one of this route's hops fails.
+    PollHop {
+        /// The task.
+        task_id: [u8; 32],
+        /// Bytes of output text the caller already has.
+        from_byte: u64,
+        /// Output tokens the caller already has.
+        from_token: u32,
+    },
+    /// Start a pipelined task again on a new route after a hop of the old
+    /// one failed: the first hop runs the prompt followed by the `produced`
+    /// tokens in one prefill (the route's last hop continues sampling at
+    /// step `produced.len()`, `open.sample_offset`), and its stream goes on
+    /// where the caller's stopped: the text of `produced` counts as already
+    /// streamed.
+    ResumeHop {
+        /// The task, as first started.
+        spec: TaskSpec,
+        /// This node's place in the new route (`open.index == 0`, a new segment).
+        open: crate::hop::HopOpen,
+        /// Tokens the task produced before (at most `spec.max_tokens − 1`).
+        produced: Vec<u32>,
+    },
 }
 
 /// Why a task ended.
@@ -189,6 +214,16 @@ pub enum TaskResponse {
         kind: TaskErrorKind,
         /// Human-readable reason.
         message: String,
+    },
+    /// New output of a pipelined task: text and token ids (the answer to
+    /// [`TaskRequest::PollHop`]).
+    HopOutput {
+        /// Text generated since `from_byte` (always whole UTF-8 characters).
+        text: String,
+        /// Token ids generated since `from_token`.
+        tokens: Vec<u32>,
+        /// Set once the task has finished.
+        finished: Option<(Finish, Usage)>,
     },
 }
 

@@ -293,6 +293,7 @@ fn answer(
                 price: billed,
                 voucher,
                 finished_at_ms: 1,
+                hop: None,
             };
             match Receipt::sign(key, body) {
                 Ok(r) => TaskResponse::Settled(Box::new(r)),

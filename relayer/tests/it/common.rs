@@ -220,6 +220,7 @@ pub fn receipt(
         price,
         voucher: Voucher::sign(client, &node.pubkey(), cumulative),
         finished_at_ms: 1_700_000_000_000 + task,
+        hop: None,
     };
     Receipt::sign(node, body).unwrap()
 }

@@ -151,6 +151,7 @@ fn serve(tasks: usize, concurrent: usize, max_tokens: usize, out: &Path) -> anyh
                 price: 1,
                 voucher: Voucher::sign(&client, &node.pubkey(), 1),
                 finished_at_ms: 0,
+                hop: None,
             };
             let record = TaskRecord {
                 receipt: Receipt::sign(&node, body)?,

@@ -33,6 +33,7 @@ pub fn receipt(
         price,
         voucher: Voucher::sign(&client, &node.pubkey(), price),
         finished_at_ms: 1_700_000_000_000,
+        hop: None,
     };
     match Receipt::sign(node, body) {
         Ok(r) => r,

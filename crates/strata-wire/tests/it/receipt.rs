@@ -89,3 +89,82 @@ proptest! {
         prop_assert!(Receipt::decode_verified(&bytes).is_err());
     }
 }
+
+#[test]
+fn hop_receipts_round_trip_and_bill_their_share() {
+    use crate::common::hop_body;
+    let (node, client) = (Keypair::new(), Keypair::new());
+    for index in 0..3 {
+        let r = Receipt::sign(&node, hop_body(&node, &client, index)).unwrap();
+        let bytes = r.encode();
+        assert!(bytes.len() <= MAX_RECEIPT_BYTES, "{} bytes", bytes.len());
+        let back = Receipt::decode_verified(&bytes).unwrap();
+        assert_eq!(back, r);
+        // 50 cells over 30 blocks: one whole-model token's worth, rounded down.
+        assert_eq!(back.body.work_units(), 1);
+    }
+    // A whole-model receipt's bytes are a prefix-free sibling: decoding
+    // them never yields a hop part.
+    let whole = Receipt::sign(&node, body(&node, &client, 50, 150)).unwrap();
+    assert_eq!(
+        Receipt::decode_verified(&whole.encode()).unwrap().body.hop,
+        None
+    );
+}
+
+#[test]
+fn inconsistent_hop_receipts_are_refused() {
+    use crate::common::hop_body;
+    let (node, client) = (Keypair::new(), Keypair::new());
+    let refused = |edit: &dyn Fn(&mut strata_wire::ReceiptBody), why: &str| {
+        let mut b = hop_body(&node, &client, 1);
+        edit(&mut b);
+        let r = Receipt::sign(&node, b).unwrap();
+        match r.verify() {
+            Err(WireError::Invalid(m)) => assert!(m.contains(why), "{why}: got {m}"),
+            other => panic!("{why}: {other:?}"),
+        }
+    };
+    // Another task's hop id: a receipt cannot be filed under a task it did not serve.
+    refused(&|b| b.task_id = [8; 32], "not the hop's id");
+    refused(
+        &|b| {
+            let h = b.hop.as_mut().unwrap();
+            h.index = 3;
+            b.task_id = strata_wire::hop_task_id(&h.task_id, 0, 3);
+        },
+        "outside the route",
+    );
+    refused(&|b| b.hop.as_mut().unwrap().end = 31, "outside the model");
+    refused(
+        &|b| b.hop.as_mut().unwrap().start = 0,
+        "do not fit its place",
+    );
+    refused(&|b| b.hop.as_mut().unwrap().cells = 51, "more cells");
+    // Version and hop part must agree: signing either mismatch is refused,
+    // and the bytes of one never decode.
+    let mut b = hop_body(&node, &client, 1);
+    b.version = 2;
+    assert!(Receipt::sign(&node, b.clone()).is_err());
+    assert!(decode::<Receipt>(
+        &Receipt {
+            body: b,
+            signature: [0; 64]
+        }
+        .encode(),
+        MAX_RECEIPT_BYTES
+    )
+    .is_err());
+    let mut b = body(&node, &client, 50, 150);
+    b.version = 3;
+    assert!(Receipt::sign(&node, b.clone()).is_err());
+    assert!(decode::<Receipt>(
+        &Receipt {
+            body: b,
+            signature: [0; 64]
+        }
+        .encode(),
+        MAX_RECEIPT_BYTES
+    )
+    .is_err());
+}
