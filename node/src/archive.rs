@@ -4,6 +4,12 @@
 //! which is bit-identical to the serving run. A record costs ~4 bytes per
 //! token instead of ~2 KiB per token per layer.
 //!
+//! A pipeline hop keeps a [`HopRecord`]: its receipt, what it received (the
+//! token ids of the first hop; the states of every position for a later hop,
+//! which it cannot re-derive without the blocks before it: ~2.3 KB per
+//! position for SmolLM2) and what it sampled (the last hop). Its audits
+//! re-run only its own blocks (`strata_engine::rederive_hop`).
+//!
 //! Records live one file per task (written to a temporary file and renamed,
 //! so a crash never leaves half a record) and are pruned once no challenge
 //! can reach them any more (the retention: the challenge window plus the
@@ -16,12 +22,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use borsh::{BorshDeserialize, BorshSerialize};
+use strata_engine::{HiddenStates, DEFAULT_MAX_HIDDEN_BYTES};
 use strata_wire::Receipt;
 
 use crate::NodeError;
 
 /// Largest record read back (a receipt and two 8k-token sequences fit easily).
 const MAX_RECORD_BYTES: usize = 1 << 20;
+/// Largest hop record read back: the largest states message a hop accepts
+/// (every position it ran), plus its receipt and tokens.
+pub const MAX_HOP_RECORD_BYTES: usize = DEFAULT_MAX_HIDDEN_BYTES + MAX_RECORD_BYTES;
 
 /// A settled task: its receipt and its token ids.
 #[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
@@ -44,11 +54,89 @@ impl TaskRecord {
     }
 }
 
+/// What a pipeline hop received over all the positions it ran: enough to
+/// re-run its blocks for an audit.
+#[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
+pub enum HopInput {
+    /// The first hop (blocks from 0): the token ids of every position it
+    /// embedded, in order: the prompt (with any failover continuation,
+    /// exactly the `prompt_tokens` its receipt's `input_hash` covers), then
+    /// each token fed back to it.
+    Tokens(Vec<u32>),
+    /// A later hop: every row of hidden states it received, in position
+    /// order, as one matrix in the wire encoding
+    /// (`strata_engine::HiddenStates::encode(WireDType::F32)`, `SHS1`).
+    States(Vec<u8>),
+}
+
+/// A settled pipeline hop: its receipt (version 3), what it received, and
+/// what it sampled. Stored under the receipt's own `task_id` (the hop's id,
+/// `strata_wire::hop_task_id(task, segment, index)`).
+#[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
+pub struct HopRecord {
+    /// The receipt the node signed (its `hop` part is `Some`).
+    pub receipt: Receipt,
+    /// What the hop received over all its positions.
+    pub input: HopInput,
+    /// Tokens it sampled (the last hop; empty for the others).
+    pub sampled: Vec<u32>,
+}
+
+impl HopRecord {
+    /// Checks what the record must hold to answer an audit: a hop receipt,
+    /// the input the hop's place takes (token ids for the first hop, f32
+    /// states of its `positions` rows otherwise), the sampled tokens of
+    /// the last hop; returns the receipt's hop part.
+    pub fn check(&self) -> Result<strata_wire::HopPart, NodeError> {
+        let bad = |why: String| Err(NodeError::Config(format!("hop record: {why}")));
+        let Some(hop) = self.receipt.body.hop else {
+            return bad("its receipt is not a hop's".into());
+        };
+        let positions = hop.positions as usize;
+        match (&self.input, hop.start == 0) {
+            (HopInput::Tokens(t), true) => {
+                if t.len() != positions {
+                    return bad(format!("{} tokens for {positions} positions", t.len()));
+                }
+                if (self.receipt.body.prompt_tokens as usize) > t.len() {
+                    return bad("its prompt is longer than its tokens".into());
+                }
+            }
+            (HopInput::States(bytes), false) => {
+                let s = HiddenStates::decode(bytes, DEFAULT_MAX_HIDDEN_BYTES)
+                    .map_err(|e| NodeError::Config(format!("hop record: states: {e}")))?;
+                if s.rows() != positions {
+                    return bad(format!(
+                        "{} rows of states for {positions} positions",
+                        s.rows()
+                    ));
+                }
+            }
+            (HopInput::Tokens(_), false) => return bad("a later hop received states".into()),
+            (HopInput::States(_), true) => return bad("the first hop received tokens".into()),
+        }
+        let last = hop.end == hop.n_layers;
+        let expected = if last {
+            self.receipt.body.completion_tokens as usize
+        } else {
+            0
+        };
+        if self.sampled.len() != expected || (last && self.sampled.is_empty()) {
+            return bad(format!(
+                "{} sampled tokens; its receipt counts {expected}",
+                self.sampled.len()
+            ));
+        }
+        Ok(hop)
+    }
+}
+
 /// The archive of settled tasks.
 #[derive(Debug)]
 pub struct Archive {
     dir: Option<PathBuf>,
     memory: Mutex<HashMap<[u8; 32], (TaskRecord, u64)>>,
+    hops: Mutex<HashMap<[u8; 32], (HopRecord, u64)>>,
     retention: Duration,
 }
 
@@ -62,6 +150,7 @@ impl Archive {
         Ok(Self {
             dir,
             memory: Mutex::new(HashMap::new()),
+            hops: Mutex::new(HashMap::new()),
             retention,
         })
     }
@@ -105,6 +194,47 @@ impl Archive {
             .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))
     }
 
+    fn hop_path(dir: &Path, task: &[u8; 32]) -> PathBuf {
+        dir.join(format!("{}.hop", hex::encode(task)))
+    }
+
+    /// Stores a settled pipeline hop under its receipt's `task_id` (the
+    /// hop's own id), after checking it can answer an audit
+    /// ([`HopRecord::check`]).
+    pub fn put_hop(&self, record: &HopRecord) -> Result<(), NodeError> {
+        record.check()?;
+        let task = record.receipt.body.task_id;
+        match &self.dir {
+            Some(dir) => {
+                let path = Self::hop_path(dir, &task);
+                let tmp = path.with_extension("hop-tmp");
+                std::fs::write(&tmp, strata_wire::encode(record))
+                    .map_err(|e| NodeError::io(&tmp, e))?;
+                std::fs::rename(&tmp, &path).map_err(|e| NodeError::io(&path, e))
+            }
+            None => {
+                lock(&self.hops).insert(task, (record.clone(), strata_service::now_ms()));
+                Ok(())
+            }
+        }
+    }
+
+    /// The hop record under `task` (a hop receipt's `task_id`), if kept.
+    pub fn get_hop(&self, task: &[u8; 32]) -> Result<Option<HopRecord>, NodeError> {
+        let Some(dir) = &self.dir else {
+            return Ok(lock(&self.hops).get(task).map(|(r, _)| r.clone()));
+        };
+        let path = Self::hop_path(dir, task);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(NodeError::io(&path, e)),
+        };
+        strata_wire::decode(&bytes, MAX_HOP_RECORD_BYTES)
+            .map(Some)
+            .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))
+    }
+
     /// Forgets records older than the retention; returns how many.
     pub fn prune(&self) -> usize {
         let cutoff = strata_service::now_ms()
@@ -113,7 +243,10 @@ impl Archive {
             let mut m = self.lock();
             let before = m.len();
             m.retain(|_, (_, at)| *at >= cutoff);
-            return before - m.len();
+            let mut hops = lock(&self.hops);
+            let hops_before = hops.len();
+            hops.retain(|_, (_, at)| *at >= cutoff);
+            return before - m.len() + hops_before - hops.len();
         };
         let Ok(entries) = std::fs::read_dir(dir) else {
             return 0;
@@ -134,8 +267,12 @@ impl Archive {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], (TaskRecord, u64)>> {
-        // Every update is a single insert or retain: a panic cannot leave the
-        // map half-written, so recover from poisoning.
-        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.memory)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every update is a single insert or retain: a panic cannot leave the
+    // map half-written, so recover from poisoning.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

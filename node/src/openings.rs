@@ -9,21 +9,29 @@
 //! nobody else learns anything.
 //!
 //! The node re-derives the task's states from its archive in one prefill pass
-//! ([`build_opening`]) and checks that they lead to the root it signed.
+//! ([`build_opening`]) and checks that they lead to the root it signed. A
+//! pipeline hop's receipt is opened the same way over the hop's own blocks,
+//! from what the hop received ([`build_hop_opening`]), with the node's
+//! loaded shard: layers are drawn inside the hop's blocks
+//! ([`receipt_plan`]).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use strata_chain::audit::{committee, plan};
+use strata_chain::accounts::{Batch, Config, Node};
+use strata_chain::audit::{committee, plan, plan_range, AuditPlan};
 use strata_chain::merkle::{self, domains::Ledger};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{accounts::ChallengeStatus, pda, Pubkey};
-use strata_engine::{CommitmentTree, Engine, LayerTamper, Model, SamplingParams, WireDType};
+use strata_engine::{
+    CommitmentTree, Engine, HiddenStates, LayerTamper, Model, SamplingParams, WireDType,
+    DEFAULT_MAX_HIDDEN_BYTES,
+};
 use strata_p2p::{IncomingRequest, NodeId};
 use strata_wire::audit::{OpenedEntry, OpeningRequest, OpeningResponse, TaskOpening};
-use strata_wire::Sampling;
+use strata_wire::{Receipt, Sampling};
 
-use crate::archive::{Archive, TaskRecord};
+use crate::archive::{Archive, HopInput as Received, HopRecord, TaskRecord};
 use crate::cheat::Cheat;
 
 /// The engine's form of a task's (or a receipt's) sampling settings.
@@ -47,9 +55,134 @@ pub enum OpeningError {
         /// The model's depth.
         n_layers: usize,
     },
+    /// A requested layer is not one the hop ran.
+    #[error("layer {layer} is not among the hop's blocks {start}..{end}")]
+    OutsideHop {
+        /// The layer asked for.
+        layer: u32,
+        /// The hop's first block.
+        start: u16,
+        /// One past its last block.
+        end: u16,
+    },
+    /// The archived hop record cannot answer an audit.
+    #[error("{0}")]
+    Record(String),
     /// The engine failed.
     #[error("engine: {0}")]
     Engine(#[from] strata_engine::EngineError),
+}
+
+/// The audit plan of `receipt`, served by `serving`, by the rules anyone can
+/// recompute: a whole-model receipt's layers among the model's `n_layers`,
+/// steps among its completion tokens; a hop receipt's layers inside its
+/// blocks, steps only for the last hop (among the tokens it sampled). The
+/// node and the verifier both plan with this, so they agree.
+pub fn receipt_plan(
+    config: &Config,
+    batch: &Batch,
+    receipt: &Receipt,
+    serving: &Pubkey,
+    nodes: &[Node],
+    n_layers: u32,
+) -> Option<AuditPlan> {
+    let b = &receipt.body;
+    let leaf = receipt.leaf();
+    match &b.hop {
+        None => plan(
+            config,
+            batch,
+            &leaf,
+            serving,
+            nodes,
+            n_layers,
+            b.completion_tokens,
+        ),
+        Some(h) => {
+            let sampled = if h.end == h.n_layers {
+                b.completion_tokens
+            } else {
+                0
+            };
+            let blocks = u32::from(h.start)..u32::from(h.end);
+            plan_range(config, batch, &leaf, serving, nodes, blocks, sampled)
+        }
+    }
+}
+
+/// Re-derives a pipeline hop's states from `record` (what it received) over
+/// its blocks `a..b` with `model` (which must hold them, and the embedding
+/// for the first hop), and opens: entry `a` (its hash is the receipt's
+/// `input_states`), the inputs and outputs of `layers` with their states,
+/// and the exit entry `b` (the receipt's `output_states`), with its states
+/// when the hop sampled (the last hop: the verifier re-samples from them).
+/// The token ids sent are the first hop's prompt (then, unless it is also
+/// the last, the tokens fed back to it) and the last hop's sampled tokens.
+/// Returns the opening and the root the re-derived states lead to.
+pub fn build_hop_opening(
+    model: &Model,
+    record: &HopRecord,
+    layers: &[u32],
+    tamper: Option<Arc<dyn LayerTamper>>,
+) -> Result<(TaskOpening, [u8; 32]), OpeningError> {
+    let hop = record
+        .check()
+        .map_err(|e| OpeningError::Record(e.to_string()))?;
+    let (start, end) = (u32::from(hop.start), u32::from(hop.end));
+    if let Some(&layer) = layers.iter().find(|&&l| l < start || l >= end) {
+        return Err(OpeningError::OutsideHop {
+            layer,
+            start: hop.start,
+            end: hop.end,
+        });
+    }
+    let last = hop.end == hop.n_layers;
+    let (input, prompt, fed) = match &record.input {
+        Received::Tokens(t) => {
+            let p = (record.receipt.body.prompt_tokens as usize).min(t.len());
+            let input = strata_engine::HopInput::Tokens(t.clone());
+            (input, t[..p].to_vec(), t[p..].to_vec())
+        }
+        Received::States(bytes) => {
+            let s = HiddenStates::decode(bytes, DEFAULT_MAX_HIDDEN_BYTES)?;
+            (strata_engine::HopInput::States(s), Vec::new(), Vec::new())
+        }
+    };
+    let range = start as usize..end as usize;
+    let recorder = strata_engine::rederive_hop(model, range, &input, tamper)?;
+    let tree = CommitmentTree::for_range(start as usize, recorder.entries())?;
+    // Entry index -> whether its states are sent.
+    let mut opened: std::collections::BTreeMap<u32, bool> =
+        [(start, false), (end, last)].into_iter().collect();
+    for &l in layers {
+        opened.insert(l, true);
+        opened.insert(l + 1, true);
+    }
+    let mut entries = Vec::with_capacity(opened.len());
+    for (index, with_states) in opened {
+        let states = if with_states {
+            let s = recorder.states(index as usize).ok_or_else(|| {
+                strata_engine::EngineError::Commitment(format!("no states for entry {index}"))
+            })?;
+            Some(s.encode(WireDType::F32)?)
+        } else {
+            None
+        };
+        entries.push(OpenedEntry {
+            index,
+            opening: tree.open(index as usize)?.encode(),
+            states,
+        });
+    }
+    let output = if last { record.sampled.clone() } else { fed };
+    Ok((
+        TaskOpening {
+            prompt,
+            output,
+            entries,
+        },
+        tree.root(),
+    ))
 }
 
 /// Re-derives `record`'s states and opens entry 0, the inputs and outputs of
@@ -96,6 +229,21 @@ pub fn build_opening(
         },
         tree.root(),
     ))
+}
+
+/// An archived record an opening is built from.
+enum Archived {
+    Task(TaskRecord),
+    Hop(HopRecord),
+}
+
+impl Archived {
+    fn receipt(&self) -> &Receipt {
+        match self {
+            Archived::Task(r) => &r.receipt,
+            Archived::Hop(r) => &r.receipt,
+        }
+    }
 }
 
 /// Serves the `OPENING` protocol.
@@ -155,8 +303,12 @@ impl Openings {
 
     async fn answer(&self, from: NodeId, request: OpeningRequest) -> OpeningResponse {
         let record = match self.archive.get(&request.task_id) {
-            Ok(Some(r)) => r,
-            Ok(None) => return OpeningResponse::Refused("unknown task".into()),
+            Ok(Some(r)) => Archived::Task(r),
+            Ok(None) => match self.archive.get_hop(&request.task_id) {
+                Ok(Some(r)) => Archived::Hop(r),
+                Ok(None) => return OpeningResponse::Refused("unknown task".into()),
+                Err(e) => return OpeningResponse::Refused(format!("archive: {e}")),
+            },
             Err(e) => return OpeningResponse::Refused(format!("archive: {e}")),
         };
         if let Err(why) = self.authorize(from, &request, &record).await {
@@ -168,8 +320,11 @@ impl Openings {
         let cpu = self.cpu_micros.clone();
         let built = tokio::task::spawn_blocking(move || {
             let before = strata_service::thread_cpu_micros();
-            let built = build_opening(&engine.model, &record, &layers, tamper)
-                .map(|(o, root)| (o, root, record.receipt.body.commitment_root));
+            let built = match &record {
+                Archived::Task(r) => build_opening(&engine.model, r, &layers, tamper),
+                Archived::Hop(r) => build_hop_opening(&engine.model, r, &layers, tamper),
+            }
+            .map(|(o, root)| (o, root, record.receipt().body.commitment_root));
             cpu.fetch_add(
                 strata_service::thread_cpu_micros().saturating_sub(before),
                 std::sync::atomic::Ordering::Relaxed,
@@ -201,7 +356,7 @@ impl Openings {
         &self,
         from: NodeId,
         request: &OpeningRequest,
-        record: &TaskRecord,
+        record: &Archived,
     ) -> Result<(), String> {
         let chain = self
             .chain
@@ -213,7 +368,8 @@ impl Openings {
             .await
             .map_err(read)?
             .ok_or_else(|| format!("batch {} is not posted", request.batch_id))?;
-        let leaf = record.receipt.leaf();
+        let receipt = record.receipt();
+        let leaf = receipt.leaf();
         merkle::verify::<Ledger>(
             &batch.root,
             leaf,
@@ -224,11 +380,18 @@ impl Openings {
         .map_err(|e| format!("the receipt is not at that leaf of that batch: {e}"))?;
         let config = chain.config().await.map_err(read)?;
         let nodes = chain.registered_nodes().await.map_err(read)?;
-        let n_outputs = record.output.len() as u32;
         let n_layers = self.engine.model.n_layers() as u32;
-        let plan = plan(
-            &config, &batch, &leaf, &self.me, &nodes, n_layers, n_outputs,
-        )
+        let plan = match record {
+            Archived::Task(r) => {
+                let n_outputs = r.output.len() as u32;
+                plan(
+                    &config, &batch, &leaf, &self.me, &nodes, n_layers, n_outputs,
+                )
+            }
+            // A hop's plan depends only on its signed receipt, as the
+            // verifier's does.
+            Archived::Hop(_) => receipt_plan(&config, &batch, receipt, &self.me, &nodes, n_layers),
+        }
         .ok_or("the batch's audit seed is not drawn yet")?;
         if request.layers != plan.layers {
             return Err(format!(

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use strata_chain::accounts::Node;
-use strata_chain::audit::{self, AuditPlan};
+use strata_chain::audit::AuditPlan;
 use strata_chain::{ix, Pubkey};
+use strata_node::openings::receipt_plan;
 use strata_p2p::NodeId;
 use strata_wire::audit::{
     AuditBody, AuditOutcome, AuditReport, FailedCheck, OpeningRequest, OpeningResponse,
@@ -77,14 +78,14 @@ impl Verifier {
                 continue;
             }
             let serving = Pubkey::from(r.receipt.body.node);
-            let Some(plan) = audit::plan(
+            // A hop's receipt has its layers drawn inside its blocks.
+            let Some(plan) = receipt_plan(
                 &view.config,
                 &batch,
-                &r.leaf,
+                &r.receipt,
                 &serving,
                 &view.nodes,
                 n_layers,
-                r.receipt.body.completion_tokens,
             ) else {
                 return Ok(());
             };

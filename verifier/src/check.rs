@@ -18,16 +18,25 @@
 //!    states and the committed sketch within [`DEFAULT_TOLERANCE`];
 //! 6. the audited output steps are what the committed final states and the
 //!    receipt's sampling settings give.
+//!
+//! A pipeline hop's receipt (version 3) is checked over its own tree, entries
+//! `a ..= b` of the blocks `[a, b)` it ran (leaf = entry − a), with the same
+//! checks where they apply: the tokens it saw (the first hop's prompt, the
+//! last hop's sampled tokens), its entries at the receipt's `positions`,
+//! entry `a` and the exit entry `b` being the receipt's `input_states` and
+//! `output_states` (what links it to its neighbours), the embedding only
+//! for the first hop, the layers inside `[a, b)`, and the sampling only for
+//! the last hop, with its sampler at `sample_offset + step`.
 
 use std::collections::BTreeMap;
 
 use strata_engine::{
-    check_embedding, check_layer, check_sampling, HiddenHasher, HiddenStates, Model, Opening,
-    DEFAULT_MAX_HIDDEN_BYTES, DEFAULT_TOLERANCE, MAX_ENTRY_BYTES,
+    check_embedding, check_layer, check_sampling, check_sampling_from, HiddenHasher, HiddenStates,
+    Model, Opening, DEFAULT_MAX_HIDDEN_BYTES, DEFAULT_TOLERANCE, MAX_ENTRY_BYTES,
 };
 use strata_node::openings::sampling_params;
 use strata_wire::audit::{AuditOutcome, FailedCheck, TaskOpening};
-use strata_wire::{tokens_hash, ReceiptBody};
+use strata_wire::{tokens_hash, HopPart, ReceiptBody};
 
 /// What checking one opening found, ready for an audit report.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +147,65 @@ struct Entry {
     states: Option<HiddenStates>,
 }
 
+/// What part of the model a receipt's tree covers, and which checks apply.
+struct Scope {
+    /// Entry index of leaf 0 (`a`; 0 for a whole-model receipt).
+    first: u32,
+    /// The exit entry (`b`; the model's block count for a whole model).
+    last: u32,
+    /// The receipt's hop part (`None`: a whole-model receipt).
+    hop: Option<HopPart>,
+}
+
+impl Scope {
+    /// The first hop, or a whole model: entry `first` is the embedding.
+    fn embeds(&self) -> bool {
+        self.first == 0
+    }
+
+    /// The last hop, or a whole model: it sampled from the exit entry.
+    fn samples(&self, n_layers: u32) -> bool {
+        self.last == n_layers
+    }
+}
+
+/// What the tokens give the later checks.
+struct Tokens {
+    /// Token ids of every committed position (empty when the hop saw none).
+    positions: Vec<u32>,
+    /// Committed rows.
+    rows: usize,
+    /// Row of the final state the first output token was sampled from.
+    first_sample_row: usize,
+}
+
+fn scope(receipt: &ReceiptBody, n_layers: u32) -> Result<Scope, Failure> {
+    let Some(hop) = receipt.hop else {
+        return Ok(Scope {
+            first: 0,
+            last: n_layers,
+            hop: None,
+        });
+    };
+    // `Receipt::verify` checked the part's own consistency; what it cannot
+    // know is the model's depth.
+    if u32::from(hop.n_layers) != n_layers || hop.start >= hop.end || u32::from(hop.end) > n_layers
+    {
+        return Err(fail(
+            FailedCheck::Opening,
+            format!(
+                "the receipt's hop ran blocks {}..{} of {}; the model has {n_layers}",
+                hop.start, hop.end, hop.n_layers
+            ),
+        ));
+    }
+    Ok(Scope {
+        first: u32::from(hop.start),
+        last: u32::from(hop.end),
+        hop: Some(hop),
+    })
+}
+
 fn run(
     model: &Model,
     model_hash: &[u8; 32],
@@ -157,9 +225,32 @@ fn run(
             ),
         ));
     }
-    let positions = check_tokens(receipt, opening)?;
-    let entries = check_entries(model, receipt, &positions, layers, opening)?;
     let n_layers = model.n_layers() as u32;
+    let scope = scope(receipt, n_layers)?;
+    if let Some(&l) = layers.iter().find(|&&l| l < scope.first || l >= scope.last) {
+        // A plan that does not fit the receipt is this verifier's mistake,
+        // never the node's: no judgement, no challenge.
+        return Err(fail(
+            FailedCheck::UnknownModel,
+            format!(
+                "the plan's layer {l} is outside the receipt's blocks {}..{}",
+                scope.first, scope.last
+            ),
+        ));
+    }
+    let tokens = match &scope.hop {
+        None => {
+            let positions = check_tokens(receipt, opening)?;
+            let rows = positions.len();
+            Tokens {
+                positions,
+                rows,
+                first_sample_row: opening.prompt.len().saturating_sub(1),
+            }
+        }
+        Some(hop) => check_hop_tokens(receipt, hop, n_layers, opening)?,
+    };
+    let entries = check_entries(model, receipt, &scope, tokens.rows, layers, opening)?;
 
     let states = |index: u32| -> Result<&HiddenStates, Failure> {
         entries
@@ -167,18 +258,40 @@ fn run(
             .and_then(|e| e.states.as_ref())
             .ok_or_else(|| fail(FailedCheck::Opening, format!("entry {index} has no states")))
     };
-    let entry0 = entries
-        .get(&0)
-        .ok_or_else(|| fail(FailedCheck::Opening, "entry 0 is not opened"))?;
-    match check_embedding(model, &positions, &entry0.opening.entry.input_hash) {
-        Ok(true) => {}
-        Ok(false) => {
+    let entry = |index: u32| -> Result<&Entry, Failure> {
+        entries
+            .get(&index)
+            .ok_or_else(|| fail(FailedCheck::Opening, format!("entry {index} is not opened")))
+    };
+    if let Some(hop) = &scope.hop {
+        // The hashes the receipt links to its neighbours' are its own
+        // committed entries: a hop cannot sign one chain of states and
+        // commit another.
+        if entry(scope.first)?.opening.entry.input_hash != hop.input_states {
             return Err(fail(
-                FailedCheck::Embedding,
-                "entry 0 is not the embedding of the tokens",
-            ))
+                FailedCheck::Opening,
+                format!("entry {} is not the receipt's input states", scope.first),
+            ));
         }
-        Err(e) => return Err(fail(FailedCheck::Embedding, e.to_string())),
+        if entry(scope.last)?.opening.entry.input_hash != hop.output_states {
+            return Err(fail(
+                FailedCheck::Opening,
+                format!("entry {} is not the receipt's output states", scope.last),
+            ));
+        }
+    }
+    if scope.embeds() {
+        let entry0 = entry(0)?;
+        match check_embedding(model, &tokens.positions, &entry0.opening.entry.input_hash) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(fail(
+                    FailedCheck::Embedding,
+                    "entry 0 is not the embedding of the tokens",
+                ))
+            }
+            Err(e) => return Err(fail(FailedCheck::Embedding, e.to_string())),
+        }
     }
 
     for &layer in layers {
@@ -209,16 +322,31 @@ fn run(
         }
     }
 
+    if !scope.samples(n_layers) {
+        return Ok(());
+    }
     let final_states = states(n_layers)?;
     let first_step = steps.first().copied().unwrap_or(0);
-    let sampled = check_sampling(
-        model,
-        final_states,
-        opening.prompt.len(),
-        &opening.output,
-        sampling_params(&receipt.sampling),
-        steps,
-    )
+    let params = sampling_params(&receipt.sampling);
+    let sampled = match &scope.hop {
+        None => check_sampling(
+            model,
+            final_states,
+            opening.prompt.len(),
+            &opening.output,
+            params,
+            steps,
+        ),
+        Some(hop) => check_sampling_from(
+            model,
+            final_states,
+            tokens.first_sample_row,
+            u64::from(hop.sample_offset),
+            &opening.output,
+            params,
+            steps,
+        ),
+    }
     .map_err(|e| fail(FailedCheck::Sampling(first_step), e.to_string()))?;
     if let Some(bad) = sampled.iter().find(|s| !s.passed()) {
         return Err(fail(
@@ -230,6 +358,93 @@ fn run(
         ));
     }
     Ok(())
+}
+
+/// A hop's tokens: the first hop's prompt (hashing to the receipt's input
+/// hash) and, unless it is also the last, the tokens fed back to it (pinned
+/// by the embedding check); the last hop's sampled tokens (hashing to the
+/// receipt's output hash); none for a middle hop. The committed rows are the
+/// receipt's `positions`. The last hop sampled once per step, from the last
+/// row of each step (the prompt's, then each fed-back token's), so its `k`
+/// tokens came from the last `k` rows.
+fn check_hop_tokens(
+    receipt: &ReceiptBody,
+    hop: &HopPart,
+    n_layers: u32,
+    opening: &TaskOpening,
+) -> Result<Tokens, Failure> {
+    let (prompt, output) = (&opening.prompt, &opening.output);
+    let rows = hop.positions as usize;
+    let (head, last) = (hop.start == 0, u32::from(hop.end) == n_layers);
+    if rows == 0 {
+        return Err(fail(FailedCheck::Tokens, "the hop ran no positions"));
+    }
+    if head {
+        if prompt.is_empty() {
+            return Err(fail(FailedCheck::Tokens, "the prompt is empty"));
+        }
+        if tokens_hash(prompt) != receipt.input_hash {
+            return Err(fail(
+                FailedCheck::Tokens,
+                "the prompt does not hash to the receipt's input hash",
+            ));
+        }
+        if prompt.len() != receipt.prompt_tokens as usize {
+            return Err(fail(
+                FailedCheck::Tokens,
+                format!(
+                    "{} prompt tokens, the receipt bills {}",
+                    prompt.len(),
+                    receipt.prompt_tokens
+                ),
+            ));
+        }
+    } else if !prompt.is_empty() {
+        return Err(fail(FailedCheck::Tokens, "a later hop sends a prompt"));
+    }
+    if last {
+        if tokens_hash(output) != receipt.output_hash {
+            return Err(fail(
+                FailedCheck::Tokens,
+                "the output does not hash to the receipt's output hash",
+            ));
+        }
+        if output.len() != receipt.completion_tokens as usize || output.len() > rows {
+            return Err(fail(
+                FailedCheck::Tokens,
+                format!(
+                    "{} output tokens over {rows} positions, the receipt bills {}",
+                    output.len(),
+                    receipt.completion_tokens
+                ),
+            ));
+        }
+    } else if !head && !output.is_empty() {
+        return Err(fail(FailedCheck::Tokens, "a middle hop sends tokens"));
+    }
+    let positions = match (head, last) {
+        (true, true) => {
+            let mut p = prompt.clone();
+            p.extend_from_slice(&output[..output.len().saturating_sub(1)]);
+            p
+        }
+        (true, false) => [prompt.as_slice(), output.as_slice()].concat(),
+        (false, _) => Vec::new(),
+    };
+    if head && positions.len() != rows {
+        return Err(fail(
+            FailedCheck::Tokens,
+            format!(
+                "the tokens give {} positions, the receipt {rows}",
+                positions.len()
+            ),
+        ));
+    }
+    Ok(Tokens {
+        positions,
+        rows,
+        first_sample_row: rows - output.len().min(rows),
+    })
 }
 
 /// Checks the tokens against the receipt; returns the committed positions
@@ -271,31 +486,39 @@ fn check_tokens(receipt: &ReceiptBody, opening: &TaskOpening) -> Result<Vec<u32>
 }
 
 /// Decodes and checks every opened entry; the entries the audit needs must
-/// all be there (entry 0, each layer's input and output with their states,
-/// the final states).
+/// all be there (the tree's first entry, each layer's input and output with
+/// their states, the final states when the receipt sampled, and a hop's
+/// exit entry).
 fn check_entries(
     model: &Model,
     receipt: &ReceiptBody,
-    positions: &[u32],
+    scope: &Scope,
+    rows: usize,
     layers: &[u32],
     opening: &TaskOpening,
 ) -> Result<BTreeMap<u32, Entry>, Failure> {
     let n_layers = model.n_layers() as u32;
+    let (first, last) = (scope.first, scope.last);
     let hidden = model.config().hidden_size;
-    let rows = positions.len();
     let mut out = BTreeMap::new();
     for e in &opening.entries {
         let index = e.index;
-        if out.last_key_value().is_some_and(|(&last, _)| last >= index) {
+        if out.last_key_value().is_some_and(|(&prev, _)| prev >= index) {
             return Err(fail(
                 FailedCheck::Opening,
                 "entries are not ascending and distinct",
             ));
         }
-        if index > n_layers {
+        if index < first {
             return Err(fail(
                 FailedCheck::Opening,
-                format!("entry {index} is beyond the final entry {n_layers}"),
+                format!("entry {index} is before the tree's first entry {first}"),
+            ));
+        }
+        if index > last {
+            return Err(fail(
+                FailedCheck::Opening,
+                format!("entry {index} is beyond the final entry {last}"),
             ));
         }
         let o = Opening::decode(&e.opening, MAX_ENTRY_BYTES)
@@ -306,22 +529,23 @@ fn check_entries(
                 format!("entry {index} opens entry {}", o.entry.layer),
             ));
         }
-        if o.n_leaves != n_layers + 1 {
+        if o.n_leaves != last - first + 1 {
             return Err(fail(
                 FailedCheck::Opening,
                 format!(
-                    "entry {index} is in a tree of {} entries; the model has {}",
+                    "entry {index} is in a tree of {} entries; the receipt's has {}",
                     o.n_leaves,
-                    n_layers + 1
+                    last - first + 1
                 ),
             ));
         }
-        o.verify(&receipt.commitment_root).map_err(|err| {
-            fail(
-                FailedCheck::Opening,
-                format!("entry {index} does not lead to the receipt's root: {err}"),
-            )
-        })?;
+        o.verify_at(&receipt.commitment_root, first)
+            .map_err(|err| {
+                fail(
+                    FailedCheck::Opening,
+                    format!("entry {index} does not lead to the receipt's root: {err}"),
+                )
+            })?;
         if o.entry.positions as usize != rows {
             return Err(fail(
                 FailedCheck::Tokens,
@@ -361,10 +585,17 @@ fn check_entries(
         };
         out.insert(index, Entry { opening: o, states });
     }
-    if !out.contains_key(&0) {
-        return Err(fail(FailedCheck::Opening, "entry 0 is not opened"));
+    let required = std::iter::once(first).chain(scope.hop.map(|_| last));
+    for index in required {
+        if !out.contains_key(&index) {
+            return Err(fail(
+                FailedCheck::Opening,
+                format!("entry {index} is not opened"),
+            ));
+        }
     }
-    let with_states = layers.iter().flat_map(|&l| [l, l + 1]).chain([n_layers]);
+    let finals = scope.samples(n_layers).then_some(n_layers);
+    let with_states = layers.iter().flat_map(|&l| [l, l + 1]).chain(finals);
     for index in with_states {
         if out.get(&index).and_then(|e| e.states.as_ref()).is_none() {
             return Err(fail(

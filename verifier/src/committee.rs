@@ -251,14 +251,13 @@ impl Verifier {
         }
         let receipt = &found.receipt;
         let n_layers = self.engine.model.n_layers() as u32;
-        let plan = audit::plan(
+        let plan = strata_node::openings::receipt_plan(
             &view.config,
             &batch,
-            &receipt.leaf(),
+            receipt,
             &c.node,
             &view.nodes,
             n_layers,
-            receipt.body.completion_tokens,
         )
         .ok_or_else(|| VerifierError::Config("the batch has no audit seed".into()))?;
         let task = hex::encode(c.task_id);

@@ -6,6 +6,7 @@
 
 mod checker;
 mod flow;
+mod hop_checker;
 mod quorum;
 mod receipts;
 mod start;
