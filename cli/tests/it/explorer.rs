@@ -491,3 +491,113 @@ async fn explorer_page_shows_audits_and_challenges_in_chromium() {
     assert!(details.contains("upheld, slashed "), "{details}");
     w.relayer.shutdown().await;
 }
+
+/// Dumps the DOM of `page` after its scripts ran.
+async fn dump(page: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let profile_path = profile.path().to_path_buf();
+    let url = page.to_string();
+    let out =
+        tokio::task::spawn_blocking(move || chromium(&profile_path, &["--dump-dom".into(), url]))
+            .await
+            .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && dom.contains("</html>"),
+        "chromium failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dom
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explorer_page_checks_a_pipelined_tasks_links_in_chromium() {
+    use crate::relayer_world::{
+        get_view, hop_parts, hop_receipt, hop_receipts, http, post, setup, wait_for,
+    };
+    use strata_chain::{Keypair, Signer};
+    use strata_relayer::Relayer;
+
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: run scripts/setup-browser (scripts/test does) to install Debian's chromium"
+    );
+    let env = setup(1, 3, 60).await;
+    let dir = tempfile::tempdir().unwrap();
+    let relayer = Relayer::start(env.relayer_config(dir.path(), 0))
+        .await
+        .expect("relayer starts");
+    let base = relayer.http_url().to_string();
+    let client = http();
+    let nodes: Vec<&Keypair> = env.nodes.iter().collect();
+    let payer = &env.clients[0];
+    // Task A: three linked hops. Task B: hop 1 claims other input states
+    // than hop 0 handed on. Task C: hop 1's receipt never arrives.
+    let (a, b, c) = ([0xa1; 32], [0xb1; 32], [0xc1; 32]);
+    let linked = hop_receipts(&nodes, payer, a, 5, 5);
+    let mut parts = hop_parts(&nodes, b, 0);
+    parts[1].input_states = [0xee; 32];
+    let broken: Vec<_> = parts
+        .iter()
+        .zip(&nodes)
+        .map(|(p, n)| hop_receipt(n, payer, *p, 5, 10))
+        .collect();
+    let partial = hop_receipts(&nodes, payer, c, 5, 15);
+    for r in linked
+        .iter()
+        .chain(&broken)
+        .chain([&partial[0], &partial[2]])
+    {
+        let (status, body) = post(&client, &base, r.encode()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    wait_for(60, "task A's hops in a posted batch", || async {
+        let mut ok = true;
+        for r in &linked {
+            let v = get_view(&client, &base, &r.body.task_id).await;
+            ok &= v.is_some_and(|v| v.batch.is_some_and(|b| b.status == "posted"));
+        }
+        ok
+    })
+    .await;
+
+    // Task A: every hop listed with its node, two ✓ links, nothing broken.
+    let page = format!("{base}/?task={}", hex::encode(a));
+    println!("explorer page: {page}");
+    let dom = render(&page, &artifacts_dir().join("explorer-pipeline.png")).await;
+    let hops = section_html(&dom, "task-hops");
+    assert!(dom.contains("data-task=\"linked\""), "{hops}");
+    assert_eq!(hops.matches('✓').count(), 2, "{hops}");
+    assert!(!hops.contains('✗'), "{hops}");
+    assert_eq!(hops.matches("receipt checks hold").count(), 3, "{hops}");
+    for n in &nodes {
+        assert!(hops.contains(&n.pubkey().to_string()), "{hops}");
+    }
+    assert!(hops.contains("linked"), "{hops}");
+
+    // Task B: ✗ at the link into hop 1, ✓ at the next.
+    let dom = dump(&format!("{base}/?task={}", hex::encode(b))).await;
+    let hops = section_html(&dom, "task-hops");
+    assert!(dom.contains("data-task=\"broken\""), "{hops}");
+    assert_eq!(hops.matches('✗').count(), 1, "{hops}");
+    assert_eq!(hops.matches('✓').count(), 1, "{hops}");
+    assert!(hops.contains("broken at hop 1"), "{hops}");
+    assert!(hops.contains("input states are not hop 0"), "{hops}");
+
+    // Task C: incomplete, neither mark.
+    let dom = dump(&format!("{base}/?task={}", hex::encode(c))).await;
+    let hops = section_html(&dom, "task-hops");
+    assert!(dom.contains("data-task=\"incomplete\""), "{hops}");
+    assert!(hops.contains("incomplete (missing hop 1)"), "{hops}");
+    assert!(!hops.contains('✓') && !hops.contains('✗'), "{hops}");
+
+    // A hop receipt (version 3) verifies in the page like any receipt, plus
+    // its hop check: nine checks, the Merkle proof against the chain's root.
+    let id = hex::encode(linked[1].body.task_id);
+    let dom = dump(&format!("{base}/?verify={id}")).await;
+    assert!(dom.contains("Verified: all 9 checks hold"), "{dom}");
+    assert!(dom.contains("<span class=\"name\">hop</span>"), "{dom}");
+    assert!(dom.contains("data-verify=\"verified\""), "{dom}");
+    relayer.shutdown().await;
+}

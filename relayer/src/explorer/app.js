@@ -176,12 +176,74 @@ async function chainRpc(method, params) {
   return j.result;
 }
 
-// Receipt body layout (borsh, version 2): the offsets of every field.
+// Receipt body layout (borsh): version 2's fields at fixed offsets; a hop's
+// receipt (version 3) appends its HopPart's fields, in order, little-endian.
 const RECEIPT_VERSION = 2;
+const HOP_RECEIPT_VERSION = 3;
 const BODY_LEN = 373;
+const HOP_LEN = 185; // 32 + 3 × u8 + 3 × u16 + u32 + u64 + u32 + 4 × 32
+const HOP_BODY_LEN = BODY_LEN + HOP_LEN;
+function bodyLenOk(body) {
+  return (body[0] === RECEIPT_VERSION && body.length === BODY_LEN) ||
+    (body[0] === HOP_RECEIPT_VERSION && body.length === HOP_BODY_LEN);
+}
+function parseHop(body, o) {
+  const view = new DataView(body.buffer, body.byteOffset);
+  return {
+    taskId: body.slice(o, o + 32),
+    segment: body[o + 32],
+    index: body[o + 33],
+    count: body[o + 34],
+    start: view.getUint16(o + 35, true),
+    end: view.getUint16(o + 37, true),
+    nLayers: view.getUint16(o + 39, true),
+    positions: view.getUint32(o + 41, true),
+    cells: view.getBigUint64(o + 45, true),
+    sampleOffset: view.getUint32(o + 53, true),
+    inputStates: body.slice(o + 57, o + 89),
+    outputStates: body.slice(o + 89, o + 121),
+    prev: body.slice(o + 121, o + 153),
+    next: body.slice(o + 153, o + 185),
+  };
+}
+function u16le(n) { const b = new Uint8Array(2); new DataView(b.buffer).setUint16(0, n, true); return b; }
+function u32le(n) { const b = new Uint8Array(4); new DataView(b.buffer).setUint32(0, n, true); return b; }
+// A HopPart's borsh bytes from the relayer's JSON view of the hop (to check
+// that what the relayer lists is what the node signed).
+function encodeHop(task, segment, h) {
+  return concat(hexToBytes(task), Uint8Array.of(segment, h.index, h.count), u16le(h.start), u16le(h.end),
+    u16le(h.n_layers), u32le(h.positions), u64le(h.cells), u32le(h.sample_offset),
+    hexToBytes(h.input_states), hexToBytes(h.output_states), hexToBytes(h.prev), hexToBytes(h.next));
+}
+// A hop receipt's own id: sha256("strata-hop-task-v1" || task || segment || index).
+async function hopTaskId(hop) {
+  return sha256(utf8.encode('strata-hop-task-v1'), hop.taskId, Uint8Array.of(hop.segment, hop.index));
+}
+// What a hop part proves by itself (as the relayer's Receipt::verify checks it).
+function hopProblems(hop) {
+  const out = [];
+  if (hop.count === 0 || hop.index >= hop.count) out.push('index outside the route');
+  if (hop.start >= hop.end || hop.end > hop.nLayers) out.push('blocks empty or outside the model');
+  if ((hop.index === 0) !== (hop.start === 0) || (hop.index + 1 === hop.count) !== (hop.end === hop.nLayers)) out.push('blocks do not fit its place in the route');
+  if (hop.cells > BigInt(hop.positions + 1) * BigInt(hop.end - hop.start)) out.push('bills more cells than it ran');
+  return out;
+}
+// Why hop receipt b does not follow hop receipt a in its route (empty: it does).
+function linkProblems(a, b) {
+  const ha = a.hop, hb = b.hop, out = [];
+  if (!equal(ha.taskId, hb.taskId) || ha.segment !== hb.segment || ha.index + 1 !== hb.index) out.push('not the next hop of the same task and segment');
+  if (!equal(hb.inputStates, ha.outputStates)) out.push('hop ' + hb.index + '\'s input states are not hop ' + ha.index + '\'s output states');
+  if (!equal(hb.prev, a.node)) out.push('hop ' + hb.index + ' names another previous hop');
+  if (!equal(ha.next, b.node)) out.push('hop ' + ha.index + ' names another next hop');
+  if (hb.start !== ha.end) out.push('blocks do not continue (' + ha.end + ' then ' + hb.start + ')');
+  if (ha.count !== hb.count || ha.nLayers !== hb.nLayers) out.push('route or model sizes disagree');
+  if (!equal(a.modelHash, b.modelHash)) out.push('different models');
+  return out;
+}
 function parseBody(body) {
   const view = new DataView(body.buffer, body.byteOffset);
   return {
+    hop: body[0] === HOP_RECEIPT_VERSION && body.length === HOP_BODY_LEN ? parseHop(body, BODY_LEN) : null,
     version: body[0],
     taskId: body.slice(1, 33),
     node: body.slice(33, 65),
@@ -223,11 +285,20 @@ async function verify(taskId) {
     const raw = hexToBytes(view.raw);
     const body = raw.slice(0, raw.length - 64);
     const signature = raw.slice(raw.length - 64);
-    const ok = check('receipt bytes', body.length === BODY_LEN && body[0] === RECEIPT_VERSION,
+    const ok = check('receipt bytes', bodyLenOk(body),
       raw.length + ' bytes: a version-' + body[0] + ' body of ' + body.length + ' bytes and a 64-byte node signature');
     if (!ok) return;
     const b = parseBody(body);
     check('task id', toHex(b.taskId) === taskId.toLowerCase(), toHex(b.taskId));
+    if (b.hop) {
+      const id = await hopTaskId(b.hop);
+      const problems = hopProblems(b.hop);
+      check('hop', equal(id, b.taskId) && problems.length === 0,
+        'hop ' + b.hop.index + ' of ' + b.hop.count + ', segment ' + b.hop.segment + ' of task ' + toHex(b.hop.taskId) +
+        ', blocks ' + b.hop.start + '–' + b.hop.end + ' of ' + b.hop.nLayers +
+        (equal(id, b.taskId) ? '; id = sha256("strata-hop-task-v1" || task || segment || index)' : '; its id is NOT its hop id') +
+        (problems.length ? '; ' + problems.join(', ') : ''));
+    }
 
     const digest = await sha256(body);
     check('digest', toHex(digest) === view.digest,
@@ -307,6 +378,14 @@ async function showReceipt(taskId, run) {
       ['batch', inc ? inc.batch_id + ' (' + inc.status + '), leaf ' + inc.leaf_index + ' of ' + inc.leaf_count : 'not batched yet'],
       ['post_batch tx', inc && inc.post_signature ? mono(inc.post_signature) : '—'],
     ];
+    const parsed = parseBody(hexToBytes(v.raw).slice(0, -64));
+    if (parsed.hop) {
+      const h = parsed.hop;
+      const task = toHex(h.taskId);
+      kv.push(['pipelined task', el('span', {}, el('a', { onclick: () => openTask(task) }, mono(task)),
+        ' — hop ' + h.index + ' of ' + h.count + ', segment ' + h.segment + ', blocks ' + h.start + '–' + h.end +
+        ' of ' + h.nLayers + ', ' + h.cells + ' cells')]);
+    }
     // The task's audit state, when the relayer has any (older relayers lack these routes).
     const [audits, challenges] = await Promise.all([
       getJson('/v1/audits?task=' + taskId).catch(() => []),
@@ -323,6 +402,113 @@ async function showReceipt(taskId, run) {
     return;
   }
   if (run) await verify(taskId);
+}
+
+// ---------- pipelined tasks ----------
+function openTask(task) {
+  history.replaceState(null, '', '?task=' + task);
+  showTask(task).then((found) => { if (found) window.scrollTo(0, $('task-section').offsetTop); });
+}
+
+// One hop receipt of a task's listing, re-checked here from its raw bytes:
+// its digest, the node's signature, its hop id, and that the relayer's JSON
+// fields are the signed ones.
+async function checkHop(task, segment, h) {
+  const raw = hexToBytes(h.raw);
+  const body = raw.slice(0, raw.length - 64);
+  const signature = raw.slice(raw.length - 64);
+  if (raw.length < 64 || body[0] !== HOP_RECEIPT_VERSION || !bodyLenOk(body)) return { ok: false, problems: ['not a hop receipt (' + raw.length + ' bytes)'] };
+  const b = parseBody(body);
+  const problems = hopProblems(b.hop);
+  const digest = await sha256(body);
+  if (toHex(digest) !== h.digest) problems.push('digest differs from the relayer\'s');
+  if (!(await ed25519Verify(b.node, signature, concat(utf8.encode('STRRCPT1'), digest)))) problems.push('node signature does not verify');
+  if (!equal(await hopTaskId(b.hop), b.taskId)) problems.push('its id is not its hop id');
+  if (toHex(b.taskId) !== h.receipt_id) problems.push('listed under another receipt id');
+  if (toHex(b.hop.taskId) !== task || b.hop.segment !== segment) problems.push('belongs to another task or segment');
+  if (!equal(encodeHop(task, segment, h), body.slice(BODY_LEN)) || toHex(b.node) !== h.node || BigInt(h.price) !== b.price) problems.push('the relayer\'s fields are not the signed ones');
+  return { ok: problems.length === 0, problems, body: b };
+}
+
+// Shows pipelined task `task` (its hops by segment, a ✓/✗ for each link,
+// judged here). Returns whether the relayer knows it as a pipelined task.
+async function showTask(task) {
+  let view;
+  try {
+    view = await getJson('/v1/tasks/' + task);
+  } catch (e) {
+    $('task-section').hidden = true;
+    return false;
+  }
+  $('task-section').hidden = false;
+  $('task-id').textContent = task;
+  document.body.dataset.task = 'checking';
+  const parts = [];
+  const verdicts = [];
+  for (const seg of view.segments) {
+    const checked = [];
+    for (const h of seg.hops) checked.push(await checkHop(task, seg.segment, h).catch((e) => ({ ok: false, problems: [String(e.message || e)] })));
+    // Links are judged between the receipts stored under each hop's id;
+    // conflicting claims are shown, marked, and left out of the chain.
+    const stored = new Map();
+    seg.hops.forEach((h, i) => { if (h.claim === 'stored' && checked[i].ok) stored.set(h.index, checked[i].body); });
+    let hopCount = 0;
+    for (const b of stored.values()) hopCount = Math.max(hopCount, b.hop.count);
+    let brokenAt = null; const missing = [];
+    for (let k = 0; k < hopCount; k++) if (!stored.has(k)) missing.push(k);
+    const linkOf = new Map();
+    for (let k = 1; k < hopCount; k++) {
+      const a = stored.get(k - 1), b = stored.get(k);
+      const problems = a && b ? linkProblems(a, b) : null;
+      if (problems && problems.length && brokenAt === null) brokenAt = k;
+      linkOf.set(k, problems);
+    }
+    const status = brokenAt !== null ? 'broken at hop ' + brokenAt : missing.length ? 'incomplete (missing hop ' + missing.join(', ') + ')' : 'linked';
+    verdicts.push(brokenAt !== null ? 'broken' : missing.length ? 'incomplete' : 'linked');
+    const rows = [];
+    const byIndex = new Map();
+    seg.hops.forEach((h, i) => { if (!byIndex.has(h.index)) byIndex.set(h.index, []); byIndex.get(h.index).push(i); });
+    const last = Math.max(hopCount, ...seg.hops.map((h) => h.index + 1));
+    for (let k = 0; k < last; k++) {
+      if (k > 0) {
+        const problems = linkOf.get(k);
+        const name = ' link ' + (k - 1) + ' → ' + k + ': ';
+        rows.push(el('tr', { class: 'link' }, el('td', { colspan: 9 },
+          problems === null || problems === undefined
+            ? el('span', { class: 'hint' }, '…' + name + 'a receipt is missing')
+            : problems.length
+              ? el('span', { class: 'bad-text' }, el('span', { class: 'mark' }, '✗'), name + problems.join('; '))
+              : el('span', { class: 'ok-text' }, el('span', { class: 'mark' }, '✓'), name + 'states, neighbours and blocks match'))));
+      }
+      const here = byIndex.get(k) || [];
+      if (!here.length) rows.push(el('tr', { class: 'hop missing' }, el('td', { class: 'num' }, String(k)), el('td', { colspan: 8, class: 'hint' }, 'no receipt yet')));
+      for (const i of here) {
+        const h = seg.hops[i];
+        const c = checked[i];
+        const inc = h.batch;
+        rows.push(el('tr', { class: h.claim === 'stored' ? 'hop' : 'hop conflicting' },
+          el('td', { class: 'num' }, String(h.index)),
+          el('td', {}, h.claim === 'stored' ? 'stored' : el('span', { class: 'bad-text', title: 'a second receipt for this hop: listed, never batched or paid' }, 'conflicting claim')),
+          el('td', {}, mono(b58encode(hexToBytes(h.node)))),
+          el('td', {}, h.start + '–' + h.end + ' of ' + h.n_layers),
+          el('td', { class: 'num' }, count(h.cells)),
+          el('td', { class: 'num' }, tokens(h.price)),
+          el('td', {}, h.claim === 'stored' ? el('a', { onclick: () => { history.replaceState(null, '', '?verify=' + h.receipt_id); showReceipt(h.receipt_id, true); window.scrollTo(0, $('verify-section').offsetTop); } }, brief(h.receipt_id)) : brief(h.receipt_id)),
+          el('td', {}, inc ? inc.batch_id + ' (' + inc.status + '), leaf ' + inc.leaf_index : (h.claim === 'stored' ? 'pending' : '—')),
+          el('td', {}, c.ok ? el('span', { class: 'ok-text' }, 'receipt checks hold') : el('span', { class: 'bad-text' }, c.problems.join('; ')))));
+      }
+    }
+    const head = el('thead', {}, el('tr', {}, ['hop', 'claim', 'node', 'blocks', 'cells', 'price', 'receipt', 'batch', 'checked here'].map((x) => el('th', {}, x))));
+    parts.push(el('h3', {}, 'Segment ' + seg.segment + ': ' + hopCount + ' hop(s), ',
+      el('span', { class: 'task-status ' + (brokenAt === null && !missing.length ? 'ok-text' : 'bad-text') }, status),
+      el('span', { class: 'hint' }, ' (the relayer says ' + seg.status + (seg.broken_at !== null ? ' at hop ' + seg.broken_at : '') + ')')));
+    parts.push(el('table', { class: 'hops' }, head, el('tbody', {}, rows)));
+  }
+  if (view.truncated) parts.push(el('p', { class: 'empty' }, 'the relayer listed only part of this task\'s hop receipts'));
+  replace('task-hops', ...parts);
+  const last = verdicts[verdicts.length - 1] || 'incomplete';
+  document.body.dataset.task = last;
+  return true;
 }
 
 // ---------- sections ----------
@@ -516,8 +702,11 @@ async function main() {
   const taskId = params.get('task');
   const wanted = verifyId || taskId;
   if (wanted) {
-    if (/^[0-9a-fA-F]{64}$/.test(wanted)) await showReceipt(wanted.toLowerCase(), !!verifyId);
-    else { $('verify-section').hidden = false; replace('receipt-details', empty('not a task id (64 hex characters): ' + wanted)); }
+    if (/^[0-9a-fA-F]{64}$/.test(wanted)) {
+      // A pipelined task has hop receipts, not a receipt of its own.
+      const pipelined = await showTask(wanted.toLowerCase());
+      if (!pipelined || verifyId) await showReceipt(wanted.toLowerCase(), !!verifyId);
+    } else { $('verify-section').hidden = false; replace('receipt-details', empty('not a task id (64 hex characters): ' + wanted)); }
   }
   await refresh();
   setInterval(() => { refresh().catch((e) => { $('status').textContent = 'refresh failed: ' + e.message; }); }, 2000);
