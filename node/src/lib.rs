@@ -19,6 +19,7 @@ pub mod memory;
 pub mod model_file;
 pub mod openings;
 mod outbox;
+mod payments;
 pub mod profile;
 mod service;
 mod worker;
@@ -38,8 +39,10 @@ use tokio::task::JoinHandle;
 
 use crate::archive::Archive;
 use crate::cheat::Cheat;
+use crate::hop::HopSetup;
 pub use crate::hop::Hops;
 use crate::openings::Openings;
+use crate::payments::Payments;
 pub use crate::service::{Service, ServiceConfig};
 
 /// Longest a graceful shutdown waits for tasks and receipts.
@@ -315,20 +318,26 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         config.cheat,
     );
     let worker = worker::Worker::spawn(engine.clone());
-    let hops = shard.clone().map(|layers| {
-        Hops::start(
-            engine.clone(),
-            layers,
-            model_hash,
-            config.max_concurrent,
-            p2p.clone(),
-        )
-    });
     let outbox = outbox::Outbox::start(
         p2p.clone(),
         relayer,
         config.state_dir.as_ref().map(|d| d.join("outbox")),
     );
+    let payments = Arc::new(Payments::new(chain.clone(), config.keypair.pubkey()));
+    let hops = shard.clone().map(|layers| {
+        Hops::start(HopSetup {
+            engine: engine.clone(),
+            layers,
+            model_hash,
+            max_concurrent: config.max_concurrent,
+            price_per_token: config.price_per_token,
+            key: config.keypair.insecure_clone(),
+            p2p: p2p.clone(),
+            payments: payments.clone(),
+            outbox: outbox.clone(),
+            archive: archive.clone(),
+        })
+    });
     let service = Service::new(
         ServiceConfig {
             model: config.model_name.clone(),
@@ -343,7 +352,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         config.keypair.insecure_clone(),
         outbox,
         archive.clone(),
-        chain,
+        payments,
     );
 
     let serve = {

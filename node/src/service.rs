@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata_chain::{Keypair, Pubkey, Signer};
+use strata_chain::{Keypair, Signer};
 use strata_engine::{ChatMessage, Engine, GenerateRequest};
 use strata_p2p::{IncomingRequest, NodeId};
 use strata_wire::hop::{HopErrorKind, HopOpen};
@@ -22,7 +22,8 @@ use crate::cheat::Cheat;
 use crate::hop::{HeadStart, Hops};
 use crate::openings::sampling_params;
 use crate::outbox::Outbox;
-use crate::worker::{Job, Progress, Running, TaskId, Worker};
+use crate::payments::Payments;
+use crate::worker::{append_text, Job, Progress, Running, TaskId, Worker};
 
 /// How long one poll waits for new output before answering with nothing.
 const POLL_WAIT: Duration = Duration::from_secs(10);
@@ -65,8 +66,6 @@ struct Task {
 
 #[derive(Default)]
 struct Ledger {
-    /// Per client: the largest voucher total accepted (what it owes us in all).
-    owed: HashMap<[u8; 32], u64>,
     /// Per client: finished tasks waiting for their vouchers.
     unsettled: HashMap<[u8; 32], HashSet<TaskId>>,
     tasks: HashMap<TaskId, Task>,
@@ -87,15 +86,15 @@ struct Inner {
     ledger: Mutex<Ledger>,
     outbox: Outbox,
     archive: Arc<Archive>,
-    chain: Option<strata_chain::rpc::ChainClient>,
+    payments: Arc<Payments>,
     draining: std::sync::atomic::AtomicBool,
 }
 
 impl Service {
     /// A service over a running engine thread, and over the hop runtime when
     /// the node holds only part of the model (it then serves only as a
-    /// pipeline hop). With `chain`, the first task of an unknown client
-    /// starts its ledger at what the chain has redeemed.
+    /// pipeline hop). `payments` is the node's voucher ledger, shared with
+    /// the hop runtime.
     pub fn new(
         config: ServiceConfig,
         worker: Worker,
@@ -103,7 +102,7 @@ impl Service {
         key: Keypair,
         outbox: Outbox,
         archive: Arc<Archive>,
-        chain: Option<strata_chain::rpc::ChainClient>,
+        payments: Arc<Payments>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -115,7 +114,7 @@ impl Service {
                 ledger: Mutex::new(Ledger::default()),
                 outbox,
                 archive,
-                chain,
+                payments,
                 draining: std::sync::atomic::AtomicBool::new(false),
             }),
         }
@@ -172,12 +171,24 @@ impl Service {
     pub async fn answer(&self, from: NodeId, req: TaskRequest) -> TaskResponse {
         match req {
             TaskRequest::Start(spec) => self.start(spec, None).await,
-            TaskRequest::StartHop { spec, open } => self.start(spec, Some((from, open))).await,
+            TaskRequest::StartHop { spec, open } => {
+                self.start(spec, Some((from, open, Vec::new()))).await
+            }
+            TaskRequest::ResumeHop {
+                spec,
+                open,
+                produced,
+            } => self.start(spec, Some((from, open, produced))).await,
             TaskRequest::Poll {
                 task_id,
                 from_byte,
                 to_end,
             } => self.poll(task_id, from_byte, to_end).await,
+            TaskRequest::PollHop {
+                task_id,
+                from_byte,
+                from_token,
+            } => self.poll_hop(task_id, from_byte, from_token).await,
             TaskRequest::Settle { task_id, voucher } => self.settle(task_id, voucher),
             TaskRequest::Cancel { task_id } => {
                 let on_hops = self.inner.hops.as_ref().is_some_and(|h| h.cancel(&task_id));
@@ -190,8 +201,13 @@ impl Service {
     }
 
     /// Admits a task: on the whole model (`hop` None), or as the first hop
-    /// of the route `hop` names (opened by its caller `from`).
-    async fn start(&self, spec: TaskSpec, hop: Option<(NodeId, HopOpen)>) -> TaskResponse {
+    /// of the route `hop` names (opened by its caller `from`), continuing
+    /// after the tokens a failed route produced (none on a first start).
+    async fn start(
+        &self,
+        spec: TaskSpec,
+        hop: Option<(NodeId, HopOpen, Vec<u32>)>,
+    ) -> TaskResponse {
         let c = &self.inner.config;
         let shard = self.inner.hops.as_ref().map(Hops::layers);
         match (&hop, &shard, &self.inner.hops) {
@@ -210,18 +226,29 @@ impl Service {
                     "this node does not serve as a pipeline hop".into(),
                 )
             }
-            (Some((_, open)), _, _) => {
+            (Some((_, open, produced)), _, _) => {
+                let k = produced.len() as u64;
                 if open.index != 0
                     || open.task_id != spec.task_id
                     || open.client != spec.client
                     || open.sampling != spec.sampling
-                    || open.max_new > spec.max_tokens
+                    || k >= u64::from(spec.max_tokens)
+                    || u64::from(open.sample_offset) != k
+                    || u64::from(open.max_new) > u64::from(spec.max_tokens) - k
                 {
                     return error(
                         TaskErrorKind::BadRequest,
                         "the route's open does not match the task (index 0, same task, client, \
-                         sampling, at most max_tokens)"
+                         sampling, sampling continuing after the tokens produced, at most \
+                         max_tokens in all)"
                             .into(),
+                    );
+                }
+                let vocab = self.inner.engine.model.config().vocab_size;
+                if let Some(t) = produced.iter().find(|&&t| t as usize >= vocab) {
+                    return error(
+                        TaskErrorKind::BadRequest,
+                        format!("produced token {t} is outside the vocabulary of {vocab}"),
                     );
                 }
             }
@@ -283,7 +310,7 @@ impl Service {
                 ),
             );
         }
-        self.ensure_client(spec.client).await;
+        self.inner.payments.ensure_client(spec.client).await;
         let (tx, rx) = watch::channel(Progress::default());
         {
             let mut l = self.lock();
@@ -321,11 +348,22 @@ impl Service {
             );
         }
         let prompt_tokens = prompt.len() as u32;
-        if let (Some((from, open)), Some(hops)) = (hop, &self.inner.hops) {
-            let head = HeadStart {
-                prompt,
-                running: Running::new(spec.task_id, spec.stop, tx),
-            };
+        if let (Some((from, open, produced)), Some(hops)) = (hop, &self.inner.hops) {
+            let mut running = Running::new(spec.task_id, spec.stop, tx);
+            // A continuation's earlier tokens count as streamed: their text
+            // is published as the failed route's first hop published it, so
+            // the caller's next poll goes on from where it stopped.
+            running.tokens = produced.clone();
+            if append_text(engine, &mut running) {
+                self.lock().tasks.remove(&spec.task_id);
+                return error(
+                    TaskErrorKind::BadRequest,
+                    "the produced tokens already end the task at a stop string".into(),
+                );
+            }
+            let mut prompt = prompt;
+            prompt.extend(&produced);
+            let head = HeadStart { prompt, running };
             if let Err(refusal) = hops.open(from, &open, Some(head)) {
                 self.lock().tasks.remove(&spec.task_id);
                 let kind = match refusal.kind {
@@ -370,51 +408,59 @@ impl Service {
         }
     }
 
-    /// Starts a client's ledger at what the chain already redeemed, so a
-    /// restarted node expects vouchers above that.
-    async fn ensure_client(&self, client: [u8; 32]) {
-        if self.lock().owed.contains_key(&client) {
-            return;
-        }
-        let mut redeemed = 0;
-        if let Some(chain) = &self.inner.chain {
-            let channel =
-                strata_chain::pda::channel(&Pubkey::from(client), &self.inner.key.pubkey());
-            match chain
-                .account::<strata_chain::accounts::Channel>(&channel, "channel")
-                .await
-            {
-                Ok(Some(c)) => redeemed = c.redeemed,
-                Ok(None) => {}
-                Err(e) => tracing::warn!("reading channel {channel}: {e}"),
-            }
-        }
-        self.lock().owed.entry(client).or_insert(redeemed);
-    }
-
     async fn poll(&self, task_id: TaskId, from_byte: u64, to_end: bool) -> TaskResponse {
-        let Some(mut rx) = self.lock().tasks.get(&task_id).map(|t| t.progress.clone()) else {
-            return error(TaskErrorKind::UnknownTask, "unknown task".into());
-        };
         let from = usize::try_from(from_byte).unwrap_or(usize::MAX);
         let ready = |p: &Progress| p.done.is_some() || (!to_end && p.text.len() > from);
+        match self.wait(task_id, ready).await {
+            Ok((p, finished)) => TaskResponse::Output {
+                text: p.text.get(from..).unwrap_or_default().to_string(),
+                finished,
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// A pipelined task's poll: the text and the token ids after what the
+    /// caller has (it needs the ids to resume elsewhere if a hop fails).
+    async fn poll_hop(&self, task_id: TaskId, from_byte: u64, from_token: u32) -> TaskResponse {
+        let from = usize::try_from(from_byte).unwrap_or(usize::MAX);
+        let from_token = from_token as usize;
+        let ready =
+            |p: &Progress| p.done.is_some() || p.text.len() > from || p.tokens.len() > from_token;
+        match self.wait(task_id, ready).await {
+            Ok((p, finished)) => TaskResponse::HopOutput {
+                text: p.text.get(from..).unwrap_or_default().to_string(),
+                tokens: p.tokens.get(from_token..).unwrap_or_default().to_vec(),
+                finished,
+            },
+            Err(e) => e,
+        }
+    }
+
+    /// Waits (long poll) until `ready` or the poll's time is up; returns the
+    /// progress and, once the task has ended, how and its usage. A task that
+    /// failed is an error (and is forgotten, unbilled).
+    async fn wait(
+        &self,
+        task_id: TaskId,
+        ready: impl Fn(&Progress) -> bool,
+    ) -> Result<(Progress, Option<(Finish, Usage)>), TaskResponse> {
+        let Some(mut rx) = self.lock().tasks.get(&task_id).map(|t| t.progress.clone()) else {
+            return Err(error(TaskErrorKind::UnknownTask, "unknown task".into()));
+        };
         // Ignore a timeout: the caller just polls again.
-        let _ = tokio::time::timeout(POLL_WAIT, rx.wait_for(ready)).await;
+        let _ = tokio::time::timeout(POLL_WAIT, rx.wait_for(|p| ready(p))).await;
         let p = rx.borrow().clone();
-        let text = p.text.get(from..).unwrap_or_default().to_string();
-        let Some(done) = p.done else {
-            return TaskResponse::Output {
-                text,
-                finished: None,
-            };
+        let Some(done) = p.done.clone() else {
+            return Ok((p, None));
         };
         if let Some(e) = done.error {
             self.lock().tasks.remove(&task_id);
-            return error(TaskErrorKind::Internal, e);
+            return Err(error(TaskErrorKind::Internal, e));
         }
         let usage = self.usage(&task_id, p.tokens.len());
         if self.lock().tasks.get(&task_id).is_some_and(|t| t.hop) {
-            // Nothing to settle here: the stream was all the first hop owed.
+            // Nothing to settle here: each hop settles on the hop protocol.
             self.lock().tasks.remove(&task_id);
         }
         let finish = if done.cancelled {
@@ -424,10 +470,7 @@ impl Service {
         } else {
             Finish::Length
         };
-        TaskResponse::Output {
-            text,
-            finished: Some((finish, usage)),
-        }
+        Ok((p, Some((finish, usage))))
     }
 
     /// Usage of a finished task; also marks its client as owing a voucher.
@@ -445,9 +488,9 @@ impl Service {
         let prompt_tokens = t.prompt_tokens.len() as u32;
         let completion_tokens = completion as u32;
         if t.hop {
-            // Each hop settles its own part on the hop protocol (not built
-            // yet): nothing is owed here.
-            let owed = l.owed.get(&client).copied().unwrap_or(0);
+            // Each hop settles its own part on the hop protocol: nothing is
+            // owed here.
+            let owed = self.inner.payments.owed(&client);
             return Usage {
                 prompt_tokens,
                 completion_tokens,
@@ -458,7 +501,7 @@ impl Service {
         let price = (u64::from(prompt_tokens) + u64::from(completion_tokens))
             .saturating_mul(self.inner.config.price_per_token);
         l.unsettled.entry(client).or_default().insert(*task_id);
-        let owed = l.owed.get(&client).copied().unwrap_or(0);
+        let owed = self.inner.payments.owed(&client);
         Usage {
             prompt_tokens,
             completion_tokens,
@@ -487,27 +530,9 @@ impl Service {
         let Some(done) = progress.done.filter(|d| d.error.is_none()) else {
             return error(TaskErrorKind::BadRequest, "task has not finished".into());
         };
-        if voucher.client != client {
-            return error(
-                TaskErrorKind::Payment,
-                "voucher is not from the task's client".into(),
-            );
-        }
-        if voucher.node != me.to_bytes() {
-            return error(TaskErrorKind::Payment, "voucher pays another node".into());
-        }
-        if let Err(e) = voucher.verify() {
-            return error(TaskErrorKind::Payment, e.to_string());
-        }
         let usage = self.usage(&task_id, progress.tokens.len());
-        if voucher.cumulative < usage.expected_cumulative {
-            return error(
-                TaskErrorKind::Payment,
-                format!(
-                    "voucher total {} is below the {} owed",
-                    voucher.cumulative, usage.expected_cumulative
-                ),
-            );
+        if let Err(why) = self.inner.payments.accept(&client, &voucher, usage.price) {
+            return error(TaskErrorKind::Payment, why);
         }
         let body = ReceiptBody {
             version: strata_wire::receipt::RECEIPT_VERSION,
@@ -530,6 +555,7 @@ impl Service {
             price: usage.price,
             voucher,
             finished_at_ms: strata_service::now_ms(),
+            hop: None,
         };
         let receipt = match Receipt::sign(&self.inner.key, body) {
             Ok(r) => r,
@@ -537,7 +563,6 @@ impl Service {
         };
         {
             let mut l = self.lock();
-            l.owed.insert(client, voucher.cumulative);
             if let Some(u) = l.unsettled.get_mut(&client) {
                 u.remove(&task_id);
             }

@@ -11,9 +11,10 @@
 //! reaches the engine, and a sender that breaks the protocol is penalised on
 //! the p2p layer. What a hop sends is in [`outbound`].
 //!
-//! Not built yet (see docs/pipelines.md): per-hop settlement and receipts
-//! (hops serve unpaid, which is why only a node started with `--layers`
-//! takes hop work), and failover.
+//! Each hop is paid for its part: after [`HopRequest::Finish`], its caller
+//! sends [`HopRequest::Settle`] with the cells billed to it and a voucher,
+//! and gets the hop's receipt (version 3, with a `HopPart` that links it to
+//! its neighbours), which goes to the relayer like any receipt.
 
 mod engine;
 mod outbound;
@@ -24,18 +25,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use strata_chain::{Keypair, Signer};
 use strata_engine::{Engine, HiddenStates, HopFinished, HopInput, HopOptions};
 use strata_p2p::{IncomingRequest, Misbehaviour, NodeId, P2pHandle, Protocol};
+use strata_pipeline::billing::hop_price;
 use strata_wire::hop::{
     CloseReason, HopErrorKind, HopOpen, HopRequest, HopResponse, HopSummary, StepEntry, TokenEntry,
     MAX_HOP_REQUEST_BYTES,
 };
 use strata_wire::protocols::HIDDEN_STATE;
+use strata_wire::receipt::HOP_RECEIPT_VERSION;
+use strata_wire::{hop_task_id, tokens_hash, HopPart, Receipt, ReceiptBody, Voucher};
 use tokio::sync::{mpsc, oneshot};
 
 use self::engine::{HopEngine, HopJob};
 use self::table::{Head, Refusal, Seq, SeqId, Table};
+use crate::archive::Archive;
 use crate::openings::sampling_params;
+use crate::outbox::Outbox;
+use crate::payments::Payments;
 use crate::service::default_stop_tokens;
 use crate::worker::{append_text, Done, Running};
 
@@ -53,12 +61,41 @@ pub struct Hops {
     inner: Arc<Inner>,
 }
 
+/// What the hop runtime runs on and pays into.
+pub(crate) struct HopSetup {
+    /// The engine, holding blocks `layers` only.
+    pub(crate) engine: Arc<Engine>,
+    /// The blocks this node runs.
+    pub(crate) layers: Range<usize>,
+    /// SHA-256 of the model file.
+    pub(crate) model_hash: [u8; 32],
+    /// Sequences running at once.
+    pub(crate) max_concurrent: usize,
+    /// Price per whole-model token; a hop bills `price × cells / n_layers`.
+    pub(crate) price_per_token: u64,
+    /// The node's key (signs receipts).
+    pub(crate) key: Keypair,
+    /// The p2p layer.
+    pub(crate) p2p: P2pHandle,
+    /// The node's voucher ledger (shared with the task service).
+    pub(crate) payments: Arc<Payments>,
+    /// Where receipts go (to the relayer).
+    pub(crate) outbox: Outbox,
+    /// What audits of settled hops will need.
+    pub(crate) archive: Arc<Archive>,
+}
+
 struct Inner {
     engine: Arc<Engine>,
     layers: Range<usize>,
     model_hash: [u8; 32],
     max_concurrent: usize,
+    price_per_token: u64,
+    key: Keypair,
     p2p: P2pHandle,
+    payments: Arc<Payments>,
+    outbox: Outbox,
+    archive: Arc<Archive>,
     hop_engine: HopEngine,
     table: Mutex<Table>,
     bytes_sent: AtomicU64,
@@ -72,24 +109,23 @@ pub(crate) struct HeadStart {
 }
 
 impl Hops {
-    /// Starts the runtime over `engine`, which holds blocks `layers` of the
-    /// model whose file hashes to `model_hash`.
-    pub fn start(
-        engine: Arc<Engine>,
-        layers: Range<usize>,
-        model_hash: [u8; 32],
-        max_concurrent: usize,
-        p2p: P2pHandle,
-    ) -> Self {
+    /// Starts the runtime over `setup.engine`, which holds blocks
+    /// `setup.layers` of the model whose file hashes to `setup.model_hash`.
+    pub(crate) fn start(setup: HopSetup) -> Self {
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let hop_engine = HopEngine::spawn(engine.clone(), layers.clone(), events_tx);
+        let hop_engine = HopEngine::spawn(setup.engine.clone(), setup.layers.clone(), events_tx);
         let hops = Self {
             inner: Arc::new(Inner {
-                engine,
-                layers,
-                model_hash,
-                max_concurrent,
-                p2p,
+                engine: setup.engine,
+                layers: setup.layers,
+                model_hash: setup.model_hash,
+                max_concurrent: setup.max_concurrent,
+                price_per_token: setup.price_per_token,
+                key: setup.key,
+                p2p: setup.p2p,
+                payments: setup.payments,
+                outbox: setup.outbox,
+                archive: setup.archive,
                 hop_engine,
                 table: Mutex::new(Table::default()),
                 bytes_sent: AtomicU64::new(0),
@@ -185,21 +221,34 @@ impl Hops {
                 self.lock().check_opener(from, &id)?;
                 self.end(&id, false);
                 self.close_in_engine(id).await;
-                let seq = self.lock().remove(&id);
-                match seq {
+                // Kept for `Settle` (or dropped at the deadline).
+                let mut t = self.lock();
+                match t.by_id_mut(&id) {
                     Some(Seq {
                         summary: Some(s),
                         failed: None,
                         ..
-                    }) => Ok(HopResponse::Finished(s)),
+                    }) => Ok(HopResponse::Finished(*s)),
                     Some(Seq {
                         failed: Some(why), ..
-                    }) => Err(Refusal::new(HopErrorKind::Internal, why)),
+                    }) => Err(Refusal::new(HopErrorKind::Internal, why.clone())),
                     _ => Err(Refusal::new(
                         HopErrorKind::Internal,
                         "the sequence left the engine without a summary",
                     )),
                 }
+            }
+            HopRequest::Settle {
+                task_id,
+                segment,
+                cells,
+                voucher,
+            } => {
+                let id = (task_id, segment);
+                self.lock().check_opener(from, &id)?;
+                self.end(&id, false);
+                self.close_in_engine(id).await;
+                self.settle(&id, cells, voucher).await
             }
             HopRequest::Failed {
                 task_id,
@@ -211,8 +260,8 @@ impl Hops {
                 let seq = t.by_id_mut(&(task_id, segment)).ok_or_else(|| {
                     Refusal::new(HopErrorKind::UnknownSequence, "no such sequence")
                 })?;
-                let named = seq.route.get(usize::from(hop)).map(|h| NodeId(h.node));
-                let reporter_in_route = seq.route.iter().any(|h| NodeId(h.node) == from);
+                let named = seq.open.route.get(usize::from(hop)).map(|h| NodeId(h.node));
+                let reporter_in_route = seq.open.route.iter().any(|h| NodeId(h.node) == from);
                 if seq.head.is_none() || !reporter_in_route || named.is_none() {
                     return Err(Refusal::new(
                         HopErrorKind::NotYourSequence,
@@ -307,8 +356,7 @@ impl Hops {
             t.insert(Seq {
                 id,
                 key,
-                route: open.route.clone(),
-                index: usize::from(open.index),
+                open: open.clone(),
                 opener: from,
                 next_position,
                 input_position: 0,
@@ -317,6 +365,9 @@ impl Hops {
                 closing: false,
                 failed: None,
                 summary: None,
+                sampled: Vec::new(),
+                prompt: prompt.clone().unwrap_or_default(),
+                inputs: Vec::new(),
                 head,
                 opened: Instant::now(),
             });
@@ -371,6 +422,7 @@ impl Hops {
                 seq.in_engine = true;
                 seq.input_position = e.position;
                 seq.next_position = e.position + e.rows;
+                seq.inputs.push(part.clone());
             }
             self.inner.hop_engine.submit(HopJob::Push {
                 key,
@@ -500,10 +552,120 @@ impl Hops {
         let mut t = self.lock();
         let Some(seq) = t.by_id_mut(&id) else { return };
         match result {
-            Ok(Ok(f)) => seq.summary = Some(summary(&f)),
+            Ok(Ok(f)) => {
+                seq.summary = Some(summary(&f));
+                seq.sampled = f.sampled;
+            }
             Ok(Err(e)) => fail(seq, e),
             Err(_) => fail(seq, "the hop engine stopped".into()),
         }
+    }
+
+    /// Pays a finished sequence: checks the cells against what this hop
+    /// ran and the voucher against what the client owes, then signs the
+    /// hop's receipt and hands it to the relayer. The sequence is taken out
+    /// of the table first, so one sequence is never settled twice; a
+    /// refused payment puts it back for another try.
+    async fn settle(
+        &self,
+        id: &SeqId,
+        cells: u64,
+        voucher: Voucher,
+    ) -> Result<HopResponse, Refusal> {
+        let seq = self
+            .lock()
+            .remove(id)
+            .ok_or_else(|| Refusal::new(HopErrorKind::UnknownSequence, "no such sequence"))?;
+        match self.sign_receipt(&seq, cells, voucher).await {
+            Ok(receipt) => {
+                // TODO(archive): keep what an audit of this hop will need.
+                let _ = (&self.inner.archive, &seq.inputs);
+                self.inner.outbox.push(receipt.clone());
+                Ok(HopResponse::Settled(Box::new(receipt)))
+            }
+            Err(refusal) => {
+                if refusal.kind == HopErrorKind::Payment {
+                    self.lock().insert(seq);
+                }
+                Err(refusal)
+            }
+        }
+    }
+
+    async fn sign_receipt(
+        &self,
+        seq: &Seq,
+        cells: u64,
+        voucher: Voucher,
+    ) -> Result<Receipt, Refusal> {
+        let internal = |m: String| Refusal::new(HopErrorKind::Internal, m);
+        let pay = |m: String| Refusal::new(HopErrorKind::Payment, m);
+        if let Some(why) = &seq.failed {
+            return Err(internal(format!(
+                "the sequence failed here, nothing to pay: {why}"
+            )));
+        }
+        let summary = seq
+            .summary
+            .ok_or_else(|| internal("the sequence left the engine without a summary".into()))?;
+        let open = &seq.open;
+        let here = open
+            .this_hop()
+            .ok_or_else(|| internal("no such hop in the route".into()))?;
+        let most = (u64::from(summary.positions) + 1) * u64::from(here.end - here.start);
+        if cells > most {
+            return Err(pay(format!(
+                "{cells} cells billed; this hop ran at most {most} (positions + 1 × blocks)"
+            )));
+        }
+        let price = hop_price(self.inner.price_per_token, cells, open.n_layers);
+        self.inner.payments.ensure_client(open.client).await;
+        self.inner
+            .payments
+            .accept(&open.client, &voucher, price)
+            .map_err(pay)?;
+        let (first, last) = (open.index == 0, seq.is_last());
+        let node_of = |h: Option<&strata_wire::hop::RouteHop>| h.map_or([0; 32], |h| h.node);
+        let body = ReceiptBody {
+            version: HOP_RECEIPT_VERSION,
+            task_id: hop_task_id(&open.task_id, open.segment, open.index),
+            node: self.inner.key.pubkey().to_bytes(),
+            model_hash: open.model_hash,
+            input_hash: if first {
+                tokens_hash(&seq.prompt)
+            } else {
+                [0; 32]
+            },
+            output_hash: if last {
+                tokens_hash(&seq.sampled)
+            } else {
+                [0; 32]
+            },
+            prompt_tokens: if first { seq.prompt.len() as u32 } else { 0 },
+            completion_tokens: if last { seq.sampled.len() as u32 } else { 0 },
+            commitment_root: summary.commitment_root,
+            sampling: open.sampling,
+            price,
+            voucher,
+            finished_at_ms: strata_service::now_ms(),
+            hop: Some(HopPart {
+                task_id: open.task_id,
+                segment: open.segment,
+                index: open.index,
+                count: open.route.len() as u8,
+                start: here.start,
+                end: here.end,
+                n_layers: open.n_layers,
+                positions: summary.positions,
+                cells,
+                sample_offset: open.sample_offset,
+                input_states: summary.input_states,
+                output_states: summary.output_states,
+                prev: node_of(open.previous_hop()),
+                next: node_of(open.next_hop()),
+            }),
+        };
+        Receipt::sign(&self.inner.key, body).map_err(|e| internal(e.to_string()))
     }
 }
 

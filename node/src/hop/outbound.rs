@@ -27,7 +27,7 @@ impl Hops {
                 let mut t = self.lock();
                 if let Some(seq) = t.get_mut(key) {
                     fail(seq, why.clone());
-                    let report = self.failure_report(seq, seq.index, &why);
+                    let report = self.failure_report(seq, seq.index(), &why);
                     drop(t);
                     if let Some((to, req)) = report {
                         self.send_detached(to, req);
@@ -133,7 +133,7 @@ impl Hops {
                     fail(seq, why.clone());
                     // The hop that did not answer is the one after this one
                     // (or the first, for tokens).
-                    let culprit = if seq.is_last() { 0 } else { seq.index + 1 };
+                    let culprit = if seq.is_last() { 0 } else { seq.index() + 1 };
                     reports.extend(self.failure_report(seq, culprit, &why));
                 }
             }

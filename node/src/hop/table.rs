@@ -6,9 +6,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use strata_engine::HopKey;
+use strata_engine::{HiddenStates, HopKey};
 use strata_p2p::{NodeId, Severity};
-use strata_wire::hop::{HopErrorKind, HopSummary, RouteHop, StepEntry, TokenEntry};
+use strata_wire::hop::{HopErrorKind, HopOpen, HopSummary, StepEntry, TokenEntry};
 
 use crate::worker::Running;
 
@@ -32,7 +32,8 @@ impl Refusal {
             | HopErrorKind::WrongPosition
             | HopErrorKind::WrongLayer
             | HopErrorKind::NotYourSequence => Some(Severity::Strike),
-            HopErrorKind::Busy | HopErrorKind::Internal => None,
+            // A bad voucher costs the caller its receipt, not its standing.
+            HopErrorKind::Busy | HopErrorKind::Internal | HopErrorKind::Payment => None,
         };
         Self {
             kind,
@@ -54,8 +55,8 @@ pub(crate) struct Head {
 pub(crate) struct Seq {
     pub(crate) id: SeqId,
     pub(crate) key: HopKey,
-    pub(crate) route: Vec<RouteHop>,
-    pub(crate) index: usize,
+    /// How it was opened: route, place in it, client, sampling.
+    pub(crate) open: HopOpen,
     /// Who opened it: the only one who may close or finish it.
     pub(crate) opener: NodeId,
     /// Position the next input must start at.
@@ -72,6 +73,13 @@ pub(crate) struct Seq {
     pub(crate) failed: Option<String>,
     /// What it ran, once the engine closed it.
     pub(crate) summary: Option<HopSummary>,
+    /// Tokens it sampled (the last hop), once the engine closed it.
+    pub(crate) sampled: Vec<u32>,
+    /// The first hop's prompt as it ran (with any failover continuation):
+    /// what its receipt's input hash attests.
+    pub(crate) prompt: Vec<u32>,
+    /// The rows it received (a later hop): what an audit re-runs.
+    pub(crate) inputs: Vec<HiddenStates>,
     pub(crate) head: Option<Head>,
     pub(crate) opened: Instant,
 }
@@ -79,30 +87,32 @@ pub(crate) struct Seq {
 impl Seq {
     /// The node the route puts before this hop.
     pub(crate) fn previous(&self) -> Option<NodeId> {
-        self.index
-            .checked_sub(1)
-            .and_then(|i| self.route.get(i))
-            .map(|h| NodeId(h.node))
+        self.open.previous_hop().map(|h| NodeId(h.node))
     }
 
     /// The node the route puts after this hop.
     pub(crate) fn next(&self) -> Option<NodeId> {
-        self.route.get(self.index + 1).map(|h| NodeId(h.node))
+        self.open.next_hop().map(|h| NodeId(h.node))
     }
 
     /// The route's first hop (where tokens go).
     pub(crate) fn first(&self) -> Option<NodeId> {
-        self.route.first().map(|h| NodeId(h.node))
+        self.open.route.first().map(|h| NodeId(h.node))
     }
 
     /// The route's last hop (where tokens come from).
     pub(crate) fn last(&self) -> Option<NodeId> {
-        self.route.last().map(|h| NodeId(h.node))
+        self.open.route.last().map(|h| NodeId(h.node))
     }
 
     /// True on the route's last hop.
     pub(crate) fn is_last(&self) -> bool {
-        self.index + 1 == self.route.len()
+        self.index() + 1 == self.open.route.len()
+    }
+
+    /// Its place in the route.
+    pub(crate) fn index(&self) -> usize {
+        usize::from(self.open.index)
     }
 }
 

