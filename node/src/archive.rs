@@ -276,3 +276,184 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // map half-written, so recover from poisoning.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use strata_chain::{Keypair, Signer};
+    use strata_engine::WireDType;
+    use strata_wire::receipt::HOP_RECEIPT_VERSION;
+    use strata_wire::{hop_task_id, HopPart, ReceiptBody, Sampling, Voucher};
+
+    use super::*;
+
+    /// Hop `index` of 3 (blocks 0..10, 10..20, 20..30) over 4 positions.
+    fn receipt(index: u8, sampled: u32) -> Receipt {
+        let (node, client) = (Keypair::new(), Keypair::new());
+        let task_id = [5; 32];
+        let (start, end) = (u16::from(index) * 10, u16::from(index) * 10 + 10);
+        let body = ReceiptBody {
+            version: HOP_RECEIPT_VERSION,
+            task_id: hop_task_id(&task_id, 0, index),
+            node: node.pubkey().to_bytes(),
+            model_hash: [1; 32],
+            input_hash: [0; 32],
+            output_hash: [0; 32],
+            prompt_tokens: if index == 0 { 3 } else { 0 },
+            completion_tokens: sampled,
+            commitment_root: [2; 32],
+            sampling: Sampling {
+                temperature: 0.0,
+                top_p: 1.0,
+                top_k: 0,
+                seed: 0,
+            },
+            price: 1,
+            voucher: Voucher::sign(&client, &node.pubkey(), 1),
+            finished_at_ms: 1,
+            hop: Some(HopPart {
+                task_id,
+                segment: 0,
+                index,
+                count: 3,
+                start,
+                end,
+                n_layers: 30,
+                positions: 4,
+                cells: 40,
+                sample_offset: 0,
+                input_states: [3; 32],
+                output_states: [4; 32],
+                prev: [0; 32],
+                next: [0; 32],
+            }),
+        };
+        Receipt::sign(&node, body).unwrap()
+    }
+
+    fn states(rows: usize) -> HopInput {
+        let s = HiddenStates::new(rows, 8, vec![0.25; rows * 8]).unwrap();
+        HopInput::States(s.encode(WireDType::F32).unwrap())
+    }
+
+    fn records() -> Vec<HopRecord> {
+        vec![
+            HopRecord {
+                receipt: receipt(0, 0),
+                input: HopInput::Tokens(vec![1, 2, 3, 4]),
+                sampled: vec![],
+            },
+            HopRecord {
+                receipt: receipt(1, 0),
+                input: states(4),
+                sampled: vec![],
+            },
+            HopRecord {
+                receipt: receipt(2, 2),
+                input: states(4),
+                sampled: vec![9, 8],
+            },
+        ]
+    }
+
+    #[test]
+    fn hop_records_round_trip_on_disk_and_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        for archive in [
+            Archive::open(Some(dir.path().to_path_buf()), Duration::from_secs(60)).unwrap(),
+            Archive::open(None, Duration::from_secs(60)).unwrap(),
+        ] {
+            for r in records() {
+                archive.put_hop(&r).unwrap();
+                let id = r.receipt.body.task_id;
+                assert_eq!(archive.get_hop(&id).unwrap(), Some(r));
+                // Not a whole-model task's record, and not another hop's.
+                assert_eq!(archive.get(&id).unwrap(), None);
+            }
+            assert_eq!(archive.get_hop(&[9; 32]).unwrap(), None);
+        }
+        // Pruned with everything else once past the retention.
+        let archive = Archive::open(None, Duration::ZERO).unwrap();
+        archive.put_hop(&records()[1]).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(archive.prune(), 1);
+    }
+
+    #[test]
+    fn hop_records_that_could_not_answer_an_audit_are_refused() {
+        let archive = Archive::open(None, Duration::from_secs(60)).unwrap();
+        let [head, middle, last]: [HopRecord; 3] = records().try_into().unwrap();
+        let refused = |r: HopRecord, why: &str| match archive.put_hop(&r) {
+            Err(NodeError::Config(m)) => assert!(m.contains(why), "{why}: {m}"),
+            other => panic!("{why}: {other:?}"),
+        };
+        refused(
+            HopRecord {
+                input: states(4),
+                ..head.clone()
+            },
+            "first hop",
+        );
+        refused(
+            HopRecord {
+                input: HopInput::Tokens(vec![1, 2, 3]),
+                ..head.clone()
+            },
+            "3 tokens for 4 positions",
+        );
+        refused(
+            HopRecord {
+                input: HopInput::Tokens(vec![1; 4]),
+                ..middle.clone()
+            },
+            "later hop",
+        );
+        refused(
+            HopRecord {
+                input: states(3),
+                ..middle.clone()
+            },
+            "3 rows",
+        );
+        refused(
+            HopRecord {
+                input: HopInput::States(vec![1, 2, 3]),
+                ..middle.clone()
+            },
+            "states",
+        );
+        refused(
+            HopRecord {
+                sampled: vec![9],
+                ..last.clone()
+            },
+            "sampled",
+        );
+        refused(
+            HopRecord {
+                sampled: vec![9],
+                ..middle
+            },
+            "sampled",
+        );
+        let whole = TaskRecord {
+            receipt: Receipt {
+                body: ReceiptBody {
+                    version: 2,
+                    hop: None,
+                    ..last.receipt.body.clone()
+                },
+                signature: [0; 64],
+            },
+            prompt: vec![],
+            output: vec![],
+        };
+        refused(
+            HopRecord {
+                receipt: whole.receipt,
+                ..last
+            },
+            "not a hop's",
+        );
+        assert_eq!(archive.get_hop(&head.receipt.body.task_id).unwrap(), None);
+    }
+}

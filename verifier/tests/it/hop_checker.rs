@@ -437,3 +437,27 @@ fn a_plan_outside_the_hop_is_the_verifiers_own_mistake() {
     assert!(build_hop_opening(&engine().model, &hop.record, &[3], None).is_err());
     assert!(build_hop_opening(&engine().model, &hop.record, &[20], None).is_err());
 }
+
+#[test]
+fn a_node_holding_only_its_shard_opens_its_hop() {
+    // What the hop's node loads (`Engine::load_shard`): its blocks, with the
+    // embedding for the head and the head for the last.
+    let path = strata_engine::default_model_path().unwrap();
+    for (i, hop) in honest().iter().enumerate() {
+        let shard = strata_engine::Model::load_shard(
+            &path,
+            &strata_engine::Shard::Layers(RANGES[i].clone()),
+        )
+        .unwrap();
+        let (opening, root) = build_hop_opening(&shard, &hop.record, LAYERS[i], None).unwrap();
+        assert_eq!(root, hop.record.receipt.body.commitment_root, "hop {i}");
+        assert_eq!(opening, open(hop, i, None).0, "hop {i}");
+        let c = check(&hop.record.receipt.body, i, &opening);
+        assert_eq!(c.outcome, AuditOutcome::Passed, "hop {i}: {c:?}");
+    }
+    // Another hop's blocks are not loaded: refused, not wrong.
+    let shard =
+        strata_engine::Model::load_shard(&path, &strata_engine::Shard::Layers(RANGES[0].clone()))
+            .unwrap();
+    assert!(build_hop_opening(&shard, &honest()[1].record, LAYERS[1], None).is_err());
+}
