@@ -221,7 +221,8 @@ mod tests {
         assert_eq!(p.steps.len(), 4);
         assert!(p.steps.iter().all(|&s| s < 5));
         // A degenerate range plans nothing rather than panicking.
-        let p = plan_range(&c, &b, &leaf(1), &node, &[], 20..10, 0).unwrap();
+        let (start, end) = (20, 10);
+        let p = plan_range(&c, &b, &leaf(1), &node, &[], start..end, 0).unwrap();
         assert!(p.layers.is_empty());
     }
 }
