@@ -25,6 +25,7 @@ mod files;
 mod keys;
 mod node;
 mod output;
+mod pipeline;
 mod relayer;
 mod status;
 
@@ -122,7 +123,8 @@ enum Command {
     #[command(subcommand)]
     Status(StatusCommand),
     /// Check a task's receipt: node and client signatures, digest, leaf, and
-    /// its Merkle proof against the on-chain batch root.
+    /// its Merkle proof against the on-chain batch root; for a pipelined
+    /// task, every hop's receipt and the links between consecutive hops.
     Audit {
         /// Task id (64 hex characters).
         task_id: String,

@@ -3,7 +3,9 @@
 //! against the on-chain batch root; then the task's audit state: whether the
 //! audit rules audit it and whom they assign, recomputed from the chain, the
 //! verifiers' reports the relayer holds, and any challenge against it) and
-//! `strata claim` (a node's reward proof, sent as `claim_rewards`). The
+//! `strata claim` (a node's reward proof, sent as `claim_rewards`). A
+//! pipelined task, which has hop receipts instead of one receipt, is audited
+//! by [`crate::pipeline`]. The
 //! relayer is never trusted: every hash is recomputed from the raw receipt,
 //! and roots and assignments come from the chain.
 
@@ -70,14 +72,19 @@ pub async fn audit(
 ) -> anyhow::Result<()> {
     let id = parse_hex32(task_id)
         .map_err(|_| anyhow!("{task_id:?} is not a task id (64 hex characters)"))?;
-    let view: ReceiptView = fetch(relayer, &format!("/v1/receipts/{}", hex32(&id)))
-        .await?
-        .ok_or_else(|| {
-            anyhow!(
-                "the relayer at {relayer} has no receipt for task {}",
-                hex32(&id)
-            )
-        })?;
+    let Some(view) = fetch::<ReceiptView>(relayer, &format!("/v1/receipts/{}", hex32(&id))).await?
+    else {
+        // A pipelined task has no receipt of its own: its hops have.
+        let listing = fetch::<crate::pipeline::TaskListing>(relayer, &format!("/v1/tasks/{}", hex32(&id)))
+            .await?
+            .ok_or_else(|| {
+                anyhow!(
+                    "the relayer at {relayer} has no receipt for task {} (nor hop receipts of a pipelined task)",
+                    hex32(&id)
+                )
+            })?;
+        return crate::pipeline::audit_task(client, &id, listing, out).await;
+    };
     let raw =
         hex::decode(&view.raw).map_err(|e| anyhow!("the relayer's raw receipt is not hex: {e}"))?;
     let receipt: Receipt = strata_wire::decode(&raw, MAX_RECEIPT_BYTES)

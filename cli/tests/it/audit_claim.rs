@@ -227,3 +227,85 @@ async fn audit_shows_assignment_reports_and_challenge() {
     );
     w.relayer.shutdown().await;
 }
+
+/// `strata audit` on a pipelined task: its hops in route order with a ✓ per
+/// link, each hop's proof against its on-chain batch; a task whose hop 1
+/// claims other input states than hop 0 handed on fails, broken at hop 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_a_pipelined_task() {
+    use strata_chain::Keypair;
+    let env = setup(1, 3, 60).await;
+    let dir = tempfile::tempdir().unwrap();
+    let relayer = Relayer::start(env.relayer_config(&dir.path().join("relayer"), 0))
+        .await
+        .unwrap();
+    let base = relayer.http_url().to_string();
+    let http = http();
+    let key = dir.path().join("auditor.json");
+    keys::write_new(&key, &Keypair::new()).unwrap();
+    let nodes: Vec<&Keypair> = env.nodes.iter().collect();
+    let (good, bad) = ([0xa7; 32], [0xb7; 32]);
+    let linked = hop_receipts(&nodes, &env.clients[0], good, 5, 5);
+    let mut parts = hop_parts(&nodes, bad, 0);
+    parts[1].input_states = [0xee; 32];
+    let broken: Vec<_> = parts
+        .iter()
+        .zip(&nodes)
+        .map(|(p, n)| hop_receipt(n, &env.clients[0], *p, 5, 10))
+        .collect();
+    for r in linked.iter().chain(&broken) {
+        assert_eq!(post(&http, &base, r.encode()).await.0, 200);
+    }
+    wait_for(30, "the hop receipts in a posted batch", || async {
+        let mut ok = true;
+        for r in linked.iter().chain(&broken) {
+            ok &= get_view(&http, &base, &r.body.task_id)
+                .await
+                .is_some_and(|v| v.batch.is_some_and(|b| b.status == "posted"));
+        }
+        ok
+    })
+    .await;
+
+    let task = hex::encode(good);
+    let (ok, out, err) = strata(&env.url, &key, &["audit", &task, "--relayer", &base]);
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("linked, 3 hop(s)"), "{out}");
+    assert_eq!(out.matches("link ").count(), 2, "{out}");
+    assert!(
+        out.contains("link 0 → 1  ✓") && out.contains("link 1 → 2  ✓"),
+        "{out}"
+    );
+    for (k, n) in nodes.iter().enumerate() {
+        assert!(
+            out.contains(&format!("✓ hop {k} node {}", n.pubkey())),
+            "{out}"
+        );
+    }
+    assert!(
+        out.contains("leaf 0 ✓") || out.contains("leaf 1 ✓"),
+        "{out}"
+    );
+    let (ok, out, err) = strata(
+        &env.url,
+        &key,
+        &["--json", "audit", &task, "--relayer", &base],
+    );
+    assert!(ok, "{err}");
+    let json: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["verified"], true);
+    assert_eq!(json["segment_0"]["status"], "linked");
+    assert_eq!(json["segment_0"]["hops"].as_array().unwrap().len(), 3);
+
+    let (ok, out, err) = strata(
+        &env.url,
+        &key,
+        &["audit", &hex::encode(bad), "--relayer", &base],
+    );
+    assert!(!ok, "{out}");
+    assert!(out.contains("broken at hop 1"), "{out}");
+    assert!(out.contains("link 0 → 1  ✗ hop 1's input states"), "{out}");
+    assert!(out.contains("link 1 → 2  ✓"), "{out}");
+    assert!(err.contains("broken at hop 1"), "{err}");
+    relayer.shutdown().await;
+}
