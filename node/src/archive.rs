@@ -71,7 +71,7 @@ pub enum HopInput {
 
 /// A settled pipeline hop: its receipt (version 3), what it received, and
 /// what it sampled. Stored under the receipt's own `task_id` (the hop's id,
-/// `strata_wire::hop_task_id(task, segment, index)`).
+/// `strata_wire::hop_task_id(task, segment, index, node)`).
 #[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
 pub struct HopRecord {
     /// The receipt the node signed (its `hop` part is `Some`).
@@ -293,7 +293,7 @@ mod tests {
         let (start, end) = (u16::from(index) * 10, u16::from(index) * 10 + 10);
         let body = ReceiptBody {
             version: HOP_RECEIPT_VERSION,
-            task_id: hop_task_id(&task_id, 0, index),
+            task_id: hop_task_id(&task_id, 0, index, &node.pubkey().to_bytes()),
             node: node.pubkey().to_bytes(),
             model_hash: [1; 32],
             input_hash: [0; 32],

@@ -31,3 +31,46 @@ pub struct Capacity {
     /// When this was sent, Unix milliseconds.
     pub sent_at_ms: u64,
 }
+
+/// Largest encoded hop announcement accepted.
+pub const MAX_HOP_CAPACITY_BYTES: usize = MAX_CAPACITY_BYTES + 64;
+
+/// A pipeline hop's announcement: what a whole-model node announces (its
+/// `tokens_per_sec` is 0: a hop cannot generate alone) and the blocks it
+/// holds, with its measured time per block. A hop that stops announcing
+/// leaves gateways' routing once its last announcement is stale.
+#[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
+pub struct HopCapacity {
+    /// Model, price, load, addresses, time, as for a whole node.
+    pub capacity: Capacity,
+    /// First block held.
+    pub start: u16,
+    /// One past the last block held.
+    pub end: u16,
+    /// The model's block count.
+    pub n_layers: u16,
+    /// Profiled decode time of one token through one of its blocks, ms.
+    pub layer_ms: f32,
+}
+
+impl HopCapacity {
+    /// Decodes an announcement (size-limited) and checks that its blocks
+    /// are a non-empty range inside the model and its time per block is a
+    /// positive finite number.
+    pub fn decode(bytes: &[u8]) -> Result<Self, crate::WireError> {
+        let h: Self = crate::decode(bytes, MAX_HOP_CAPACITY_BYTES)?;
+        if h.start >= h.end || h.end > h.n_layers {
+            return Err(crate::WireError::Invalid(format!(
+                "blocks {}..{} of a {}-block model",
+                h.start, h.end, h.n_layers
+            )));
+        }
+        if !(h.layer_ms.is_finite() && h.layer_ms > 0.0) {
+            return Err(crate::WireError::Invalid(format!(
+                "time per block {} ms",
+                h.layer_ms
+            )));
+        }
+        Ok(h)
+    }
+}

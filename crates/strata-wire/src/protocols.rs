@@ -82,8 +82,16 @@ pub const VERDICTS: TopicSpec = TopicSpec {
     max_payload: KIB,
 };
 
+/// Pipeline hops announce the blocks they hold and their speed per block
+/// ([`crate::capacity::HopCapacity`]): what gateways route pipelines over.
+pub const HOP_CAPACITY: TopicSpec = TopicSpec {
+    tag: 6,
+    name: "/strata/hop-capacity/1",
+    max_payload: MAX_GOSSIP_PAYLOAD,
+};
+
 /// Every gossip topic of the network.
-pub const ALL_TOPICS: &[TopicSpec] = &[CAPACITY, RECEIPTS, VERSIONS, VERDICTS];
+pub const ALL_TOPICS: &[TopicSpec] = &[CAPACITY, RECEIPTS, VERSIONS, VERDICTS, HOP_CAPACITY];
 
 // Every message of the wire crate fits the protocol or topic that carries
 // it; checked when compiling, so the catalogue cannot drift from the types.
@@ -93,6 +101,7 @@ const _: () = {
     assert!(crate::MAX_RECEIPT_BYTES <= RECEIPT.max_request);
     assert!(crate::MAX_RECEIPT_BYTES <= RECEIPTS.max_payload);
     assert!(crate::capacity::MAX_CAPACITY_BYTES <= CAPACITY.max_payload);
+    assert!(crate::capacity::MAX_HOP_CAPACITY_BYTES <= HOP_CAPACITY.max_payload);
     assert!(crate::audit::MAX_VOTE_BYTES <= VERDICTS.max_payload);
     assert!(crate::audit::MAX_OPENING_REQUEST_BYTES <= OPENING.max_request);
     assert!(crate::audit::MAX_OPENING_RESPONSE_BYTES <= OPENING.max_response);

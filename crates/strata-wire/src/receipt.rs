@@ -60,8 +60,10 @@ pub struct ReceiptBody {
 /// The part of a pipelined task one hop ran, as its receipt attests it.
 ///
 /// The receipt's own `task_id` is [`hop_task_id`] of (`task_id`, `segment`,
-/// `index`): every hop's receipt is its own leaf, keyed apart from the
-/// others', and `task_id` here names the task they share. The hops of one
+/// `index`, node): every hop's receipt is its own leaf, keyed apart from the
+/// others', and `task_id` here names the task they share. The node is in the
+/// id so that nobody can file a receipt under an honest hop's id first and
+/// keep that hop's own receipt from being stored and paid. The hops of one
 /// segment link up: hop k+1's `input_states` is hop k's `output_states`,
 /// and `prev`/`next` name the neighbours. Only the first hop saw the prompt
 /// and only the last sampled, so the body's `input_hash` is the first hop's
@@ -100,20 +102,22 @@ pub struct HopPart {
     pub next: [u8; 32],
 }
 
-/// The receipt id of hop `index` of segment `segment` of task `task_id`.
-pub fn hop_task_id(task_id: &[u8; 32], segment: u8, index: u8) -> [u8; 32] {
+/// The receipt id of hop `index` of segment `segment` of task `task_id`,
+/// served by `node`.
+pub fn hop_task_id(task_id: &[u8; 32], segment: u8, index: u8, node: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(b"strata-hop-task-v1");
     h.update(task_id);
     h.update([segment, index]);
+    h.update(node);
     h.finalize().into()
 }
 
 impl HopPart {
     /// Checks what a hop part can prove by itself, given its receipt's id.
-    fn check(&self, receipt_task_id: &[u8; 32]) -> Result<(), WireError> {
+    fn check(&self, receipt_task_id: &[u8; 32], node: &[u8; 32]) -> Result<(), WireError> {
         let bad = |why: &str| Err(WireError::Invalid(format!("hop receipt: {why}")));
-        if hop_task_id(&self.task_id, self.segment, self.index) != *receipt_task_id {
+        if hop_task_id(&self.task_id, self.segment, self.index, node) != *receipt_task_id {
             return bad("its id is not the hop's id of its task");
         }
         if self.count == 0 || self.index >= self.count {
@@ -255,7 +259,7 @@ impl Receipt {
         let b = &self.body;
         match (b.version, &b.hop) {
             (RECEIPT_VERSION, None) => {}
-            (HOP_RECEIPT_VERSION, Some(hop)) => hop.check(&b.task_id)?,
+            (HOP_RECEIPT_VERSION, Some(hop)) => hop.check(&b.task_id, &b.node)?,
             _ => {
                 return Err(WireError::Invalid(format!(
                     "unknown receipt version {}",

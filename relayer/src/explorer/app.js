@@ -215,9 +215,9 @@ function encodeHop(task, segment, h) {
     u16le(h.n_layers), u32le(h.positions), u64le(h.cells), u32le(h.sample_offset),
     hexToBytes(h.input_states), hexToBytes(h.output_states), hexToBytes(h.prev), hexToBytes(h.next));
 }
-// A hop receipt's own id: sha256("strata-hop-task-v1" || task || segment || index).
-async function hopTaskId(hop) {
-  return sha256(utf8.encode('strata-hop-task-v1'), hop.taskId, Uint8Array.of(hop.segment, hop.index));
+// A hop receipt's own id: sha256("strata-hop-task-v1" || task || segment || index || node).
+async function hopTaskId(hop, node) {
+  return sha256(utf8.encode('strata-hop-task-v1'), hop.taskId, Uint8Array.of(hop.segment, hop.index), node);
 }
 // What a hop part proves by itself (as the relayer's Receipt::verify checks it).
 function hopProblems(hop) {
@@ -291,12 +291,12 @@ async function verify(taskId) {
     const b = parseBody(body);
     check('task id', toHex(b.taskId) === taskId.toLowerCase(), toHex(b.taskId));
     if (b.hop) {
-      const id = await hopTaskId(b.hop);
+      const id = await hopTaskId(b.hop, b.node);
       const problems = hopProblems(b.hop);
       check('hop', equal(id, b.taskId) && problems.length === 0,
         'hop ' + b.hop.index + ' of ' + b.hop.count + ', segment ' + b.hop.segment + ' of task ' + toHex(b.hop.taskId) +
         ', blocks ' + b.hop.start + '–' + b.hop.end + ' of ' + b.hop.nLayers +
-        (equal(id, b.taskId) ? '; id = sha256("strata-hop-task-v1" || task || segment || index)' : '; its id is NOT its hop id') +
+        (equal(id, b.taskId) ? '; id = sha256("strata-hop-task-v1" || task || segment || index || node)' : '; its id is NOT its hop id') +
         (problems.length ? '; ' + problems.join(', ') : ''));
     }
 
@@ -423,7 +423,7 @@ async function checkHop(task, segment, h) {
   const digest = await sha256(body);
   if (toHex(digest) !== h.digest) problems.push('digest differs from the relayer\'s');
   if (!(await ed25519Verify(b.node, signature, concat(utf8.encode('STRRCPT1'), digest)))) problems.push('node signature does not verify');
-  if (!equal(await hopTaskId(b.hop), b.taskId)) problems.push('its id is not its hop id');
+  if (!equal(await hopTaskId(b.hop, b.node), b.taskId)) problems.push('its id is not its hop id');
   if (toHex(b.taskId) !== h.receipt_id) problems.push('listed under another receipt id');
   if (toHex(b.hop.taskId) !== task || b.hop.segment !== segment) problems.push('belongs to another task or segment');
   if (!equal(encodeHop(task, segment, h), body.slice(BODY_LEN)) || toHex(b.node) !== h.node || BigInt(h.price) !== b.price) problems.push('the relayer\'s fields are not the signed ones');

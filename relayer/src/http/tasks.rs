@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use strata_wire::api::BatchInclusion;
-use strata_wire::{hex32, parse_hex32, Receipt};
+use strata_wire::{hex32, parse_hex32, HopPart, Receipt};
 
 use crate::store::{HopClaim, HopEntry, Store, StoreError};
 
@@ -212,17 +212,43 @@ fn segment_view(
     segment: u8,
     entries: &[&HopEntry],
 ) -> Result<SegmentView, StoreError> {
-    let mut stored: BTreeMap<u8, &HopEntry> = BTreeMap::new();
+    let mut all_stored: BTreeMap<u8, Vec<&HopEntry>> = BTreeMap::new();
     let mut claims: BTreeMap<u8, usize> = BTreeMap::new();
     let mut count = 0u8;
     for e in entries {
         let hop = e.hop()?;
         *claims.entry(hop.index).or_default() += 1;
         if e.claim == HopClaim::Stored {
-            stored.insert(hop.index, e);
+            all_stored.entry(hop.index).or_default().push(e);
             count = count.max(hop.count);
         }
     }
+    // Several nodes may claim one hop (each receipt is its own leaf): the
+    // one its neighbours name is the route's; the others show as conflicts.
+    let named = |index: u8, node: &[u8; 32]| {
+        let by = |i: Option<u8>, pick: fn(&HopPart) -> [u8; 32]| {
+            i.and_then(|i| all_stored.get(&i)).is_some_and(|v| {
+                v.iter().any(|e| {
+                    e.receipt
+                        .body
+                        .hop
+                        .as_ref()
+                        .is_some_and(|h| pick(h) == *node)
+                })
+            })
+        };
+        by(index.checked_sub(1), |h| h.next) || by(index.checked_add(1), |h| h.prev)
+    };
+    let stored: BTreeMap<u8, &HopEntry> = all_stored
+        .iter()
+        .filter_map(|(&index, v)| {
+            let pick = v
+                .iter()
+                .find(|e| named(index, &e.receipt.body.node))
+                .or(v.first())?;
+            Some((index, *pick))
+        })
+        .collect();
     if stored.is_empty() {
         // Only conflicting claims: their route as they state it.
         for e in entries {

@@ -158,7 +158,10 @@ impl Store {
             let entry = match k[34] {
                 KIND_STORED => {
                     let (segment, index) = (k[32], k[33]);
-                    let id = strata_wire::hop_task_id(task_id, segment, index);
+                    let node: [u8; 32] = k[35..67]
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt("task_hops"))?;
+                    let id = strata_wire::hop_task_id(task_id, segment, index, &node);
                     let g = receipts
                         .get(id.as_slice())?
                         .ok_or(StoreError::Corrupt("task_hops"))?;

@@ -291,7 +291,12 @@ pub fn hop_receipt(
     let last = part.index + 1 == part.count;
     let body = ReceiptBody {
         version: strata_wire::receipt::HOP_RECEIPT_VERSION,
-        task_id: strata_wire::hop_task_id(&part.task_id, part.segment, part.index),
+        task_id: strata_wire::hop_task_id(
+            &part.task_id,
+            part.segment,
+            part.index,
+            &node.pubkey().to_bytes(),
+        ),
         node: node.pubkey().to_bytes(),
         model_hash: [7; 32],
         // Only the first hop saw the prompt, only the last sampled.

@@ -147,7 +147,7 @@ fn serve(prompt: Vec<u32>, sampling: Sampling, sample_offset: u32, task: u8) -> 
             let (head, last) = (i == 0, i == 2);
             let body = ReceiptBody {
                 version: HOP_RECEIPT_VERSION,
-                task_id: hop_task_id(&task_id, 0, i as u8),
+                task_id: hop_task_id(&task_id, 0, i as u8, &node.pubkey().to_bytes()),
                 node: node.pubkey().to_bytes(),
                 model_hash: model_hash(),
                 input_hash: if head { tokens_hash(&prompt) } else { [0; 32] },

@@ -36,7 +36,7 @@ pub fn hop_body(node: &Keypair, client: &Keypair, index: u8) -> ReceiptBody {
     let task_id = [7; 32];
     ReceiptBody {
         version: strata_wire::receipt::HOP_RECEIPT_VERSION,
-        task_id: strata_wire::hop_task_id(&task_id, 0, index),
+        task_id: strata_wire::hop_task_id(&task_id, 0, index, &node.pubkey().to_bytes()),
         hop: Some(strata_wire::HopPart {
             task_id,
             segment: 0,

@@ -208,6 +208,51 @@ fn oversized_input_is_refused_before_parsing() {
     assert!(HopRequest::decode(&encode(&failed)).is_err());
 }
 
+#[test]
+fn hop_announcements_round_trip_and_bad_ones_are_refused() {
+    use strata_wire::capacity::{HopCapacity, MAX_HOP_CAPACITY_BYTES};
+    let good = HopCapacity {
+        capacity: strata_wire::Capacity {
+            model: "m".into(),
+            model_hash: [1; 32],
+            price_per_token: 10,
+            tokens_per_sec: 0.0,
+            memory_mb: 96,
+            max_concurrent: 8,
+            active: 1,
+            context_length: 2048,
+            addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
+            sent_at_ms: 5,
+        },
+        start: 10,
+        end: 20,
+        n_layers: 30,
+        layer_ms: 0.8,
+    };
+    assert_eq!(HopCapacity::decode(&encode(&good)), Ok(good.clone()));
+    let refused = |edit: &dyn Fn(&mut HopCapacity)| {
+        let mut h = good.clone();
+        edit(&mut h);
+        matches!(HopCapacity::decode(&encode(&h)), Err(WireError::Invalid(_)))
+    };
+    assert!(refused(&|h| h.end = h.start), "empty range");
+    assert!(refused(&|h| h.end = 31), "past the model");
+    assert!(refused(&|h| h.layer_ms = f32::INFINITY));
+    let mut nan = good.clone();
+    nan.layer_ms = f32::NAN;
+    assert!(
+        HopCapacity::decode(&encode(&nan)).is_err(),
+        "Borsh refuses NaN"
+    );
+    assert!(refused(&|h| h.layer_ms = 0.0));
+    let mut big = good.clone();
+    big.capacity.addrs = vec!["x".repeat(MAX_HOP_CAPACITY_BYTES)];
+    assert!(matches!(
+        HopCapacity::decode(&encode(&big)),
+        Err(WireError::TooLarge { .. })
+    ));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -215,6 +260,7 @@ proptest! {
     fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
         let _ = HopRequest::decode(&bytes);
         let _ = HopResponse::decode(&bytes);
+        let _ = strata_wire::capacity::HopCapacity::decode(&bytes);
     }
 
     #[test]

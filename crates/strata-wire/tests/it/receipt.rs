@@ -131,7 +131,7 @@ fn inconsistent_hop_receipts_are_refused() {
         &|b| {
             let h = b.hop.as_mut().unwrap();
             h.index = 3;
-            b.task_id = strata_wire::hop_task_id(&h.task_id, 0, 3);
+            b.task_id = strata_wire::hop_task_id(&h.task_id, 0, 3, &b.node);
         },
         "outside the route",
     );
