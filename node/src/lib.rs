@@ -34,7 +34,9 @@ use strata_chain::{Keypair, Signer, ROLE_COMPUTE};
 use strata_engine::{Engine, Shard};
 use strata_p2p::{NodeId, NodeIdentity, P2pConfig, P2pEvent, P2pHandle};
 use strata_service::{dial_registered_nodes, now_ms};
-use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS, CAPACITY, HIDDEN_STATE, OPENING, TASK};
+use strata_wire::protocols::{
+    ALL_PROTOCOLS, ALL_TOPICS, CAPACITY, HIDDEN_STATE, HOP_CAPACITY, OPENING, TASK,
+};
 use tokio::task::JoinHandle;
 
 use crate::archive::Archive;
@@ -212,10 +214,9 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let engine = Arc::new(engine);
     let e = engine.clone();
     let tokens = config.profile_tokens;
-    // A hop cannot generate alone; its speed is profiled per block when
-    // pipelines announce capacity (not built yet).
-    let whole = shard.is_none();
-    let profile = tokio::task::spawn_blocking(move || profile::profile(&e, tokens, whole))
+    // A hop cannot generate alone: its speed is profiled per block.
+    let held = shard.clone();
+    let profile = tokio::task::spawn_blocking(move || profile::profile(&e, tokens, held))
         .await
         .map_err(|e| NodeError::Model(e.to_string()))?;
     if let Some(s) = &shard {
@@ -227,6 +228,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     }
     tracing::info!(
         tokens_per_sec = profile.tokens_per_sec,
+        layer_ms = profile.layer_ms,
         memory_mb = profile.memory_mb,
         "profiled"
     );
@@ -396,11 +398,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             }
         })
     };
-    // Capacity v1 has no layer range: a hop announcing it would be routed
-    // whole tasks. Hops stay silent until Capacity v2 (docs/pipelines.md).
+    // A whole node announces Capacity; a hop announces HopCapacity (its
+    // blocks and time per block), or it would be routed whole tasks.
     let announce = {
-        let (p2p, service) = (p2p.clone(), service.clone());
+        let (p2p, service, hops) = (p2p.clone(), service.clone(), hops.clone());
         let context = engine.model.config().context_length as u32;
+        let n_layers = engine.model.n_layers() as u16;
         let (model, price, max_concurrent) = (
             config.model_name.clone(),
             config.price_per_token,
@@ -408,10 +411,11 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         );
         let addrs = addrs.clone();
         tokio::spawn(async move {
-            if !whole {
-                return;
-            }
             loop {
+                let active = match &hops {
+                    Some(h) => h.active(),
+                    None => service.active(),
+                };
                 let c = strata_wire::Capacity {
                     model: model.clone(),
                     model_hash,
@@ -419,12 +423,27 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                     tokens_per_sec: profile.tokens_per_sec,
                     memory_mb: profile.memory_mb,
                     max_concurrent,
-                    active: service.active() as u32,
+                    active: active as u32,
                     context_length: context,
                     addrs: addrs.clone(),
                     sent_at_ms: now_ms(),
                 };
-                if let Err(e) = p2p.publish(&CAPACITY, strata_wire::encode(&c)).await {
+                let sent = match &hops {
+                    None => p2p.publish(&CAPACITY, strata_wire::encode(&c)).await,
+                    Some(h) if profile.layer_ms > 0.0 => {
+                        let layers = h.layers();
+                        let hop = strata_wire::capacity::HopCapacity {
+                            capacity: c,
+                            start: layers.start as u16,
+                            end: layers.end as u16,
+                            n_layers,
+                            layer_ms: profile.layer_ms,
+                        };
+                        p2p.publish(&HOP_CAPACITY, strata_wire::encode(&hop)).await
+                    }
+                    Some(_) => return,
+                };
+                if let Err(e) = sent {
                     tracing::debug!("announcing capacity: {e}");
                 }
                 tokio::time::sleep(ANNOUNCE_EVERY).await;

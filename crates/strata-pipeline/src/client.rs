@@ -408,13 +408,16 @@ pub fn bills(
 pub trait Payer {
     /// The payer's own failure.
     type Error: std::fmt::Display;
+    /// Held from signing a voucher until the node has answered it, so that
+    /// vouchers to one node reach it in the order of their totals.
+    type Turn: Send;
     /// A voucher to `node` whose cumulative is `price` above the last one
-    /// this client signed for it.
+    /// this client signed for it, and the turn to hold while it is settled.
     fn pay(
         &self,
         node: [u8; 32],
         price: u64,
-    ) -> impl Future<Output = Result<Voucher, Self::Error>> + Send;
+    ) -> impl Future<Output = Result<(Voucher, Self::Turn), Self::Error>> + Send;
 }
 
 /// Pays every hop of `served` its bill and returns their receipts, each
@@ -436,7 +439,7 @@ pub async fn settle<T: Transport, P: Payer>(
         let node = bill.node;
         let price = crate::billing::hop_price(price_of(&node), bill.cells, served.n_layers);
         let payment = |detail: String| ClientError::Payment { node, detail };
-        let voucher = payer
+        let (voucher, turn) = payer
             .pay(node, price)
             .await
             .map_err(|e| payment(e.to_string()))?;
@@ -450,6 +453,7 @@ pub async fn settle<T: Transport, P: Payer>(
             .request(node, Channel::Hop, strata_wire::encode(&req))
             .await
             .map_err(|e| payment(e.to_string()))?;
+        drop(turn);
         let receipt = match HopResponse::decode(&bytes) {
             Ok(HopResponse::Settled(r)) => *r,
             Ok(HopResponse::Error { kind, detail }) => {

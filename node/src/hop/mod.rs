@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use strata_chain::{Keypair, Signer};
-use strata_engine::{Engine, HiddenStates, HopFinished, HopInput, HopOptions};
+use strata_engine::{Engine, HiddenStates, HopFinished, HopInput, HopOptions, WireDType};
 use strata_p2p::{IncomingRequest, Misbehaviour, NodeId, P2pHandle, Protocol};
 use strata_pipeline::billing::hop_price;
 use strata_wire::hop::{
@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::engine::{HopEngine, HopJob};
 use self::table::{Head, Refusal, Seq, SeqId, Table};
-use crate::archive::Archive;
+use crate::archive::{Archive, HopInput as ArchivedInput, HopRecord};
 use crate::openings::sampling_params;
 use crate::outbox::Outbox;
 use crate::payments::Payments;
@@ -143,6 +143,11 @@ impl Hops {
     /// The blocks this node runs.
     pub fn layers(&self) -> Range<usize> {
         self.inner.layers.clone()
+    }
+
+    /// Sequences running here now.
+    pub fn active(&self) -> usize {
+        self.lock().running()
     }
 
     /// Hidden-state and token bytes this hop has sent to other hops.
@@ -367,6 +372,7 @@ impl Hops {
                 summary: None,
                 sampled: Vec::new(),
                 prompt: prompt.clone().unwrap_or_default(),
+                fed: Vec::new(),
                 inputs: Vec::new(),
                 head,
                 opened: Instant::now(),
@@ -466,6 +472,7 @@ impl Hops {
             seq.in_engine = true;
             seq.input_position = e.position;
             seq.next_position = e.position + 1;
+            seq.fed.push(e.token);
             self.inner.hop_engine.submit(HopJob::Push {
                 key,
                 input: HopInput::Tokens(vec![e.token]),
@@ -578,8 +585,11 @@ impl Hops {
             .ok_or_else(|| Refusal::new(HopErrorKind::UnknownSequence, "no such sequence"))?;
         match self.sign_receipt(&seq, cells, voucher).await {
             Ok(receipt) => {
-                // TODO(archive): keep what an audit of this hop will need.
-                let _ = (&self.inner.archive, &seq.inputs);
+                // What an audit will need: without it this node could not
+                // open its part and would fail the audit, so it is loud.
+                if let Err(e) = self.archive(&receipt, seq) {
+                    tracing::error!(task = %hex::encode(&id.0[..8]), "archiving a settled hop: {e}");
+                }
                 self.inner.outbox.push(receipt.clone());
                 Ok(HopResponse::Settled(Box::new(receipt)))
             }
@@ -590,6 +600,28 @@ impl Hops {
                 Err(refusal)
             }
         }
+    }
+
+    /// Keeps what an audit of this hop will re-run: the first hop's tokens
+    /// (prompt, then each token fed back), a later hop's received rows, and
+    /// the last hop's sampled tokens.
+    fn archive(&self, receipt: &Receipt, seq: Seq) -> Result<(), String> {
+        let input = if seq.open.index == 0 {
+            let mut tokens = seq.prompt;
+            tokens.extend(seq.fed);
+            ArchivedInput::Tokens(tokens)
+        } else {
+            let rows = HiddenStates::concat_rows(&seq.inputs)
+                .and_then(|x| x.encode(WireDType::F32))
+                .map_err(|e| e.to_string())?;
+            ArchivedInput::States(rows)
+        };
+        let record = HopRecord {
+            receipt: receipt.clone(),
+            input,
+            sampled: seq.sampled,
+        };
+        self.inner.archive.put_hop(&record).map_err(|e| e.to_string())
     }
 
     async fn sign_receipt(
@@ -628,7 +660,12 @@ impl Hops {
         let node_of = |h: Option<&strata_wire::hop::RouteHop>| h.map_or([0; 32], |h| h.node);
         let body = ReceiptBody {
             version: HOP_RECEIPT_VERSION,
-            task_id: hop_task_id(&open.task_id, open.segment, open.index),
+            task_id: hop_task_id(
+                &open.task_id,
+                open.segment,
+                open.index,
+                &self.inner.key.pubkey().to_bytes(),
+            ),
             node: self.inner.key.pubkey().to_bytes(),
             model_hash: open.model_hash,
             input_hash: if first {

@@ -78,6 +78,8 @@ pub(crate) struct Seq {
     /// The first hop's prompt as it ran (with any failover continuation):
     /// what its receipt's input hash attests.
     pub(crate) prompt: Vec<u32>,
+    /// The tokens fed back to it after the prompt (the first hop).
+    pub(crate) fed: Vec<u32>,
     /// The rows it received (a later hop): what an audit re-runs.
     pub(crate) inputs: Vec<HiddenStates>,
     pub(crate) head: Option<Head>,

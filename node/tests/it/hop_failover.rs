@@ -103,12 +103,13 @@ struct Vouchers {
 
 impl Payer for Vouchers {
     type Error = std::convert::Infallible;
+    type Turn = ();
 
-    async fn pay(&self, node: [u8; 32], price: u64) -> Result<Voucher, Self::Error> {
+    async fn pay(&self, node: [u8; 32], price: u64) -> Result<(Voucher, ()), Self::Error> {
         let mut totals = self.totals.lock().unwrap();
         let total = totals.entry(node).or_default();
         *total += price;
-        Ok(Voucher::sign(&self.client, &Pubkey::from(node), *total))
+        Ok((Voucher::sign(&self.client, &Pubkey::from(node), *total), ()))
     }
 }
 
@@ -325,6 +326,19 @@ async fn sigkill_of_a_middle_hop_resumes_one_stream_and_charges_once() {
         assert_eq!(h1.prev, w[0].body.node);
     }
 
+    // Each paid hop kept what an audit of its part will re-run.
+    for (r, name) in receipts.iter().zip(["a", "b2", "c"]) {
+        let kept = dir
+            .path()
+            .join(name)
+            .join("archive")
+            .join(format!("{}.hop", hex::encode(r.body.task_id)));
+        assert!(
+            kept.exists(),
+            "hop {name} archived its part at {}",
+            kept.display()
+        );
+    }
     eprintln!(
         "failover after {} of {} tokens; {} receipts, {cells} cells, {total} paid (one node: {})",
         first.tokens_to,
