@@ -266,13 +266,33 @@ fn usage(o: &Outcome) -> Usage {
 
 /// The Strata extension on every final object: who served it, what it cost, and the receipt.
 fn strata(o: &Outcome) -> Value {
-    json!({
+    let mut v = json!({
         "task_id": hex::encode(o.task_id),
         "node": strata_chain::Pubkey::from(o.node.0).to_string(),
         "price": o.usage.price,
         "voucher_cumulative": o.receipt.body.voucher.cumulative,
         "receipt": hex::encode(o.receipt.encode()),
-    })
+    });
+    if !o.hops.is_empty() {
+        // A pipelined task: every hop's part, receipt and voucher.
+        v["hops"] = o
+            .hops
+            .iter()
+            .map(|r| {
+                let h = r.body.hop.as_ref();
+                json!({
+                    "node": strata_chain::Pubkey::from(r.body.node).to_string(),
+                    "blocks": h.map(|h| [h.start, h.end]),
+                    "segment": h.map(|h| h.segment),
+                    "cells": h.map(|h| h.cells),
+                    "price": r.body.price,
+                    "voucher_cumulative": r.body.voucher.cumulative,
+                    "receipt": hex::encode(r.encode()),
+                })
+            })
+            .collect();
+    }
+    v
 }
 
 async fn serve(

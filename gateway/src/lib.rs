@@ -26,8 +26,9 @@ use std::sync::Arc;
 use strata_chain::rpc::ChainClient;
 use strata_chain::{Keypair, Pubkey};
 use strata_p2p::{NodeIdentity, P2pConfig, P2pEvent, P2pHandle};
+use strata_wire::capacity::HopCapacity;
 use strata_wire::capacity::MAX_CAPACITY_BYTES;
-use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS, CAPACITY};
+use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS, CAPACITY, HOP_CAPACITY};
 use tokio::task::JoinHandle;
 
 /// How often the gateway looks on-chain for newly registered nodes.
@@ -165,21 +166,34 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 let P2pEvent::Gossip {
-                    topic: CAPACITY,
+                    topic,
                     from,
                     payload,
                 } = ev
                 else {
                     continue;
                 };
-                match strata_wire::decode::<strata_wire::Capacity>(&payload, MAX_CAPACITY_BYTES) {
-                    Ok(c) => {
-                        for a in &c.addrs {
-                            let _ = inner.p2p.add_address(from, a).await;
+                if topic == CAPACITY {
+                    match strata_wire::decode::<strata_wire::Capacity>(&payload, MAX_CAPACITY_BYTES)
+                    {
+                        Ok(c) => {
+                            for a in &c.addrs {
+                                let _ = inner.p2p.add_address(from, a).await;
+                            }
+                            inner.router.announce(from, c);
                         }
-                        inner.router.announce(from, c);
+                        Err(e) => tracing::debug!("bad capacity announcement from {from}: {e}"),
                     }
-                    Err(e) => tracing::debug!("bad capacity announcement from {from}: {e}"),
+                } else if topic == HOP_CAPACITY {
+                    match HopCapacity::decode(&payload) {
+                        Ok(h) => {
+                            for a in &h.capacity.addrs {
+                                let _ = inner.p2p.add_address(from, a).await;
+                            }
+                            inner.router.announce_hop(from, h);
+                        }
+                        Err(e) => tracing::debug!("bad hop announcement from {from}: {e}"),
+                    }
                 }
             }
         })

@@ -2,12 +2,21 @@
 //! announcement of every node it hears on gossip, and picks among fresh ones
 //! serving the model the one with the most free room (its announced load
 //! plus what this gateway has sent it since), faster nodes first on ties.
+//!
+//! Pipeline hops announce the blocks they hold instead
+//! ([`HopCapacity`]); [`Router::routes`] chains fresh ones into routes
+//! (`strata_pipeline::route`: least expected time per token given each
+//! hop's speed and load). An announcement is a lease: a hop that stops
+//! announcing leaves routing [`STALE_AFTER`] after its last one.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use strata_p2p::NodeId;
+use strata_pipeline::route::{best_route, Offer};
+use strata_wire::capacity::HopCapacity;
+use strata_wire::hop::RouteHop;
 use strata_wire::Capacity;
 
 /// Announcements older than this are ignored (nodes re-announce every 2 s).
@@ -19,10 +28,33 @@ struct Entry {
     in_flight: u32,
 }
 
+/// Round trip assumed between two hops (the gateway measures none yet).
+const DEFAULT_RTT_MS: f64 = 1.0;
+
+struct HopEntry {
+    hop: HopCapacity,
+    seen: Instant,
+    in_flight: u32,
+}
+
+/// Routes for one pipelined task, best first, and what they share.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    /// Best first; the later ones avoid one node of the best each, for failover.
+    pub routes: Vec<Vec<RouteHop>>,
+    /// SHA-256 of the model file every hop holds a part of.
+    pub model_hash: [u8; 32],
+    /// The model's block count.
+    pub n_layers: u16,
+    /// Each node's price per whole-model token, as announced.
+    pub prices: HashMap<[u8; 32], u64>,
+}
+
 /// The nodes this gateway knows of.
 #[derive(Default)]
 pub struct Router {
     nodes: Mutex<HashMap<NodeId, Entry>>,
+    hops: Mutex<HashMap<NodeId, HopEntry>>,
 }
 
 impl Router {
@@ -40,7 +72,94 @@ impl Router {
         );
     }
 
-    /// Models served by fresh nodes.
+    /// Records a pipeline hop's announcement.
+    pub fn announce_hop(&self, node: NodeId, hop: HopCapacity) {
+        let mut h = self.lock_hops();
+        let in_flight = h.get(&node).map(|e| e.in_flight).unwrap_or(0);
+        h.insert(
+            node,
+            HopEntry {
+                hop,
+                seen: Instant::now(),
+                in_flight,
+            },
+        );
+    }
+
+    /// Routes over fresh hops holding parts of `model`: the best, then the
+    /// best without each of its nodes in turn (distinct ones only). None
+    /// when no chain of fresh hops covers the model.
+    pub fn routes(&self, model: &str) -> Option<Routes> {
+        let hops = self.lock_hops();
+        let fresh: Vec<(&NodeId, &HopEntry)> = hops
+            .iter()
+            .filter(|(_, e)| e.seen.elapsed() < STALE_AFTER && e.hop.capacity.model == model)
+            .collect();
+        // One model file: the one the most hops hold (ties to the smaller hash).
+        let mut files: HashMap<([u8; 32], u16), usize> = HashMap::new();
+        for (_, e) in &fresh {
+            *files
+                .entry((e.hop.capacity.model_hash, e.hop.n_layers))
+                .or_default() += 1;
+        }
+        let (&(model_hash, n_layers), _) = files
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then(b.0 .0.cmp(&a.0 .0)))?;
+        let mut offers = Vec::new();
+        let mut prices = HashMap::new();
+        for (id, e) in fresh {
+            let c = &e.hop.capacity;
+            if c.model_hash != model_hash || e.hop.n_layers != n_layers {
+                continue;
+            }
+            prices.insert(id.0, c.price_per_token);
+            offers.push(Offer {
+                node: id.0,
+                layers: e.hop.start..e.hop.end,
+                layer_ms: f64::from(e.hop.layer_ms),
+                load: f64::from(c.active + e.in_flight) / f64::from(c.max_concurrent.max(1)),
+            });
+        }
+        let route = |exclude: &[[u8; 32]]| {
+            best_route(n_layers, &offers, exclude, |_, _| None, DEFAULT_RTT_MS).map(|r| {
+                r.hops
+                    .into_iter()
+                    .map(|(node, layers)| RouteHop {
+                        node,
+                        start: layers.start,
+                        end: layers.end,
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
+        let best = route(&[])?;
+        let mut routes = vec![best.clone()];
+        for hop in &best {
+            if let Some(r) = route(&[hop.node]) {
+                if !routes.contains(&r) {
+                    routes.push(r);
+                }
+            }
+        }
+        Some(Routes {
+            routes,
+            model_hash,
+            n_layers,
+            prices,
+        })
+    }
+
+    /// A pipelined task was sent over `route` (`+1`) or ended (`-1`).
+    pub fn track_route(&self, route: &[RouteHop], delta: i32) {
+        let mut hops = self.lock_hops();
+        for h in route {
+            if let Some(e) = hops.get_mut(&NodeId(h.node)) {
+                e.in_flight = e.in_flight.saturating_add_signed(delta);
+            }
+        }
+    }
+
+    /// Models served by fresh nodes (whole, or hops of a route).
     pub fn models(&self) -> Vec<String> {
         let mut m: Vec<String> = self
             .lock()
@@ -48,6 +167,12 @@ impl Router {
             .filter(|e| e.seen.elapsed() < STALE_AFTER)
             .map(|e| e.capacity.model.clone())
             .collect();
+        m.extend(
+            self.lock_hops()
+                .values()
+                .filter(|e| e.seen.elapsed() < STALE_AFTER)
+                .map(|e| e.hop.capacity.model.clone()),
+        );
         m.sort();
         m.dedup();
         m
@@ -84,12 +209,19 @@ impl Router {
         }
     }
 
-    /// Fresh nodes.
+    /// Fresh nodes (whole and hops).
     pub fn len(&self) -> usize {
-        self.lock()
+        let whole = self
+            .lock()
             .values()
             .filter(|e| e.seen.elapsed() < STALE_AFTER)
-            .count()
+            .count();
+        let hops = self
+            .lock_hops()
+            .values()
+            .filter(|e| e.seen.elapsed() < STALE_AFTER)
+            .count();
+        whole + hops
     }
 
     /// True when no fresh node is known.
@@ -99,5 +231,9 @@ impl Router {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, Entry>> {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_hops(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, HopEntry>> {
+        self.hops.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use strata_chain::{Pubkey, Signer};
 use strata_p2p::NodeId;
+use strata_pipeline::client::{self, PipelineJob};
 use strata_wire::protocols::TASK;
 use strata_wire::task::{
     self, CallError, Finish, Prompt, Sampling, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec,
@@ -20,6 +21,7 @@ use strata_wire::task::{
 use strata_wire::Receipt;
 use tokio::sync::mpsc;
 
+use crate::routing::Routes;
 use crate::{GatewayError, Inner};
 
 /// Prompt-template tokens added on top of the prompt's bytes when bounding a
@@ -58,8 +60,12 @@ pub struct Outcome {
     pub finish: Finish,
     /// Usage and price.
     pub usage: Usage,
-    /// The node-signed receipt (already verified).
+    /// The node-signed receipt (already verified); for a pipelined task,
+    /// the first hop's.
     pub receipt: Receipt,
+    /// A pipelined task's hop receipts, route order (empty for a task one
+    /// node served whole); `usage.price` is their sum.
+    pub hops: Vec<Receipt>,
     /// Time from start to the last token.
     pub generation: Duration,
     /// Time from start to receipt.
@@ -138,6 +144,12 @@ async fn run(
         match result {
             Err(GatewayError::Busy(_)) => continue,
             other => return other,
+        }
+    }
+    if tried.is_empty() {
+        // No whole node serves the model: a route of hops may.
+        if let Some(routes) = gw.router.routes(&input.model) {
+            return run_pipeline(gw, account, routes, &input, events).await;
         }
     }
     if too_costly > 0 && too_costly == tried.len() {
@@ -264,6 +276,7 @@ async fn run_on(
         finish,
         usage,
         receipt,
+        hops: Vec::new(),
         generation,
         total: start.elapsed(),
     })
@@ -301,5 +314,160 @@ async fn poll_to_end(
             TaskResponse::Error { kind, message } => return Err(node_error(kind, message)),
             other => return Err(GatewayError::Node(format!("unexpected answer {other:?}"))),
         }
+    }
+}
+
+/// Most failovers of one pipelined task.
+const MAX_FAILOVERS: usize = 2;
+
+/// Runs `input` over a route of hops (failing over to the next routes),
+/// then pays each hop its cells and checks its receipt.
+async fn run_pipeline(
+    gw: &Inner,
+    account: &crate::accounts::Account,
+    routes: Routes,
+    input: &TaskInput,
+    events: &mpsc::Sender<Event>,
+) -> Result<Outcome, GatewayError> {
+    let client = account.keypair.pubkey();
+    let start = Instant::now();
+    let top_price = routes.prices.values().copied().max().unwrap_or(0);
+    let max_cost =
+        (input.prompt.text_len() as u64 + TEMPLATE_ALLOWANCE + u64::from(input.max_tokens))
+            .saturating_mul(top_price);
+    let available = available_funds(gw, &client).await?;
+    if !gw.accounts.reserve(&client, max_cost, available) {
+        return Err(GatewayError::PaymentRequired(format!(
+            "deposit exhausted: {available} base units available in escrow {}, this task may cost up to {max_cost}; deposit more with `strata deposit`",
+            strata_chain::pda::escrow(&client)
+        )));
+    }
+    let route = routes.routes.first().cloned().unwrap_or_default();
+    gw.router.track_route(&route, 1);
+    let result = serve_and_pay(gw, account, &routes, input, events).await;
+    gw.router.track_route(&route, -1);
+    gw.accounts.release(&client, max_cost);
+    let (served, receipts) = result?;
+    let head = receipts
+        .first()
+        .cloned()
+        .ok_or_else(|| GatewayError::Node("no hop was paid".into()))?;
+    let generation = start.elapsed();
+    let mut usage = served.usage.clone();
+    usage.price = receipts.iter().map(|r| r.body.price).sum();
+    usage.expected_cumulative = head.body.voucher.cumulative;
+    Ok(Outcome {
+        task_id: served.task_id,
+        node: NodeId(head.body.node),
+        finish: served.finish,
+        usage,
+        receipt: head,
+        hops: receipts,
+        generation,
+        total: start.elapsed(),
+    })
+}
+
+async fn serve_and_pay(
+    gw: &Inner,
+    account: &crate::accounts::Account,
+    routes: &Routes,
+    input: &TaskInput,
+    events: &mpsc::Sender<Event>,
+) -> Result<(client::Served, Vec<Receipt>), GatewayError> {
+    let client_key = account.keypair.pubkey();
+    for node in routes.prices.keys() {
+        catch_up(gw, &client_key, &Pubkey::from(*node)).await?;
+    }
+    let job = PipelineJob {
+        spec: TaskSpec {
+            task_id: rand::random(),
+            client: client_key.to_bytes(),
+            model: input.model.clone(),
+            prompt: input.prompt.clone(),
+            max_tokens: input.max_tokens,
+            sampling: input.sampling,
+            stop: input.stop.clone(),
+        },
+        routes: routes.routes.clone(),
+        model_hash: routes.model_hash,
+        n_layers: routes.n_layers,
+        max_failovers: MAX_FAILOVERS,
+    };
+    // Text goes out as it streams (the client callback cannot wait on the
+    // HTTP side, so it hands pieces to a forwarder).
+    let (text_tx, mut text_rx) = mpsc::unbounded_channel::<String>();
+    let forward = {
+        let events = events.clone();
+        tokio::spawn(async move {
+            while let Some(t) = text_rx.recv().await {
+                let _ = events.send(Event::Text(t)).await;
+            }
+        })
+    };
+    let served = client::serve(&gw.p2p, &job, |t| {
+        let _ = text_tx.send(t.to_string());
+    })
+    .await;
+    drop(text_tx);
+    let _ = forward.await;
+    let served = served.map_err(|e| match e {
+        client::ClientError::Task { kind, message } => node_error(kind, message),
+        other => GatewayError::Node(format!("pipeline: {other}")),
+    })?;
+    let payer = Payer { gw, account };
+    let prices = &routes.prices;
+    let receipts = client::settle(
+        &gw.p2p,
+        &served,
+        |node| prices.get(node).copied().unwrap_or(0),
+        &payer,
+    )
+    .await
+    .map_err(|e| GatewayError::Node(format!("paying the hops: {e}")))?;
+    Ok((served, receipts))
+}
+
+/// Starts the gateway's total for (client, node) at what the chain redeemed.
+async fn catch_up(gw: &Inner, client: &Pubkey, node: &Pubkey) -> Result<(), GatewayError> {
+    if gw.accounts.knows(client, node) {
+        return Ok(());
+    }
+    let channel = strata_chain::pda::channel(client, node);
+    let redeemed = gw
+        .chain
+        .account::<strata_chain::accounts::Channel>(&channel, "channel")
+        .await
+        .map_err(|e| GatewayError::Internal(format!("reading channel: {e}")))?
+        .map(|c| c.redeemed)
+        .unwrap_or(0);
+    gw.accounts.catch_up(client, node, redeemed);
+    Ok(())
+}
+
+/// The gateway's vouchers for one client: totals persisted before a
+/// voucher leaves, one settlement per (client, node) at a time.
+struct Payer<'a> {
+    gw: &'a Inner,
+    account: &'a crate::accounts::Account,
+}
+
+impl client::Payer for Payer<'_> {
+    type Error = GatewayError;
+    type Turn = tokio::sync::OwnedMutexGuard<()>;
+
+    async fn pay(
+        &self,
+        node: [u8; 32],
+        price: u64,
+    ) -> Result<(strata_wire::Voucher, Self::Turn), GatewayError> {
+        let node = Pubkey::from(node);
+        let turn = self
+            .gw
+            .accounts
+            .settle_turn(&self.account.keypair.pubkey(), &node)
+            .await;
+        let voucher = self.gw.accounts.sign_voucher(self.account, &node, price)?;
+        Ok((voucher, turn))
     }
 }

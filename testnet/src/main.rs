@@ -107,6 +107,11 @@ struct Up {
     /// of skip-layers, truncated-model, noise, junk-tokens, wrong-root, withhold.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u16).range(0..=16))]
     cheaters: u16,
+    /// Serve the model as a pipeline: one node per range of blocks, e.g.
+    /// `0..10,10..20,20..30` (these replace --nodes; replicas of a range
+    /// give failover).
+    #[arg(long, value_delimiter = ',', value_name = "A..B,...", value_parser = strata_node::memory::parse_layers)]
+    pipeline: Vec<std::ops::Range<usize>>,
     /// Share of tasks audited, in basis points (default: the local parameters' 200, 2 %).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=10_000))]
     audit_rate_bps: Option<u16>,
@@ -154,7 +159,11 @@ async fn up(a: Up) -> anyhow::Result<()> {
         ws_port: a.ws_port,
         ..LocalnetConfig::default()
     };
-    let nodes = usize::from(a.nodes);
+    let nodes = if a.pipeline.is_empty() {
+        usize::from(a.nodes)
+    } else {
+        a.pipeline.len()
+    };
     if a.chain_only {
         return chain_only(chain, ip, nodes, &state_dir, a.exit_after_setup).await;
     }
@@ -182,6 +191,7 @@ async fn up(a: Up) -> anyhow::Result<()> {
             .p2p_port_of(1 + nodes + cheaters + verifiers)?,
     );
     options.network.cheats = Cheat::ALL.iter().copied().cycle().take(cheaters).collect();
+    options.network.pipeline = a.pipeline;
     for i in 0..a.clients {
         let key =
             keys::read_or_create(&state_dir.join("keys").join(format!("load-client-{i}.json")))?;

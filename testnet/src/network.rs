@@ -5,6 +5,7 @@
 //! `strata-testnet up` and the end-to-end tests start exactly this.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -56,6 +57,9 @@ pub struct NetworkOptions {
     /// gateway, nodes, verifiers ([`NetworkOptions::p2p_port_of`]); 0 lets
     /// each pick a free port.
     pub p2p_port: u16,
+    /// Blocks held by each of the first nodes, which then serve as pipeline
+    /// hops (empty: every node holds the whole model).
+    pub pipeline: Vec<Range<usize>>,
 }
 
 impl NetworkOptions {
@@ -77,6 +81,7 @@ impl NetworkOptions {
             verifier_opening_timeout: Duration::from_secs(60),
             listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             p2p_port: 0,
+            pipeline: Vec::new(),
         }
     }
 
@@ -180,7 +185,10 @@ pub async fn start(
             quiet: true,
             state_dir: Some(options.state_dir.join(format!("node-{}", key.pubkey()))),
             cheat,
-            memory: Default::default(),
+            memory: strata_node::memory::MemoryPlan {
+                layers: options.pipeline.get(i).cloned(),
+                offer_mb: None,
+            },
         })
         .await?;
         tracing::info!(node = %key.pubkey(), ?cheat, "node up");

@@ -252,7 +252,9 @@ fn answer(
                 price_per_token,
             }
         }
-        TaskRequest::StartHop { .. } => TaskResponse::Error {
+        TaskRequest::StartHop { .. }
+        | TaskRequest::ResumeHop { .. }
+        | TaskRequest::PollHop { .. } => TaskResponse::Error {
             kind: TaskErrorKind::BadRequest,
             message: "this fake node serves no pipeline hops".into(),
         },

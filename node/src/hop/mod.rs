@@ -621,7 +621,10 @@ impl Hops {
             input,
             sampled: seq.sampled,
         };
-        self.inner.archive.put_hop(&record).map_err(|e| e.to_string())
+        self.inner
+            .archive
+            .put_hop(&record)
+            .map_err(|e| e.to_string())
     }
 
     async fn sign_receipt(

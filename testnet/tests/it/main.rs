@@ -4,6 +4,7 @@
 mod chain_bootstrap;
 mod netns;
 mod node_restart;
+mod pipeline;
 mod restart;
 mod rpc_journey;
 mod verification;
