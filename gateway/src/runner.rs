@@ -85,7 +85,10 @@ pub enum Event {
 pub fn spawn(gw: Arc<Inner>, input: TaskInput) -> mpsc::Receiver<Event> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
+        let flight = gw.metrics.task_started();
         let done = run(&gw, input, &tx).await;
+        drop(flight);
+        gw.metrics.task_ended(&done);
         let _ = tx.send(Event::Done(Box::new(done))).await;
     });
     rx
@@ -219,17 +222,7 @@ async fn run_on(
 ) -> Result<Outcome, GatewayError> {
     let client = account.keypair.pubkey();
     let node_key = Pubkey::from(node.0);
-    if !gw.accounts.knows(&client, &node_key) {
-        let channel = strata_chain::pda::channel(&client, &node_key);
-        let redeemed = gw
-            .chain
-            .account::<strata_chain::accounts::Channel>(&channel, "channel")
-            .await
-            .map_err(|e| GatewayError::Internal(format!("reading channel: {e}")))?
-            .map(|c| c.redeemed)
-            .unwrap_or(0);
-        gw.accounts.catch_up(&client, &node_key, redeemed);
-    }
+    catch_up(gw, &client, &node_key).await?;
     let task_id: [u8; 32] = rand::random();
     let start = Instant::now();
     let spec = TaskSpec {

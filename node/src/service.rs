@@ -120,6 +120,17 @@ impl Service {
         }
     }
 
+    /// Receipts not yet handed to the relayer.
+    pub fn receipts_pending(&self) -> usize {
+        self.inner.outbox.pending()
+    }
+
+    /// Vouchers accepted (whole tasks and hops) and the base units they
+    /// paid for.
+    pub fn payments(&self) -> (u64, u64) {
+        self.inner.payments.totals()
+    }
+
     /// CPU time spent serving (forward passes), microseconds.
     pub fn serving_cpu_micros(&self) -> u64 {
         self.inner.worker.cpu_micros()
@@ -377,7 +388,7 @@ impl Service {
                 price_per_token: c.price_per_token,
             };
         }
-        let stop_tokens = default_stop_tokens(engine);
+        let stop_tokens = engine.end_of_turn_tokens();
         let cheat = c.cheat;
         let sampling = match cheat {
             // The receipt will claim the client's settings regardless.
@@ -583,17 +594,6 @@ impl Service {
         self.inner.outbox.push(receipt.clone());
         TaskResponse::Settled(Box::new(receipt))
     }
-}
-
-/// The tokens that end every turn of the model (as on any whole-model
-/// node; a pipeline's last hop adds them to what its caller asked).
-pub(crate) fn default_stop_tokens(engine: &Engine) -> Vec<u32> {
-    let mut stop: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
-        .iter()
-        .filter_map(|t| engine.tokenizer.token_id(t))
-        .collect();
-    stop.extend(engine.tokenizer.eos());
-    stop
 }
 
 /// Polls `done` until it holds (true) or `until` passes (false).

@@ -44,10 +44,7 @@ pub fn engine_reference(
     let start = Instant::now();
     let mut queue = prompts.iter();
     let mut batcher = Batcher::new(&engine.model);
-    let stop: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
-        .iter()
-        .filter_map(|t| engine.tokenizer.token_id(t))
-        .collect();
+    let stop = engine.end_of_turn_tokens();
     loop {
         while batcher.active_len() < concurrency {
             let Some(p) = queue.next() else { break };

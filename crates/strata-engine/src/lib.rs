@@ -134,4 +134,16 @@ impl Engine {
     pub fn chat_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
         self.tokenizer.apply_chat_template(messages, true)
     }
+
+    /// The tokens that end a turn of this model (ChatML's `<|im_end|>`,
+    /// `<|endoftext|>`, and the tokenizer's end of sequence): what every
+    /// node stops a completion at.
+    pub fn end_of_turn_tokens(&self) -> Vec<u32> {
+        let mut stop: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
+            .iter()
+            .filter_map(|t| self.tokenizer.token_id(t))
+            .collect();
+        stop.extend(self.tokenizer.eos());
+        stop
+    }
 }

@@ -44,7 +44,6 @@ use crate::archive::{Archive, HopInput as ArchivedInput, HopRecord};
 use crate::openings::sampling_params;
 use crate::outbox::Outbox;
 use crate::payments::Payments;
-use crate::service::default_stop_tokens;
 use crate::worker::{append_text, Done, Running};
 
 /// A sequence nobody finished within this time is dropped (its caller went
@@ -313,7 +312,7 @@ impl Hops {
         }
         // The model's own end-of-turn tokens always end a sequence, as on a
         // whole-model node; the caller (who has no tokenizer) may add more.
-        let mut stop_tokens = default_stop_tokens(&self.inner.engine);
+        let mut stop_tokens = self.inner.engine.end_of_turn_tokens();
         stop_tokens.extend(&open.stop_tokens);
         let opts = HopOptions {
             sampling: sampling_params(&open.sampling),

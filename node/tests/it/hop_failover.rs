@@ -46,6 +46,8 @@ struct NodeProcess {
     child: Child,
     key: Keypair,
     addrs: Vec<String>,
+    /// Its Prometheus endpoint.
+    metrics: String,
 }
 
 impl Drop for NodeProcess {
@@ -72,6 +74,7 @@ fn spawn_node(
         .args(["--bootstrap", relayer, "--listen", "/ip4/127.0.0.1/tcp/0"])
         .args(["--price", &PRICE.to_string(), "--stake", STAKE_TOKENS])
         .args(["--max-concurrent", "2", "--max-tokens", "64", "--quiet"])
+        .args(["--metrics", "127.0.0.1:0"])
         .arg("--state-dir")
         .arg(dir.join(name))
         .env("RUST_LOG", "warn")
@@ -81,18 +84,50 @@ fn spawn_node(
         .expect("spawn strata-node");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
-    let addrs = loop {
+    let (mut addrs, mut metrics) = (Vec::new(), String::new());
+    while addrs.is_empty() || metrics.is_empty() {
         let line = lines
             .next()
             .unwrap_or_else(|| panic!("{name} exited before serving"))
             .expect("read stdout");
-        if let Some((_, addrs)) = line.split_once("listening on ") {
-            break addrs.split(", ").map(str::to_string).collect::<Vec<_>>();
+        if let Some((_, a)) = line.split_once("listening on ") {
+            addrs = a.split(", ").map(str::to_string).collect();
         }
-    };
+        if let Some(url) = line.strip_prefix("metrics: ") {
+            metrics = url.to_string();
+        }
+    }
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    NodeProcess { child, key, addrs }
+    NodeProcess {
+        child,
+        key,
+        addrs,
+        metrics,
+    }
+}
+
+/// A counter or gauge of a node's `/metrics`, read with a Prometheus
+/// text-format parser.
+async fn scrape(node: &NodeProcess, name: &str) -> f64 {
+    let text = reqwest::get(&node.metrics)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name || s.metric == format!("{name}_total"))
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        })
+        .unwrap_or_else(|| panic!("{name} in\n{text}"))
 }
 
 /// The client's vouchers: a running total per node, as a gateway keeps.
@@ -140,13 +175,8 @@ fn whole_model_tokens() -> Vec<u32> {
     let prompt = engine
         .chat_prompt(&[ChatMessage::new("user", PROMPT)])
         .unwrap();
-    let mut stop: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
-        .iter()
-        .filter_map(|t| engine.tokenizer.token_id(t))
-        .collect();
-    stop.extend(engine.tokenizer.eos());
     let req = GenerateRequest {
-        stop_tokens: stop,
+        stop_tokens: engine.end_of_turn_tokens(),
         sampling: strata_node::openings::sampling_params(&sampling()),
         ..GenerateRequest::greedy(prompt, MAX_TOKENS as usize)
     };
@@ -324,6 +354,17 @@ async fn sigkill_of_a_middle_hop_resumes_one_stream_and_charges_once() {
         assert_eq!(h0.output_states, h1.input_states);
         assert_eq!(h0.next, w[1].body.node);
         assert_eq!(h1.prev, w[0].body.node);
+    }
+
+    // Each paid hop counts its voucher and what it paid, as its metrics say.
+    for (r, n) in receipts.iter().zip([&*a, &*b2, &*c]) {
+        assert_eq!(scrape(n, "strata_node_vouchers_accepted").await, 1.0);
+        assert_eq!(
+            scrape(n, "strata_node_charged_base_units").await,
+            r.body.price as f64
+        );
+        assert!(scrape(n, "strata_node_hop_bytes_sent").await > 0.0);
+        assert_eq!(scrape(n, "strata_node_sequences_active").await, 0.0);
     }
 
     // Each paid hop kept what an audit of its part will re-run.

@@ -26,13 +26,8 @@ fn whole_model_text() -> String {
     let prompt = engine
         .chat_prompt(&[ChatMessage::new("user", PROMPT)])
         .unwrap();
-    let mut stop: Vec<u32> = ["<|im_end|>", "<|endoftext|>"]
-        .iter()
-        .filter_map(|t| engine.tokenizer.token_id(t))
-        .collect();
-    stop.extend(engine.tokenizer.eos());
     let req = GenerateRequest {
-        stop_tokens: stop,
+        stop_tokens: engine.end_of_turn_tokens(),
         ..GenerateRequest::greedy(prompt, MAX_TOKENS)
     };
     let tokens = strata_engine::generate(&engine.model, req).unwrap().tokens;
