@@ -62,51 +62,29 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/stats", get(stats))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(inner)
 }
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        let (status, kind, code) = match &self {
-            GatewayError::BadRequest(_) => (
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                "invalid_request",
-            ),
-            GatewayError::TooLarge(_) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                "request_too_large",
-            ),
-            GatewayError::Unauthorized => (
-                StatusCode::UNAUTHORIZED,
-                "invalid_request_error",
-                "invalid_api_key",
-            ),
-            GatewayError::PaymentRequired(_) => (
-                StatusCode::PAYMENT_REQUIRED,
-                "insufficient_quota",
-                "insufficient_quota",
-            ),
-            GatewayError::UnknownModel(_) => (
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "model_not_found",
-            ),
-            GatewayError::Busy(_) | GatewayError::NoCapacity(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_error",
-                "no_capacity",
-            ),
-            GatewayError::Node(_) => (StatusCode::BAD_GATEWAY, "server_error", "node_error"),
-            _ => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "server_error",
-                "internal_error",
-            ),
+        let (status, kind) = match &self {
+            GatewayError::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request_error"),
+            GatewayError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "invalid_request_error"),
+            GatewayError::Unauthorized => (StatusCode::UNAUTHORIZED, "invalid_request_error"),
+            GatewayError::PaymentRequired(_) => {
+                (StatusCode::PAYMENT_REQUIRED, "insufficient_quota")
+            }
+            GatewayError::UnknownModel(_) => (StatusCode::NOT_FOUND, "invalid_request_error"),
+            GatewayError::Busy(_) | GatewayError::NoCapacity(_) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "server_error")
+            }
+            GatewayError::Node(_) => (StatusCode::BAD_GATEWAY, "server_error"),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         };
-        (status, Json(error_body(&self.to_string(), kind, code))).into_response()
+        let body = error_body(&self.to_string(), kind, self.code());
+        (status, Json(body)).into_response()
     }
 }
 
@@ -219,10 +197,12 @@ async fn chat(
                 })
                 .collect(),
         );
-        serve(gw, key, req.common, prompt, Kind::Chat).await
+        serve(gw.clone(), key, req.common, prompt, Kind::Chat).await
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    gw.metrics.http("chat", response.status().as_u16());
+    response
 }
 
 async fn completions(
@@ -237,10 +217,32 @@ async fn completions(
         if req.prompt.is_empty() {
             return Err(GatewayError::BadRequest("prompt must not be empty".into()));
         }
-        serve(gw, key, req.common, Prompt::Text(req.prompt), Kind::Text).await
+        serve(
+            gw.clone(),
+            key,
+            req.common,
+            Prompt::Text(req.prompt),
+            Kind::Text,
+        )
+        .await
     }
     .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    let response = result.unwrap_or_else(IntoResponse::into_response);
+    gw.metrics.http("completions", response.status().as_u16());
+    response
+}
+
+/// `GET /metrics`: the Prometheus text exposition.
+async fn metrics(State(gw): State<Arc<Inner>>) -> Response {
+    let text = gw.metrics.render(gw.router.len());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 #[derive(Clone, Copy)]

@@ -15,6 +15,7 @@
 mod accounts;
 mod ceiling;
 mod http;
+mod metrics;
 mod openai;
 mod routing;
 mod runner;
@@ -75,6 +76,23 @@ pub enum GatewayError {
     Chain(#[from] strata_chain::ChainError),
 }
 
+impl GatewayError {
+    /// The error code a client sees (OpenAI's `error.code`), also the
+    /// outcome label of the gateway's task metric.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadRequest(_) => "invalid_request",
+            GatewayError::TooLarge(_) => "request_too_large",
+            GatewayError::Unauthorized => "invalid_api_key",
+            GatewayError::PaymentRequired(_) => "insufficient_quota",
+            GatewayError::UnknownModel(_) => "model_not_found",
+            GatewayError::Busy(_) | GatewayError::NoCapacity(_) => "no_capacity",
+            GatewayError::Node(_) => "node_error",
+            _ => "internal_error",
+        }
+    }
+}
+
 /// How a gateway runs.
 pub struct GatewayConfig {
     /// HTTP listen address (port 0 picks one).
@@ -101,6 +119,8 @@ pub(crate) struct Inner {
     pub(crate) chain: ChainClient,
     /// Completed tasks, for `/v1/stats`.
     pub(crate) stats: http::Stats,
+    /// Prometheus metrics, for `/metrics`.
+    pub(crate) metrics: metrics::Metrics,
     /// Per-node price ceilings from their stakes.
     pub(crate) ceilings: ceiling::Ceilings,
 }
@@ -159,6 +179,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         p2p: p2p.clone(),
         chain,
         stats: http::Stats::default(),
+        metrics: metrics::Metrics::default(),
         ceilings: ceiling::Ceilings::default(),
     });
     let listen = {

@@ -16,6 +16,7 @@ pub mod archive;
 pub mod cheat;
 pub mod hop;
 pub mod memory;
+pub mod metrics;
 pub mod model_file;
 pub mod openings;
 mod outbox;

@@ -74,6 +74,9 @@ struct Cli {
     /// refused, with the figures, when what it holds would not fit.
     #[arg(long, value_name = "MIB")]
     memory_mb: Option<u64>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -130,6 +133,25 @@ async fn main() -> anyhow::Result<()> {
             node.profile.memory_mb,
             node.addrs.join(", ")
         ),
+    }
+    if let Some(addr) = cli.metrics {
+        let (service, hops) = (node.service.clone(), node.hops.clone());
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = strata_node::metrics::render(&service, hops.as_ref());
+                async move { text }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        println!("metrics: http://{}/metrics", listener.local_addr()?);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!("metrics server stopped: {e}");
+            }
+        });
     }
     tokio::signal::ctrl_c()
         .await

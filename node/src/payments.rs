@@ -6,6 +6,7 @@
 //! for a whole task, and the other way round.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use strata_chain::rpc::ChainClient;
@@ -17,6 +18,10 @@ pub struct Payments {
     owed: Mutex<HashMap<[u8; 32], u64>>,
     chain: Option<ChainClient>,
     node: Pubkey,
+    /// Vouchers accepted (tasks and hops paid), for the metrics.
+    accepted: AtomicU64,
+    /// Base units those vouchers paid for (sum of prices).
+    charged: AtomicU64,
 }
 
 impl Payments {
@@ -27,6 +32,8 @@ impl Payments {
             owed: Mutex::new(HashMap::new()),
             chain,
             node,
+            accepted: AtomicU64::new(0),
+            charged: AtomicU64::new(0),
         }
     }
 
@@ -86,6 +93,16 @@ impl Payments {
             ));
         }
         owed.insert(*client, voucher.cumulative);
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+        self.charged.fetch_add(price, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Vouchers accepted so far, and the base units they paid for.
+    pub(crate) fn totals(&self) -> (u64, u64) {
+        (
+            self.accepted.load(Ordering::Relaxed),
+            self.charged.load(Ordering::Relaxed),
+        )
     }
 }

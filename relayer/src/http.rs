@@ -24,6 +24,7 @@ use strata_wire::{hex32, parse_hex32};
 
 use crate::ingest::{ingest, Accepted};
 
+mod metrics;
 mod tasks;
 mod verification;
 use crate::now_ms;
@@ -100,6 +101,7 @@ pub fn router(store: Arc<Store>, chain: ChainClient) -> Router {
         .route("/v1/settlements", get(get_settlements))
         .route("/v1/epochs", get(get_epochs))
         .route("/v1/stats", get(get_stats))
+        .route("/metrics", get(metrics::get_metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(Api {
             store,

@@ -4,5 +4,6 @@
 //! `cli`'s end-to-end test.
 
 mod common;
+mod metrics;
 mod refusals;
 mod routing;
