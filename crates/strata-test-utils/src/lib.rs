@@ -85,6 +85,53 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> T {
         .unwrap_or_else(|e| panic!("GET {url}: not the JSON expected: {e}"))
 }
 
+/// A Prometheus scrape, read by a text-format parser.
+#[cfg(feature = "http")]
+pub struct Scrape {
+    text: String,
+    parsed: prometheus_parse::Scrape,
+}
+
+/// GETs a `/metrics` endpoint and parses it as the Prometheus text format;
+/// panics, naming the URL, if it does not answer or does not parse.
+#[cfg(feature = "http")]
+pub async fn scrape(url: &str) -> Scrape {
+    let text = reqwest::get(url)
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+        .text()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("{url} is not the Prometheus text format: {e}\n{text}"));
+    Scrape { text, parsed }
+}
+
+#[cfg(feature = "http")]
+impl Scrape {
+    /// The value of metric `name` (a counter's `_total` sample included;
+    /// a histogram's count) among samples whose labels include `labels`;
+    /// panics, showing the scrape, if there is none.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        use prometheus_parse::Value;
+        let total = format!("{name}_total");
+        self.parsed
+            .samples
+            .iter()
+            .find(|s| {
+                (s.metric == name || s.metric == total)
+                    && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
+            })
+            .and_then(|s| match &s.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(*v),
+                Value::Histogram(buckets) => buckets.last().map(|b| b.count),
+                Value::Summary(_) => None,
+            })
+            .unwrap_or_else(|| panic!("no {name} {labels:?} in the scrape:\n{}", self.text))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,31 +1,12 @@
 //! `GET /metrics`: after one paid completion and one refused request, the
 //! scrape, parsed by a Prometheus text-format parser, counts exactly them.
 
-use prometheus_parse::{Scrape, Value};
 use strata_chain::params::{self, TOKEN};
 use strata_test_utils::chain::LocalChain;
 
 use crate::common::*;
 
 const KEY: &str = "metrics-key";
-
-/// The value of `name` (a counter's `_total` included) whose labels
-/// include `labels`.
-fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let total = format!("{name}_total");
-    scrape
-        .samples
-        .iter()
-        .find(|s| {
-            (s.metric == name || s.metric == total)
-                && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))
-        })
-        .and_then(|s| match &s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => Some(*v),
-            Value::Histogram(buckets) => buckets.last().map(|b| b.count),
-            Value::Summary(_) => None,
-        })
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_tasks_tokens_and_charges() {
@@ -44,13 +25,8 @@ async fn metrics_count_requests_tasks_tokens_and_charges() {
     let (status, _) = post(&gw, "/v1/chat/completions", Some("nobody"), chat(MODEL, 8)).await;
     assert_eq!(status, 401);
 
-    let resp = reqwest::get(format!("{}/metrics", gw.url())).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    let text = resp.text().await.unwrap();
-    let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    let get = |name: &str, labels: &[(&str, &str)]| {
-        value(&scrape, name, labels).unwrap_or_else(|| panic!("{name} {labels:?} in\n{text}"))
-    };
+    let scrape = strata_test_utils::scrape(&format!("{}/metrics", gw.url())).await;
+    let get = |name: &str, labels: &[(&str, &str)]| scrape.value(name, labels);
     let chat = [("endpoint", "chat")];
     assert_eq!(
         get(

@@ -110,24 +110,9 @@ fn spawn_node(
 /// A counter or gauge of a node's `/metrics`, read with a Prometheus
 /// text-format parser.
 async fn scrape(node: &NodeProcess, name: &str) -> f64 {
-    let text = reqwest::get(&node.metrics)
+    strata_test_utils::scrape(&node.metrics)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name || s.metric == format!("{name}_total"))
-        .map(|s| match s.value {
-            prometheus_parse::Value::Counter(v)
-            | prometheus_parse::Value::Gauge(v)
-            | prometheus_parse::Value::Untyped(v) => v,
-            _ => f64::NAN,
-        })
-        .unwrap_or_else(|| panic!("{name} in\n{text}"))
+        .value(name, &[])
 }
 
 /// The client's vouchers: a running total per node, as a gateway keeps.

@@ -103,28 +103,8 @@ async fn receipts_are_batched_proved_and_paid() {
     assert_eq!(config.total_tasks, 6);
 
     // The same, scraped as Prometheus metrics and read by a text-format parser.
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
-    let metric = |name: &str| {
-        scrape
-            .samples
-            .iter()
-            .find(|s| s.metric == name || s.metric == format!("{name}_total"))
-            .map(|s| match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => f64::NAN,
-            })
-            .unwrap_or_else(|| panic!("{name} in\n{text}"))
-    };
+    let scrape = strata_test_utils::scrape(&format!("{base}/metrics")).await;
+    let metric = |name: &str| scrape.value(name, &[]);
     assert_eq!(metric("strata_relayer_receipts"), 6.0);
     assert_eq!(metric("strata_relayer_receipts_batched"), 6.0);
     assert_eq!(metric("strata_relayer_receipts_pending"), 0.0);
