@@ -130,6 +130,41 @@ impl Scrape {
             })
             .unwrap_or_else(|| panic!("no {name} {labels:?} in the scrape:\n{}", self.text))
     }
+
+    /// Whether the scrape has metric family `name` (any of its samples).
+    pub fn has(&self, name: &str) -> bool {
+        self.parsed.samples.iter().any(|s| {
+            s.metric == name
+                || s.metric
+                    .strip_prefix(name)
+                    .is_some_and(|rest| ["_total", "_bucket", "_sum", "_count"].contains(&rest))
+        })
+    }
+}
+
+/// The metric families that the queries of the repository's Grafana
+/// dashboard (`docs/grafana/strata.json`) name with `prefix`, without the
+/// `_total`, `_bucket`, `_sum` and `_count` suffixes: what a service's
+/// scrape must have for every panel to show something.
+pub fn dashboard_metrics(prefix: &str) -> Vec<String> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/grafana/strata.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut names: Vec<String> = text
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with(prefix))
+        .map(|w| {
+            ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| w.strip_suffix(s))
+                .unwrap_or(w)
+                .to_string()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 #[cfg(test)]

@@ -68,4 +68,14 @@ async fn metrics_count_requests_tasks_tokens_and_charges() {
     );
     assert_eq!(get("strata_gateway_tasks_in_flight", &[]), 0.0);
     assert_eq!(get("strata_gateway_nodes", &[]), 1.0);
+
+    // Every gateway metric the Grafana dashboard plots is here.
+    let plotted = strata_test_utils::dashboard_metrics("strata_gateway_");
+    assert!(plotted.len() >= 7, "{plotted:?}");
+    for name in plotted {
+        assert!(
+            scrape.has(&name),
+            "the dashboard plots {name}, the gateway has none"
+        );
+    }
 }

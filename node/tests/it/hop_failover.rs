@@ -352,6 +352,11 @@ async fn sigkill_of_a_middle_hop_resumes_one_stream_and_charges_once() {
         assert_eq!(scrape(n, "strata_node_sequences_active").await, 0.0);
     }
 
+    let hop = strata_test_utils::scrape(&b2.metrics).await;
+    for name in strata_test_utils::dashboard_metrics("strata_node_") {
+        assert!(hop.has(&name), "the dashboard plots {name}, a hop has none");
+    }
+
     // Each paid hop kept what an audit of its part will re-run.
     for (r, name) in receipts.iter().zip(["a", "b2", "c"]) {
         let kept = dir

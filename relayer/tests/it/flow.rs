@@ -105,6 +105,12 @@ async fn receipts_are_batched_proved_and_paid() {
     // The same, scraped as Prometheus metrics and read by a text-format parser.
     let scrape = strata_test_utils::scrape(&format!("{base}/metrics")).await;
     let metric = |name: &str| scrape.value(name, &[]);
+    for name in strata_test_utils::dashboard_metrics("strata_relayer_") {
+        assert!(
+            scrape.has(&name),
+            "the dashboard plots {name}, the relayer has none"
+        );
+    }
     assert_eq!(metric("strata_relayer_receipts"), 6.0);
     assert_eq!(metric("strata_relayer_receipts_batched"), 6.0);
     assert_eq!(metric("strata_relayer_receipts_pending"), 0.0);
