@@ -78,35 +78,11 @@ pub fn rederive_hop(
         ));
     }
     let cols = model.config().hidden_size;
-    let mut x = match (input, layers.start == 0) {
-        (HopInput::Tokens(tokens), true) => {
-            if tokens.is_empty() {
-                return Err(EngineError::EmptyPrompt);
-            }
-            model.embed(tokens)?
-        }
-        (HopInput::States(states), false) => {
-            if states.rows() == 0 {
-                return Err(EngineError::EmptyPrompt);
-            }
-            if states.cols() != cols {
-                return Err(EngineError::InvalidRequest(format!(
-                    "hidden states are {} wide, the model expects {cols}",
-                    states.cols()
-                )));
-            }
-            states.clone()
-        }
-        (HopInput::Tokens(_), false) => {
-            return Err(EngineError::InvalidRequest(
-                "only the first hop takes token ids".into(),
-            ))
-        }
-        (HopInput::States(_), true) => {
-            return Err(EngineError::InvalidRequest(
-                "the first hop takes token ids, not hidden states".into(),
-            ))
-        }
+    let first = layers.start == 0;
+    input.rows(first, cols, model.config().vocab_size)?;
+    let mut x = match input {
+        HopInput::Tokens(tokens) => model.embed(tokens)?,
+        HopInput::States(states) => states.clone(),
     };
     let recorder = CommitmentRecorder::new_hop(layers.clone(), cols).retaining_states();
     let mut observer = SeqObserver::new(Some(recorder), tamper);

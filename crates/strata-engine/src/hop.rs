@@ -66,6 +66,45 @@ pub enum HopInput {
     States(HiddenStates),
 }
 
+impl HopInput {
+    /// The rows this input brings to a hop that is (`first`) or is not the
+    /// route's first, after checking it: token ids inside the vocabulary
+    /// for the first hop, states `cols` wide for the others, at least one row.
+    pub(crate) fn rows(&self, first: bool, cols: usize, vocab: usize) -> Result<usize> {
+        let rows = match (self, first) {
+            (HopInput::Tokens(t), true) => {
+                if let Some(&id) = t.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(EngineError::BadToken { id, vocab });
+                }
+                t.len()
+            }
+            (HopInput::States(x), false) => {
+                if x.cols() != cols {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "hidden states are {} wide, the model expects {cols}",
+                        x.cols()
+                    )));
+                }
+                x.rows()
+            }
+            (HopInput::Tokens(_), false) => {
+                return Err(EngineError::InvalidRequest(
+                    "only the first hop takes token ids".into(),
+                ))
+            }
+            (HopInput::States(_), true) => {
+                return Err(EngineError::InvalidRequest(
+                    "the first hop takes token ids, not hidden states".into(),
+                ))
+            }
+        };
+        if rows == 0 {
+            return Err(EngineError::EmptyPrompt);
+        }
+        Ok(rows)
+    }
+}
+
 /// What a step produced for one sequence.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HopOutput {
@@ -208,36 +247,7 @@ impl<'m> HopBatcher<'m> {
                 "sequence {key} already has an input waiting for this step"
             )));
         }
-        let rows = match (&input, first) {
-            (HopInput::Tokens(t), true) => {
-                if let Some(&id) = t.iter().find(|&&id| id as usize >= vocab) {
-                    return Err(EngineError::BadToken { id, vocab });
-                }
-                t.len()
-            }
-            (HopInput::States(x), false) => {
-                if x.cols() != cols {
-                    return Err(EngineError::InvalidRequest(format!(
-                        "hidden states are {} wide, the model expects {cols}",
-                        x.cols()
-                    )));
-                }
-                x.rows()
-            }
-            (HopInput::Tokens(_), false) => {
-                return Err(EngineError::InvalidRequest(
-                    "only the first hop takes token ids".into(),
-                ))
-            }
-            (HopInput::States(_), true) => {
-                return Err(EngineError::InvalidRequest(
-                    "the first hop takes token ids, not hidden states".into(),
-                ))
-            }
-        };
-        if rows == 0 {
-            return Err(EngineError::EmptyPrompt);
-        }
+        let rows = input.rows(first, cols, vocab)?;
         if seq.cache.len() + rows > context {
             return Err(EngineError::PromptTooLong {
                 tokens: seq.cache.len() + rows,
