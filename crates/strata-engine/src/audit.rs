@@ -135,20 +135,8 @@ pub fn check_sampling(
     sampling: SamplingParams,
     steps: &[u32],
 ) -> Result<Vec<SampleCheck>> {
-    let mut out = Vec::with_capacity(steps.len());
-    for &step in steps {
-        let claimed = claimed_at(output, step)?;
-        let row = (prompt_len + step as usize)
-            .checked_sub(1)
-            .ok_or(EngineError::EmptyPrompt)?;
-        let recomputed = resample(model, final_states, row, sampling, u64::from(step))?;
-        out.push(SampleCheck {
-            step,
-            claimed,
-            recomputed,
-        });
-    }
-    Ok(out)
+    let first_row = prompt_len.checked_sub(1).ok_or(EngineError::EmptyPrompt)?;
+    check_sampling_from(model, final_states, first_row, 0, output, sampling, steps)
 }
 
 /// [`check_sampling`] for a last pipeline hop (or any run whose sampler did
