@@ -7,12 +7,14 @@
 
 mod dp;
 mod join;
+mod placement;
 mod rebalance;
 mod waterfill;
 
 use std::ops::Range;
 
 pub use join::{join_window, layer_throughput, place_spares, Holding};
+pub use placement::{place, Placement};
 pub use rebalance::{rebalance, Verdict, MIN_GAIN, SKEW_CV};
 
 /// A node's identity: its 32-byte public key.
@@ -170,6 +172,9 @@ pub enum AllocError {
     /// More per-layer throughputs than a layer index (`u16`) can name.
     #[error("{0} layers, more than a layer index can name")]
     TooManyLayers(usize),
+    /// The node asking where to go is not in the live set it gave.
+    #[error("node {} is not among the live nodes", short(.0))]
+    UnknownNode(NodeKey),
 }
 
 /// The first four bytes in hex: enough to tell nodes apart in a message.

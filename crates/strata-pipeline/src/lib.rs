@@ -30,7 +30,8 @@
 //! a replica of the weakest part of the swarm ([`alloc::join_window`]).
 //! Finally [`alloc::rebalance`] tells a node when to move: at once if some
 //! layer has no live holder, otherwise only when throughput is badly skewed
-//! *and* a re-plan would clearly help.
+//! *and* a re-plan would clearly help, and [`alloc::place`] is the decision a
+//! node takes for itself from all of that, at join and at every epoch.
 //!
 //! What it is not: it measures nothing and sends nothing. Capacities (layers a
 //! node can hold in each role, from its memory and the model's layout) and
@@ -50,6 +51,6 @@ pub mod client;
 pub mod route;
 
 pub use alloc::{
-    join_window, layer_throughput, place_spares, plan, rebalance, AllocError, Holding, NodeCap,
-    NodeKey, Pipeline, Plan, Stage, Verdict,
+    join_window, layer_throughput, place, place_spares, plan, rebalance, AllocError, Holding,
+    NodeCap, NodeKey, Pipeline, Placement, Plan, Stage, Verdict,
 };

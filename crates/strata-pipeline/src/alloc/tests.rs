@@ -1,6 +1,8 @@
 //! Hand-checked cases, and the one property that needs the private greedy
 //! pass: the program never scores below it.
 
+use std::ops::Range;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -389,6 +391,123 @@ fn spares_spread_over_the_weakest_layers() {
     assert_eq!(windows, [0..12, 12..24]);
 }
 
+fn held(i: u8, layers: Range<u16>) -> Holding {
+    Holding {
+        node: key(i),
+        layers,
+        free: 1.0,
+    }
+}
+
+#[test]
+fn joiners_cover_the_model_one_window_after_another() {
+    // Capped at 10 of 30 each, three nodes joining one after the other
+    // each take the first uncovered window; a fourth replicates the weakest.
+    let mut live = Vec::new();
+    let mut holdings = Vec::new();
+    for (i, want) in [(1, 0..10), (2, 10..20), (3, 20..30)] {
+        live.push(flat(i, 10, 1.0));
+        let p = place(30, &live, &holdings, &key(i), None).unwrap();
+        assert_eq!(
+            p,
+            Placement {
+                verdict: None,
+                to: Some(want.clone())
+            }
+        );
+        holdings.push(held(i, want));
+    }
+    // Node 2 is slow: its layers are the weakest, so the fourth doubles them.
+    live[1].speed = 0.5;
+    live.push(flat(4, 10, 1.0));
+    let p = place(30, &live, &holdings, &key(4), None).unwrap();
+    assert_eq!(p.to, Some(10..20));
+    holdings.push(held(4, 10..20));
+    // Everyone placed, nobody moves.
+    for i in 1..=4 {
+        let p = place(30, &live, &holdings, &key(i), None).unwrap();
+        assert_eq!(p.to, None, "node {i}: {p:?}");
+    }
+}
+
+#[test]
+fn when_a_holder_dies_one_replica_moves_into_the_hole() {
+    // Nodes 1 and 4 both hold 0..10; node 2 (10..20) is gone.
+    let live = [flat(1, 10, 1.0), flat(3, 10, 1.0), flat(4, 10, 1.0)];
+    let holdings = [
+        held(1, 0..10),
+        held(2, 10..20),
+        held(3, 20..30),
+        held(4, 0..10),
+    ];
+    let moves: Vec<_> = [1, 3, 4]
+        .map(|i| place(30, &live, &holdings, &key(i), None).unwrap())
+        .into_iter()
+        .collect();
+    assert!(matches!(
+        moves[0].verdict,
+        Some(Verdict::CoverageLost { .. })
+    ));
+    // The lowest key of the two replicas moves; the other and the sole
+    // holder of 20..30 stay.
+    assert_eq!(moves[0].to, Some(10..20));
+    assert_eq!(moves[1].to, None);
+    assert_eq!(moves[2].to, None);
+}
+
+#[test]
+fn a_sole_holder_never_leaves_its_layers_but_may_grow_over_a_hole() {
+    let live = [flat(1, 10, 1.0), flat(3, 10, 1.0)];
+    let holdings = [held(1, 0..10), held(2, 10..20), held(3, 20..30)];
+    for i in [1, 3] {
+        assert_eq!(place(30, &live, &holdings, &key(i), None).unwrap().to, None);
+    }
+    // With room for 20 layers, node 1 keeps 0..10 and takes 10..20 too.
+    let live = [flat(1, 20, 1.0), flat(3, 10, 1.0)];
+    assert_eq!(
+        place(30, &live, &holdings, &key(1), None).unwrap().to,
+        Some(0..20)
+    );
+}
+
+#[test]
+fn a_skewed_split_is_fixed_one_move_per_epoch_without_a_hole() {
+    let live = [flat(1, 30, 1.0), flat(2, 30, 1.0)].map(|mut n| {
+        n.cap_solo = 29;
+        n
+    });
+    let mut holdings = vec![held(1, 0..25), held(2, 25..30)];
+    let first = place(30, &live, &holdings, &key(1), None).unwrap();
+    let skewed = first.verdict.clone().unwrap();
+    assert!(matches!(skewed, Verdict::Skewed { .. }), "{skewed:?}");
+    // One skewed epoch is not enough.
+    assert_eq!(first.to, None);
+    // On the second, node 1 would leave 15..25 uncovered: node 2 goes first.
+    let p1 = place(30, &live, &holdings, &key(1), Some(&skewed)).unwrap();
+    let p2 = place(30, &live, &holdings, &key(2), Some(&skewed)).unwrap();
+    assert_eq!(p1.to, None);
+    assert_eq!(p2.to, Some(15..30));
+    holdings[1] = held(2, 15..30);
+    let v = place(30, &live, &holdings, &key(1), None)
+        .unwrap()
+        .verdict
+        .unwrap();
+    let p1 = place(30, &live, &holdings, &key(1), Some(&v)).unwrap();
+    assert_eq!(p1.to, Some(0..15));
+    holdings[0] = held(1, 0..15);
+    let v = place(30, &live, &holdings, &key(1), None).unwrap();
+    assert!(matches!(v.verdict, Some(Verdict::Keep { .. })), "{v:?}");
+}
+
+#[test]
+fn place_refuses_a_node_outside_the_live_set() {
+    let live = [flat(1, 10, 1.0)];
+    assert_eq!(
+        place(30, &live, &[], &key(9), None),
+        Err(AllocError::UnknownNode(key(9)))
+    );
+}
+
 /// Nodes for the program-vs-greedy property: few enough for the program,
 /// with caps that make many different pipeline shapes possible.
 fn small_swarm() -> impl Strategy<Value = (u16, Vec<NodeCap>)> {
@@ -415,6 +534,58 @@ fn small_swarm() -> impl Strategy<Value = (u16, Vec<NodeCap>)> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever the swarm looks like, at most one holder moves per epoch,
+    /// to a window inside the model no larger than what it can hold, that
+    /// keeps every layer only it held.
+    #[test]
+    fn at_most_one_holder_moves_and_never_opens_a_hole(
+        (l, nodes) in small_swarm(),
+        starts in prop::collection::vec(0u16..40, 12),
+        dead in prop::collection::vec(any::<bool>(), 12),
+        skewed_before in any::<bool>(),
+    ) {
+        let holdings: Vec<Holding> = nodes
+            .iter()
+            .zip(&starts)
+            .filter(|(n, _)| n.cap_mid > 0)
+            .map(|(n, s)| {
+                let cap = n.cap_mid.min(l);
+                let start = s % (l - cap + 1);
+                Holding { node: n.key, layers: start..start + cap, free: 1.0 }
+            })
+            .collect();
+        let live: Vec<NodeCap> = nodes
+            .iter()
+            .zip(&dead)
+            .filter(|(_, d)| !**d)
+            .map(|(n, _)| *n)
+            .collect();
+        let previous = skewed_before.then_some(Verdict::Skewed { cv: 1.0, gain: 1.0 });
+        let mut movers = 0;
+        for n in &live {
+            if !holdings.iter().any(|h| h.node == n.key) {
+                continue;
+            }
+            let p = place(l, &live, &holdings, &n.key, previous.as_ref()).unwrap();
+            let Some(to) = p.to else { continue };
+            movers += 1;
+            prop_assert!(to.start < to.end && to.end <= l, "{to:?}");
+            prop_assert!(to.end - to.start <= n.cap_mid.min(l));
+            for h in &holdings {
+                if h.node != n.key { continue; }
+                for layer in h.layers.clone() {
+                    let others = holdings.iter().any(|o| {
+                        o.node != n.key
+                            && live.iter().any(|x| x.key == o.node)
+                            && o.layers.contains(&layer)
+                    });
+                    prop_assert!(others || to.contains(&layer), "layer {layer} dropped");
+                }
+            }
+        }
+        prop_assert!(movers <= 1, "{movers} movers");
+    }
 
     /// The program's plan scores at least the greedy plan's `k² / stages`.
     #[test]
