@@ -13,7 +13,7 @@ mod waterfill;
 
 use std::ops::Range;
 
-pub use join::{join_window, layer_throughput, place_spares, Holding};
+pub use join::{aligned_window, join_window, layer_throughput, place_spares, Holding};
 pub use placement::{place, Placement};
 pub use rebalance::{rebalance, Verdict, MIN_GAIN, SKEW_CV};
 

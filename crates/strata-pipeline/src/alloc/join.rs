@@ -179,6 +179,68 @@ pub fn join_window(throughput: &[f64], cap: u16) -> Result<Range<u16>, AllocErro
     Ok(to_u16(start as u32)..to_u16((start + n) as u32))
 }
 
+/// [`join_window`] for hops that serve exactly the blocks they hold: the
+/// window must start and end where a route can meet it (the model's ends,
+/// an end of another live holding, or anywhere inside a run of layers no
+/// one holds), so it can be chained with its neighbours. Of those windows of
+/// at most `cap` layers, the one whose sorted throughputs are smallest wins;
+/// when one window's sorted list is a prefix of another's, the longer wins
+/// (it relieves the same layers and more); ties go to the lowest start.
+///
+/// `held` are the other live holdings' ranges. Without the alignment a
+/// third node capped at 11 of 30 layers behind 0..11 and 11..22 would take
+/// 19..30, and no route could use it. Cost: `O(L · cap² log cap)`.
+pub fn aligned_window(
+    throughput: &[f64],
+    cap: u16,
+    held: &[Range<u16>],
+) -> Result<Option<Range<u16>>, AllocError> {
+    // The checks of `join_window` (it also answers the unaligned case).
+    join_window(throughput, cap)?;
+    let l = throughput.len();
+    let mut covered = vec![false; l];
+    let mut edge = vec![false; l + 1];
+    edge[0] = true;
+    edge[l] = true;
+    for r in held {
+        let (a, b) = (usize::from(r.start).min(l), usize::from(r.end).min(l));
+        covered[a..b].fill(true);
+        edge[a] = true;
+        edge[b] = true;
+    }
+    for (i, c) in covered.iter().enumerate() {
+        if !c {
+            edge[i] = true;
+            edge[i + 1] = true;
+        }
+    }
+    let cap = usize::from(cap);
+    let mut best: Option<(Range<usize>, Vec<f64>)> = None;
+    for s in (0..l).filter(|&s| edge[s]) {
+        for e in (s + 1..=(s + cap).min(l)).filter(|&e| edge[e]) {
+            let mut sorted = throughput[s..e].to_vec();
+            sorted.sort_by(f64::total_cmp);
+            if best.as_ref().is_none_or(|(_, b)| better(&sorted, b)) {
+                best = Some((s..e, sorted));
+            }
+        }
+    }
+    Ok(best.map(|(r, _)| to_u16(r.start as u32)..to_u16(r.end as u32)))
+}
+
+/// `a` beats `b`: smaller at the first difference, or longer when one is a
+/// prefix of the other.
+fn better(a: &[f64], b: &[f64]) -> bool {
+    for (x, y) in a.iter().zip(b) {
+        match x.total_cmp(y) {
+            std::cmp::Ordering::Less => return true,
+            std::cmp::Ordering::Greater => return false,
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    a.len() > b.len()
+}
+
 /// The window `[from, to)`'s throughputs as (value, count), ascending by
 /// value: its sorted list, run-length encoded.
 fn histogram(t: &[f64], runs: &[usize], from: usize, to: usize) -> Vec<(f64, usize)> {
@@ -299,6 +361,25 @@ mod tests {
     fn ties_go_to_the_lowest_start_and_cap_clamps() {
         assert_eq!(join_window(&[0.0; 6], 3), Ok(0..3));
         assert_eq!(join_window(&[2.0, 1.0], 9), Ok(0..2));
+    }
+
+    #[test]
+    fn aligned_windows_meet_their_neighbours() {
+        use super::aligned_window;
+        // Behind 0..11 and 11..22, a node capped at 11 takes 22..30, not 19..30.
+        let mut t = [1.0; 30];
+        t[22..].fill(0.0);
+        assert_eq!(join_window(&t, 11), Ok(19..30));
+        assert_eq!(aligned_window(&t, 11, &[0..11, 11..22]), Ok(Some(22..30)));
+        // A replica doubles a whole holding rather than straddling two.
+        let mut t = [2.0; 30];
+        t[10..20].fill(1.0);
+        let held = [0..10, 10..20, 20..30];
+        assert_eq!(aligned_window(&t, 12, &held), Ok(Some(10..20)));
+        // Nothing fits between the edges: no window.
+        assert_eq!(aligned_window(&[1.0; 30], 5, &[0..30]), Ok(None));
+        // Nobody holds anything: the first cap layers.
+        assert_eq!(aligned_window(&[0.0; 30], 11, &[]), Ok(Some(0..11)));
     }
 
     #[test]

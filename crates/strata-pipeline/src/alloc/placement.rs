@@ -10,9 +10,9 @@
 
 use std::ops::Range;
 
-use super::join::{live_contributions, spare_stages, sum};
+use super::join::{live_contributions, sum};
 use super::rebalance::rebalance;
-use super::{join_window, plan_sorted, to_u16, validate, AllocError, Holding, NodeCap, NodeKey};
+use super::{aligned_window, plan_sorted, to_u16, validate, AllocError, Holding, NodeCap, NodeKey};
 use super::{Node, Verdict};
 
 /// What [`place`] decided for one node.
@@ -28,14 +28,13 @@ pub struct Placement {
 /// Decides where node `me` goes, given the `live` nodes (with `me` among
 /// them) and what they hold now (`holdings`: `me` absent when it is joining).
 ///
-/// - **Joining**: Petals' rule, the [`join_window`] of the most layers it can
-///   hold in any role over the free throughput of the others.
+/// - **Joining**: Petals' rule, the [`aligned_window`] of at most the layers
+///   it can hold in any role, over the free throughput of the others.
 /// - **Coverage lost** (some layer has no live holder): a holder's target is
 ///   its window by the same rule computed without itself, if that covers an
 ///   uncovered layer; at once.
 /// - **Skewed** in this epoch and in `previous`: a holder's target is its row
-///   in the re-plan ([`plan`](super::plan) then
-///   [`place_spares`](super::place_spares)).
+///   in the re-plan's pipelines ([`plan`](super::plan)); spares stay.
 /// - Otherwise it stays.
 ///
 /// A holder may move only to a target that differs from what it holds and
@@ -77,13 +76,13 @@ pub fn place(
             }
         }
         Verdict::Skewed { .. } if verdict.should_move(previous) => {
+            // Pipeline rows only: a spare's Petals window is not aligned
+            // with its neighbours, so a route might not use it.
             let plan = plan_sorted(l, &nodes, super::dp::choose);
-            let spares = spare_stages(l, &nodes, &plan);
             let rows: Vec<_> = plan
                 .pipelines
                 .iter()
                 .flat_map(|p| p.stages.iter())
-                .chain(&spares)
                 .collect();
             for h in holdings {
                 if let Some(row) = rows.iter().find(|s| s.node == h.node) {
@@ -112,7 +111,8 @@ pub fn place(
 }
 
 /// The window `n` would take by Petals' rule over everyone else's free
-/// throughput; `None` if it cannot hold a layer in every role.
+/// throughput, aligned so routes can use it ([`aligned_window`]); `None` if
+/// it cannot hold a layer in every role or no aligned window fits.
 fn window_without(
     n_layers: u16,
     nodes: &[Node],
@@ -124,13 +124,15 @@ fn window_without(
     if cap == 0 {
         return Ok(None);
     }
+    let live = |k: &NodeKey| nodes.iter().any(|x| &x.key == k);
     let others: Vec<Holding> = holdings
         .iter()
-        .filter(|h| h.node != n.key)
+        .filter(|h| h.node != n.key && live(&h.node))
         .cloned()
         .collect();
     let t = sum(l, &live_contributions(n_layers, nodes, &others, true)?);
-    join_window(&t, to_u16(cap)).map(Some)
+    let held: Vec<Range<u16>> = others.iter().map(|h| h.layers.clone()).collect();
+    aligned_window(&t, to_u16(cap), &held)
 }
 
 /// The layers of `h` that no other live node holds.

@@ -431,6 +431,18 @@ fn joiners_cover_the_model_one_window_after_another() {
 }
 
 #[test]
+fn joiners_whose_cap_does_not_divide_the_model_still_chain() {
+    let mut live = Vec::new();
+    let mut holdings = Vec::new();
+    for (i, want) in [(1, 0..11), (2, 11..22), (3, 22..30)] {
+        live.push(flat(i, 11, 1.0));
+        let p = place(30, &live, &holdings, &key(i), None).unwrap();
+        assert_eq!(p.to, Some(want.clone()), "joiner {i}");
+        holdings.push(held(i, want));
+    }
+}
+
+#[test]
 fn when_a_holder_dies_one_replica_moves_into_the_hole() {
     // Nodes 1 and 4 both hold 0..10; node 2 (10..20) is gone.
     let live = [flat(1, 10, 1.0), flat(3, 10, 1.0), flat(4, 10, 1.0)];
