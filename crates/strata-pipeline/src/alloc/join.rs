@@ -366,6 +366,7 @@ mod tests {
     #[test]
     fn aligned_windows_meet_their_neighbours() {
         use super::aligned_window;
+        use std::ops::Range;
         // Behind 0..11 and 11..22, a node capped at 11 takes 22..30, not 19..30.
         let mut t = [1.0; 30];
         t[22..].fill(0.0);
@@ -377,7 +378,8 @@ mod tests {
         let held = [0..10, 10..20, 20..30];
         assert_eq!(aligned_window(&t, 12, &held), Ok(Some(10..20)));
         // Nothing fits between the edges: no window.
-        assert_eq!(aligned_window(&[1.0; 30], 5, &[0..30]), Ok(None));
+        let whole = [Range { start: 0, end: 30 }];
+        assert_eq!(aligned_window(&[1.0; 30], 5, &whole), Ok(None));
         // Nobody holds anything: the first cap layers.
         assert_eq!(aligned_window(&[0.0; 30], 11, &[]), Ok(Some(0..11)));
     }
