@@ -21,6 +21,7 @@ pub mod model_file;
 pub mod openings;
 mod outbox;
 mod payments;
+pub mod placement;
 pub mod profile;
 mod service;
 mod worker;
@@ -32,7 +33,7 @@ use std::time::Duration;
 use strata_chain::registration::{ensure_registered, Registration};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{Keypair, Signer, ROLE_COMPUTE};
-use strata_engine::{Engine, Shard};
+use strata_engine::{Engine, ModelLayout, Shard};
 use strata_p2p::{NodeId, NodeIdentity, P2pConfig, P2pEvent, P2pHandle};
 use strata_service::{dial_registered_nodes, now_ms};
 use strata_wire::protocols::{
@@ -205,35 +206,8 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                 .map_err(|e| NodeError::Model(e.to_string()))??
         }
     };
-    let shard = memory::resolve(&config.model_path, &config.memory, config.max_concurrent)?;
-    let path = config.model_path.clone();
-    let load = shard.clone().map_or(Shard::Whole, Shard::Layers);
-    let engine = tokio::task::spawn_blocking(move || Engine::load_shard(&path, &load))
-        .await
-        .map_err(|e| NodeError::Model(e.to_string()))?
-        .map_err(|e| NodeError::Model(e.to_string()))?;
-    let engine = Arc::new(engine);
-    let e = engine.clone();
-    let tokens = config.profile_tokens;
-    // A hop cannot generate alone: its speed is profiled per block.
-    let held = shard.clone();
-    let profile = tokio::task::spawn_blocking(move || profile::profile(&e, tokens, held))
-        .await
-        .map_err(|e| NodeError::Model(e.to_string()))?;
-    if let Some(s) = &shard {
-        tracing::info!(
-            blocks = ?s,
-            weights_mib = engine.model.weight_bytes() >> 20,
-            "holding part of the model: serving as a pipeline hop"
-        );
-    }
-    tracing::info!(
-        tokens_per_sec = profile.tokens_per_sec,
-        layer_ms = profile.layer_ms,
-        memory_mb = profile.memory_mb,
-        "profiled"
-    );
-
+    // p2p first: a node placing itself listens to the swarm before it
+    // loads anything.
     let identity = NodeIdentity::from_keypair_bytes(config.keypair.to_bytes())
         .map_err(|e| NodeError::Config(e.to_string()))?;
     // The whole catalogue: a node serves tasks, hands receipts to the relayer
@@ -264,6 +238,70 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         Some(url) => Some(ChainClient::new(url)?),
         None => None,
     };
+    if let Some(chain) = &chain {
+        dial_registered_nodes(chain, &p2p).await;
+    }
+
+    let swarm = placement::Swarm::default();
+    let offer = config.memory.offer_mb;
+    let (wanted, auto) = match &config.memory.layers {
+        memory::Layers::Whole => (None, None),
+        memory::Layers::Range(r) => (Some(r.clone()), None),
+        memory::Layers::Auto(placing) => {
+            let offer = offer.ok_or_else(|| {
+                NodeError::Config("--layers auto needs --memory-mb: the blocks it takes are what that memory holds".into())
+            })?;
+            let layout = ModelLayout::read(&config.model_path)
+                .map_err(|e| NodeError::Model(e.to_string()))?;
+            let mine = memory::caps(&layout, offer, config.max_concurrent);
+            let r = placement::join(
+                &p2p,
+                &mut events,
+                &swarm,
+                placing.join_wait,
+                &layout,
+                &model_hash,
+                mine,
+            )
+            .await?;
+            (Some(r), Some((layout, mine, *placing)))
+        }
+    };
+    let shard = memory::resolve(&config.model_path, wanted, offer, config.max_concurrent)?;
+    let path = config.model_path.clone();
+    let load = shard.clone().map_or(Shard::Whole, Shard::Layers);
+    let engine = tokio::task::spawn_blocking(move || Engine::load_shard(&path, &load))
+        .await
+        .map_err(|e| NodeError::Model(e.to_string()))?
+        .map_err(|e| NodeError::Model(e.to_string()))?;
+    let engine = Arc::new(engine);
+    let e = engine.clone();
+    let tokens = config.profile_tokens;
+    // A hop cannot generate alone: its speed is profiled per block.
+    let held = shard.clone();
+    let mut profile = tokio::task::spawn_blocking(move || profile::profile(&e, tokens, held))
+        .await
+        .map_err(|e| NodeError::Model(e.to_string()))?;
+    if let Some(offer) = offer {
+        // Others place themselves by what each offers, not by what it has.
+        profile.memory_mb = profile
+            .memory_mb
+            .min(u32::try_from(offer).unwrap_or(u32::MAX));
+    }
+    if let Some(s) = &shard {
+        tracing::info!(
+            blocks = ?s,
+            weights_mib = engine.model.weight_bytes() >> 20,
+            "holding part of the model: serving as a pipeline hop"
+        );
+    }
+    tracing::info!(
+        tokens_per_sec = profile.tokens_per_sec,
+        layer_ms = profile.layer_ms,
+        memory_mb = profile.memory_mb,
+        "profiled"
+    );
+
     let registration = match &chain {
         Some(chain) => {
             let capacity = strata_chain::Capacity {
@@ -293,10 +331,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         None => None,
     };
 
-    if let Some(chain) = &chain {
-        dial_registered_nodes(chain, &p2p).await;
-    }
-
     let retention = match &chain {
         Some(chain) => {
             let p = chain.config().await?.params;
@@ -313,13 +347,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         config.state_dir.as_ref().map(|d| d.join("archive")),
         retention,
     )?);
-    let openings = Openings::new(
-        engine.clone(),
-        archive.clone(),
-        chain.clone(),
-        config.keypair.pubkey(),
-        config.cheat,
-    );
     let worker = worker::Worker::spawn(engine.clone());
     let outbox = outbox::Outbox::start(
         p2p.clone(),
@@ -331,6 +358,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         Hops::start(HopSetup {
             engine: engine.clone(),
             layers,
+            layer_ms: profile.layer_ms,
             model_hash,
             max_concurrent: config.max_concurrent,
             price_per_token: config.price_per_token,
@@ -341,6 +369,18 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             archive: archive.clone(),
         })
     });
+    let serving = match &hops {
+        Some(h) => openings::Serving::Hops(h.clone()),
+        None => openings::Serving::Whole(engine.clone()),
+    };
+    let openings = Openings::new(
+        serving,
+        config.model_path.clone(),
+        archive.clone(),
+        chain.clone(),
+        config.keypair.pubkey(),
+        config.cheat,
+    );
     let service = Service::new(
         ServiceConfig {
             model: config.model_name.clone(),
@@ -360,8 +400,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
 
     let serve = {
         let (service, openings, hops) = (service.clone(), openings.clone(), hops.clone());
+        let (swarm, p2p) = (swarm.clone(), p2p.clone());
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
+                if swarm.hear(&p2p, &ev).await {
+                    continue;
+                }
                 match ev {
                     P2pEvent::Request(req) if req.protocol == TASK => {
                         let s = service.clone();
@@ -431,14 +475,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                 };
                 let sent = match &hops {
                     None => p2p.publish(&CAPACITY, strata_wire::encode(&c)).await,
-                    Some(h) if profile.layer_ms > 0.0 => {
+                    Some(h) if h.layer_ms() > 0.0 => {
                         let layers = h.layers();
                         let hop = strata_wire::capacity::HopCapacity {
                             capacity: c,
                             start: layers.start as u16,
                             end: layers.end as u16,
                             n_layers,
-                            layer_ms: profile.layer_ms,
+                            layer_ms: h.layer_ms(),
                         };
                         p2p.publish(&HOP_CAPACITY, strata_wire::encode(&hop)).await
                     }
@@ -460,6 +504,22 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             }
         }
     });
+    let mut tasks = vec![serve, announce, prune];
+    if let (Some((layout, caps, placing)), Some(hops)) = (auto, &hops) {
+        let mover = placement::Mover {
+            p2p: p2p.clone(),
+            swarm,
+            hops: hops.clone(),
+            layout,
+            model_path: config.model_path.clone(),
+            model_hash,
+            caps,
+            max_concurrent: config.max_concurrent,
+            epoch: placing.epoch,
+            profile_tokens: config.profile_tokens,
+        };
+        tasks.push(tokio::spawn(mover.run()));
+    }
     tracing::info!(node = %config.keypair.pubkey(), addrs = ?addrs, "serving");
     Ok(RunningNode {
         p2p,
@@ -469,7 +529,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         addrs,
         openings,
         hops,
-        tasks: vec![serve, announce, prune],
+        tasks,
     })
 }
 

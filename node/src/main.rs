@@ -1,10 +1,13 @@
 //! `strata-node`: flags in, [`strata_node::start`], wait for Ctrl-C, leave cleanly.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use strata_chain::{cluster, keys, Signer};
+use strata_node::memory::Layers;
+use strata_node::placement::PlacementConfig;
 use strata_node::{start, NodeConfig};
 use strata_p2p::P2pConfig;
 
@@ -67,9 +70,16 @@ struct Cli {
     cheat: Option<strata_node::cheat::Cheat>,
     /// Hold only blocks a..b of the model and serve as a pipeline hop
     /// (loads only those weights; the first hop also holds the embedding,
-    /// the last the head).
-    #[arg(long, value_name = "A..B", value_parser = strata_node::memory::parse_layers)]
-    layers: Option<std::ops::Range<usize>>,
+    /// the last the head); or `auto`: as many blocks as --memory-mb holds,
+    /// where the swarm is weakest, moving when a block loses its last holder.
+    #[arg(long, value_name = "A..B|auto", value_parser = strata_node::memory::parse_layers)]
+    layers: Option<strata_node::memory::Layers>,
+    /// With --layers auto: seconds to listen to other hops before choosing.
+    #[arg(long, value_name = "SECS", default_value_t = 6)]
+    join_wait_secs: u64,
+    /// With --layers auto: seconds between checks of whether to move.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    rebalance_secs: u64,
     /// Memory this node may use for weights and KV cache, MiB: start is
     /// refused, with the figures, when what it holds would not fit.
     #[arg(long, value_name = "MIB")]
@@ -114,7 +124,13 @@ async fn main() -> anyhow::Result<()> {
         state_dir: Some(strata_service::expand_home(&cli.state_dir)),
         cheat: cli.cheat,
         memory: strata_node::memory::MemoryPlan {
-            layers: cli.layers,
+            layers: match cli.layers.unwrap_or_default() {
+                Layers::Auto(_) => Layers::Auto(PlacementConfig {
+                    join_wait: Duration::from_secs(cli.join_wait_secs),
+                    epoch: Duration::from_secs(cli.rebalance_secs.max(1)),
+                }),
+                other => other,
+            },
             offer_mb: cli.memory_mb,
         },
     })

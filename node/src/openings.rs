@@ -246,10 +246,57 @@ impl Archived {
     }
 }
 
+/// What the node serves with now: a whole model, or a hop's blocks (which
+/// change when the hop moves, so they are asked for at each opening).
+#[derive(Clone)]
+pub enum Serving {
+    /// The whole model.
+    Whole(Arc<Engine>),
+    /// A pipeline hop's current blocks.
+    Hops(crate::Hops),
+}
+
+impl Serving {
+    fn current(&self) -> Arc<Engine> {
+        match self {
+            Serving::Whole(e) => e.clone(),
+            Serving::Hops(h) => h.engine(),
+        }
+    }
+}
+
+/// An engine that holds what `record` ran: `current` if it does, else the
+/// record's blocks loaded from the model file (a hop that has moved since).
+fn engine_for(
+    current: Arc<Engine>,
+    path: &std::path::Path,
+    record: &Archived,
+) -> Result<Arc<Engine>, OpeningError> {
+    let Archived::Hop(r) = record else {
+        return Ok(current);
+    };
+    let hop = r.check().map_err(|e| OpeningError::Record(e.to_string()))?;
+    let (a, b) = (usize::from(hop.start), usize::from(hop.end));
+    let m = &current.model;
+    let held = m.layers();
+    let holds = held.start <= a
+        && b <= held.end
+        && (a != 0 || m.has_embedding())
+        && (b != m.n_layers() || m.has_head());
+    if holds {
+        return Ok(current);
+    }
+    let shard = strata_engine::Shard::Layers(a..b);
+    Ok(Arc::new(Engine::load_shard(path, &shard)?))
+}
+
 /// Serves the `OPENING` protocol.
 #[derive(Clone)]
 pub struct Openings {
-    engine: Arc<Engine>,
+    serving: Serving,
+    /// The model file: a hop that has moved since it served an audited
+    /// part loads that part's blocks again from it.
+    model_path: std::path::PathBuf,
     archive: Arc<Archive>,
     chain: Option<ChainClient>,
     me: Pubkey,
@@ -262,14 +309,16 @@ impl Openings {
     /// A server over the node's engine and archive; without a chain nothing
     /// is ever audited, so every request is refused.
     pub fn new(
-        engine: Arc<Engine>,
+        serving: Serving,
+        model_path: std::path::PathBuf,
         archive: Arc<Archive>,
         chain: Option<ChainClient>,
         me: Pubkey,
         cheat: Option<Cheat>,
     ) -> Self {
         Self {
-            engine,
+            serving,
+            model_path,
             archive,
             chain,
             me,
@@ -314,12 +363,14 @@ impl Openings {
         if let Err(why) = self.authorize(from, &request, &record).await {
             return OpeningResponse::Refused(why);
         }
-        let engine = self.engine.clone();
-        let tamper = self.cheat.and_then(|c| c.tamper(engine.model.n_layers()));
+        let current = self.serving.current();
+        let tamper = self.cheat.and_then(|c| c.tamper(current.model.n_layers()));
         let layers = request.layers.clone();
         let cpu = self.cpu_micros.clone();
+        let path = self.model_path.clone();
         let built = tokio::task::spawn_blocking(move || {
             let before = strata_service::thread_cpu_micros();
+            let engine = engine_for(current, &path, &record)?;
             let built = match &record {
                 Archived::Task(r) => build_opening(&engine.model, r, &layers, tamper),
                 Archived::Hop(r) => build_hop_opening(&engine.model, r, &layers, tamper),
@@ -380,7 +431,7 @@ impl Openings {
         .map_err(|e| format!("the receipt is not at that leaf of that batch: {e}"))?;
         let config = chain.config().await.map_err(read)?;
         let nodes = chain.registered_nodes().await.map_err(read)?;
-        let n_layers = self.engine.model.n_layers() as u32;
+        let n_layers = self.serving.current().model.n_layers() as u32;
         let plan = match record {
             Archived::Task(r) => {
                 let n_outputs = r.output.len() as u32;

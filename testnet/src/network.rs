@@ -186,7 +186,10 @@ pub async fn start(
             state_dir: Some(options.state_dir.join(format!("node-{}", key.pubkey()))),
             cheat,
             memory: strata_node::memory::MemoryPlan {
-                layers: options.pipeline.get(i).cloned(),
+                layers: options.pipeline.get(i).cloned().map_or(
+                    strata_node::memory::Layers::Whole,
+                    strata_node::memory::Layers::Range,
+                ),
                 offer_mb: None,
             },
         })

@@ -23,8 +23,9 @@ mod settle;
 mod table;
 
 use std::ops::Range;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use strata_chain::Keypair;
@@ -37,7 +38,7 @@ use strata_wire::hop::{
 use strata_wire::protocols::HIDDEN_STATE;
 use tokio::sync::{mpsc, oneshot};
 
-use self::engine::{HopEngine, HopJob};
+use self::engine::{EngineEvent, HopEngine, HopJob};
 use self::table::{Head, Refusal, Seq, SeqId, Table};
 use crate::archive::Archive;
 use crate::openings::sampling_params;
@@ -65,6 +66,8 @@ pub(crate) struct HopSetup {
     pub(crate) engine: Arc<Engine>,
     /// The blocks this node runs.
     pub(crate) layers: Range<usize>,
+    /// Their profiled decode time per block and token, ms.
+    pub(crate) layer_ms: f32,
     /// SHA-256 of the model file.
     pub(crate) model_hash: [u8; 32],
     /// Sequences running at once.
@@ -83,9 +86,22 @@ pub(crate) struct HopSetup {
     pub(crate) archive: Arc<Archive>,
 }
 
-struct Inner {
+/// The blocks a hop holds and the engine thread that runs them: replaced
+/// whole when the node moves to other blocks ([`Hops::move_to`]).
+struct Held {
     engine: Arc<Engine>,
     layers: Range<usize>,
+    hop_engine: HopEngine,
+    /// Profiled decode time per block and token, ms (what it announces).
+    layer_ms: f32,
+}
+
+struct Inner {
+    held: RwLock<Arc<Held>>,
+    /// Where every engine thread, old or new, reports.
+    events: mpsc::UnboundedSender<EngineEvent>,
+    /// Set while the node drains before moving: new sequences are refused.
+    moving: AtomicBool,
     model_hash: [u8; 32],
     max_concurrent: usize,
     price_per_token: u64,
@@ -94,7 +110,6 @@ struct Inner {
     payments: Arc<Payments>,
     outbox: Outbox,
     archive: Arc<Archive>,
-    hop_engine: HopEngine,
     table: Mutex<Table>,
     bytes_sent: AtomicU64,
 }
@@ -111,11 +126,21 @@ impl Hops {
     /// `setup.layers` of the model whose file hashes to `setup.model_hash`.
     pub(crate) fn start(setup: HopSetup) -> Self {
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let hop_engine = HopEngine::spawn(setup.engine.clone(), setup.layers.clone(), events_tx);
+        let hop_engine = HopEngine::spawn(
+            setup.engine.clone(),
+            setup.layers.clone(),
+            events_tx.clone(),
+        );
         let hops = Self {
             inner: Arc::new(Inner {
-                engine: setup.engine,
-                layers: setup.layers,
+                held: RwLock::new(Arc::new(Held {
+                    engine: setup.engine,
+                    layers: setup.layers,
+                    hop_engine,
+                    layer_ms: setup.layer_ms,
+                })),
+                events: events_tx,
+                moving: AtomicBool::new(false),
                 model_hash: setup.model_hash,
                 max_concurrent: setup.max_concurrent,
                 price_per_token: setup.price_per_token,
@@ -124,7 +149,6 @@ impl Hops {
                 payments: setup.payments,
                 outbox: setup.outbox,
                 archive: setup.archive,
-                hop_engine,
                 table: Mutex::new(Table::default()),
                 bytes_sent: AtomicU64::new(0),
             }),
@@ -140,7 +164,73 @@ impl Hops {
 
     /// The blocks this node runs.
     pub fn layers(&self) -> Range<usize> {
-        self.inner.layers.clone()
+        self.held().layers.clone()
+    }
+
+    /// The engine holding those blocks.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.held().engine.clone()
+    }
+
+    /// Profiled decode time per block and token of those blocks, ms.
+    pub fn layer_ms(&self) -> f32 {
+        self.held().layer_ms
+    }
+
+    /// Moves this hop to blocks `layers`, which `engine` holds (profiled at
+    /// `layer_ms`): refuses new sequences,
+    /// lets the running ones finish for up to `limit` (those still running
+    /// then are failed, and their callers fail over), closes every sequence
+    /// still in the old engine so its summary can be settled, then serves
+    /// the new blocks. Returns how many sequences were cut.
+    pub async fn move_to(
+        &self,
+        engine: Arc<Engine>,
+        layers: Range<usize>,
+        layer_ms: f32,
+        limit: Duration,
+    ) -> usize {
+        self.inner.moving.store(true, Ordering::SeqCst);
+        let deadline = Instant::now() + limit;
+        while self.active() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (ids, cut) = {
+            let mut t = self.lock();
+            let ids = t.ids();
+            let mut cut = 0;
+            for id in &ids {
+                if let Some(seq) = t.by_id_mut(id).filter(|s| !s.ended) {
+                    fail(seq, "the hop moved to other blocks".into());
+                    cut += 1;
+                }
+            }
+            (ids, cut)
+        };
+        // Ended sequences still in the old engine: closed there, so their
+        // summaries can be settled after the move.
+        for id in ids {
+            self.close_in_engine(id).await;
+        }
+        let hop_engine =
+            HopEngine::spawn(engine.clone(), layers.clone(), self.inner.events.clone());
+        *self.inner.held.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Held {
+            engine,
+            layers,
+            hop_engine,
+            layer_ms,
+        });
+        self.inner.moving.store(false, Ordering::SeqCst);
+        cut
+    }
+
+    fn held(&self) -> Arc<Held> {
+        // A swap writes one whole Arc: a poisoned lock still holds a valid one.
+        self.inner
+            .held
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Sequences running here now.
@@ -294,7 +384,14 @@ impl Hops {
         if NodeId(here.node) != self.me() {
             return wrong(format!("the route puts another node at hop {}", open.index));
         }
-        let held = &self.inner.layers;
+        if self.inner.moving.load(Ordering::SeqCst) {
+            return Err(Refusal::new(
+                HopErrorKind::Busy,
+                "this node is moving to other blocks",
+            ));
+        }
+        let h = self.held();
+        let held = &h.layers;
         if usize::from(here.start) != held.start || usize::from(here.end) != held.end {
             return wrong(format!(
                 "this node holds blocks {}..{}, not {}..{}",
@@ -302,7 +399,7 @@ impl Hops {
             ));
         }
         if open.model_hash != self.inner.model_hash
-            || usize::from(open.n_layers) != self.inner.engine.model.n_layers()
+            || usize::from(open.n_layers) != h.engine.model.n_layers()
         {
             return wrong("this node holds part of another model".into());
         }
@@ -311,7 +408,7 @@ impl Hops {
         }
         // The model's own end-of-turn tokens always end a sequence, as on a
         // whole-model node; the caller (who has no tokenizer) may add more.
-        let mut stop_tokens = self.inner.engine.end_of_turn_tokens();
+        let mut stop_tokens = h.engine.end_of_turn_tokens();
         stop_tokens.extend(&open.stop_tokens);
         let opts = HopOptions {
             sampling: sampling_params(&open.sampling),
@@ -326,7 +423,7 @@ impl Hops {
             let deadline = Instant::now().checked_sub(SEQ_DEADLINE);
             for old in deadline.map(|d| t.older_than(d)).unwrap_or_default() {
                 if let Some(s) = t.remove(&old) {
-                    self.inner.hop_engine.submit(HopJob::Close {
+                    self.held().hop_engine.submit(HopJob::Close {
                         key: s.key,
                         reply: oneshot::channel().0,
                     });
@@ -375,9 +472,9 @@ impl Hops {
                 head,
                 opened: Instant::now(),
             });
-            self.inner.hop_engine.submit(HopJob::Open { key, opts });
+            self.held().hop_engine.submit(HopJob::Open { key, opts });
             if let Some(p) = prompt {
-                self.inner.hop_engine.submit(HopJob::Push {
+                self.held().hop_engine.submit(HopJob::Push {
                     key,
                     input: HopInput::Tokens(p),
                 });
@@ -400,7 +497,7 @@ impl Hops {
         self.lock().check_step(from, entries)?;
         let x =
             HiddenStates::decode(states, MAX_HOP_REQUEST_BYTES).map_err(|e| bad(e.to_string()))?;
-        let cols = self.inner.engine.model.config().hidden_size;
+        let cols = self.held().engine.model.config().hidden_size;
         if x.cols() != cols {
             return Err(bad(format!(
                 "rows are {} wide, the model's are {cols}",
@@ -428,7 +525,7 @@ impl Hops {
                 seq.next_position = e.position + e.rows;
                 seq.inputs.push(part.clone());
             }
-            self.inner.hop_engine.submit(HopJob::Push {
+            self.held().hop_engine.submit(HopJob::Push {
                 key,
                 input: HopInput::States(part),
             });
@@ -439,7 +536,7 @@ impl Hops {
     /// Sampled tokens at the first hop: streamed to the caller and, unless
     /// the sequence ended, embedded at the next step.
     fn tokens(&self, from: NodeId, entries: &[TokenEntry]) -> Result<HopResponse, Refusal> {
-        let engine = self.inner.engine.clone();
+        let engine = self.held().engine.clone();
         let mut t = self.lock();
         let keys = t.check_tokens(from, entries)?;
         let mut ended = Vec::new();
@@ -471,7 +568,7 @@ impl Hops {
             seq.input_position = e.position;
             seq.next_position = e.position + 1;
             seq.fed.push(e.token);
-            self.inner.hop_engine.submit(HopJob::Push {
+            self.held().hop_engine.submit(HopJob::Push {
                 key,
                 input: HopInput::Tokens(vec![e.token]),
             });
@@ -547,7 +644,7 @@ impl Hops {
         };
         let (tx, rx) = oneshot::channel();
         if !self
-            .inner
+            .held()
             .hop_engine
             .submit(HopJob::Close { key, reply: tx })
         {

@@ -147,6 +147,11 @@ impl Table {
             .collect()
     }
 
+    /// Every sequence held, ended or not.
+    pub(crate) fn ids(&self) -> Vec<SeqId> {
+        self.by_id.keys().copied().collect()
+    }
+
     pub(crate) fn contains(&self, id: &SeqId) -> bool {
         self.by_id.contains_key(id)
     }

@@ -9,7 +9,7 @@ use std::ops::Range;
 
 use strata_chain::{Keypair, Signer};
 use strata_engine::{HiddenStates, WireDType};
-use strata_node::memory::MemoryPlan;
+use strata_node::memory::{Layers, MemoryPlan};
 use strata_node::{start, NodeConfig, RunningNode};
 use strata_p2p::{NodeIdentity, P2pConfig, P2pHandle};
 use strata_pipeline::client::{self, PipelineTask};
@@ -178,7 +178,7 @@ async fn three_hops_serve_what_one_node_serves_and_refuse_bad_input() {
     let refusal = start(config(
         &Keypair::new(),
         MemoryPlan {
-            layers: None,
+            layers: Layers::Whole,
             offer_mb: Some(OFFER_MB),
         },
     ))
@@ -193,7 +193,7 @@ async fn three_hops_serve_what_one_node_serves_and_refuse_bad_input() {
     let mut hops = Vec::new();
     for r in SPLIT {
         let memory = MemoryPlan {
-            layers: Some(r.clone()),
+            layers: Layers::Range(r.clone()),
             offer_mb: Some(OFFER_MB),
         };
         let n = start(config(&Keypair::new(), memory)).await.unwrap();

