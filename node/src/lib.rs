@@ -447,6 +447,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     // blocks and time per block), or it would be routed whole tasks.
     let announce = {
         let (p2p, service, hops) = (p2p.clone(), service.clone(), hops.clone());
+        let swarm = swarm.clone();
         let context = engine.model.config().context_length as u32;
         let n_layers = engine.model.n_layers() as u16;
         let (model, price, max_concurrent) = (
@@ -477,12 +478,28 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                     None => p2p.publish(&CAPACITY, strata_wire::encode(&c)).await,
                     Some(h) if h.layer_ms() > 0.0 => {
                         let layers = h.layers();
+                        // Round trips to the other hops, nearest first: what
+                        // a route pays between this hop and the next.
+                        let mut rtt_us: Vec<([u8; 32], u32)> = match p2p.stats().await {
+                            Ok(s) => s
+                                .rtts
+                                .into_iter()
+                                .filter(|(n, _)| swarm.knows(n))
+                                .map(|(n, d)| {
+                                    (n.0, u32::try_from(d.as_micros()).unwrap_or(u32::MAX))
+                                })
+                                .collect(),
+                            Err(_) => Vec::new(),
+                        };
+                        rtt_us.sort_by_key(|(_, us)| *us);
+                        rtt_us.truncate(strata_wire::capacity::MAX_HOP_RTTS);
                         let hop = strata_wire::capacity::HopCapacity {
                             capacity: c,
                             start: layers.start as u16,
                             end: layers.end as u16,
                             n_layers,
                             layer_ms: h.layer_ms(),
+                            rtt_us,
                         };
                         p2p.publish(&HOP_CAPACITY, strata_wire::encode(&hop)).await
                     }

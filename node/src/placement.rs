@@ -84,6 +84,11 @@ impl Swarm {
         true
     }
 
+    /// Whether `node` is a hop this node has heard from (live or not).
+    pub fn knows(&self, node: &NodeId) -> bool {
+        self.lock().contains_key(node)
+    }
+
     /// Live hops of the model (`model_hash`, `n_layers`) other than `me`.
     fn live(&self, model_hash: &[u8; 32], n_layers: u16, me: NodeId) -> Vec<(NodeId, HopCapacity)> {
         self.lock()

@@ -3,12 +3,13 @@
 //! [`Peers`], [`Requests`], [`Topics`], [`Distribution`] and [`Nat`]. After
 //! each step it applies the penalties they decided.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{autonat, gossipsub, identify, kad, mdns, PeerId, Swarm};
+use libp2p::{autonat, gossipsub, identify, kad, mdns, ping, PeerId, Swarm};
 use strata_primitives::protocol::TopicSpec;
 use tokio::sync::mpsc;
 
@@ -69,6 +70,7 @@ pub async fn start(
         distribution: Distribution::new(&config),
         nat: Nat::new(),
         last_kad_bootstrap: Instant::now(),
+        rtts: HashMap::new(),
     };
     tokio::spawn(event_loop.run());
     Ok((
@@ -91,6 +93,8 @@ struct EventLoop {
     distribution: Distribution,
     nat: Nat,
     last_kad_bootstrap: Instant,
+    /// The latest ping round trip per peer.
+    rtts: HashMap<PeerId, Duration>,
 }
 
 impl EventLoop {
@@ -228,6 +232,12 @@ impl EventLoop {
                     chunks_served: served,
                     connected_peers: self.swarm.connected_peers().count(),
                     banned_peers: self.peers.banned_count(Instant::now()),
+                    rtts: self
+                        .rtts
+                        .iter()
+                        .filter(|(p, _)| self.swarm.is_connected(p))
+                        .filter_map(|(p, rtt)| NodeId::from_peer_id(p).map(|n| (n, *rtt)))
+                        .collect(),
                 });
             }
             Command::Report(node, misbehaviour) => {
@@ -325,6 +335,7 @@ impl EventLoop {
                 num_established: 0,
                 ..
             } => {
+                self.rtts.remove(&peer_id);
                 self.distribution.on_disconnected(&peer_id);
                 self.emit(P2pEvent::PeerDisconnected {
                     node: node_of(&peer_id),
@@ -415,6 +426,13 @@ impl EventLoop {
                 if let Some(req) = self.requests.on_event(&mut self.peers, ev, now) {
                     self.emit(P2pEvent::Request(req));
                 }
+            }
+            BehaviourEvent::Ping(ping::Event {
+                peer,
+                result: Ok(rtt),
+                ..
+            }) => {
+                self.rtts.insert(peer, rtt);
             }
             BehaviourEvent::Chunks(ev) => {
                 let chunks = &mut self.swarm.behaviour_mut().chunks;

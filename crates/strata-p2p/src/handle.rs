@@ -27,6 +27,9 @@ pub struct NodeStats {
     pub connected_peers: usize,
     /// Peers banned for misbehaviour.
     pub banned_peers: usize,
+    /// The latest ping round trip to each connected peer that has answered
+    /// one (libp2p's ping, every 15 s per connection).
+    pub rtts: Vec<(NodeId, std::time::Duration)>,
 }
 
 /// What a handle asks of the event loop; each carries where its answer goes.

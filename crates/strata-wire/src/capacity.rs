@@ -32,8 +32,12 @@ pub struct Capacity {
     pub sent_at_ms: u64,
 }
 
-/// Largest encoded hop announcement accepted.
-pub const MAX_HOP_CAPACITY_BYTES: usize = MAX_CAPACITY_BYTES + 64;
+/// Most round trips one hop announcement carries.
+pub const MAX_HOP_RTTS: usize = 16;
+
+/// Largest encoded hop announcement accepted: a whole node's, the blocks,
+/// and [`MAX_HOP_RTTS`] round trips.
+pub const MAX_HOP_CAPACITY_BYTES: usize = MAX_CAPACITY_BYTES + 64 + MAX_HOP_RTTS * 36;
 
 /// A pipeline hop's announcement: what a whole-model node announces (its
 /// `tokens_per_sec` is 0: a hop cannot generate alone) and the blocks it
@@ -51,18 +55,29 @@ pub struct HopCapacity {
     pub n_layers: u16,
     /// Profiled decode time of one token through one of its blocks, ms.
     pub layer_ms: f32,
+    /// Measured round trips to other hops (node key, microseconds), at
+    /// most [`MAX_HOP_RTTS`]: what a route pays between this hop and the
+    /// next.
+    pub rtt_us: Vec<([u8; 32], u32)>,
 }
 
 impl HopCapacity {
     /// Decodes an announcement (size-limited) and checks that its blocks
-    /// are a non-empty range inside the model and its time per block is a
-    /// positive finite number.
+    /// are a non-empty range inside the model, its time per block is a
+    /// positive finite number, and it carries at most [`MAX_HOP_RTTS`]
+    /// round trips.
     pub fn decode(bytes: &[u8]) -> Result<Self, crate::WireError> {
         let h: Self = crate::decode(bytes, MAX_HOP_CAPACITY_BYTES)?;
         if h.start >= h.end || h.end > h.n_layers {
             return Err(crate::WireError::Invalid(format!(
                 "blocks {}..{} of a {}-block model",
                 h.start, h.end, h.n_layers
+            )));
+        }
+        if h.rtt_us.len() > MAX_HOP_RTTS {
+            return Err(crate::WireError::Invalid(format!(
+                "{} round trips, more than {MAX_HOP_RTTS}",
+                h.rtt_us.len()
             )));
         }
         if !(h.layer_ms.is_finite() && h.layer_ms > 0.0) {

@@ -86,7 +86,7 @@ pub const VERDICTS: TopicSpec = TopicSpec {
 /// ([`crate::capacity::HopCapacity`]): what gateways route pipelines over.
 pub const HOP_CAPACITY: TopicSpec = TopicSpec {
     tag: 6,
-    name: "/strata/hop-capacity/1",
+    name: "/strata/hop-capacity/2",
     max_payload: MAX_GOSSIP_PAYLOAD,
 };
 

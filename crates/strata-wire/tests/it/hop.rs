@@ -210,7 +210,7 @@ fn oversized_input_is_refused_before_parsing() {
 
 #[test]
 fn hop_announcements_round_trip_and_bad_ones_are_refused() {
-    use strata_wire::capacity::{HopCapacity, MAX_HOP_CAPACITY_BYTES};
+    use strata_wire::capacity::{HopCapacity, MAX_HOP_CAPACITY_BYTES, MAX_HOP_RTTS};
     let good = HopCapacity {
         capacity: strata_wire::Capacity {
             model: "m".into(),
@@ -228,6 +228,7 @@ fn hop_announcements_round_trip_and_bad_ones_are_refused() {
         end: 20,
         n_layers: 30,
         layer_ms: 0.8,
+        rtt_us: vec![([2; 32], 150); MAX_HOP_RTTS],
     };
     assert_eq!(HopCapacity::decode(&encode(&good)), Ok(good.clone()));
     let refused = |edit: &dyn Fn(&mut HopCapacity)| {
@@ -245,6 +246,10 @@ fn hop_announcements_round_trip_and_bad_ones_are_refused() {
         "Borsh refuses NaN"
     );
     assert!(refused(&|h| h.layer_ms = 0.0));
+    assert!(
+        refused(&|h| h.rtt_us.push(([3; 32], 1))),
+        "too many round trips"
+    );
     let mut big = good.clone();
     big.capacity.addrs = vec!["x".repeat(MAX_HOP_CAPACITY_BYTES)];
     assert!(matches!(
