@@ -17,7 +17,7 @@
 //!   challenges past their deadline.
 //!
 //! What it remembers across restarts is in [`state`]; what it counts is in
-//! [`VerifierStats`]. The binary (`src/main.rs`) only parses flags and waits
+//! [`VerifierStats`] (served to Prometheus by [`metrics`]). The binary (`src/main.rs`) only parses flags and waits
 //! for Ctrl-C; everything goes through [`VerifierConfig`], with no global
 //! state, so the local testnet and tests start verifiers the same way.
 //!
@@ -32,6 +32,7 @@
 mod audits;
 pub mod check;
 mod committee;
+pub mod metrics;
 pub mod relayer;
 mod service;
 pub mod state;
@@ -172,6 +173,27 @@ impl RunningVerifier {
     /// A snapshot of what it has done so far.
     pub fn stats(&self) -> VerifierStats {
         self.inner.stats()
+    }
+
+    /// Serves [`metrics::render`] of this verifier at `/metrics` on
+    /// `listener` until the returned task is aborted.
+    pub fn serve_metrics(&self, listener: tokio::net::TcpListener) -> JoinHandle<()> {
+        let (inner, p2p) = (self.inner.clone(), self.p2p.clone());
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let (inner, p2p) = (inner.clone(), p2p.clone());
+                async move {
+                    let peers = p2p.stats().await.unwrap_or_default();
+                    metrics::render(&inner.stats(), &peers)
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::warn!("metrics server stopped: {e}");
+            }
+        })
     }
 
     /// Stops its loops and leaves the network. An audit cut short is not

@@ -49,6 +49,9 @@ struct Cli {
     /// Where the verifier remembers its audits and votes across restarts.
     #[arg(long, default_value = "~/.strata/verifier")]
     state_dir: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9102).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -85,6 +88,13 @@ async fn main() -> anyhow::Result<()> {
         verifier.registration.stake,
         verifier.addrs.join(", ")
     );
+    if let Some(addr) = cli.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics address {addr}"))?;
+        println!("metrics: http://{}/metrics", listener.local_addr()?);
+        verifier.serve_metrics(listener);
+    }
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;

@@ -286,6 +286,38 @@ async fn a_node_withholding_its_openings_is_challenged_judged_and_slashed() {
         (2, 0, 2, 2),
         "{s:?}"
     );
+    // The same counts, scraped from /metrics and parsed as Prometheus text.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let server = v.serve_metrics(listener);
+    let m = strata_test_utils::scrape(&metrics_url).await;
+    assert_eq!(
+        m.value("strata_verifier_audits", &[("outcome", "withheld")]),
+        2.0
+    );
+    assert_eq!(
+        m.value("strata_verifier_audits", &[("outcome", "passed")]),
+        0.0
+    );
+    assert_eq!(m.value("strata_verifier_challenges_opened", &[]), 2.0);
+    assert_eq!(m.value("strata_verifier_votes_cast", &[]), 2.0);
+    assert!(m.value("strata_verifier_verdicts_submitted", &[]) >= 2.0);
+    let p2p = v.p2p.stats().await.unwrap();
+    assert_eq!(
+        m.value("strata_verifier_peers", &[]),
+        p2p.connected_peers as f64
+    );
+    assert_eq!(
+        m.value("strata_verifier_peers_banned", &[]),
+        p2p.banned_peers as f64
+    );
+    for name in strata_test_utils::dashboard_metrics("strata_verifier") {
+        assert!(
+            m.has(&name),
+            "the dashboard plots {name}, which the verifier does not export"
+        );
+    }
+    server.abort();
 
     let slashed = rpc.node(&node.pubkey()).await.unwrap().unwrap();
     assert!(slashed.slashed_total > 0 && slashed.stake < 100 * TOKEN);
