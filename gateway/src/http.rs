@@ -234,7 +234,8 @@ async fn completions(
 
 /// `GET /metrics`: the Prometheus text exposition.
 async fn metrics(State(gw): State<Arc<Inner>>) -> Response {
-    let text = gw.metrics.render(gw.router.len());
+    let peers = gw.p2p.stats().await.unwrap_or_default();
+    let text = gw.metrics.render(gw.router.len(), &peers);
     (
         [(
             axum::http::header::CONTENT_TYPE,

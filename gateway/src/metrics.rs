@@ -1,7 +1,7 @@
 //! The gateway's Prometheus metrics, served at `GET /metrics` in the text
 //! exposition format: HTTP answers by endpoint and status, tasks by route
 //! and outcome, tokens and base units charged, task latency, tasks in
-//! flight, and the nodes the router knows.
+//! flight, the nodes the router knows, and its p2p peers and bans.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -10,6 +10,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+
+use strata_p2p::NodeStats;
 
 use crate::runner::Outcome;
 use crate::GatewayError;
@@ -46,6 +48,8 @@ pub struct Metrics {
     task_seconds: Histogram,
     in_flight: Gauge,
     nodes: Gauge,
+    peers: Gauge,
+    peers_banned: Gauge,
 }
 
 impl Default for Metrics {
@@ -90,6 +94,14 @@ impl Default for Metrics {
             "Fresh nodes the router knows (whole and hops)",
             nodes.clone(),
         );
+        let peers = Gauge::default();
+        registry.register("peers", "p2p peers connected now", peers.clone());
+        let peers_banned = Gauge::default();
+        registry.register(
+            "peers_banned",
+            "p2p peers banned for misbehaviour now",
+            peers_banned.clone(),
+        );
         Self {
             registry,
             http,
@@ -99,6 +111,8 @@ impl Default for Metrics {
             task_seconds,
             in_flight,
             nodes,
+            peers,
+            peers_banned,
         }
     }
 }
@@ -141,9 +155,13 @@ impl Metrics {
         }
     }
 
-    /// The text exposition of every metric, with `nodes` fresh nodes.
-    pub fn render(&self, nodes: usize) -> String {
-        self.nodes.set(i64::try_from(nodes).unwrap_or(i64::MAX));
+    /// The text exposition of every metric, with `nodes` fresh nodes and
+    /// the p2p layer's `peers` figures.
+    pub fn render(&self, nodes: usize, peers: &NodeStats) -> String {
+        let set = |g: &Gauge, n: usize| g.set(i64::try_from(n).unwrap_or(i64::MAX));
+        set(&self.nodes, nodes);
+        set(&self.peers, peers.connected_peers);
+        set(&self.peers_banned, peers.banned_peers);
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -151,12 +151,15 @@ async fn main() -> anyhow::Result<()> {
         ),
     }
     if let Some(addr) = cli.metrics {
-        let (service, hops) = (node.service.clone(), node.hops.clone());
+        let (service, hops, p2p) = (node.service.clone(), node.hops.clone(), node.p2p.clone());
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
-                let text = strata_node::metrics::render(&service, hops.as_ref());
-                async move { text }
+                let (service, hops, p2p) = (service.clone(), hops.clone(), p2p.clone());
+                async move {
+                    let peers = p2p.stats().await.unwrap_or_default();
+                    strata_node::metrics::render(&service, hops.as_ref(), &peers)
+                }
             }),
         );
         let listener = tokio::net::TcpListener::bind(addr)

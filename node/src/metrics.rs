@@ -1,7 +1,7 @@
 //! The node's Prometheus metrics in the text exposition format (served at
 //! `/metrics` by `strata-node --metrics <addr>`): sequences running, serving
 //! CPU time, vouchers accepted and what they paid, receipts waiting for the
-//! relayer, and a hop's bytes sent. Read at each scrape from the running
+//! relayer, a hop's bytes sent, and the p2p peers connected and banned. Read at each scrape from the running
 //! node, so nothing is counted twice.
 
 use prometheus_client::encoding::text::encode;
@@ -9,11 +9,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use strata_p2p::NodeStats;
+
 use crate::{Hops, Service};
 
-/// The exposition of the metrics of a node's task `service` and, for a
-/// pipeline hop, its `hops` runtime, now.
-pub fn render(service: &Service, hops: Option<&Hops>) -> String {
+/// The exposition of the metrics of a node's task `service`, for a
+/// pipeline hop its `hops` runtime, and its p2p layer's `peers`, now.
+pub fn render(service: &Service, hops: Option<&Hops>, peers: &NodeStats) -> String {
     let mut registry = Registry::with_prefix("strata_node");
     let gauge = |registry: &mut Registry, name: &str, help: &str, value: usize| {
         let g = Gauge::<i64>::default();
@@ -66,6 +68,18 @@ pub fn render(service: &Service, hops: Option<&Hops>) -> String {
             h.bytes_sent(),
         );
     }
+    gauge(
+        &mut registry,
+        "peers",
+        "p2p peers connected now",
+        peers.connected_peers,
+    );
+    gauge(
+        &mut registry,
+        "peers_banned",
+        "p2p peers banned for misbehaviour now",
+        peers.banned_peers,
+    );
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &registry);
