@@ -379,6 +379,23 @@ impl Store {
         Ok(self.db.begin_read()?.open_table(UNBATCHED)?.len()?)
     }
 
+    /// When the oldest receipt still waiting for a batch arrived (Unix ms).
+    pub fn oldest_unbatched_ms(&self) -> Result<Option<u64>, StoreError> {
+        let tx = self.db.begin_read()?;
+        let unbatched = tx.open_table(UNBATCHED)?;
+        let Some(first) = unbatched.first()? else {
+            return Ok(None);
+        };
+        let key = first.1.value().to_vec();
+        let stored = tx.open_table(RECEIPTS)?.get(key.as_slice())?;
+        match stored {
+            Some(g) => Ok(Some(
+                decode::<StoredReceipt>(g.value(), "receipts")?.received_ms,
+            )),
+            None => Ok(None),
+        }
+    }
+
     /// Receipt counts.
     pub fn counts(&self) -> Result<Counts, StoreError> {
         let tx = self.db.begin_read()?;

@@ -1,5 +1,7 @@
 //! `GET /metrics`: the relayer's state in the Prometheus text exposition
-//! format, read from its store at each scrape (the store is the truth, and
+//! format (receipts, batches, settlements, and what waits: the age of the
+//! oldest unbatched receipt and the unredeemed voucher totals), read from its
+//! store at each scrape (the store is the truth, and
 //! a restarted relayer's counters go on from it rather than from zero).
 
 use std::sync::Arc;
@@ -15,22 +17,50 @@ use strata_wire::api::StatsView;
 
 use super::{internal, stats_view};
 use crate::now_ms;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// What is waiting: for a batch, and for redemption.
+struct Lag {
+    /// Age of the oldest receipt not yet batched, seconds (0 if none).
+    batch_lag_secs: f64,
+    /// Σ over channels of the latest voucher's total minus what is redeemed.
+    unredeemed: u64,
+    /// Channels with something left to redeem.
+    channels_unredeemed: u64,
+}
+
+fn lag(store: &Store, now: u64) -> Result<Lag, StoreError> {
+    let batch_lag_secs = store
+        .oldest_unbatched_ms()?
+        .map_or(0.0, |at| now.saturating_sub(at) as f64 / 1000.0);
+    let (mut unredeemed, mut channels_unredeemed) = (0u64, 0u64);
+    for c in store.channels()? {
+        let owed = c.latest.cumulative.saturating_sub(c.recorded);
+        unredeemed = unredeemed.saturating_add(owed);
+        channels_unredeemed += u64::from(owed > 0);
+    }
+    Ok(Lag {
+        batch_lag_secs,
+        unredeemed,
+        channels_unredeemed,
+    })
+}
 
 /// The scrape handler.
 pub(super) async fn get_metrics(State(store): State<Arc<Store>>) -> Response {
-    match stats_view(&store, now_ms()) {
-        Ok(view) => (
+    let now = now_ms();
+    match stats_view(&store, now).and_then(|view| Ok((view, lag(&store, now)?))) {
+        Ok((view, lag)) => (
             [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-            render(&view),
+            render(&view, &lag),
         )
             .into_response(),
         Err(e) => internal(e),
     }
 }
 
-/// The exposition of `view`.
-fn render(view: &StatsView) -> String {
+/// The exposition of `view` and `lag`.
+fn render(view: &StatsView, lag: &Lag) -> String {
     let mut registry = Registry::with_prefix("strata_relayer");
     let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
         let c = Counter::<u64>::default();
@@ -81,6 +111,29 @@ fn render(view: &StatsView) -> String {
         "Receipts stored and not yet in a posted batch (the batching queue)",
         pending,
     );
+    let batch_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    batch_lag.set(lag.batch_lag_secs);
+    registry.register(
+        "batch_lag_seconds",
+        "Age of the oldest receipt not yet in a posted batch (0 when none waits)",
+        batch_lag,
+    );
+    for (name, help, n) in [
+        (
+            "unredeemed_base_units",
+            "Voucher totals received and not yet redeemed on chain (the settlement backlog)",
+            lag.unredeemed,
+        ),
+        (
+            "channels_unredeemed",
+            "Client-node channels with a voucher not yet redeemed",
+            lag.channels_unredeemed,
+        ),
+    ] {
+        let g = Gauge::<i64>::default();
+        g.set(i64::try_from(n).unwrap_or(i64::MAX));
+        registry.register(name, help, g);
+    }
     let mut out = String::new();
     // Writing into a String cannot fail.
     let _ = encode(&mut out, &registry);

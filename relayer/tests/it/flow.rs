@@ -53,6 +53,22 @@ async fn receipts_are_batched_proved_and_paid() {
     let last = receipt(n1, a, 6, 100, 300);
     assert_eq!(post(&http, &base, last.encode()).await.0, 200);
 
+    // Whatever has been redeemed so far, the rest is the backlog: the two
+    // add up to the channels' latest totals, 300 + 80 + 60; and a batch
+    // lag shows exactly while receipts wait.
+    let early = strata_test_utils::scrape(&format!("{base}/metrics")).await;
+    let backlog = early.value("strata_relayer_unredeemed_base_units", &[]);
+    let redeemed = early.value("strata_relayer_settled_paid_base_units", &[])
+        + early.value("strata_relayer_settled_fee_base_units", &[]);
+    assert_eq!(
+        backlog + redeemed,
+        440.0,
+        "backlog {backlog}, redeemed {redeemed}"
+    );
+    assert_eq!(
+        early.value("strata_relayer_receipts_pending", &[]) > 0.0,
+        early.value("strata_relayer_batch_lag_seconds", &[]) > 0.0,
+    );
     let mut all = receipts.clone();
     all.push(last);
     wait_for(40, "every receipt in a posted batch", || async {
@@ -114,6 +130,9 @@ async fn receipts_are_batched_proved_and_paid() {
     assert_eq!(metric("strata_relayer_receipts"), 6.0);
     assert_eq!(metric("strata_relayer_receipts_batched"), 6.0);
     assert_eq!(metric("strata_relayer_receipts_pending"), 0.0);
+    assert_eq!(metric("strata_relayer_batch_lag_seconds"), 0.0);
+    assert_eq!(metric("strata_relayer_unredeemed_base_units"), 0.0);
+    assert_eq!(metric("strata_relayer_channels_unredeemed"), 0.0);
     assert_eq!(metric("strata_relayer_batches"), batches.len() as f64);
     assert_eq!(
         metric("strata_relayer_settled_paid_base_units"),
