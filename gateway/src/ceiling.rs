@@ -4,6 +4,11 @@
 //! money in expectation only while `P < a·s·S`. The gateway sends a task to a
 //! node only if the task's most possible cost stays below `a·s·S / k`, with
 //! a safety factor `k`.
+//!
+//! A pipelined task pays each hop for its blocks only, so each hop answers
+//! for its share: `max_cost × (b − a) / L` ([`hop_share`]), and a hop whose
+//! share is over its ceiling is left out of the task's routes
+//! ([`hops_over`]): a small stake can serve a small range.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -72,9 +77,37 @@ pub fn ceiling(stake: u64, audit_rate_bps: u16, slash_bps: u16) -> u64 {
     u64::try_from(c).unwrap_or(u64::MAX)
 }
 
+/// The most a pipelined task can pay a hop holding `blocks` of the
+/// model's `n_layers`: `max_cost × blocks / n_layers`, `max_cost` being the
+/// task's most possible cost at that hop's price (it is credited at most
+/// every token for each of its blocks, across failovers too).
+pub fn hop_share(max_cost: u64, blocks: u16, n_layers: u16) -> u64 {
+    let share = u128::from(max_cost) * u128::from(blocks) / u128::from(n_layers.max(1));
+    u64::try_from(share).unwrap_or(u64::MAX)
+}
+
+/// The hops among `holdings` whose share of a task billing at most `units`
+/// tokens is over their ceiling (`ceiling_of`).
+pub fn hops_over(
+    holdings: &[crate::routing::HopHolding],
+    units: u64,
+    ceiling_of: impl Fn(&[u8; 32]) -> u64,
+) -> Vec<[u8; 32]> {
+    holdings
+        .iter()
+        .filter(|h| {
+            let max_cost = units.saturating_mul(h.price_per_token);
+            let blocks = h.blocks.end.saturating_sub(h.blocks.start);
+            hop_share(max_cost, blocks, h.n_layers) > ceiling_of(&h.node)
+        })
+        .map(|h| h.node)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ceiling;
+    use super::{ceiling, hop_share, hops_over};
+    use crate::routing::HopHolding;
 
     #[test]
     fn testnet_numbers() {
@@ -82,5 +115,43 @@ mod tests {
         assert_eq!(ceiling(100_000_000, 500, 5_000), 1_250_000);
         assert_eq!(ceiling(0, 500, 5_000), 0);
         assert_eq!(ceiling(u64::MAX, 10_000, 10_000), u64::MAX / 2);
+    }
+
+    #[test]
+    fn a_hop_answers_for_its_blocks_only() {
+        assert_eq!(
+            hop_share(3_000, 30, 30),
+            3_000,
+            "a whole model: the whole cost"
+        );
+        assert_eq!(hop_share(3_000, 10, 30), 1_000);
+        assert_eq!(hop_share(100, 1, 30), 3, "rounded down");
+        assert_eq!(hop_share(u64::MAX, 30, 30), u64::MAX);
+        assert_eq!(hop_share(5, 1, 0), 5, "no division by zero");
+
+        let hop = |n: u8, blocks: std::ops::Range<u16>, price| HopHolding {
+            node: [n; 32],
+            blocks,
+            n_layers: 30,
+            price_per_token: price,
+        };
+        let holdings = [
+            hop(1, 0..10, 10),
+            hop(2, 10..20, 10),
+            hop(3, 10..29, 10),
+            hop(4, 29..30, 100),
+            hop(5, 20..30, 10),
+        ];
+        // 300 tokens at 10: 3 000 for the whole model, 1 000 for ten blocks,
+        // 1 900 for nineteen; the one-block hop at 100: 1 000.
+        let ceilings = |n: &[u8; 32]| match n[0] {
+            1 => 1_000,
+            2 => 999,
+            3 => 1_900,
+            4 => 1_000,
+            _ => 0,
+        };
+        assert_eq!(hops_over(&holdings, 300, ceilings), vec![[2; 32], [5; 32]]);
+        assert_eq!(hops_over(&holdings, 0, |_| 0), Vec::<[u8; 32]>::new());
     }
 }

@@ -8,8 +8,12 @@
 //! (`strata_pipeline::route`: least expected time per token given each
 //! hop's speed and load). An announcement is a lease: a hop that stops
 //! announcing leaves routing [`STALE_AFTER`] after its last one.
+//! [`Router::hops`] lists the fresh hops first, so that the caller can
+//! leave out those it will not send a given task to (their stake cannot
+//! answer for their share of it: `crate::ceiling`).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -48,6 +52,22 @@ pub struct Routes {
     pub n_layers: u16,
     /// Each node's price per whole-model token, as announced.
     pub prices: HashMap<[u8; 32], u64>,
+    /// Each node's announced decode time of one token through one block,
+    /// ms (what the stall detector expects of a route).
+    pub layer_ms: HashMap<[u8; 32], f32>,
+}
+
+/// A fresh pipeline hop, as announced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HopHolding {
+    /// The node.
+    pub node: [u8; 32],
+    /// The blocks it holds.
+    pub blocks: Range<u16>,
+    /// The model's block count.
+    pub n_layers: u16,
+    /// Its price per whole-model token.
+    pub price_per_token: u64,
 }
 
 /// The nodes this gateway knows of.
@@ -86,14 +106,33 @@ impl Router {
         );
     }
 
-    /// Routes over fresh hops holding parts of `model`: the best, then the
-    /// best without each of its nodes in turn (distinct ones only). None
-    /// when no chain of fresh hops covers the model.
-    pub fn routes(&self, model: &str) -> Option<Routes> {
+    /// Fresh hops holding parts of `model`.
+    pub fn hops(&self, model: &str) -> Vec<HopHolding> {
+        self.lock_hops()
+            .iter()
+            .filter(|(_, e)| e.seen.elapsed() < STALE_AFTER && e.hop.capacity.model == model)
+            .map(|(id, e)| HopHolding {
+                node: id.0,
+                blocks: e.hop.start..e.hop.end,
+                n_layers: e.hop.n_layers,
+                price_per_token: e.hop.capacity.price_per_token,
+            })
+            .collect()
+    }
+
+    /// Routes over fresh hops holding parts of `model`, none of them in
+    /// `exclude` (hops a task may not be sent to): the best, then the best
+    /// without each of its nodes in turn (distinct ones only). None when no
+    /// chain of such hops covers the model.
+    pub fn routes(&self, model: &str, exclude: &[[u8; 32]]) -> Option<Routes> {
         let hops = self.lock_hops();
         let fresh: Vec<(&NodeId, &HopEntry)> = hops
             .iter()
-            .filter(|(_, e)| e.seen.elapsed() < STALE_AFTER && e.hop.capacity.model == model)
+            .filter(|(id, e)| {
+                e.seen.elapsed() < STALE_AFTER
+                    && e.hop.capacity.model == model
+                    && !exclude.contains(&id.0)
+            })
             .collect();
         // One model file: the one the most hops hold (ties to the smaller hash).
         let mut files: HashMap<([u8; 32], u16), usize> = HashMap::new();
@@ -107,12 +146,14 @@ impl Router {
             .max_by(|a, b| a.1.cmp(b.1).then(b.0 .0.cmp(&a.0 .0)))?;
         let mut offers = Vec::new();
         let mut prices = HashMap::new();
+        let mut layer_ms = HashMap::new();
         for (id, e) in fresh {
             let c = &e.hop.capacity;
             if c.model_hash != model_hash || e.hop.n_layers != n_layers {
                 continue;
             }
             prices.insert(id.0, c.price_per_token);
+            layer_ms.insert(id.0, e.hop.layer_ms);
             offers.push(Offer {
                 node: id.0,
                 layers: e.hop.start..e.hop.end,
@@ -146,6 +187,7 @@ impl Router {
             model_hash,
             n_layers,
             prices,
+            layer_ms,
         })
     }
 
@@ -235,5 +277,72 @@ impl Router {
 
     fn lock_hops(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, HopEntry>> {
         self.hops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ceiling::hops_over;
+
+    fn announce(router: &Router, n: u8, blocks: Range<u16>, price: u64) {
+        let capacity = Capacity {
+            model: "m".into(),
+            model_hash: [7; 32],
+            price_per_token: price,
+            tokens_per_sec: 10.0,
+            memory_mb: 100,
+            max_concurrent: 4,
+            active: 0,
+            context_length: 2048,
+            addrs: vec![],
+            sent_at_ms: 0,
+        };
+        let hop = HopCapacity {
+            capacity,
+            start: blocks.start,
+            end: blocks.end,
+            n_layers: 30,
+            layer_ms: 0.5,
+            rtt_us: vec![],
+        };
+        router.announce_hop(NodeId([n; 32]), hop);
+    }
+
+    /// A hop whose stake cannot answer for its share of a task is in none
+    /// of that task's routes; with no replica of it, the task has none.
+    #[test]
+    fn hops_over_their_ceiling_are_left_out() {
+        let router = Router::default();
+        announce(&router, 1, 0..10, 10);
+        announce(&router, 2, 10..20, 10);
+        announce(&router, 3, 10..20, 10);
+        announce(&router, 4, 20..30, 10);
+        let all = router.routes("m", &[]).expect("a route");
+        assert!(all.routes.iter().flatten().any(|h| h.node == [2; 32]));
+        assert_eq!(all.layer_ms.get(&[1; 32]), Some(&0.5));
+
+        // 300 tokens at 10 a token: 1 000 per ten blocks. Node 2's stake
+        // answers for 999.
+        let holdings = router.hops("m");
+        assert_eq!(holdings.len(), 4);
+        let ceiling = |n: &[u8; 32]| if n[0] == 2 { 999 } else { 1_000 };
+        let over = hops_over(&holdings, 300, ceiling);
+        assert_eq!(over, vec![[2; 32]]);
+        let fit = router
+            .routes("m", &over)
+            .expect("a route through the replica");
+        assert!(!fit.routes.is_empty());
+        for route in &fit.routes {
+            assert!(route.iter().all(|h| h.node != [2; 32]), "{route:?}");
+        }
+        assert!(!fit.prices.contains_key(&[2; 32]));
+
+        // Both holders of 10..20 over their ceiling: no route for the task.
+        let ceiling = |n: &[u8; 32]| if n[0] == 2 || n[0] == 3 { 0 } else { 1_000 };
+        let mut over = hops_over(&holdings, 300, ceiling);
+        over.sort();
+        assert_eq!(over, vec![[2; 32], [3; 32]]);
+        assert!(router.routes("m", &over).is_none());
     }
 }

@@ -6,7 +6,12 @@
 //! a client that disconnects mid-stream cancels the generation, but the
 //! task is still settled (and billed for what ran), so no node does free work
 //! and no voucher total is skipped.
+//!
+//! A node is sent a task only when its stake can answer for what the task
+//! may pay it (`crate::ceiling`): the whole cost for a whole node, a hop's
+//! share of it for a hop.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -116,9 +121,7 @@ async fn run(
             break;
         };
         tried.push(node);
-        let max_cost =
-            (input.prompt.text_len() as u64 + TEMPLATE_ALLOWANCE + u64::from(input.max_tokens))
-                .saturating_mul(capacity.price_per_token);
+        let max_cost = max_units(&input).saturating_mul(capacity.price_per_token);
         let ceiling = gw
             .ceilings
             .of(&gw.chain, &Pubkey::from(node.0))
@@ -150,16 +153,18 @@ async fn run(
         }
     }
     if tried.is_empty() {
-        // No whole node serves the model: a route of hops may.
-        if let Some(routes) = gw.router.routes(&input.model) {
+        // No whole node serves the model: a route of hops may, over the
+        // hops whose stake answers for their share of the task.
+        let over = hops_over_ceiling(gw, &input).await?;
+        if let Some(routes) = gw.router.routes(&input.model, &over) {
             return run_pipeline(gw, account, routes, &input, events).await;
+        }
+        if !over.is_empty() && gw.router.routes(&input.model, &[]).is_some() {
+            return Err(too_costly_error(&input.model));
         }
     }
     if too_costly > 0 && too_costly == tried.len() {
-        return Err(GatewayError::BadRequest(format!(
-            "this task may cost more than the stake of any node serving {} can answer for; lower max_tokens or the prompt",
-            input.model
-        )));
+        return Err(too_costly_error(&input.model));
     }
     if tried.is_empty() {
         if gw.router.models().is_empty() {
@@ -171,6 +176,40 @@ async fn run(
         "all {} nodes tried are at capacity",
         tried.len()
     )))
+}
+
+/// The refusal of a task no node (or no route of hops) can take within
+/// its stake.
+fn too_costly_error(model: &str) -> GatewayError {
+    GatewayError::BadRequest(format!(
+        "this task may cost more than the stake of any node serving {model} can answer for; lower max_tokens or the prompt"
+    ))
+}
+
+/// Tokens a task may bill at most: the prompt's bytes (a token is at least
+/// one), the template's allowance, and every token asked for.
+fn max_units(input: &TaskInput) -> u64 {
+    input.prompt.text_len() as u64 + TEMPLATE_ALLOWANCE + u64::from(input.max_tokens)
+}
+
+/// Fresh hops of `input`'s model whose stake cannot answer for their share
+/// of it.
+async fn hops_over_ceiling(gw: &Inner, input: &TaskInput) -> Result<Vec<[u8; 32]>, GatewayError> {
+    let holdings = gw.router.hops(&input.model);
+    let mut ceilings = HashMap::new();
+    for h in &holdings {
+        let c = gw
+            .ceilings
+            .of(&gw.chain, &Pubkey::from(h.node))
+            .await
+            .map_err(|e| GatewayError::Internal(format!("reading node stake: {e}")))?;
+        ceilings.insert(h.node, c);
+    }
+    Ok(crate::ceiling::hops_over(
+        &holdings,
+        max_units(input),
+        |n| ceilings.get(n).copied().unwrap_or(0),
+    ))
 }
 
 /// Escrow balance not already promised to nodes by vouchers in flight.
@@ -325,9 +364,7 @@ async fn run_pipeline(
     let client = account.keypair.pubkey();
     let start = Instant::now();
     let top_price = routes.prices.values().copied().max().unwrap_or(0);
-    let max_cost =
-        (input.prompt.text_len() as u64 + TEMPLATE_ALLOWANCE + u64::from(input.max_tokens))
-            .saturating_mul(top_price);
+    let max_cost = max_units(input).saturating_mul(top_price);
     let available = available_funds(gw, &client).await?;
     if !gw.accounts.reserve(&client, max_cost, available) {
         return Err(GatewayError::PaymentRequired(format!(
