@@ -5,19 +5,23 @@
 //! The task runs on its own tokio task, independent of the HTTP connection:
 //! a client that disconnects mid-stream cancels the generation, but the
 //! task is still settled (and billed for what ran), so no node does free work
-//! and no voucher total is skipped.
+//! and no voucher total is skipped. The same holds for a task served by a
+//! pipeline of hops: its first hop is told to cancel, every hop is
+//! finished, and each whose states link up is settled for the tokens that
+//! ran (`strata_pipeline::client::serve`).
 //!
 //! A node is sent a task only when its stake can answer for what the task
 //! may pay it (`crate::ceiling`): the whole cost for a whole node, a hop's
 //! share of it for a hop.
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use strata_chain::{Pubkey, Signer};
 use strata_p2p::NodeId;
-use strata_pipeline::client::{self, PipelineJob};
+use strata_pipeline::client::{self, PipelineJob, Stall};
 use strata_wire::protocols::TASK;
 use strata_wire::task::{
     self, CallError, Finish, Prompt, Sampling, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec,
@@ -423,6 +427,8 @@ async fn serve_and_pay(
         model_hash: routes.model_hash,
         n_layers: routes.n_layers,
         max_failovers: MAX_FAILOVERS,
+        layer_ms: routes.layer_ms.clone(),
+        stall: Stall::default(),
     };
     // Text goes out as it streams (the client callback cannot wait on the
     // HTTP side, so it hands pieces to a forwarder).
@@ -436,7 +442,13 @@ async fn serve_and_pay(
         })
     };
     let served = client::serve(&gw.p2p, &job, |t| {
+        // The HTTP side dropped its receiver: the client went away, so the
+        // task is cancelled (and still settled for what ran).
+        if events.is_closed() {
+            return ControlFlow::Break(());
+        }
         let _ = text_tx.send(t.to_string());
+        ControlFlow::Continue(())
     })
     .await;
     drop(text_tx);

@@ -9,6 +9,14 @@
 //! not answer as dead, and resumes the task on the next route that avoids
 //! them, with the prompt and the tokens so far re-run in one prefill and
 //! the sampler continuing where it stopped, so the text streams on as one.
+//! A hop whose process stops without closing its connection breaks no
+//! request: [`serve`] notices it because the first hop's polls bring no new
+//! token for longer than the route could take ([`Stall`]), and treats the
+//! route as broken; the hops that then do not answer within
+//! [`Stall::answer_within`] count as dead. When the caller goes away
+//! (`on_text` answers [`ControlFlow::Break`]), the first hop is told to
+//! cancel and the task ends there; every hop is finished, and those whose
+//! states link up are settled for what ran.
 //! [`settle`] then pays each hop its cells ([`crate::billing`]) with a
 //! voucher and collects its receipt: the client pays for each cell once,
 //! and no hop that died or broke its links is paid.
@@ -17,8 +25,12 @@
 //! `strata_wire::task::call`; the p2p layer's handle is one (the gateway,
 //! the benchmark and the tests use it), a test can pass anything else.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use strata_p2p::{NodeId, P2pError, P2pHandle};
 use strata_wire::protocols::{HIDDEN_STATE, TASK};
@@ -142,6 +154,14 @@ pub enum ClientError {
         /// What came.
         detail: String,
     },
+    /// The first hop's polls brought no new token for `after`: some hop
+    /// stopped without closing its connection (or the route is far slower
+    /// than announced).
+    #[error("no new token for {} ms: the route is stalled", after.as_millis())]
+    Stalled {
+        /// How long nothing came.
+        after: Duration,
+    },
     /// Every route failed or uses a node found dead; `last` is why the last
     /// one tried failed.
     #[error("no route left after {tried} tried; the last failed: {last}")]
@@ -174,7 +194,11 @@ pub async fn run<T: Transport>(
     mut on_text: impl FnMut(&str),
 ) -> Result<Streamed, ClientError> {
     let mut out = Output::default();
-    let (finish, usage) = run_segment(transport, task, &mut out, &mut on_text).await?;
+    let mut on_text = |t: &str| {
+        on_text(t);
+        ControlFlow::Continue(())
+    };
+    let (finish, usage) = run_segment(transport, task, None, &mut out, &mut on_text).await?;
     let mut summaries = Vec::with_capacity(task.route.len());
     for index in 0..task.route.len() {
         let finish = HopRequest::Finish {
@@ -212,6 +236,82 @@ pub struct PipelineJob {
     pub n_layers: u16,
     /// Most failovers before the task fails.
     pub max_failovers: usize,
+    /// Each node's announced decode time of one token through one of its
+    /// blocks, ms: how long a route may go without a new token before it
+    /// counts as stalled. A node missing here counts 0 ms (the floor
+    /// [`Stall::floor`] applies).
+    pub layer_ms: HashMap<[u8; 32], f32>,
+    /// When a route counts as stalled, and how long the hops of a broken
+    /// route have to answer.
+    pub stall: Stall,
+}
+
+/// The stall detector's bounds (§3.8 of `docs/pipelines.md`): a route
+/// whose first hop's polls bring no new token for
+/// `max(floor, factor × expected inter-token latency)` is broken.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stall {
+    /// Never less than this: profiles are taken on an idle node, and a
+    /// loaded one (or a busy machine) is slower by a few times.
+    pub floor: Duration,
+    /// Multiple of the route's expected inter-token latency.
+    pub factor: u32,
+    /// How long each hop of a broken route has to answer `Close` and
+    /// `Finish` before it counts as dead: a stopped process keeps its
+    /// connection, so the transport's own timeout (a minute) would hold
+    /// the task that long.
+    pub answer_within: Duration,
+}
+
+impl Default for Stall {
+    /// 2 s, 10 ×, 5 s (§3.8 of `docs/pipelines.md`): ten tokens' time
+    /// leaves room for a loaded hop's batching, the floor for a small
+    /// model on a busy machine, and a healthy hop answers `Close` in
+    /// milliseconds.
+    fn default() -> Self {
+        Stall {
+            floor: Duration::from_secs(2),
+            factor: 10,
+            answer_within: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Stall {
+    /// How long `route` may go without a new token.
+    pub fn window(&self, route: &[RouteHop], layer_ms: &HashMap<[u8; 32], f32>) -> Duration {
+        self.floor
+            .max(expected_itl(route, layer_ms).saturating_mul(self.factor))
+    }
+}
+
+/// A route's expected inter-token latency: Σ blocks × ms per block over its
+/// hops (each hop's announced profile; 0 for a node not in `layer_ms`).
+pub fn expected_itl(route: &[RouteHop], layer_ms: &HashMap<[u8; 32], f32>) -> Duration {
+    let ms: f64 = route
+        .iter()
+        .map(|h| {
+            let per_block = layer_ms.get(&h.node).copied().unwrap_or(0.0);
+            // Announcements are checked positive and finite on decode; a
+            // caller's odd value must not panic `from_secs_f64`.
+            let per_block = if per_block.is_finite() {
+                f64::from(per_block.max(0.0))
+            } else {
+                0.0
+            };
+            f64::from(h.end.saturating_sub(h.start)) * per_block
+        })
+        .sum();
+    Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)
+}
+
+/// What the stall detector watches on one segment.
+#[derive(Debug, Clone, Copy)]
+struct Watch {
+    /// The route's expected inter-token latency.
+    itl: Duration,
+    /// How long it may go without a new token once tokens flow.
+    window: Duration,
 }
 
 /// One route segment of a served task, as it ended.
@@ -250,13 +350,18 @@ pub struct Served {
     pub segments: Vec<SegmentRun>,
 }
 
-/// Serves `job`: runs it on its first route and, whenever a route fails,
-/// resumes it on the next route that avoids every node found dead, up to
-/// `job.max_failovers` times. `on_text` sees one continuous stream.
+/// Serves `job`: runs it on its first route and, whenever a route fails
+/// (stalls included, [`Stall`]), resumes it on the next route that avoids
+/// every node found dead, up to `job.max_failovers` times. `on_text` sees
+/// one continuous stream; when it answers [`ControlFlow::Break`] (the
+/// caller is gone) the first hop is told to cancel, the task ends there
+/// with [`Finish::Cancelled`] and every hop is finished, so that it can be
+/// settled for what ran. A route that breaks after the cancel is not
+/// resumed.
 pub async fn serve<T: Transport>(
     transport: &T,
     job: &PipelineJob,
-    mut on_text: impl FnMut(&str),
+    mut on_text: impl FnMut(&str) -> ControlFlow<()>,
 ) -> Result<Served, ClientError> {
     let mut out = Output::default();
     let mut dead: HashSet<[u8; 32]> = HashSet::new();
@@ -280,9 +385,21 @@ pub async fn serve<T: Transport>(
             segment: segments.len() as u8,
         };
         let tokens_from = out.tokens.len() as u32;
-        let result = run_segment(transport, &task, &mut out, &mut on_text).await;
+        let watch = Watch {
+            itl: expected_itl(route, &job.layer_ms),
+            window: job.stall.window(route, &job.layer_ms),
+        };
+        let result = run_segment(transport, &task, Some(watch), &mut out, &mut on_text).await;
         let failure = result.as_ref().err().map(ToString::to_string);
-        let summaries = collect_summaries(transport, &task, failure.is_some(), &mut dead).await;
+        let answer_within = job.stall.answer_within.max(watch.window);
+        let summaries = collect_summaries(
+            transport,
+            &task,
+            failure.is_some(),
+            answer_within,
+            &mut dead,
+        )
+        .await;
         segments.push(SegmentRun {
             route: route.clone(),
             tokens_from,
@@ -294,6 +411,11 @@ pub async fn serve<T: Transport>(
             Ok((finish, usage)) => {
                 let last = segments.last().map(|s| &s.summaries);
                 match last.and_then(|s| s.iter().position(Option::is_none)) {
+                    // A cancel stops the first hop with rows still on their
+                    // way down the route, so the hops after it may not
+                    // link: the task is still settled, each hop that links
+                    // paid for what it ran, the others not at all.
+                    Some(_) if out.cancelled => {}
                     Some(0) => {
                         return Err(ClientError::Protocol {
                             hop: 0,
@@ -318,7 +440,10 @@ pub async fn serve<T: Transport>(
                 // like one that died: the next route resumes the task.
                 last_failure = e.to_string();
                 let tokens = out.tokens.len() as u32;
-                if segments.len() > job.max_failovers || tokens >= job.spec.max_tokens {
+                if segments.len() > job.max_failovers
+                    || tokens >= job.spec.max_tokens
+                    || out.cancelled
+                {
                     return Err(e);
                 }
             }
@@ -327,15 +452,21 @@ pub async fn serve<T: Transport>(
 }
 
 /// Asks every hop of a segment for its summary (closing it first when the
-/// segment failed). A hop that cannot be reached is dead; a hop is kept
-/// only if it and every hop before it answered and link up, since the
-/// work of a hop after a break cannot be checked.
+/// segment failed). A hop that cannot be reached is dead, and so, after a
+/// failure, is one that does not answer within `answer_within` (a stopped
+/// process keeps its connection); a hop is kept only if it and every hop
+/// before it answered and link up (the work of a hop after a break cannot
+/// be checked) and its successor is not dead.
 async fn collect_summaries<T: Transport>(
     transport: &T,
     task: &PipelineTask,
     failed: bool,
+    answer_within: Duration,
     dead: &mut HashSet<[u8; 32]>,
 ) -> Vec<Option<HopSummary>> {
+    // A healthy route's hops answer in their own time (the transport's
+    // timeout); a broken one's may never.
+    let bound = failed.then_some(answer_within);
     let mut out: Vec<Option<HopSummary>> = Vec::with_capacity(task.route.len());
     for (index, hop) in task.route.iter().enumerate() {
         let id = (task.spec.task_id, task.segment);
@@ -346,7 +477,7 @@ async fn collect_summaries<T: Transport>(
                 reason: CloseReason::Failover,
             };
             if let Err(ClientError::Transport { .. }) =
-                hop_call(transport, task, index, &close).await
+                hop_call_within(transport, task, index, &close, bound).await
             {
                 dead.insert(hop.node);
                 out.push(None);
@@ -357,7 +488,7 @@ async fn collect_summaries<T: Transport>(
             task_id: id.0,
             segment: id.1,
         };
-        let summary = match hop_call(transport, task, index, &finish).await {
+        let summary = match hop_call_within(transport, task, index, &finish, bound).await {
             Ok(HopResponse::Finished(s)) => Some(s),
             Err(ClientError::Transport { .. }) => {
                 dead.insert(hop.node);
@@ -371,6 +502,17 @@ async fn collect_summaries<T: Transport>(
             _ => false,
         };
         out.push(if linked { summary } else { None });
+    }
+    if failed {
+        // A hop whose successor is dead may still be waiting for it to take
+        // its last rows; when that send fails, the hop fails its sequence
+        // and will not settle it. Its work is paid instead to the hop that
+        // recomputes it on the next route, as if it had failed first.
+        for k in 1..task.route.len() {
+            if dead.contains(&task.route[k].node) {
+                out[k - 1] = None;
+            }
+        }
     }
     out
 }
@@ -487,16 +629,27 @@ pub async fn settle<T: Transport, P: Payer>(
 struct Output {
     text: String,
     tokens: Vec<u32>,
+    /// The caller went away and the first hop was told to cancel.
+    cancelled: bool,
 }
+
+/// How long a hop has to answer a cancel or a close on a failure path
+/// before the caller moves on without its answer.
+const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 
 /// Opens every hop of `task`'s route (last first), starts the first with
 /// the prompt (or resumes after `out.tokens`), and streams until the task
-/// ends; on failure every hop opened is closed (best effort).
+/// ends; on failure every hop opened is closed (best effort). With a
+/// `watch`, a segment whose polls bring no new token for its window (plus,
+/// before the first, the prefill's expected time) fails as
+/// [`ClientError::Stalled`]; its hops are then left to the caller, which
+/// closes them with a bound on the wait.
 async fn run_segment<T: Transport>(
     transport: &T,
     task: &PipelineTask,
+    watch: Option<Watch>,
     out: &mut Output,
-    on_text: &mut impl FnMut(&str),
+    on_text: &mut impl FnMut(&str) -> ControlFlow<()>,
 ) -> Result<(Finish, Usage), ClientError> {
     let k = out.tokens.len() as u32;
     let open = |index: usize| HopOpen {
@@ -536,8 +689,11 @@ async fn run_segment<T: Transport>(
             produced: out.tokens.clone(),
         }
     };
-    match task_call(transport, task, &start).await {
-        Ok(TaskResponse::Started { .. }) => opened.push(0),
+    let prompt_rows = match task_call(transport, task, &start).await {
+        Ok(TaskResponse::Started { prompt_tokens, .. }) => {
+            opened.push(0);
+            u64::from(prompt_tokens) + u64::from(k)
+        }
         Ok(TaskResponse::Error { kind, message }) => {
             close_all(transport, task, &opened).await;
             return Err(ClientError::Task { kind, message });
@@ -546,22 +702,54 @@ async fn run_segment<T: Transport>(
             close_all(transport, task, &opened).await;
             return Err(unexpected_task(other));
         }
-    }
+    };
+    // The first token also waits for the prefill: at most one token's time
+    // per row (a batch of rows runs faster per row than one token does).
+    let mut last_token = Instant::now();
+    let mut window = watch.map(|w| {
+        let rows = u32::try_from(prompt_rows).unwrap_or(u32::MAX);
+        w.window.saturating_add(w.itl.saturating_mul(rows))
+    });
     loop {
         let poll = TaskRequest::PollHop {
             task_id: task.spec.task_id,
             from_byte: out.text.len() as u64,
             from_token: out.tokens.len() as u32,
         };
-        match task_call(transport, task, &poll).await {
+        let answer = match window {
+            Some(w) => {
+                let deadline = last_token + w;
+                match tokio::time::timeout_at(deadline, task_call(transport, task, &poll)).await {
+                    Ok(answer) => answer,
+                    Err(_) => return Err(ClientError::Stalled { after: w }),
+                }
+            }
+            None => task_call(transport, task, &poll).await,
+        };
+        match answer {
             Ok(TaskResponse::HopOutput {
                 text,
                 tokens,
                 finished,
             }) => {
                 if !text.is_empty() {
-                    on_text(&text);
+                    let gone = on_text(&text).is_break();
                     out.text.push_str(&text);
+                    if gone && !out.cancelled {
+                        // The caller went away: the first hop stops the
+                        // task, whose end (and usage) the next poll brings.
+                        out.cancelled = true;
+                        let cancel = TaskRequest::Cancel {
+                            task_id: task.spec.task_id,
+                        };
+                        let _ =
+                            tokio::time::timeout(CLOSE_WITHIN, task_call(transport, task, &cancel))
+                                .await;
+                    }
+                }
+                if !tokens.is_empty() {
+                    last_token = Instant::now();
+                    window = watch.map(|w| w.window);
                 }
                 out.tokens.extend(tokens);
                 if let Some(f) = finished {
@@ -606,6 +794,27 @@ async fn hop_call<T: Transport>(
     })
 }
 
+/// [`hop_call`], failing as a transport error when `within` passes first.
+async fn hop_call_within<T: Transport>(
+    transport: &T,
+    task: &PipelineTask,
+    index: usize,
+    req: &HopRequest,
+    within: Option<Duration>,
+) -> Result<HopResponse, ClientError> {
+    let Some(within) = within else {
+        return hop_call(transport, task, index, req).await;
+    };
+    tokio::time::timeout(within, hop_call(transport, task, index, req))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ClientError::Transport {
+                hop: index,
+                detail: format!("no answer within {} ms", within.as_millis()),
+            })
+        })
+}
+
 async fn task_call<T: Transport>(
     transport: &T,
     task: &PipelineTask,
@@ -631,7 +840,7 @@ async fn close_all<T: Transport>(transport: &T, task: &PipelineTask, opened: &[u
             segment: task.segment,
             reason: CloseReason::Cancelled,
         };
-        let _ = hop_call(transport, task, index, &close).await;
+        let _ = hop_call_within(transport, task, index, &close, Some(CLOSE_WITHIN)).await;
     }
 }
 

@@ -7,9 +7,15 @@
 //! once for its cells, the dead hop nothing; the hops' receipts reach the
 //! relayer, which redeems the vouchers on chain, and every balance comes
 //! out exact to the base unit.
+//!
+//! Then the same task again over a second replica, which is stopped with
+//! SIGSTOP mid-stream: it keeps its connections open, so no request fails
+//! and only the client's stall detector can tell; the task resumes on a
+//! third replica, streams the whole model's tokens and is charged once.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -21,7 +27,7 @@ use strata_chain::{ix, keys, pda, Keypair, Pubkey, Signer};
 use strata_engine::{ChatMessage, Engine, GenerateRequest};
 use strata_p2p::{NodeIdentity, P2pConfig, P2pHandle};
 use strata_pipeline::billing::hop_price;
-use strata_pipeline::client::{self, Payer, PipelineJob};
+use strata_pipeline::client::{self, Payer, PipelineJob, Stall};
 use strata_relayer::{Relayer, RelayerConfig};
 use strata_test_utils::chain::LocalChain;
 use strata_test_utils::wait_for;
@@ -169,7 +175,7 @@ fn whole_model_tokens() -> Vec<u32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_of_a_middle_hop_resumes_one_stream_and_charges_once() {
+async fn a_killed_or_stopped_middle_hop_resumes_one_stream_and_charges_once() {
     let expected = tokio::task::spawn_blocking(whole_model_tokens)
         .await
         .unwrap();
@@ -216,6 +222,7 @@ async fn sigkill_of_a_middle_hop_resumes_one_stream_and_charges_once() {
         ("a", "0..10"),
         ("b", "10..20"),
         ("b2", "10..20"),
+        ("b3", "10..20"),
         ("c", "20..30"),
     ] {
         let key = Keypair::new();
@@ -223,7 +230,7 @@ async fn sigkill_of_a_middle_hop_resumes_one_stream_and_charges_once() {
         let n = spawn_node(dir.path(), key, name, &chain.url, &relayer_addr, layers);
         nodes.push(n);
     }
-    let [a, b, b2, c] = &mut nodes[..] else {
+    let [a, b, b2, b3, c] = &mut nodes[..] else {
         unreachable!()
     };
 
@@ -233,7 +240,7 @@ async fn sigkill_of_a_middle_hop_resumes_one_stream_and_charges_once() {
         let (p2p, _events) = strata_p2p::start(NodeIdentity::generate(), config)
             .await
             .unwrap();
-        for n in [&*a, &*b, &*b2, &*c] {
+        for n in [&*a, &*b, &*b2, &*b3, &*c] {
             p2p.dial(&n.addrs[0]).await.unwrap();
         }
         p2p
@@ -261,6 +268,9 @@ async fn sigkill_of_a_middle_hop_resumes_one_stream_and_charges_once() {
             .unwrap(),
         n_layers: 30,
         max_failovers: 2,
+        // No announcements here: the stall window is its floor (2 s).
+        layer_ms: HashMap::new(),
+        stall: Stall::default(),
     };
 
     // Stream; once some text has arrived, SIGKILL the middle hop.
@@ -272,6 +282,7 @@ async fn sigkill_of_a_middle_hop_resumes_one_stream_and_charges_once() {
             b.child.kill().expect("SIGKILL the middle hop");
             killed = true;
         }
+        ControlFlow::Continue(())
     })
     .await
     .expect("the task completes through the replica");
@@ -352,9 +363,12 @@ async fn sigkill_of_a_middle_hop_resumes_one_stream_and_charges_once() {
         assert_eq!(scrape(n, "strata_node_sequences_active").await, 0.0);
     }
 
-    let hop = strata_test_utils::scrape(&b2.metrics).await;
+    let scraped = strata_test_utils::scrape(&b2.metrics).await;
     for name in strata_test_utils::dashboard_metrics("strata_node_") {
-        assert!(hop.has(&name), "the dashboard plots {name}, a hop has none");
+        assert!(
+            scraped.has(&name),
+            "the dashboard plots {name}, a hop has none"
+        );
     }
 
     // Each paid hop kept what an audit of its part will re-run.
@@ -415,5 +429,114 @@ async fn sigkill_of_a_middle_hop_resumes_one_stream_and_charges_once() {
     let dead = pda::channel(&client_pk, &Pubkey::from(b_key));
     let none: Option<Channel> = chain.rpc.account(&dead, "channel").await.unwrap();
     assert!(none.is_none(), "the dead hop was never paid");
+
+    // The same task over b2, which is stopped (not killed) mid-stream.
+    let stalled = PipelineJob {
+        spec: TaskSpec {
+            task_id: rand::random(),
+            ..job.spec.clone()
+        },
+        routes: vec![
+            vec![hop(a, 0, 10), hop(b2, 10, 20), hop(c, 20, 30)],
+            vec![hop(a, 0, 10), hop(b3, 10, 20), hop(c, 20, 30)],
+        ],
+        ..job.clone()
+    };
+    let b2_pid = b2.child.id().to_string();
+    let mut streamed = String::new();
+    let mut stopped = false;
+    let started = std::time::Instant::now();
+    let served = client::serve(&p2p, &stalled, |t| {
+        streamed.push_str(t);
+        if !stopped && streamed.len() >= KILL_AFTER_BYTES {
+            let sent = Command::new("kill").args(["-STOP", &b2_pid]).status();
+            assert!(sent.is_ok_and(|s| s.success()), "SIGSTOP the middle hop");
+            stopped = true;
+        }
+        ControlFlow::Continue(())
+    })
+    .await
+    .expect("the stall is noticed and the task completes through b3");
+    let took = started.elapsed();
+    assert!(
+        stopped,
+        "the stream was long enough to stop the hop mid-way"
+    );
+    assert_eq!(served.tokens, expected, "the tokens are the whole model's");
+    assert_eq!(
+        streamed, served.text,
+        "what streamed is the whole text, once"
+    );
+    assert_eq!(served.segments.len(), 2, "one failover");
+    let first = &served.segments[0];
+    assert!(
+        first
+            .failure
+            .as_deref()
+            .is_some_and(|f| f.contains("stalled")),
+        "the stall detector broke the route: {:?}",
+        first.failure
+    );
+    assert!(first.tokens_to > 0 && first.tokens_to < expected.len() as u32);
+    // Far sooner than the transport's own timeout (a minute).
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    let stalled_receipts = client::settle(&p2p, &served, |_| PRICE, &payer)
+        .await
+        .expect("every live hop settles");
+    let billed = u64::from(served.usage.prompt_tokens) + u64::from(served.usage.completion_tokens);
+    let stalled_cells: u64 = stalled_receipts
+        .iter()
+        .map(|r| r.body.hop.as_ref().unwrap().cells)
+        .sum();
+    assert_eq!(stalled_cells, billed * 30, "every cell is paid once");
+    let paid: Vec<[u8; 32]> = stalled_receipts.iter().map(|r| r.body.node).collect();
+    assert_eq!(
+        paid,
+        vec![
+            a.key.pubkey().to_bytes(),
+            b3.key.pubkey().to_bytes(),
+            c.key.pubkey().to_bytes()
+        ],
+        "the stopped hop is not paid"
+    );
+    let stalled_total: u64 = stalled_receipts.iter().map(|r| r.body.price).sum();
+    assert_eq!(stalled_total, 3 * hop_price(PRICE, billed * 10, 30));
+    for r in &stalled_receipts {
+        let channel = pda::channel(&client_pk, &Pubkey::from(r.body.node));
+        let want = r.body.voucher.cumulative;
+        let rpc = &chain.rpc;
+        wait_for(
+            Duration::from_secs(60),
+            "the voucher is redeemed",
+            || async move {
+                let c: Option<Channel> = rpc.account(&channel, "channel").await.unwrap();
+                c.is_some_and(|c| c.redeemed == want)
+            },
+        )
+        .await;
+    }
+    let escrow = chain.rpc.escrow(&client_pk).await.unwrap().unwrap();
+    assert_eq!(
+        escrow.balance,
+        DEPOSIT - total - stalled_total,
+        "each task paid exactly once"
+    );
+    let b2_channel = pda::channel(&client_pk, &b2.key.pubkey());
+    let b2_paid: Channel = chain
+        .rpc
+        .account(&b2_channel, "channel")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        b2_paid.redeemed, receipts[1].body.voucher.cumulative,
+        "the stopped hop is paid for the first task only"
+    );
+    eprintln!(
+        "stall noticed after {} of {} tokens; task took {} ms; {stalled_cells} cells, {stalled_total} paid",
+        first.tokens_to,
+        expected.len(),
+        took.as_millis()
+    );
     relayer.shutdown().await;
 }
