@@ -6,7 +6,8 @@
 //! Pipeline hops announce the blocks they hold instead
 //! ([`HopCapacity`]); [`Router::routes`] chains fresh ones into routes
 //! (`strata_pipeline::route`: least expected time per token given each
-//! hop's speed and load). An announcement is a lease: a hop that stops
+//! hop's speed and load, and the round trips hops measure to each other).
+//! An announcement is a lease: a hop that stops
 //! announcing leaves routing [`STALE_AFTER`] after its last one.
 //! [`Router::hops`] lists the fresh hops first, so that the caller can
 //! leave out those it will not send a given task to (their stake cannot
@@ -32,7 +33,7 @@ struct Entry {
     in_flight: u32,
 }
 
-/// Round trip assumed between two hops (the gateway measures none yet).
+/// Round trip assumed between two hops neither of which announced one.
 const DEFAULT_RTT_MS: f64 = 1.0;
 
 struct HopEntry {
@@ -161,8 +162,19 @@ impl Router {
                 load: f64::from(c.active + e.in_flight) / f64::from(c.max_concurrent.max(1)),
             });
         }
+        // Round trips the hops measured (libp2p ping) and announced: either
+        // end's figure serves for the edge.
+        let mut rtts: HashMap<([u8; 32], [u8; 32]), f64> = HashMap::new();
+        for (id, e) in hops.iter() {
+            for (peer, us) in &e.hop.rtt_us {
+                let ms = f64::from(*us) / 1000.0;
+                rtts.insert((id.0, *peer), ms);
+                rtts.entry((*peer, id.0)).or_insert(ms);
+            }
+        }
+        let rtt = |a: &[u8; 32], b: &[u8; 32]| rtts.get(&(*a, *b)).copied();
         let route = |exclude: &[[u8; 32]]| {
-            best_route(n_layers, &offers, exclude, |_, _| None, DEFAULT_RTT_MS).map(|r| {
+            best_route(n_layers, &offers, exclude, rtt, DEFAULT_RTT_MS).map(|r| {
                 r.hops
                     .into_iter()
                     .map(|(node, layers)| RouteHop {
@@ -277,6 +289,50 @@ impl Router {
 
     fn lock_hops(&self) -> std::sync::MutexGuard<'_, HashMap<NodeId, HopEntry>> {
         self.hops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod rtt_tests {
+    use super::*;
+
+    fn hop(start: u16, end: u16, rtt_us: Vec<([u8; 32], u32)>) -> HopCapacity {
+        HopCapacity {
+            capacity: Capacity {
+                model: "m".into(),
+                model_hash: [7; 32],
+                price_per_token: 1,
+                tokens_per_sec: 0.0,
+                memory_mb: 96,
+                max_concurrent: 8,
+                active: 0,
+                context_length: 2048,
+                addrs: vec![],
+                sent_at_ms: 0,
+            },
+            start,
+            end,
+            n_layers: 30,
+            layer_ms: 1.0,
+            rtt_us,
+        }
+    }
+
+    /// Two replicas of the middle blocks, equally fast: the route takes the
+    /// one the others measured closer, from either end's announcement.
+    #[test]
+    fn routes_avoid_the_hop_with_the_long_round_trips() {
+        let (a, near, far, c) = ([1; 32], [2; 32], [3; 32], [4; 32]);
+        let route_middle = |far_us: u32, near_us: u32| {
+            let r = Router::default();
+            r.announce_hop(NodeId(a), hop(0, 10, vec![(far, far_us), (near, near_us)]));
+            r.announce_hop(NodeId(near), hop(10, 20, vec![]));
+            r.announce_hop(NodeId(far), hop(10, 20, vec![(c, far_us)]));
+            r.announce_hop(NodeId(c), hop(20, 30, vec![(near, near_us)]));
+            r.routes("m", &[]).unwrap().routes[0][1].node
+        };
+        assert_eq!(route_middle(40_000, 200), near);
+        assert_eq!(route_middle(200, 40_000), far);
     }
 }
 
