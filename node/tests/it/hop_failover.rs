@@ -27,14 +27,14 @@ use strata_chain::{ix, keys, pda, Keypair, Pubkey, Signer};
 use strata_engine::{ChatMessage, Engine, GenerateRequest};
 use strata_p2p::{NodeIdentity, P2pConfig, P2pHandle};
 use strata_pipeline::billing::hop_price;
-use strata_pipeline::client::{self, Payer, PipelineJob, Stall};
+use strata_pipeline::client::{self, Payer, PipelineJob, SegmentRun, Served, Stall};
 use strata_relayer::{Relayer, RelayerConfig};
 use strata_test_utils::chain::LocalChain;
 use strata_test_utils::wait_for;
 use strata_wire::hop::RouteHop;
 use strata_wire::protocols::ALL_PROTOCOLS;
 use strata_wire::task::{ChatTurn, Finish, Prompt, Sampling, TaskSpec};
-use strata_wire::Voucher;
+use strata_wire::{Receipt, Voucher};
 
 const MODEL: &str = "SmolLM2-135M-Instruct";
 const PRICE: u64 = 10;
@@ -174,6 +174,55 @@ fn whole_model_tokens() -> Vec<u32> {
     strata_engine::generate(&engine.model, req).unwrap().tokens
 }
 
+/// Checks one continuous stream of exactly the whole model's tokens over
+/// two segments, the first broken mid-stream; returns the first.
+fn one_failover<'a>(served: &'a Served, streamed: &str, expected: &[u32]) -> &'a SegmentRun {
+    assert_eq!(served.tokens, expected, "the tokens are the whole model's");
+    assert_eq!(
+        streamed, served.text,
+        "what streamed is the whole text, once"
+    );
+    assert_eq!(served.segments.len(), 2, "one failover");
+    let first = &served.segments[0];
+    assert!(first.failure.is_some());
+    assert!(
+        first.tokens_to > 0 && first.tokens_to < expected.len() as u32,
+        "the route broke mid-stream ({} of {} tokens)",
+        first.tokens_to,
+        expected.len()
+    );
+    first
+}
+
+/// Prompt and generated tokens a served task bills, and the cells its hop
+/// receipts bill in all.
+fn billed_and_cells(served: &Served, receipts: &[Receipt]) -> (u64, u64) {
+    let billed = u64::from(served.usage.prompt_tokens) + u64::from(served.usage.completion_tokens);
+    let cells = receipts
+        .iter()
+        .map(|r| r.body.hop.as_ref().unwrap().cells)
+        .sum();
+    (billed, cells)
+}
+
+/// Waits until the relayer has redeemed each receipt's voucher on chain.
+async fn wait_redeemed(chain: &LocalChain, client: &Pubkey, receipts: &[Receipt]) {
+    for r in receipts {
+        let channel = pda::channel(client, &Pubkey::from(r.body.node));
+        let want = r.body.voucher.cumulative;
+        let rpc = &chain.rpc;
+        wait_for(
+            Duration::from_secs(60),
+            "the voucher is redeemed",
+            || async move {
+                let c: Option<Channel> = rpc.account(&channel, "channel").await.unwrap();
+                c.is_some_and(|c| c.redeemed == want)
+            },
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_or_stopped_middle_hop_resumes_one_stream_and_charges_once() {
     let expected = tokio::task::spawn_blocking(whole_model_tokens)
@@ -290,20 +339,7 @@ async fn a_killed_or_stopped_middle_hop_resumes_one_stream_and_charges_once() {
     b.child.wait().unwrap();
 
     // One continuous stream, exactly the whole model's tokens.
-    assert_eq!(served.tokens, expected, "the tokens are the whole model's");
-    assert_eq!(
-        streamed, served.text,
-        "what streamed is the whole text, once"
-    );
-    assert_eq!(served.segments.len(), 2, "one failover");
-    let first = &served.segments[0];
-    assert!(first.failure.is_some());
-    assert!(
-        first.tokens_to > 0 && first.tokens_to < expected.len() as u32,
-        "the hop died mid-stream ({} of {} tokens)",
-        first.tokens_to,
-        expected.len()
-    );
+    let first = one_failover(&served, &streamed, &expected);
     let expected_finish = if expected.len() as u32 == MAX_TOKENS {
         Finish::Length
     } else {
@@ -320,11 +356,7 @@ async fn a_killed_or_stopped_middle_hop_resumes_one_stream_and_charges_once() {
     let receipts = client::settle(&p2p, &served, |_| PRICE, &payer)
         .await
         .expect("every hop settles");
-    let billed = u64::from(served.usage.prompt_tokens) + u64::from(served.usage.completion_tokens);
-    let cells: u64 = receipts
-        .iter()
-        .map(|r| r.body.hop.as_ref().unwrap().cells)
-        .sum();
+    let (billed, cells) = billed_and_cells(&served, &receipts);
     assert_eq!(cells, billed * 30, "every (layer, token) cell is paid once");
     let paid_nodes: Vec<[u8; 32]> = receipts.iter().map(|r| r.body.node).collect();
     let b_key = b.key.pubkey().to_bytes();
@@ -394,21 +426,7 @@ async fn a_killed_or_stopped_middle_hop_resumes_one_stream_and_charges_once() {
 
     // The relayer redeems every voucher on chain, exactly once.
     let client_pk = client_key.pubkey();
-    for r in &receipts {
-        let node = Pubkey::from(r.body.node);
-        let channel = pda::channel(&client_pk, &node);
-        let want = r.body.voucher.cumulative;
-        let rpc = &chain.rpc;
-        wait_for(
-            Duration::from_secs(60),
-            "the voucher is redeemed",
-            || async move {
-                let c: Option<Channel> = rpc.account(&channel, "channel").await.unwrap();
-                c.is_some_and(|c| c.redeemed == want)
-            },
-        )
-        .await;
-    }
+    wait_redeemed(&chain, &client_pk, &receipts).await;
     let escrow = chain.rpc.escrow(&client_pk).await.unwrap().unwrap();
     assert_eq!(
         escrow.balance,
@@ -462,13 +480,7 @@ async fn a_killed_or_stopped_middle_hop_resumes_one_stream_and_charges_once() {
         stopped,
         "the stream was long enough to stop the hop mid-way"
     );
-    assert_eq!(served.tokens, expected, "the tokens are the whole model's");
-    assert_eq!(
-        streamed, served.text,
-        "what streamed is the whole text, once"
-    );
-    assert_eq!(served.segments.len(), 2, "one failover");
-    let first = &served.segments[0];
+    let first = one_failover(&served, &streamed, &expected);
     assert!(
         first
             .failure
@@ -477,17 +489,12 @@ async fn a_killed_or_stopped_middle_hop_resumes_one_stream_and_charges_once() {
         "the stall detector broke the route: {:?}",
         first.failure
     );
-    assert!(first.tokens_to > 0 && first.tokens_to < expected.len() as u32);
     // Far sooner than the transport's own timeout (a minute).
     assert!(took < Duration::from_secs(30), "took {took:?}");
     let stalled_receipts = client::settle(&p2p, &served, |_| PRICE, &payer)
         .await
         .expect("every live hop settles");
-    let billed = u64::from(served.usage.prompt_tokens) + u64::from(served.usage.completion_tokens);
-    let stalled_cells: u64 = stalled_receipts
-        .iter()
-        .map(|r| r.body.hop.as_ref().unwrap().cells)
-        .sum();
+    let (billed, stalled_cells) = billed_and_cells(&served, &stalled_receipts);
     assert_eq!(stalled_cells, billed * 30, "every cell is paid once");
     let paid: Vec<[u8; 32]> = stalled_receipts.iter().map(|r| r.body.node).collect();
     assert_eq!(
@@ -501,20 +508,7 @@ async fn a_killed_or_stopped_middle_hop_resumes_one_stream_and_charges_once() {
     );
     let stalled_total: u64 = stalled_receipts.iter().map(|r| r.body.price).sum();
     assert_eq!(stalled_total, 3 * hop_price(PRICE, billed * 10, 30));
-    for r in &stalled_receipts {
-        let channel = pda::channel(&client_pk, &Pubkey::from(r.body.node));
-        let want = r.body.voucher.cumulative;
-        let rpc = &chain.rpc;
-        wait_for(
-            Duration::from_secs(60),
-            "the voucher is redeemed",
-            || async move {
-                let c: Option<Channel> = rpc.account(&channel, "channel").await.unwrap();
-                c.is_some_and(|c| c.redeemed == want)
-            },
-        )
-        .await;
-    }
+    wait_redeemed(&chain, &client_pk, &stalled_receipts).await;
     let escrow = chain.rpc.escrow(&client_pk).await.unwrap().unwrap();
     assert_eq!(
         escrow.balance,

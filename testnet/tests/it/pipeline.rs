@@ -45,18 +45,18 @@ fn whole_model_text() -> String {
     String::from_utf8(bytes).unwrap()
 }
 
+/// The gateway's `/metrics`, as text.
+async fn metrics_text(http: &reqwest::Client, gateway: &str) -> String {
+    let resp = http.get(format!("{gateway}/metrics")).send().await.unwrap();
+    resp.text().await.unwrap()
+}
+
 /// The value of one series (`name{labels}` as the text format writes it)
 /// of the gateway's `/metrics`; 0 when absent.
 async fn metric(http: &reqwest::Client, gateway: &str, series: &str) -> f64 {
-    let text = http
-        .get(format!("{gateway}/metrics"))
-        .send()
+    metrics_text(http, gateway)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| {
             l.strip_prefix(series)?
                 .strip_prefix(' ')?
@@ -77,15 +77,9 @@ async fn get(http: &reqwest::Client, url: &str) -> Value {
 /// The gateway's task counters: every task it ended, by route and
 /// outcome (`strata_gateway_tasks_total` lines).
 async fn task_counts(http: &reqwest::Client, gateway: &str) -> Vec<(String, f64)> {
-    let text = http
-        .get(format!("{gateway}/metrics"))
-        .send()
+    metrics_text(http, gateway)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
             series
