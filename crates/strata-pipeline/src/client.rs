@@ -312,6 +312,8 @@ struct Watch {
     itl: Duration,
     /// How long it may go without a new token once tokens flow.
     window: Duration,
+    /// How long a hop has to answer an open or the start.
+    answer_within: Duration,
 }
 
 /// One route segment of a served task, as it ended.
@@ -385,13 +387,15 @@ pub async fn serve<T: Transport>(
             segment: segments.len() as u8,
         };
         let tokens_from = out.tokens.len() as u32;
+        let window = job.stall.window(route, &job.layer_ms);
+        let answer_within = job.stall.answer_within.max(window);
         let watch = Watch {
             itl: expected_itl(route, &job.layer_ms),
-            window: job.stall.window(route, &job.layer_ms),
+            window,
+            answer_within,
         };
         let result = run_segment(transport, &task, Some(watch), &mut out, &mut on_text).await;
         let failure = result.as_ref().err().map(ToString::to_string);
-        let answer_within = job.stall.answer_within.max(watch.window);
         let summaries = collect_summaries(
             transport,
             &task,
@@ -665,10 +669,14 @@ async fn run_segment<T: Transport>(
         max_new: task.spec.max_tokens.saturating_sub(k),
         stop_tokens: Vec::new(),
     };
+    // A stopped hop would hold an open (or the start) for the transport's
+    // own timeout: bounded, it fails the route like any unreachable hop.
+    let bound = watch.map(|w| w.answer_within);
     // Last first: every hop is ready before anything can reach it.
     let mut opened = Vec::new();
     for index in (1..task.route.len()).rev() {
-        let answer = hop_call(transport, task, index, &HopRequest::Open(open(index))).await;
+        let req = HopRequest::Open(open(index));
+        let answer = hop_call_within(transport, task, index, &req, bound).await;
         match answer {
             Ok(HopResponse::Opened) => opened.push(index),
             other => {
@@ -689,7 +697,7 @@ async fn run_segment<T: Transport>(
             produced: out.tokens.clone(),
         }
     };
-    let prompt_rows = match task_call(transport, task, &start).await {
+    let prompt_rows = match bounded(bound, 0, task_call(transport, task, &start)).await {
         Ok(TaskResponse::Started { prompt_tokens, .. }) => {
             opened.push(0);
             u64::from(prompt_tokens) + u64::from(k)
@@ -802,14 +810,24 @@ async fn hop_call_within<T: Transport>(
     req: &HopRequest,
     within: Option<Duration>,
 ) -> Result<HopResponse, ClientError> {
+    bounded(within, index, hop_call(transport, task, index, req)).await
+}
+
+/// `call` to hop `hop`, failing as a transport error when `within` passes
+/// first.
+async fn bounded<R>(
+    within: Option<Duration>,
+    hop: usize,
+    call: impl Future<Output = Result<R, ClientError>>,
+) -> Result<R, ClientError> {
     let Some(within) = within else {
-        return hop_call(transport, task, index, req).await;
+        return call.await;
     };
-    tokio::time::timeout(within, hop_call(transport, task, index, req))
+    tokio::time::timeout(within, call)
         .await
         .unwrap_or_else(|_| {
             Err(ClientError::Transport {
-                hop: index,
+                hop,
                 detail: format!("no answer within {} ms", within.as_millis()),
             })
         })

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use strata_pipeline::client::{self, Channel, ClientError, PipelineJob, Stall, Transport};
+use strata_pipeline::client::{self, Channel, ClientError, PipelineJob, Served, Stall, Transport};
 use strata_wire::hop::{HopRequest, HopResponse, HopSummary, RouteHop};
 use strata_wire::task::{
     Finish, Prompt, TaskRequest, TaskResponse, TaskSpec, Usage, MAX_TASK_MESSAGE_BYTES,
@@ -205,18 +205,23 @@ fn quick() -> Stall {
     }
 }
 
+/// Serves `job` on `net`, which must end it (well) within 10 s; and how
+/// long it took.
+async fn serve_quickly(net: &Scripted, job: PipelineJob) -> (Served, Duration) {
+    let started = Instant::now();
+    let serving = client::serve(net, &job, |_| ControlFlow::Continue(()));
+    let served = tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("the stopped hop is noticed")
+        .expect("the task completes on the route without the stopped hop");
+    (served, started.elapsed())
+}
+
 #[tokio::test]
 async fn a_hop_that_stops_answering_is_routed_around() {
     let net = Scripted::default();
     net.state.lock().unwrap().stop_at = Some((4, node(2)));
-    let started = Instant::now();
-    let job = job(12, quick());
-    let serving = client::serve(&net, &job, |_| ControlFlow::Continue(()));
-    let served = tokio::time::timeout(Duration::from_secs(10), serving)
-        .await
-        .expect("the stall is noticed")
-        .expect("the task completes on the route without the stopped hop");
-    let took = started.elapsed();
+    let (served, took) = serve_quickly(&net, job(12, quick())).await;
     assert_eq!(served.tokens, (0..12).collect::<Vec<u32>>());
     assert_eq!(served.finish, Finish::Length);
     assert_eq!(served.segments.len(), 2, "one failover");
@@ -322,6 +327,19 @@ fn the_window_is_the_floor_or_ten_tokens() {
     );
     ms.insert(node(2), f32::NAN);
     assert_eq!(client::expected_itl(&r, &ms), Duration::from_millis(30));
+}
+
+#[tokio::test]
+async fn a_hop_stopped_before_the_task_is_routed_around() {
+    // Stopped from the start: its open is never answered.
+    let net = Scripted::default();
+    net.state.lock().unwrap().stopped.insert(node(2));
+    let (served, took) = serve_quickly(&net, job(6, quick())).await;
+    assert_eq!(served.tokens, (0..6).collect::<Vec<u32>>());
+    assert_eq!(served.segments.len(), 2);
+    assert_eq!(served.segments[0].tokens_to, 0);
+    assert_eq!(served.segments[1].route, route([1, 4, 3]));
+    assert!(took < Duration::from_secs(3), "took {took:?}");
 }
 
 #[tokio::test]
