@@ -37,6 +37,7 @@ use strata_wire::hop::{
 };
 use strata_wire::protocols::HIDDEN_STATE;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use self::engine::{EngineEvent, HopEngine, HopJob};
 use self::table::{Head, Refusal, Seq, SeqId, Table};
@@ -49,6 +50,10 @@ use crate::worker::{append_text, Done, Running};
 /// A sequence nobody finished within this time is dropped (its caller went
 /// away without a word).
 const SEQ_DEADLINE: Duration = Duration::from_secs(600);
+
+/// How long a cancelled first hop waits for the token on its way back
+/// before it ends the sequence anyway.
+const CANCEL_GRACE: Duration = Duration::from_secs(2);
 
 /// How long a refusal's answer gets to leave before its penalty (which may
 /// ban and disconnect the sender) is applied.
@@ -257,7 +262,14 @@ impl Hops {
     pub async fn handle(&self, req: IncomingRequest) {
         let from = req.from;
         let answer = match HopRequest::decode(&req.payload) {
-            Ok(r) => self.answer(from, r).await,
+            Ok(r) => match r.task_id() {
+                Some(id) => {
+                    let span = strata_service::task_span(&id);
+                    self.answer(from, r).instrument(span).await
+                }
+                // Steps and tokens batch many tasks: no one span fits.
+                None => self.answer(from, r).await,
+            },
             Err(e) => Err(Refusal::new(HopErrorKind::BadShape, e.to_string())),
         };
         let (resp, penalty) = match answer {
@@ -584,8 +596,36 @@ impl Hops {
     /// Ends the first hop's task for its caller (it went away).
     pub(crate) fn cancel(&self, task_id: &[u8; 32]) -> bool {
         let ids = self.lock().segments_of(task_id);
+        let mut waiting = Vec::new();
         for id in &ids {
-            self.end(id, true);
+            let mut t = self.lock();
+            match t.by_id_mut(id) {
+                // The first hop with a row on its way down the route: the
+                // token coming back ends it (`tokens`), so every hop has run
+                // the same positions, their summaries link, and all are paid
+                // for what they ran.
+                Some(seq) if !seq.ended && seq.head.is_some() => {
+                    if let Some(head) = seq.head.as_mut() {
+                        head.running.cancelled = true;
+                    }
+                    waiting.push(*id);
+                }
+                _ => {
+                    drop(t);
+                    self.end(id, true);
+                }
+            }
+        }
+        if !waiting.is_empty() {
+            // A token that never comes back (a hop died) must not keep the
+            // caller waiting: end it anyway after a grace.
+            let h = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(CANCEL_GRACE).await;
+                for id in &waiting {
+                    h.end(id, true);
+                }
+            });
         }
         !ids.is_empty()
     }

@@ -322,11 +322,11 @@ async fn the_gateway_serves_and_pays_a_pipeline_of_three_hops() {
         .find(|r| r.body.hop.is_some_and(|h| h.index == 0))
         .expect("the first hop is paid");
     assert_eq!(head.body.hop.unwrap().cells, billed * 10);
-    // The client never pays more than one node would for what ran. (The
-    // hops after the first are paid only when their states link up to
-    // it: today the first hop stops at once on a cancel, with a row on
-    // its way down the route, so they do not; see docs/pipelines.md.)
-    assert!(cells <= billed * 30, "{cells} cells for {billed} tokens");
+    // Every hop ran the same positions (the first hop waits for the token
+    // on its way back before it stops), so all three link and are paid:
+    // every block of every billed token once, what one node would bill.
+    assert_eq!(cancelled.len(), 3, "every hop is paid for a cancelled task");
+    assert_eq!(cells, billed * 30, "{cells} cells for {billed} tokens");
     assert!(
         paid <= billed * 10,
         "at most what one node would charge for what ran: {paid} for {billed} tokens"
