@@ -29,6 +29,7 @@ use strata_wire::task::{
 };
 use strata_wire::Receipt;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 use crate::routing::Routes;
 use crate::{GatewayError, Inner};
@@ -148,7 +149,10 @@ async fn run(
         // Count the task against the node from the moment it is chosen, so
         // that concurrent requests spread over nodes instead of piling on one.
         gw.router.track(&node, 1);
-        let result = run_on(gw, account, node, &input, events).await;
+        let task_id: [u8; 32] = rand::random();
+        let result = run_on(gw, account, node, &input, events, task_id)
+            .instrument(strata_service::task_span(&task_id))
+            .await;
         gw.router.track(&node, -1);
         gw.accounts.release(&client, max_cost);
         match result {
@@ -262,11 +266,11 @@ async fn run_on(
     node: NodeId,
     input: &TaskInput,
     events: &mpsc::Sender<Event>,
+    task_id: [u8; 32],
 ) -> Result<Outcome, GatewayError> {
     let client = account.keypair.pubkey();
     let node_key = Pubkey::from(node.0);
     catch_up(gw, &client, &node_key).await?;
-    let task_id: [u8; 32] = rand::random();
     let start = Instant::now();
     let spec = TaskSpec {
         task_id,
@@ -378,7 +382,10 @@ async fn run_pipeline(
     }
     let route = routes.routes.first().cloned().unwrap_or_default();
     gw.router.track_route(&route, 1);
-    let result = serve_and_pay(gw, account, &routes, input, events).await;
+    let task_id: [u8; 32] = rand::random();
+    let result = serve_and_pay(gw, account, &routes, input, events, task_id)
+        .instrument(strata_service::task_span(&task_id))
+        .await;
     gw.router.track_route(&route, -1);
     gw.accounts.release(&client, max_cost);
     let (served, receipts) = result?;
@@ -408,6 +415,7 @@ async fn serve_and_pay(
     routes: &Routes,
     input: &TaskInput,
     events: &mpsc::Sender<Event>,
+    task_id: [u8; 32],
 ) -> Result<(client::Served, Vec<Receipt>), GatewayError> {
     let client_key = account.keypair.pubkey();
     for node in routes.prices.keys() {
@@ -415,7 +423,7 @@ async fn serve_and_pay(
     }
     let job = PipelineJob {
         spec: TaskSpec {
-            task_id: rand::random(),
+            task_id,
             client: client_key.to_bytes(),
             model: input.model.clone(),
             prompt: input.prompt.clone(),
@@ -467,6 +475,7 @@ async fn serve_and_pay(
     )
     .await
     .map_err(|e| GatewayError::Node(format!("paying the hops: {e}")))?;
+    tracing::debug!(hops = receipts.len(), "pipelined task settled");
     Ok((served, receipts))
 }
 

@@ -16,6 +16,7 @@ use strata_wire::task::{
 };
 use strata_wire::{decode, encode, tokens_hash, Receipt, ReceiptBody, Voucher};
 use tokio::sync::watch;
+use tracing::Instrument;
 
 use crate::archive::{Archive, TaskRecord};
 use crate::cheat::Cheat;
@@ -170,7 +171,10 @@ impl Service {
     /// Answers one request from the network.
     pub async fn handle(&self, req: IncomingRequest) {
         let resp = match decode::<TaskRequest>(&req.payload, MAX_TASK_MESSAGE_BYTES) {
-            Ok(r) => self.answer(req.from, r).await,
+            Ok(r) => {
+                let span = strata_service::task_span(&r.task_id());
+                self.answer(req.from, r).instrument(span).await
+            }
             Err(e) => error(TaskErrorKind::BadRequest, e.to_string()),
         };
         if req.respond(encode(&resp)).is_err() {
@@ -592,6 +596,11 @@ impl Service {
             tracing::error!(task = %hex::encode(task_id), "archiving a settled task: {e}");
         }
         self.inner.outbox.push(receipt.clone());
+        tracing::debug!(
+            price = receipt.body.price,
+            tokens = receipt.body.work_units(),
+            "settled"
+        );
         TaskResponse::Settled(Box::new(receipt))
     }
 }

@@ -110,6 +110,19 @@ pub async fn ingest(
                 })
             }
         };
+        // A pipelined task's hops log under the task, not their hop ids.
+        let task = receipt
+            .body
+            .hop
+            .as_ref()
+            .map_or(receipt.body.task_id, |h| h.task_id);
+        strata_service::task_span(&task).in_scope(|| {
+            tracing::debug!(
+                node = %hex32(&receipt.body.node),
+                ?accepted,
+                "receipt stored"
+            )
+        });
         Ok((receipt, accepted))
     })
     .await

@@ -2,6 +2,7 @@
 //! to this verifier, reporting to the relayer, and queueing challenges.
 
 use std::time::Duration;
+use tracing::Instrument;
 
 use strata_chain::accounts::Node;
 use strata_chain::audit::AuditPlan;
@@ -97,10 +98,13 @@ impl Verifier {
         // openings costs each of them one opening timeout in parallel, not
         // one after another (else a withholding cheater could stall the
         // verifier past the challenge window of everyone else's work).
-        futures::future::join_all(
-            mine.iter()
-                .map(|(r, plan)| self.assigned_audit(id, r, plan, view)),
-        )
+        futures::future::join_all(mine.iter().map(|(r, plan)| {
+            // Under the task the node served (a hop's, for a pipelined one).
+            let b = &r.receipt.body;
+            let task = b.hop.as_ref().map_or(b.task_id, |h| h.task_id);
+            self.assigned_audit(id, r, plan, view)
+                .instrument(strata_service::task_span(&task))
+        }))
         .await;
         self.flush_reports().await;
         self.flush_challenges(view).await;

@@ -19,6 +19,15 @@ use strata_p2p::{NodeId, P2pError, P2pHandle};
 /// How long [`wait_listening`] waits for the listeners' addresses.
 const LISTEN_DEADLINE: Duration = Duration::from_secs(2);
 
+/// The span every process opens around its work on one task, named `task`
+/// with the task id in hex: the same id in the gateway's, the nodes', the
+/// relayer's and the verifiers' logs, so one task can be followed across
+/// processes (`grep <id>`, or a log collector's field filter).
+pub fn task_span(task_id: &[u8; 32]) -> tracing::Span {
+    let id: String = task_id.iter().map(|b| format!("{b:02x}")).collect();
+    tracing::info_span!("task", id = %id)
+}
+
 /// Logs to stderr with `tracing`, filtered by `RUST_LOG` or, when it is
 /// unset, by `default_filter` (e.g. `"info"`). A second call does nothing.
 pub fn init_logging(default_filter: &str) {
@@ -109,6 +118,44 @@ pub async fn dial_registered_nodes(chain: &ChainClient, p2p: &P2pHandle) -> usiz
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    /// What a log line inside the span looks like: the id, in hex, in the
+    /// span's name, so `grep <id>` finds every line of the task.
+    #[test]
+    fn lines_inside_a_task_span_carry_its_id() {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "warn,strata_service=info,strata_node=debug",
+            ))
+            .with_ansi(false)
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let _inside = super::task_span(&[0xab; 32]).entered();
+            tracing::info!("settled");
+        });
+        let text = String::from_utf8(buf.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains(&format!("task{{id={}}}", "ab".repeat(32))),
+            "{text}"
+        );
+    }
+
+    struct Sink(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Sink {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
     #[test]
     fn thread_cpu_time_counts_this_threads_work_only() {
         let before = super::thread_cpu_micros();

@@ -336,6 +336,19 @@ impl HopOpen {
 }
 
 impl HopRequest {
+    /// The one task the request is about; `None` for the batched messages
+    /// (`Step`, `Tokens`), which carry many.
+    pub fn task_id(&self) -> Option<[u8; 32]> {
+        match self {
+            HopRequest::Open(open) => Some(open.task_id),
+            HopRequest::Close { task_id, .. }
+            | HopRequest::Finish { task_id, .. }
+            | HopRequest::Failed { task_id, .. }
+            | HopRequest::Settle { task_id, .. } => Some(*task_id),
+            HopRequest::Step { .. } | HopRequest::Tokens { .. } => None,
+        }
+    }
+
     /// Decodes a request within [`MAX_HOP_REQUEST_BYTES`] and checks it
     /// (see [`HopRequest::validate`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, WireError> {

@@ -143,6 +143,21 @@ pub enum TaskRequest {
     },
 }
 
+impl TaskRequest {
+    /// The task the request is about.
+    pub fn task_id(&self) -> [u8; 32] {
+        match self {
+            TaskRequest::Start(spec)
+            | TaskRequest::StartHop { spec, .. }
+            | TaskRequest::ResumeHop { spec, .. } => spec.task_id,
+            TaskRequest::Poll { task_id, .. }
+            | TaskRequest::Settle { task_id, .. }
+            | TaskRequest::Cancel { task_id }
+            | TaskRequest::PollHop { task_id, .. } => *task_id,
+        }
+    }
+}
+
 /// Why a task ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub enum Finish {

@@ -39,6 +39,7 @@ impl Hops {
                     tracing::error!(task = %hex::encode(&id.0[..8]), "archiving a settled hop: {e}");
                 }
                 self.inner.outbox.push(receipt.clone());
+                tracing::debug!(cells, price = receipt.body.price, "hop settled");
                 Ok(HopResponse::Settled(Box::new(receipt)))
             }
             Err(refusal) => {

@@ -16,6 +16,7 @@ use strata_testnet::network::DEMO_API_KEY;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cheater_is_audited_challenged_and_slashed_and_the_honest_node_is_not() {
     let _turn = crate::one_at_a_time().await;
+    crate::logs::capture();
     let dir = tempfile::tempdir().unwrap();
     let mut options = LocalOptions::ephemeral(dir.path());
     options.nodes = 2;
@@ -145,6 +146,37 @@ async fn a_cheater_is_audited_challenged_and_slashed_and_the_honest_node_is_not(
         },
     )
     .await;
+
+    // One audited task, followed across the services by its id: the
+    // gateway that ran it, the node that served and settled it, the relayer
+    // that stored its receipt and the verifier that audited it all logged
+    // inside its `task` span.
+    let audits: Vec<strata_wire::api::AuditView> = http
+        .get(format!("{}/v1/audits?limit=200", t.net.relayer.http_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let task = &audits
+        .iter()
+        .find(|a| a.node == honest_b58)
+        .expect("an audit of the honest node")
+        .task_id;
+    let lines = crate::logs::of_task(task);
+    for service in [
+        "strata_gateway",
+        "strata_node",
+        "strata_relayer",
+        "strata_verifier",
+    ] {
+        assert!(
+            lines.iter().any(|(target, _)| target == service),
+            "{service} logged nothing in the span of task {task}: {lines:#?}\n{}",
+            crate::logs::sample()
+        );
+    }
 
     // The ledger: every token the vault holds is accounted for.
     let config = rpc.config().await.unwrap();
