@@ -198,6 +198,16 @@ impl<'m> HopBatcher<'m> {
         self.seqs.values().any(|s| s.pending.is_some())
     }
 
+    /// Sequences with an input waiting for the next step.
+    pub fn pending(&self) -> usize {
+        self.seqs.values().filter(|s| s.pending.is_some()).count()
+    }
+
+    /// Sequences that have not ended: those a step could still run.
+    pub fn live(&self) -> usize {
+        self.seqs.values().filter(|s| !s.ended).count()
+    }
+
     /// Opens a sequence under `key`; its inputs come with [`HopBatcher::push`].
     pub fn open(&mut self, key: HopKey, opts: HopOptions) -> Result<()> {
         if self.seqs.contains_key(&key) {

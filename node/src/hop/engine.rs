@@ -4,9 +4,13 @@
 
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use strata_engine::{Engine, HopBatcher, HopFinished, HopInput, HopKey, HopOptions, HopOutput};
 use tokio::sync::{mpsc as async_mpsc, oneshot};
+
+/// Longest a hop waits for more rows before a step ([`run`]'s gather).
+const GATHER_MAX: Duration = Duration::from_millis(50);
 
 /// A job for the hop's engine thread.
 pub(crate) enum HopJob {
@@ -72,6 +76,7 @@ fn run(
     };
     // The keys fed since the last step: the sequences a failed pass takes down.
     let mut fed: Vec<HopKey> = Vec::new();
+    let mut last_step = Duration::ZERO;
     loop {
         let mut jobs = Vec::new();
         if !batcher.has_pending() {
@@ -81,28 +86,35 @@ fn run(
             }
         }
         jobs.extend(rx.try_iter());
-        for job in jobs {
-            match job {
-                HopJob::Open { key, opts } => {
-                    if let Err(e) = batcher.open(key, opts) {
-                        let _ = events.send(EngineEvent::Failed(key, e.to_string()));
-                    }
+        apply(&mut batcher, jobs, &mut fed, events);
+        // Gather: while some live sequences have no input yet (their rows
+        // are one hop upstream), wait a little for them, so that groups of
+        // sequences that entered the pipeline apart merge into one batch
+        // instead of circulating as small ones forever (a batched step costs
+        // less per row). At most half the last step: a hop never idles
+        // longer than the work it saves, and one stream never waits.
+        let deadline = Instant::now() + last_step.min(GATHER_MAX);
+        while batcher.has_pending() && batcher.pending() < batcher.live() {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            match rx.recv_timeout(left) {
+                Ok(j) => {
+                    let mut more = vec![j];
+                    more.extend(rx.try_iter());
+                    apply(&mut batcher, more, &mut fed, events);
                 }
-                HopJob::Push { key, input } => match batcher.push(key, input) {
-                    Ok(()) => fed.push(key),
-                    Err(e) => {
-                        let _ = events.send(EngineEvent::Failed(key, e.to_string()));
-                    }
-                },
-                HopJob::Close { key, reply } => {
-                    let _ = reply.send(batcher.close(key).map_err(|e| e.to_string()));
-                }
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
         if !batcher.has_pending() {
             continue;
         }
-        match batcher.step() {
+        let started = Instant::now();
+        let stepped = batcher.step();
+        last_step = started.elapsed();
+        match stepped {
             Ok(out) => {
                 let _ = events.send(EngineEvent::Outputs(out));
             }
@@ -116,5 +128,32 @@ fn run(
             }
         }
         fed.clear();
+    }
+}
+
+/// Hands `jobs` to the batcher; a failure is reported for its sequence.
+fn apply(
+    batcher: &mut HopBatcher<'_>,
+    jobs: Vec<HopJob>,
+    fed: &mut Vec<HopKey>,
+    events: &async_mpsc::UnboundedSender<EngineEvent>,
+) {
+    for job in jobs {
+        match job {
+            HopJob::Open { key, opts } => {
+                if let Err(e) = batcher.open(key, opts) {
+                    let _ = events.send(EngineEvent::Failed(key, e.to_string()));
+                }
+            }
+            HopJob::Push { key, input } => match batcher.push(key, input) {
+                Ok(()) => fed.push(key),
+                Err(e) => {
+                    let _ = events.send(EngineEvent::Failed(key, e.to_string()));
+                }
+            },
+            HopJob::Close { key, reply } => {
+                let _ = reply.send(batcher.close(key).map_err(|e| e.to_string()));
+            }
+        }
     }
 }
