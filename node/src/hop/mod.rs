@@ -51,6 +51,16 @@ use crate::worker::{append_text, Done, Running};
 /// away without a word).
 const SEQ_DEADLINE: Duration = Duration::from_secs(600);
 
+/// A running sequence fed nothing for this long (with no step of it in
+/// the engine) is dropped: its route broke, or its opener only wanted to
+/// hold one of this hop's slots. Far above any honest step time.
+const SEQ_IDLE: Duration = Duration::from_secs(60);
+
+/// Ended sequences one opener may leave unsettled before it must settle
+/// (at least `max_concurrent`): the credit a hop extends, as
+/// `MAX_UNPAID_TASKS` for whole tasks.
+const MAX_UNSETTLED: usize = 16;
+
 /// How long a cancelled first hop waits for the token on its way back
 /// before it ends the sequence anyway.
 const CANCEL_GRACE: Duration = Duration::from_secs(2);
@@ -432,8 +442,7 @@ impl Hops {
         let id = (open.task_id, open.segment);
         let key = {
             let mut t = self.lock();
-            let deadline = Instant::now().checked_sub(SEQ_DEADLINE);
-            for old in deadline.map(|d| t.older_than(d)).unwrap_or_default() {
+            for old in t.stale(Instant::now(), SEQ_DEADLINE, SEQ_IDLE) {
                 if let Some(s) = t.remove(&old) {
                     self.held().hop_engine.submit(HopJob::Close {
                         key: s.key,
@@ -445,6 +454,13 @@ impl Hops {
                 return Err(Refusal::new(
                     HopErrorKind::BadShape,
                     "this sequence is already open here",
+                ));
+            }
+            let unsettled = t.unsettled_by(from);
+            if unsettled >= self.inner.max_concurrent.max(MAX_UNSETTLED) {
+                return Err(Refusal::new(
+                    HopErrorKind::Payment,
+                    format!("{unsettled} ended sequences of yours are not settled yet; settle them first"),
                 ));
             }
             if t.running() >= self.inner.max_concurrent {
@@ -483,6 +499,7 @@ impl Hops {
                 inputs: Vec::new(),
                 head,
                 opened: Instant::now(),
+                last_input: Instant::now(),
             });
             self.held().hop_engine.submit(HopJob::Open { key, opts });
             if let Some(p) = prompt {
@@ -533,6 +550,7 @@ impl Hops {
             start += n;
             if let Some(seq) = t.get_mut(key) {
                 seq.in_engine = true;
+                seq.last_input = Instant::now();
                 seq.input_position = e.position;
                 seq.next_position = e.position + e.rows;
                 seq.inputs.push(part.clone());
@@ -577,6 +595,7 @@ impl Hops {
                 continue;
             }
             seq.in_engine = true;
+            seq.last_input = Instant::now();
             seq.input_position = e.position;
             seq.next_position = e.position + 1;
             seq.fed.push(e.token);

@@ -4,7 +4,7 @@
 //! or refused whole.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use strata_engine::{HiddenStates, HopKey};
 use strata_p2p::{NodeId, Severity};
@@ -84,6 +84,8 @@ pub(crate) struct Seq {
     pub(crate) inputs: Vec<HiddenStates>,
     pub(crate) head: Option<Head>,
     pub(crate) opened: Instant,
+    /// When its last input arrived (or it was opened).
+    pub(crate) last_input: Instant,
 }
 
 impl Seq {
@@ -175,14 +177,28 @@ impl Table {
         self.seqs.remove(&key)
     }
 
-    /// Keys of sequences opened before `deadline`: callers that never came
-    /// back to finish them.
-    pub(crate) fn older_than(&self, deadline: Instant) -> Vec<SeqId> {
+    /// Sequences to drop at `now`: opened more than `deadline` ago (their
+    /// caller never came back to finish them), or still running but fed
+    /// nothing for `idle` while no step of theirs is in the engine (a route
+    /// that broke, or an opener that only wanted to hold a slot).
+    pub(crate) fn stale(&self, now: Instant, deadline: Duration, idle: Duration) -> Vec<SeqId> {
+        let older = |t: Instant, d: Duration| now.checked_duration_since(t).is_some_and(|a| a > d);
         self.seqs
             .values()
-            .filter(|s| s.opened < deadline)
+            .filter(|s| {
+                older(s.opened, deadline) || (!s.ended && !s.in_engine && older(s.last_input, idle))
+            })
             .map(|s| s.id)
             .collect()
+    }
+
+    /// Sequences `opener` opened that have ended here and wait for it to
+    /// finish and settle them: the credit this hop extends to that opener.
+    pub(crate) fn unsettled_by(&self, opener: NodeId) -> usize {
+        self.seqs
+            .values()
+            .filter(|s| s.opener == opener && s.ended && s.failed.is_none())
+            .count()
     }
 
     /// Checks a step from `from` against every sequence it names: open here,
@@ -276,5 +292,101 @@ impl Table {
             ));
         }
         Ok(seq.key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_wire::hop::RouteHop;
+    use strata_wire::task::Sampling;
+
+    fn seq(t: &mut Table, task: u8, opener: NodeId, opened: Instant) -> SeqId {
+        let open = HopOpen {
+            task_id: [task; 32],
+            segment: 0,
+            route: vec![RouteHop {
+                node: [9; 32],
+                start: 0,
+                end: 30,
+            }],
+            index: 0,
+            client: [1; 32],
+            model_hash: [2; 32],
+            n_layers: 30,
+            sampling: Sampling {
+                temperature: 0.0,
+                top_p: 1.0,
+                top_k: 0,
+                seed: 0,
+            },
+            sample_offset: 0,
+            max_new: 8,
+            stop_tokens: vec![],
+        };
+        let key = t.new_key();
+        let id = ([task; 32], 0);
+        t.insert(Seq {
+            id,
+            key,
+            open,
+            opener,
+            next_position: 0,
+            input_position: 0,
+            in_engine: false,
+            ended: false,
+            closing: false,
+            failed: None,
+            summary: None,
+            sampled: vec![],
+            prompt: vec![],
+            fed: vec![],
+            inputs: vec![],
+            head: None,
+            opened,
+            last_input: opened,
+        });
+        id
+    }
+
+    #[test]
+    fn idle_running_sequences_and_old_ones_are_stale_busy_ones_are_not() {
+        let (now, min) = (Instant::now(), Duration::from_secs(60));
+        let t0 = now.checked_sub(2 * min).expect("a clock two minutes old");
+        let mut t = Table::default();
+        let me = NodeId([3; 32]);
+        let idle = seq(&mut t, 1, me, t0);
+        let computing = seq(&mut t, 2, me, t0);
+        t.by_id_mut(&computing).unwrap().in_engine = true;
+        let fed = seq(&mut t, 3, me, t0);
+        t.by_id_mut(&fed).unwrap().last_input = now;
+        let ended = seq(&mut t, 4, me, t0);
+        t.by_id_mut(&ended).unwrap().ended = true;
+        let mut stale = t.stale(now, 10 * min, min);
+        stale.sort();
+        assert_eq!(stale, vec![idle]);
+        // Past the deadline everything goes, whatever it is doing.
+        let mut all = t.stale(now, min, min);
+        all.sort();
+        assert_eq!(all, vec![idle, computing, fed, ended]);
+    }
+
+    #[test]
+    fn unsettled_counts_one_openers_ended_sequences() {
+        let now = Instant::now();
+        let (a, b) = (NodeId([3; 32]), NodeId([4; 32]));
+        let mut t = Table::default();
+        for task in 0..3 {
+            let id = seq(&mut t, task, a, now);
+            t.by_id_mut(&id).unwrap().ended = true;
+        }
+        seq(&mut t, 10, a, now);
+        let failed = seq(&mut t, 11, a, now);
+        let f = t.by_id_mut(&failed).unwrap();
+        f.ended = true;
+        f.failed = Some("x".into());
+        let other = seq(&mut t, 12, b, now);
+        t.by_id_mut(&other).unwrap().ended = true;
+        assert_eq!((t.unsettled_by(a), t.unsettled_by(b)), (3, 1));
     }
 }
