@@ -4,13 +4,11 @@
 //! and the p2p peers it is connected to and has banned. Read at each scrape
 //! from the running verifier's own counters.
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 use strata_p2p::NodeStats;
+use strata_service::metrics::Snapshot;
 
 use crate::VerifierStats;
 
@@ -21,7 +19,7 @@ struct Outcome {
 
 /// The exposition of `stats` and `p2p` now.
 pub fn render(stats: &VerifierStats, p2p: &NodeStats) -> String {
-    let mut registry = Registry::with_prefix("strata_verifier");
+    let mut m = Snapshot::new("strata_verifier");
     let audits = Family::<Outcome, Counter>::default();
     for (outcome, n) in [
         ("passed", stats.audits_passed),
@@ -31,49 +29,36 @@ pub fn render(stats: &VerifierStats, p2p: &NodeStats) -> String {
     ] {
         audits.get_or_create(&Outcome { outcome }).inc_by(n);
     }
-    registry.register(
+    m.registry().register(
         "audits",
         "Assigned audits finished, by outcome (failed and withheld are challenged)",
         audits,
     );
-    let cpu = Counter::<f64>::default();
-    cpu.inc_by(stats.audit_cpu_micros as f64 / 1e6);
-    registry.register(
+    m.counter_f64(
         "audit_cpu_seconds",
         "CPU time spent checking openings (audits and committee re-runs)",
-        cpu,
+        stats.audit_cpu_micros as f64 / 1e6,
+    )
+    .counter(
+        "challenges_opened",
+        "On-chain challenges this verifier opened",
+        stats.challenges_opened,
+    )
+    .counter("votes_cast", "Committee votes signed", stats.votes_cast)
+    .counter(
+        "verdicts_submitted",
+        "Verdicts submitted on-chain",
+        stats.verdicts_submitted,
+    )
+    .gauge(
+        "peers",
+        "p2p peers connected now",
+        p2p.connected_peers as u64,
+    )
+    .gauge(
+        "peers_banned",
+        "p2p peers banned for misbehaviour now",
+        p2p.banned_peers as u64,
     );
-    for (name, help, n) in [
-        (
-            "challenges_opened",
-            "On-chain challenges this verifier opened",
-            stats.challenges_opened,
-        ),
-        ("votes_cast", "Committee votes signed", stats.votes_cast),
-        (
-            "verdicts_submitted",
-            "Verdicts submitted on-chain",
-            stats.verdicts_submitted,
-        ),
-    ] {
-        let c = Counter::<u64>::default();
-        c.inc_by(n);
-        registry.register(name, help, c);
-    }
-    for (name, help, n) in [
-        ("peers", "p2p peers connected now", p2p.connected_peers),
-        (
-            "peers_banned",
-            "p2p peers banned for misbehaviour now",
-            p2p.banned_peers,
-        ),
-    ] {
-        let g = Gauge::<i64>::default();
-        g.set(i64::try_from(n).unwrap_or(i64::MAX));
-        registry.register(name, help, g);
-    }
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = encode(&mut out, &registry);
-    out
+    m.render()
 }

@@ -3,11 +3,13 @@
 //! ([`now_ms`], and [`thread_cpu_micros`] for what a unit of work cost),
 //! the p2p addresses a service advertises ([`wait_listening`]) and
 //! bootstrapping peers from the node registry on-chain
-//! ([`dial_registered_nodes`]).
+//! ([`dial_registered_nodes`]), and Prometheus snapshots ([`metrics`]).
 //!
 //! It holds no domain logic: tasks, receipts, audits and money live in the
 //! crates named after them.
 #![warn(missing_docs)]
+
+pub mod metrics;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -9,10 +9,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use strata_service::metrics::Snapshot;
 use strata_wire::api::StatsView;
 
 use super::{internal, stats_view};
@@ -61,81 +58,49 @@ pub(super) async fn get_metrics(State(store): State<Arc<Store>>) -> Response {
 
 /// The exposition of `view` and `lag`.
 fn render(view: &StatsView, lag: &Lag) -> String {
-    let mut registry = Registry::with_prefix("strata_relayer");
-    let counter = |registry: &mut Registry, name: &str, help: &str, value: u64| {
-        let c = Counter::<u64>::default();
-        c.inc_by(value);
-        registry.register(name, help, c);
-    };
-    counter(&mut registry, "receipts", "Receipts stored", view.receipts);
-    counter(
-        &mut registry,
-        "receipts_batched",
-        "Receipts in a posted batch",
-        view.batched,
-    );
-    counter(
-        &mut registry,
-        "batches",
-        "Batches posted on chain",
-        view.batches,
-    );
-    counter(
-        &mut registry,
-        "settlements",
-        "Voucher redemptions recorded",
-        view.settlements,
-    );
-    counter(
-        &mut registry,
-        "settled_paid_base_units",
-        "Token base units paid to nodes by redemptions",
-        view.settled_paid,
-    );
-    counter(
-        &mut registry,
-        "settled_fee_base_units",
-        "Protocol fees taken by redemptions, base units",
-        view.settled_fee,
-    );
-    counter(
-        &mut registry,
-        "reward_epochs",
-        "Reward epochs published",
-        view.epochs,
-    );
-    let pending = Gauge::<i64>::default();
-    pending.set(i64::try_from(view.receipts.saturating_sub(view.batched)).unwrap_or(i64::MAX));
-    registry.register(
-        "receipts_pending",
-        "Receipts stored and not yet in a posted batch (the batching queue)",
-        pending,
-    );
-    let batch_lag = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-    batch_lag.set(lag.batch_lag_secs);
-    registry.register(
-        "batch_lag_seconds",
-        "Age of the oldest receipt not yet in a posted batch (0 when none waits)",
-        batch_lag,
-    );
-    for (name, help, n) in [
-        (
+    let mut m = Snapshot::new("strata_relayer");
+    m.counter("receipts", "Receipts stored", view.receipts)
+        .counter(
+            "receipts_batched",
+            "Receipts in a posted batch",
+            view.batched,
+        )
+        .counter("batches", "Batches posted on chain", view.batches)
+        .counter(
+            "settlements",
+            "Voucher redemptions recorded",
+            view.settlements,
+        )
+        .counter(
+            "settled_paid_base_units",
+            "Token base units paid to nodes by redemptions",
+            view.settled_paid,
+        )
+        .counter(
+            "settled_fee_base_units",
+            "Protocol fees taken by redemptions, base units",
+            view.settled_fee,
+        )
+        .counter("reward_epochs", "Reward epochs published", view.epochs)
+        .gauge(
+            "receipts_pending",
+            "Receipts stored and not yet in a posted batch (the batching queue)",
+            view.receipts.saturating_sub(view.batched),
+        )
+        .gauge_f64(
+            "batch_lag_seconds",
+            "Age of the oldest receipt not yet in a posted batch (0 when none waits)",
+            lag.batch_lag_secs,
+        )
+        .gauge(
             "unredeemed_base_units",
             "Voucher totals received and not yet redeemed on chain (the settlement backlog)",
             lag.unredeemed,
-        ),
-        (
+        )
+        .gauge(
             "channels_unredeemed",
             "Client-node channels with a voucher not yet redeemed",
             lag.channels_unredeemed,
-        ),
-    ] {
-        let g = Gauge::<i64>::default();
-        g.set(i64::try_from(n).unwrap_or(i64::MAX));
-        registry.register(name, help, g);
-    }
-    let mut out = String::new();
-    // Writing into a String cannot fail.
-    let _ = encode(&mut out, &registry);
-    out
+        );
+    m.render()
 }
