@@ -301,12 +301,7 @@ mod tests {
             prompt_tokens: if index == 0 { 3 } else { 0 },
             completion_tokens: sampled,
             commitment_root: [2; 32],
-            sampling: Sampling {
-                temperature: 0.0,
-                top_p: 1.0,
-                top_k: 0,
-                seed: 0,
-            },
+            sampling: Sampling::GREEDY,
             price: 1,
             voucher: Voucher::sign(&client, &node.pubkey(), 1),
             finished_at_ms: 1,

@@ -219,12 +219,7 @@ fn spec(i: usize, tokens: u32) -> TaskSpec {
             ),
         }]),
         max_tokens: tokens,
-        sampling: Sampling {
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            seed: 0,
-        },
+        sampling: Sampling::GREEDY,
         stop: vec![],
     }
 }

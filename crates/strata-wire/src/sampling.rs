@@ -15,3 +15,13 @@ pub struct Sampling {
     /// Seed of the sampler.
     pub seed: u64,
 }
+
+impl Sampling {
+    /// Greedy decoding: the most likely token at every step.
+    pub const GREEDY: Sampling = Sampling {
+        temperature: 0.0,
+        top_p: 1.0,
+        top_k: 0,
+        seed: 0,
+    };
+}

@@ -314,12 +314,7 @@ mod tests {
             client: [1; 32],
             model_hash: [2; 32],
             n_layers: 30,
-            sampling: Sampling {
-                temperature: 0.0,
-                top_p: 1.0,
-                top_k: 0,
-                seed: 0,
-            },
+            sampling: Sampling::GREEDY,
             sample_offset: 0,
             max_new: 8,
             stop_tokens: vec![],

@@ -67,12 +67,7 @@ fn spec(client: &Keypair, text: &str, sampling: Sampling) -> TaskSpec {
 }
 
 fn greedy() -> Sampling {
-    Sampling {
-        temperature: 0.0,
-        top_p: 1.0,
-        top_k: 0,
-        seed: 0,
-    }
+    Sampling::GREEDY
 }
 
 fn seeded(seed: u64) -> Sampling {

@@ -77,12 +77,7 @@ async fn serve(p2p: &P2pHandle, client: &Keypair, route: Vec<RouteHop>) -> Strin
             content: "Name three colours.".into(),
         }]),
         max_tokens: 12,
-        sampling: Sampling {
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            seed: 0,
-        },
+        sampling: Sampling::GREEDY,
         stop: vec![],
     };
     let task = PipelineTask {

@@ -262,19 +262,9 @@ fn greedy_and_failover_hops_pass_and_the_offset_matters() {
     let prompt = e
         .chat_prompt(&[ChatMessage::new("user", "Write a haiku about rain.")])
         .unwrap();
-    for (i, hop) in serve(
-        prompt.clone(),
-        strata_wire::Sampling {
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            seed: 0,
-        },
-        0,
-        2,
-    )
-    .iter()
-    .enumerate()
+    for (i, hop) in serve(prompt.clone(), strata_wire::Sampling::GREEDY, 0, 2)
+        .iter()
+        .enumerate()
     {
         let c = check(&hop.record.receipt.body, i, &open(hop, i, None).0);
         assert_eq!(c.outcome, AuditOutcome::Passed, "greedy hop {i}: {c:?}");

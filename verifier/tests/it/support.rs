@@ -43,12 +43,7 @@ pub fn receipt(
 
 /// Greedy sampling.
 pub fn greedy() -> Sampling {
-    Sampling {
-        temperature: 0.0,
-        top_p: 1.0,
-        top_k: 0,
-        seed: 0,
-    }
+    Sampling::GREEDY
 }
 
 /// `n` receipts from a few nodes, with made-up tokens.

@@ -179,12 +179,7 @@ fn job(max_tokens: u32, stall: Stall) -> PipelineJob {
             model: "m".into(),
             prompt: Prompt::Text("hello".into()),
             max_tokens,
-            sampling: Sampling {
-                temperature: 0.0,
-                top_p: 1.0,
-                top_k: 0,
-                seed: 0,
-            },
+            sampling: Sampling::GREEDY,
             stop: vec![],
         },
         routes: vec![route([1, 2, 3]), route([1, 4, 3])],

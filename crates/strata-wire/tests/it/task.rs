@@ -76,12 +76,7 @@ fn start_hop_is_appended_so_earlier_requests_keep_their_bytes() {
         model: "m".into(),
         prompt: Prompt::Text("hi".into()),
         max_tokens: 8,
-        sampling: Sampling {
-            temperature: 0.0,
-            top_p: 1.0,
-            top_k: 0,
-            seed: 0,
-        },
+        sampling: Sampling::GREEDY,
         stop: vec![],
     };
     let open = HopOpen {
