@@ -316,6 +316,7 @@ impl Verifier {
     /// Hands queued reports to the relayer, oldest first; stops at the
     /// first the relayer cannot take now.
     pub(crate) async fn flush_reports(&self) {
+        let _one_at_a_time = self.flushing.lock().await;
         let reports = self.state.read(|s| s.reports.clone());
         for report in reports {
             let delivered = match self.relayer.post_audit(&report).await {

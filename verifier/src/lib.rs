@@ -279,6 +279,7 @@ pub async fn start(config: VerifierConfig) -> Result<RunningVerifier, VerifierEr
         votes: Mutex::new(VotePool::new()),
         stats: Mutex::new(VerifierStats::default()),
         notes: Mutex::new(Default::default()),
+        flushing: tokio::sync::Mutex::new(()),
     });
     let tasks = service::spawn(inner.clone(), events, config.poll_interval);
     tracing::info!(addrs = ?addrs, relayer = %inner.relayer.base(), "verifying");

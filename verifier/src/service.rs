@@ -44,6 +44,9 @@ pub(crate) struct Verifier {
     pub(crate) stats: Mutex<VerifierStats>,
     /// The last failure logged per subject (see [`Verifier::note`]).
     pub(crate) notes: Mutex<HashMap<String, String>>,
+    /// Held while reports are sent: the batch and committee loops both
+    /// flush, and two flushes of one queue would post each report twice.
+    pub(crate) flushing: tokio::sync::Mutex<()>,
 }
 
 /// One reading of the chain, shared by everything a poll does.

@@ -356,6 +356,15 @@ async fn a_node_withholding_its_openings_is_challenged_judged_and_slashed() {
     assert_eq!(again.registration.staked_now, 0);
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(again.stats(), Default::default());
-    assert_eq!(lock(&shared).reports.len(), 4);
+    // Still four reports: a report whose delivery a shutdown cut short is
+    // sent again after the restart (at least once; the relayer keeps one),
+    // but nothing new is reported.
+    let mut distinct: Vec<AuditReport> = Vec::new();
+    for r in lock(&shared).reports.iter() {
+        if !distinct.contains(r) {
+            distinct.push(r.clone());
+        }
+    }
+    assert_eq!(distinct.len(), 4);
     again.shutdown().await;
 }
