@@ -6,7 +6,8 @@
 //! escrow (`deposit`, `request-withdrawal`, `withdraw`) and reads the chain
 //! (`status node|config|escrow`, `balance`); with a relayer it checks a
 //! task's receipt against the on-chain batch root (`audit`) and claims a
-//! node's rewards (`claim`); it shares and fetches files peer to peer with
+//! node's rewards (`claim`); it asks a model paying with vouchers it signs
+//! itself, no gateway holding the key (`chat`); it shares and fetches files peer to peer with
 //! chunk-by-chunk verification (`file seed|fetch`). Global flags follow the Solana
 //! CLI: `--url` (a cluster name or an http(s) URL), `--keypair` (a Solana
 //! CLI JSON keypair file) and `--json` for machine-readable output.
@@ -19,6 +20,7 @@
 
 use strata_chain::amount;
 mod chain;
+mod chat;
 mod client;
 mod faucet;
 mod files;
@@ -131,6 +133,34 @@ enum Command {
         /// Relayer HTTP URL.
         #[arg(long, default_value = relayer::DEFAULT_RELAYER)]
         relayer: String,
+    },
+    /// Ask a model, keeping your own key: finds a node on the p2p network,
+    /// streams its answer, and pays it with a voucher this command signs
+    /// (from your escrow; no gateway holds the key).
+    Chat {
+        /// Your message.
+        message: String,
+        /// Model name.
+        #[arg(long, default_value = "SmolLM2-135M-Instruct")]
+        model: String,
+        /// Longest answer, in tokens.
+        #[arg(long, default_value_t = 128)]
+        max_tokens: u32,
+        /// Sampling temperature (0 is greedy).
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        /// Sampler seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Seconds to look for a node serving the model.
+        #[arg(long, default_value_t = 10)]
+        find_secs: u64,
+        /// Where this client's voucher totals are kept [default: ~/.strata/client].
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+        /// Peer to dial besides the registered nodes, ending in /p2p/<id> (repeatable).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
     },
     /// Claim your node's rewards with the proof the relayer serves.
     Claim {
@@ -409,6 +439,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         Command::Audit { task_id, relayer } => {
             relayer::audit(&chain::connect(g.url()).await?, &relayer, &task_id, out).await
+        }
+        Command::Chat {
+            message,
+            model,
+            max_tokens,
+            temperature,
+            seed,
+            find_secs,
+            state_dir,
+            peers,
+        } => {
+            if !(temperature.is_finite() && temperature >= 0.0) {
+                anyhow::bail!("--temperature must be a number >= 0, got {temperature}");
+            }
+            let (client, key) = signer(&g).await?;
+            let opts = chat::ChatOptions {
+                model,
+                message,
+                max_tokens,
+                temperature,
+                seed,
+                find_within: std::time::Duration::from_secs(find_secs.max(1)),
+                state_dir,
+                peers,
+            };
+            chat::chat(&client, &key, opts, out).await
         }
         Command::Claim { relayer } => {
             let (client, operator) = signer(&g).await?;

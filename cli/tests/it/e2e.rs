@@ -23,6 +23,11 @@ use crate::common::{self, run};
 async fn testnet(poor_client: Option<&Keypair>) -> (LocalTestnet, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut options = LocalOptions::ephemeral(dir.path());
+    // A client that keeps its key (a file of its own) and pays with
+    // `strata chat`.
+    let own = Keypair::new();
+    strata_chain::keys::write_new(&dir.path().join(SELF_KEY_FILE), &own).unwrap();
+    options.clients.push(("self-key".into(), own, SELF_DEPOSIT));
     if let Some(poor) = poor_client {
         options
             .clients
@@ -56,6 +61,12 @@ fn sse_objects(body: &str) -> (Vec<Value>, bool) {
     (objs, done)
 }
 
+/// The self-custody client's keypair file, in the testnet's directory.
+const SELF_KEY_FILE: &str = "self-key.json";
+
+/// What the self-custody client deposits, base units.
+const SELF_DEPOSIT: u64 = 50_000_000;
+
 /// How long the journey's steps (batching, redemption, an epoch) may take.
 const STEP: Duration = Duration::from_secs(90);
 
@@ -65,7 +76,7 @@ async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, f: impl FnM
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn client_pays_node_earns_auditor_verifies() {
-    let (t, _dir) = testnet(None).await;
+    let (t, dir) = testnet(None).await;
     let chain = ChainClient::new(&t.manifest.rpc_url).unwrap();
     let gw = t.net.gateway.url();
     let relayer_url = t.net.relayer.http_url().to_string();
@@ -185,6 +196,54 @@ async fn client_pays_node_earns_auditor_verifies() {
         config0.reward_pool + fee - reward,
         "the fee went to the reward pool and the reward came out of it"
     );
+
+    // A client that keeps its own key: `strata chat` finds a node on the
+    // p2p network, streams, and signs its own vouchers; twice, so the
+    // running total per node shows; the relayer redeems exactly the prices.
+    let own = dir.path().join(SELF_KEY_FILE);
+    let own_key = strata_chain::keys::read(&own).unwrap().pubkey();
+    let state = tempfile::tempdir().unwrap();
+    let mut asked = Vec::new();
+    for question in ["Name a colour.", "Name a fruit."] {
+        let out = run(common::strata()
+            .args(["--url", &t.manifest.rpc_url, "--keypair"])
+            .arg(&own)
+            .args([
+                "--json",
+                "chat",
+                question,
+                "--max-tokens",
+                "8",
+                "--state-dir",
+            ])
+            .arg(state.path()));
+        assert!(out.success(), "{}{}", out.stdout, out.stderr);
+        let v: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        println!("strata chat: {v}");
+        assert!(!v["text"].as_str().unwrap().trim().is_empty());
+        asked.push((
+            v["node"].as_str().unwrap().to_string(),
+            v["price"].as_u64().unwrap(),
+            v["voucher_cumulative"].as_u64().unwrap(),
+        ));
+    }
+    let (n1, p1, c1) = asked[0].clone();
+    let (n2, p2, c2) = asked[1].clone();
+    assert!(p1 > 0 && p2 > 0);
+    assert_eq!(c1, p1, "a first voucher's total is its price");
+    assert_eq!(
+        c2,
+        if n1 == n2 { p1 + p2 } else { p2 },
+        "totals run per node"
+    );
+    let own_escrow0 = SELF_DEPOSIT;
+    wait_for("the self-signed vouchers to be redeemed", || {
+        let chain = &chain;
+        async move { chain.escrow(&own_key).await.unwrap().unwrap().total_paid == p1 + p2 }
+    })
+    .await;
+    let own_escrow = chain.escrow(&own_key).await.unwrap().unwrap();
+    assert_eq!(own_escrow.balance, own_escrow0 - p1 - p2);
     t.shutdown().await;
 }
 
