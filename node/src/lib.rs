@@ -262,6 +262,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                 &layout,
                 &model_hash,
                 mine,
+                chain.as_ref(),
             )
             .await?;
             (Some(r), Some((layout, mine, *placing)))
@@ -534,6 +535,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             max_concurrent: config.max_concurrent,
             epoch: placing.epoch,
             profile_tokens: config.profile_tokens,
+            chain: chain.clone(),
         };
         tasks.push(tokio::spawn(mover.run()));
     }

@@ -1,7 +1,8 @@
 //! Where a node started with `--layers auto` holds its blocks, and when it
 //! moves: no scheduler, each node applies `strata_pipeline::alloc::place` to
 //! what it hears of the other hops (their `HopCapacity` announcements, kept
-//! as leases in [`Swarm`]) and takes its own answer.
+//! as leases in [`Swarm`]; on a chain, only registered compute nodes with
+//! the minimum stake count) and takes its own answer.
 //!
 //! At start the node listens for [`PlacementConfig::join_wait`] before it
 //! loads anything, then takes the weakest window of as many blocks as the
@@ -11,12 +12,14 @@
 //! whose move helps most safely (lowest key) loads its new blocks, drains
 //! and switches ([`crate::Hops::move_to`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use strata_chain::rpc::ChainClient;
+use strata_chain::ROLE_COMPUTE;
 use strata_engine::{Engine, ModelLayout, Shard};
 use strata_p2p::{NodeId, P2pEvent, P2pEvents, P2pHandle};
 use strata_pipeline::alloc::{place, Holding, NodeCap, Verdict};
@@ -121,18 +124,40 @@ fn node_cap(key: NodeId, caps: Caps, layer_ms: f32) -> NodeCap {
     }
 }
 
+/// The nodes whose announcements count: registered compute nodes holding
+/// at least the minimum stake. Anyone can gossip a `HopCapacity`; counting a
+/// stranger's claim to hold blocks would let it keep a hole from ever being
+/// filled. `None` when the chain cannot be read (the caller keeps what it
+/// knew).
+async fn accountable(chain: &ChainClient) -> Option<HashSet<[u8; 32]>> {
+    let min_stake = chain.config().await.ok()?.params.min_stake;
+    let nodes = chain.registered_nodes().await.ok()?;
+    Some(
+        nodes
+            .into_iter()
+            .filter(|n| n.roles & ROLE_COMPUTE != 0 && n.stake >= min_stake)
+            .map(|n| n.operator.to_bytes())
+            .collect(),
+    )
+}
+
 /// Everyone else's rows for [`place`]: caps from the memory each offers and
-/// the concurrency it serves, on this model's layout.
+/// the concurrency it serves, on this model's layout; only `registered`
+/// nodes count when that set is known (a node off-chain counts everyone).
 fn others(
     swarm: &Swarm,
     layout: &ModelLayout,
     model_hash: &[u8; 32],
     me: NodeId,
+    registered: Option<&HashSet<[u8; 32]>>,
 ) -> (Vec<NodeCap>, Vec<Holding>) {
     let n_layers = layout.layer_bytes.len() as u16;
     let mut live = Vec::new();
     let mut holdings = Vec::new();
     for (id, h) in swarm.live(model_hash, n_layers, me) {
+        if registered.is_some_and(|r| !r.contains(&id.0)) {
+            continue;
+        }
         let c = &h.capacity;
         let caps = caps(layout, u64::from(c.memory_mb), c.max_concurrent as usize);
         live.push(node_cap(id, caps, h.layer_ms));
@@ -149,6 +174,7 @@ fn others(
 /// Listens for `wait` (handing every event other than hop announcements to
 /// `keep`, which the caller serves once it is ready), then chooses the
 /// blocks this node takes.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn join(
     p2p: &P2pHandle,
     events: &mut P2pEvents,
@@ -157,6 +183,7 @@ pub(crate) async fn join(
     layout: &ModelLayout,
     model_hash: &[u8; 32],
     mine: Caps,
+    chain: Option<&ChainClient>,
 ) -> Result<Range<usize>, NodeError> {
     let until = tokio::time::Instant::now() + wait;
     loop {
@@ -172,7 +199,14 @@ pub(crate) async fn join(
     }
     let me = p2p.node_id();
     let n_layers = layout.layer_bytes.len() as u16;
-    let (mut live, holdings) = others(swarm, layout, model_hash, me);
+    let registered = match chain {
+        Some(c) => accountable(c).await,
+        None => None,
+    };
+    if chain.is_some() && registered.is_none() {
+        tracing::warn!("the chain could not be read: every hop announcement counts for this join");
+    }
+    let (mut live, holdings) = others(swarm, layout, model_hash, me, registered.as_ref());
     // A joiner's own speed does not enter its window (only the others'
     // throughput does); it is measured once it holds blocks.
     live.push(node_cap(me, mine, 1.0));
@@ -203,6 +237,8 @@ pub(crate) struct Mover {
     pub(crate) max_concurrent: usize,
     pub(crate) epoch: Duration,
     pub(crate) profile_tokens: usize,
+    /// Where registrations and stakes are read; `None` off-chain.
+    pub(crate) chain: Option<ChainClient>,
 }
 
 impl Mover {
@@ -210,19 +246,34 @@ impl Mover {
     /// until the node stops.
     pub(crate) async fn run(self) {
         let mut previous: Option<Verdict> = None;
+        let mut registered: Option<HashSet<[u8; 32]>> = None;
         loop {
             tokio::time::sleep(self.epoch).await;
-            match self.epoch_once(previous.as_ref()).await {
+            if let Some(chain) = &self.chain {
+                // A read that fails keeps the last set known.
+                if let Some(r) = accountable(chain).await {
+                    registered = Some(r);
+                }
+            }
+            match self
+                .epoch_once(previous.as_ref(), registered.as_ref())
+                .await
+            {
                 Ok(v) => previous = v,
                 Err(e) => tracing::warn!("placement: {e}"),
             }
         }
     }
 
-    async fn epoch_once(&self, previous: Option<&Verdict>) -> Result<Option<Verdict>, NodeError> {
+    async fn epoch_once(
+        &self,
+        previous: Option<&Verdict>,
+        registered: Option<&HashSet<[u8; 32]>>,
+    ) -> Result<Option<Verdict>, NodeError> {
         let me = self.p2p.node_id();
         let n_layers = self.layout.layer_bytes.len() as u16;
-        let (mut live, mut holdings) = others(&self.swarm, &self.layout, &self.model_hash, me);
+        let (mut live, mut holdings) =
+            others(&self.swarm, &self.layout, &self.model_hash, me, registered);
         let held = self.hops.layers();
         live.push(node_cap(me, self.caps, self.hops.layer_ms()));
         let busy = self.hops.active() as f64 / self.max_concurrent.max(1) as f64;
@@ -259,5 +310,58 @@ impl Mover {
             .await;
         tracing::info!(blocks = ?to, cut, "moved");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_wire::Capacity;
+
+    fn announce(swarm: &Swarm, node: u8, blocks: Range<u16>) {
+        let hop = HopCapacity {
+            capacity: Capacity {
+                model: "m".into(),
+                model_hash: [7; 32],
+                price_per_token: 1,
+                tokens_per_sec: 0.0,
+                memory_mb: 96,
+                max_concurrent: 8,
+                active: 0,
+                context_length: 2048,
+                addrs: vec![],
+                sent_at_ms: 0,
+            },
+            start: blocks.start,
+            end: blocks.end,
+            n_layers: 30,
+            layer_ms: 1.0,
+            rtt_us: vec![],
+        };
+        swarm
+            .lock()
+            .insert(NodeId([node; 32]), (hop, Instant::now()));
+    }
+
+    /// A stranger's announcement does not count once registrations are
+    /// known: it could claim blocks it does not hold and keep a hole open.
+    #[test]
+    fn only_registered_hops_count_when_the_chain_is_known() {
+        let path = strata_engine::model_cache_dir().join(strata_engine::DEFAULT_MODEL_FILE);
+        let layout = ModelLayout::read(&path).expect("the model (scripts/fetch-model)");
+        let swarm = Swarm::default();
+        announce(&swarm, 1, 0..10);
+        announce(&swarm, 2, 10..20);
+        let me = NodeId([9; 32]);
+        let (live, holdings) = others(&swarm, &layout, &[7; 32], me, None);
+        assert_eq!((live.len(), holdings.len()), (2, 2));
+        let registered: HashSet<[u8; 32]> = [[1; 32]].into_iter().collect();
+        let (live, holdings) = others(&swarm, &layout, &[7; 32], me, Some(&registered));
+        assert_eq!(
+            live.iter().map(|n| n.key).collect::<Vec<_>>(),
+            vec![[1; 32]]
+        );
+        assert_eq!(holdings.len(), 1);
+        assert_eq!(holdings[0].layers, 0..10);
     }
 }
