@@ -156,11 +156,36 @@ fn unreachable_rpc_says_so() {
         vec!["stake", "10"],
         vec!["deposit", "10"],
         vec!["node", "register", "--multiaddr", "/ip4/127.0.0.1/tcp/4001"],
+        vec!["chat", "hello"],
     ] {
         let mut all = vec!["--url", url, "--keypair", &path];
         all.extend(args);
         assert_fails(&strata(home.path(), &all), &["could not reach", url]);
     }
+}
+
+#[test]
+fn chat_refuses_bad_sampling_before_any_network_call() {
+    let home = tempfile::tempdir().unwrap();
+    for t in ["-1", "nan", "inf"] {
+        let flag = format!("--temperature={t}");
+        let run = strata(
+            home.path(),
+            &["--url", "http://127.0.0.1:1", "chat", "hi", &flag],
+        );
+        assert_fails(&run, &["--temperature"]);
+    }
+    let run = strata(
+        home.path(),
+        &[
+            "--url",
+            "http://127.0.0.1:1",
+            "chat",
+            "hi",
+            "--max-tokens=-3",
+        ],
+    );
+    assert_eq!(run.code, 2, "{}", run.stderr);
 }
 
 #[test]
