@@ -293,55 +293,11 @@ impl Router {
 }
 
 #[cfg(test)]
-mod rtt_tests {
-    use super::*;
-
-    fn hop(start: u16, end: u16, rtt_us: Vec<([u8; 32], u32)>) -> HopCapacity {
-        HopCapacity {
-            capacity: Capacity {
-                model: "m".into(),
-                model_hash: [7; 32],
-                price_per_token: 1,
-                tokens_per_sec: 0.0,
-                memory_mb: 96,
-                max_concurrent: 8,
-                active: 0,
-                context_length: 2048,
-                addrs: vec![],
-                sent_at_ms: 0,
-            },
-            start,
-            end,
-            n_layers: 30,
-            layer_ms: 1.0,
-            rtt_us,
-        }
-    }
-
-    /// Two replicas of the middle blocks, equally fast: the route takes the
-    /// one the others measured closer, from either end's announcement.
-    #[test]
-    fn routes_avoid_the_hop_with_the_long_round_trips() {
-        let (a, near, far, c) = ([1; 32], [2; 32], [3; 32], [4; 32]);
-        let route_middle = |far_us: u32, near_us: u32| {
-            let r = Router::default();
-            r.announce_hop(NodeId(a), hop(0, 10, vec![(far, far_us), (near, near_us)]));
-            r.announce_hop(NodeId(near), hop(10, 20, vec![]));
-            r.announce_hop(NodeId(far), hop(10, 20, vec![(c, far_us)]));
-            r.announce_hop(NodeId(c), hop(20, 30, vec![(near, near_us)]));
-            r.routes("m", &[]).unwrap().routes[0][1].node
-        };
-        assert_eq!(route_middle(40_000, 200), near);
-        assert_eq!(route_middle(200, 40_000), far);
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
     use crate::ceiling::hops_over;
 
-    fn announce(router: &Router, n: u8, blocks: Range<u16>, price: u64) {
+    fn hop(blocks: Range<u16>, price: u64, rtt_us: Vec<([u8; 32], u32)>) -> HopCapacity {
         let capacity = Capacity {
             model: "m".into(),
             model_hash: [7; 32],
@@ -354,15 +310,38 @@ mod tests {
             addrs: vec![],
             sent_at_ms: 0,
         };
-        let hop = HopCapacity {
+        HopCapacity {
             capacity,
             start: blocks.start,
             end: blocks.end,
             n_layers: 30,
             layer_ms: 0.5,
-            rtt_us: vec![],
+            rtt_us,
+        }
+    }
+
+    fn announce(router: &Router, n: u8, blocks: Range<u16>, price: u64) {
+        router.announce_hop(NodeId([n; 32]), hop(blocks, price, vec![]));
+    }
+
+    /// Two replicas of the middle blocks, equally fast: the route takes the
+    /// one the others measured closer, from either end's announcement.
+    #[test]
+    fn routes_avoid_the_hop_with_the_long_round_trips() {
+        let (a, near, far, c) = ([1; 32], [2; 32], [3; 32], [4; 32]);
+        let route_middle = |far_us: u32, near_us: u32| {
+            let r = Router::default();
+            r.announce_hop(
+                NodeId(a),
+                hop(0..10, 1, vec![(far, far_us), (near, near_us)]),
+            );
+            r.announce_hop(NodeId(near), hop(10..20, 1, vec![]));
+            r.announce_hop(NodeId(far), hop(10..20, 1, vec![(c, far_us)]));
+            r.announce_hop(NodeId(c), hop(20..30, 1, vec![(near, near_us)]));
+            r.routes("m", &[]).unwrap().routes[0][1].node
         };
-        router.announce_hop(NodeId([n; 32]), hop);
+        assert_eq!(route_middle(40_000, 200), near);
+        assert_eq!(route_middle(200, 40_000), far);
     }
 
     /// A hop whose stake cannot answer for its share of a task is in none
