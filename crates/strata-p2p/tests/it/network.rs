@@ -99,9 +99,16 @@ async fn discovery_gossip_and_request_response() {
             .await
             .is_some();
         }
-        while let Ok((topic, from, payload)) = gossip_rx.try_recv() {
-            if topic == CAPACITY && from == c_id && payload == b"cap:7" {
-                got_d = true;
+        // Wait for D too: once B has it, this is the only wait in the round
+        // (a bare `try_recv` here once spun the remaining rounds in
+        // milliseconds and failed CI while the message was one hop away).
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(500);
+        while !got_d {
+            match tokio::time::timeout_at(deadline, gossip_rx.recv()).await {
+                Ok(Some((topic, from, payload))) => {
+                    got_d = topic == CAPACITY && from == c_id && payload == b"cap:7";
+                }
+                _ => break,
             }
         }
         if got_b && got_d {
