@@ -1,7 +1,7 @@
 //! Redemption: for every (client, node) channel whose latest voucher exceeds
 //! what the Channel account says is redeemed, `redeem_vouchers` pays the
 //! difference, at most three vouchers to one node per transaction (what fits
-//! in 1232 bytes).
+//! in 1232 bytes; two when a priority fee adds its instruction).
 //!
 //! Vouchers are cumulative and the program pays only `cumulative − redeemed`,
 //! so sending one twice (after a crash, or a lost confirmation) cannot pay
@@ -20,8 +20,12 @@ use crate::chain::bps_of;
 use crate::store::Settlement;
 use crate::{now_ms, Ctx, RelayerError};
 
-/// Vouchers per transaction to one node.
+/// Vouchers per transaction to one node: what fits in 1232 bytes with the
+/// compute-unit limit instruction (1,224 bytes for three).
 pub const VOUCHERS_PER_TX: usize = 3;
+/// The same with a priority fee: the price instruction's 12 bytes push
+/// three vouchers to 1,236 bytes, so two.
+pub const VOUCHERS_PER_TX_PRICED: usize = 2;
 
 /// A voucher to redeem and what its channel had redeemed before.
 #[derive(Clone, Copy)]
@@ -75,7 +79,12 @@ pub async fn round(ctx: &Ctx) -> Result<(), RelayerError> {
             warn!(%node, error = %e, "cannot create the node's token account");
             continue;
         }
-        for group in list.chunks(VOUCHERS_PER_TX) {
+        let per_tx = if ctx.chain.priority_fee() > 0 {
+            VOUCHERS_PER_TX_PRICED
+        } else {
+            VOUCHERS_PER_TX
+        };
+        for group in list.chunks(per_tx) {
             if let Err(e) = redeem(ctx, group, fee_bps, &config.mint).await {
                 warn!(%node, error = %e, vouchers = group.len(), "redeem_vouchers failed");
                 if group.len() > 1 {

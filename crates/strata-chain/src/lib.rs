@@ -2,8 +2,8 @@
 //! PDA derivation ([`pda`]), instruction builders ([`ix`]), the ed25519
 //! precompile instruction that carries vouchers and verdicts ([`ed25519`]),
 //! account and event decoding ([`accounts`], [`events`]), Solana CLI keypair
-//! files ([`keys`]), cluster names ([`cluster`]) and an RPC backend
-//! ([`rpc::ChainClient`]).
+//! files ([`keys`]), cluster names ([`cluster`]), compute budgets
+//! ([`budget`]) and an RPC backend ([`rpc::ChainClient`]).
 //!
 //! It is not a program harness: tests that need a runtime use LiteSVM through
 //! `native-svm`, and the local chain lives in `strata-localnet`.
@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod amount;
 pub mod audit;
+pub mod budget;
 pub mod cluster;
 pub mod ed25519;
 pub mod error;

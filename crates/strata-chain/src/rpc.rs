@@ -1,6 +1,7 @@
 //! The RPC backend every binary uses: any Solana JSON-RPC endpoint, the
 //! embedded local chain or a public cluster.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anchor_lang::AccountDeserialize;
@@ -14,13 +15,27 @@ use solana_signature::Signature;
 use solana_transaction_error::TransactionError;
 
 use crate::accounts::{decode, Batch, Challenge, Config, Escrow, Node};
-use crate::{cluster, error_names, pda, tx, ChainError, Pubkey};
+use crate::{budget, cluster, error_names, pda, tx, ChainError, Pubkey};
+
+/// The priority fee clients get when made, in micro-lamports per compute
+/// unit. A binary sets it once from its `--priority-fee-micro-lamports`
+/// flag; a process-wide default rather than a field in every service's
+/// config because every client a process makes (the relayer makes three,
+/// the node and verifier theirs deep inside) should pay the same price.
+static DEFAULT_PRIORITY_FEE: AtomicU64 = AtomicU64::new(0);
+
+/// Sets the priority fee (micro-lamports per compute unit; 0, the default,
+/// sends no price instruction) of every [`ChainClient`] made afterwards.
+pub fn set_default_priority_fee(micro_lamports: u64) {
+    DEFAULT_PRIORITY_FEE.store(micro_lamports, Ordering::Relaxed);
+}
 
 /// A connection to a cluster; cheap to clone (clones share the connection).
 #[derive(Clone)]
 pub struct ChainClient {
     rpc: std::sync::Arc<RpcClient>,
     url: String,
+    priority_fee: u64,
 }
 
 impl ChainClient {
@@ -35,7 +50,19 @@ impl ChainClient {
         Ok(Self {
             rpc: std::sync::Arc::new(rpc),
             url,
+            priority_fee: DEFAULT_PRIORITY_FEE.load(Ordering::Relaxed),
         })
+    }
+
+    /// The same client paying `micro_lamports` per compute unit (0: no price).
+    pub fn with_priority_fee(mut self, micro_lamports: u64) -> Self {
+        self.priority_fee = micro_lamports;
+        self
+    }
+
+    /// The priority fee this client pays, in micro-lamports per compute unit.
+    pub fn priority_fee(&self) -> u64 {
+        self.priority_fee
     }
 
     /// The resolved RPC URL.
@@ -74,24 +101,57 @@ impl ChainClient {
             .map_err(|e| self.rpc_error(e))
     }
 
-    /// Signs, sends and confirms `instructions`, paid by `payer`.
+    /// Signs, sends and confirms `instructions`, paid by `payer`, behind a
+    /// compute-unit limit sized for them ([`budget`]) and this client's
+    /// priority fee. If the runtime reports the budget exceeded (the
+    /// estimate was short; nothing changed on chain), it is sent once more
+    /// with the largest limit.
     pub async fn send(
         &self,
         instructions: &[Instruction],
         payer: &Keypair,
         signers: &[&Keypair],
     ) -> Result<Signature, ChainError> {
+        match self.send_budgeted(instructions, payer, signers, None).await {
+            Err(SendError::Client(e)) if budget_exceeded(&e) => self
+                .send_budgeted(
+                    instructions,
+                    payer,
+                    signers,
+                    Some(budget::MAX_COMPUTE_UNIT_LIMIT),
+                )
+                .await
+                .map_err(|e| self.send_error(e)),
+            other => other.map_err(|e| self.send_error(e)),
+        }
+    }
+
+    async fn send_budgeted(
+        &self,
+        instructions: &[Instruction],
+        payer: &Keypair,
+        signers: &[&Keypair],
+        limit: Option<u32>,
+    ) -> Result<Signature, SendError> {
         let blockhash = self
             .rpc
             .get_latest_blockhash()
             .await
-            .map_err(|e| self.rpc_error(e))?;
-        let transaction = tx::sign(instructions, payer, signers, blockhash);
-        tx::check_size(&transaction)?;
+            .map_err(SendError::Client)?;
+        let budgeted = budget::with_budget(instructions, self.priority_fee, limit);
+        let transaction = tx::sign(&budgeted, payer, signers, blockhash);
+        tx::check_size(&transaction).map_err(SendError::Chain)?;
         self.rpc
             .send_and_confirm_transaction(&transaction)
             .await
-            .map_err(|e| self.rpc_error(e))
+            .map_err(SendError::Client)
+    }
+
+    fn send_error(&self, e: SendError) -> ChainError {
+        match e {
+            SendError::Chain(e) => e,
+            SendError::Client(e) => self.rpc_error(e),
+        }
     }
 
     /// Requests an airdrop of SOL lamports and waits until it is confirmed.
@@ -276,4 +336,21 @@ impl ChainClient {
             .await
             .map_err(|e| self.rpc_error(e))
     }
+}
+
+/// A send failure before it is described for the caller.
+enum SendError {
+    Chain(ChainError),
+    Client(ClientError),
+}
+
+/// The runtime ran out of the transaction's compute units.
+fn budget_exceeded(e: &ClientError) -> bool {
+    matches!(
+        e.get_transaction_error(),
+        Some(TransactionError::InstructionError(
+            _,
+            InstructionError::ComputationalBudgetExceeded
+        ))
+    )
 }

@@ -2,13 +2,27 @@
 //! vouchers or verdict signatures fit in one transaction. Prints the table
 //! reported in the docs; asserts only what must hold (it fits, it executes).
 
+use strata_chain::budget::{self, with_budget};
 use strata_chain::limits::{MAX_MULTIADDRS, MAX_MULTIADDR_LEN};
 use strata_chain::tx::{sign, wire_size, LAMPORTS_PER_SIGNATURE, PACKET_DATA_SIZE};
 
 use crate::prelude::*;
 
+/// Bytes of the transaction `ChainClient::send` makes of `ixs`: behind the
+/// compute-unit limit instruction, without a priority fee.
 fn size(ixs: &[solana_instruction::Instruction], payer: &Keypair, signers: &[&Keypair]) -> usize {
-    wire_size(&sign(ixs, payer, signers, Default::default()))
+    priced_size(ixs, payer, signers, 0)
+}
+
+/// The same with a priority fee of `micro_lamports` (0: none).
+fn priced_size(
+    ixs: &[solana_instruction::Instruction],
+    payer: &Keypair,
+    signers: &[&Keypair],
+    micro_lamports: u64,
+) -> usize {
+    let budgeted = with_budget(ixs, micro_lamports, None);
+    wire_size(&sign(&budgeted, payer, signers, Default::default()))
 }
 
 fn voucher_ixs(
@@ -52,9 +66,15 @@ fn voucher_ixs(
 /// The largest number of vouchers from distinct clients per transaction,
 /// all to one node (how a relayer groups them) or each to another node.
 fn max_vouchers(payer: &Keypair, same_node: bool) -> usize {
+    max_vouchers_priced(payer, same_node, 0)
+}
+
+/// [`max_vouchers`] with a priority fee (its price instruction takes room).
+fn max_vouchers_priced(payer: &Keypair, same_node: bool, micro_lamports: u64) -> usize {
     (1..=32)
         .take_while(|&n| {
-            size(&voucher_ixs(&payer.pubkey(), n, same_node).0, payer, &[]) <= PACKET_DATA_SIZE
+            let ixs = voucher_ixs(&payer.pubkey(), n, same_node).0;
+            priced_size(&ixs, payer, &[], micro_lamports) <= PACKET_DATA_SIZE
         })
         .last()
         .unwrap_or(0)
@@ -187,6 +207,96 @@ fn largest_instructions_fit_and_report_sizes() {
     );
     println!("claims per transaction: 1 (each claim is signed by its operator; a second signer adds 64 bytes and another claim ~{} bytes)", rows[11].1 - 64 - 3);
     assert!(vouchers >= 2, "a batch must settle more than one voucher");
+    // What the relayer groups (relayer::redeemer::VOUCHERS_PER_TX and
+    // VOUCHERS_PER_TX_PRICED): 3 fit behind the limit, 2 with a price too.
+    assert_eq!(vouchers, 3);
+    assert_eq!(max_vouchers_priced(&p, true, 1), 2);
+}
+
+/// The compute-unit limit each instruction's transaction asks for (its
+/// largest form, as above), printed for docs/devnet.md.
+#[test]
+fn compute_unit_limits_report() {
+    let k = Pubkey::new_unique();
+    let m = Pubkey::new_unique();
+    let voucher = || ix::VoucherAccounts {
+        client: Pubkey::new_unique(),
+        node: m,
+        node_token: m,
+    };
+    let claim = |levels: usize| ReceiptClaim {
+        leaf_index: 0,
+        task_id: [0; 32],
+        receipt_digest: [0; 32],
+        proof: vec![[0; 32]; levels],
+    };
+    let addrs = vec!["/".repeat(MAX_MULTIADDR_LEN); MAX_MULTIADDRS];
+    let rows: Vec<(&str, solana_instruction::Instruction)> = vec![
+        ("initialize", ix::initialize(&k, &m, params(), &k)),
+        ("update_config", ix::update_config(&k, params(), &k)),
+        ("add_relayer", ix::add_relayer(&k, &m)),
+        ("remove_relayer", ix::remove_relayer(&k, &m)),
+        (
+            "register_node",
+            ix::register_node(&k, addrs.clone(), Capacity::default(), 3),
+        ),
+        (
+            "update_node",
+            ix::update_node(&k, addrs, Capacity::default(), 3),
+        ),
+        ("stake", ix::stake(&k, &m, &m, 1)),
+        ("request_unstake", ix::request_unstake(&k, 1)),
+        ("withdraw_stake", ix::withdraw_stake(&k, &m)),
+        ("deregister_node", ix::deregister_node(&k)),
+        (
+            "deposit (first: creates the escrow)",
+            ix::deposit(&k, &m, 1),
+        ),
+        ("request_withdrawal", ix::request_withdrawal(&k, 1)),
+        ("withdraw", ix::withdraw(&k, &m)),
+        ("post_batch", ix::post_batch(&k, 0, 0, [0; 32], 1, 1)),
+        ("seal_batch", ix::seal_batch(0)),
+        (
+            "redeem_vouchers, 1 voucher",
+            ix::redeem_vouchers(&k, &[voucher()]),
+        ),
+        (
+            "redeem_vouchers, 3 vouchers",
+            ix::redeem_vouchers(&k, &[voucher(), voucher(), voucher()]),
+        ),
+        (
+            "open_challenge, 20-hash proof",
+            ix::open_challenge(&k, &m, 0, &m, claim(20)),
+        ),
+        ("draw_committee", ix::draw_committee(&m)),
+        (
+            "resolve_challenge, 3 verifiers",
+            ix::resolve_challenge(&k, &m, &m, &m, &m, &[k, m, Pubkey::new_unique()], true),
+        ),
+        (
+            "expire_challenge",
+            ix::expire_challenge(&k, &m, &m, &m, &m, &m),
+        ),
+        ("close_batch", ix::close_batch(&k, 0)),
+        ("fund_rewards", ix::fund_rewards(&k, &m, 1)),
+        ("publish_rewards", ix::publish_rewards(&k, 0, [0; 32], 1, 1)),
+        (
+            "claim_rewards (first), 20-hash proof",
+            ix::claim_rewards(&k, &m, 0, 1, 0, vec![[0; 32]; 20]),
+        ),
+    ];
+    println!("\n| instruction | estimate (CU) | limit requested |");
+    println!("|---|---:|---:|");
+    for (name, ix) in rows {
+        let units = budget::estimate(&ix);
+        let limit = budget::limit(std::slice::from_ref(&ix), false);
+        println!("| {name} | {units} | {limit} |");
+        assert!(
+            u64::from(limit) > units,
+            "{name}: a margin over the estimate"
+        );
+        assert!(limit <= budget::MAX_COMPUTE_UNIT_LIMIT);
+    }
 }
 
 #[test]
@@ -205,8 +315,19 @@ fn the_largest_voucher_batch_executes() {
     assert!(tx_size <= PACKET_DATA_SIZE);
     let before = env.token_balance(&node_ata);
     let lamports_before = env.svm.get_balance(&payer.pubkey()).unwrap();
-    env.send(&ixs, &payer, &[])
+    // Sent as ChainClient sends it, behind its compute-unit limit: the
+    // runtime accepts the budget instruction, and the part it meters here
+    // (the SPL Token CPIs, the system program; the native program itself
+    // counts 1 unit) stays under the limit.
+    let limit = budget::limit(&ixs, false);
+    let meta = env
+        .send(&with_budget(&ixs, 0, None), &payer, &[])
         .expect("the largest batch settles");
+    println!(
+        "\n{n} vouchers: limit {limit} CU requested, {} CU metered here (token CPIs, system program, budget instruction; the native program is not metered)",
+        meta.compute_units_consumed
+    );
+    assert!(meta.compute_units_consumed < u64::from(limit));
     assert_eq!(env.token_balance(&node_ata) - before, n as u64 * 90);
     let spent = lamports_before - env.svm.get_balance(&payer.pubkey()).unwrap();
     let rent = env
