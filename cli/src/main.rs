@@ -4,7 +4,8 @@
 //! testnet (`faucet`), registers and stakes nodes (`node register|update|
 //! deregister`, `stake`, `unstake`, `withdraw-stake`), manages a client's
 //! escrow (`deposit`, `request-withdrawal`, `withdraw`) and reads the chain
-//! (`status node|config|escrow`, `balance`); with a relayer it checks a
+//! (`status node|config|escrow`, `balance`); sets up a freshly deployed
+//! program (`admin init`); with a relayer it checks a
 //! task's receipt against the on-chain batch root (`audit`) and claims a
 //! node's rewards (`claim`); it asks a model paying with vouchers it signs
 //! itself, no gateway holding the key (`chat`); it shares and fetches files peer to peer with
@@ -19,6 +20,7 @@
 //! This binary only parses and wires: the work is done by `strata-chain`.
 
 use strata_chain::amount;
+mod admin;
 mod chain;
 mod chat;
 mod client;
@@ -58,6 +60,10 @@ struct Cli {
     /// Print machine-readable JSON.
     #[arg(long, global = true)]
     json: bool,
+    /// Priority fee in micro-lamports per compute unit on the transactions
+    /// sent (0: none, the default).
+    #[arg(long, global = true, default_value_t = 0)]
+    priority_fee_micro_lamports: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -171,11 +177,33 @@ enum Command {
     /// Share files peer to peer and fetch them by root (verified chunk by chunk).
     #[command(subcommand)]
     File(FileCommand),
+    /// The deployer's set-up of a freshly deployed program.
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// SOL and Strata token balance.
     Balance {
         /// Account [default: the --keypair's key].
         #[arg(value_parser = parse_pubkey)]
         pubkey: Option<Pubkey>,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Initialise the program (once; --keypair must be its upgrade
+    /// authority): a new mint unless --mint is given, the testnet
+    /// parameters, and the relayer allowed. Safe to run again.
+    Init {
+        /// An existing SPL mint with 6 decimals [default: create one, with
+        /// --keypair as its mint authority].
+        #[arg(long, value_parser = parse_pubkey)]
+        mint: Option<Pubkey>,
+        /// Relayer key to allow (post batches, redeem vouchers).
+        #[arg(long, value_parser = parse_pubkey)]
+        relayer: Option<Pubkey>,
+        /// Reward authority [default: --relayer, else --keypair].
+        #[arg(long, value_parser = parse_pubkey)]
+        reward_authority: Option<Pubkey>,
     },
 }
 
@@ -346,6 +374,7 @@ fn usage_error(error: clap::Error) -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    strata_chain::rpc::set_default_priority_fee(cli.priority_fee_micro_lamports);
     let g = Globals {
         url: cli.url,
         keypair: cli.keypair.unwrap_or_else(keys::default_keypair_path),
@@ -475,6 +504,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::File(FileCommand::Fetch { root, output, net }) => {
             files::fetch(&g.keypair, &root, output, net.into_options()?, out).await
+        }
+        Command::Admin(AdminCommand::Init {
+            mint,
+            relayer,
+            reward_authority,
+        }) => {
+            let client = chain::connect(g.url()).await?;
+            let admin = keys::load(&g.keypair)?;
+            let args = admin::InitArgs {
+                mint,
+                relayer,
+                reward_authority,
+            };
+            admin::init(&client, &admin, args, out).await
         }
         Command::Balance { pubkey } => {
             let pk = g.key_or(pubkey)?;

@@ -24,6 +24,11 @@ struct Cli {
     /// Cluster: localnet, devnet, testnet or an RPC URL.
     #[arg(long, default_value = "localnet")]
     url: String,
+    /// Priority fee in micro-lamports per compute unit on every transaction
+    /// sent (0: none). Public clusters under load schedule priced
+    /// transactions first; the local chain ignores it.
+    #[arg(long, default_value_t = 0)]
+    priority_fee_micro_lamports: u64,
     /// Run without a chain (no registration; for trying the engine out).
     #[arg(long)]
     offline: bool,
@@ -93,6 +98,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     strata_service::init_logging("info");
     let cli = Cli::parse();
+    strata_chain::rpc::set_default_priority_fee(cli.priority_fee_micro_lamports);
     let key_path = strata_service::expand_home(&cli.keypair);
     let keypair = keys::read_or_create(&key_path)
         .with_context(|| format!("keypair {}", key_path.display()))?;

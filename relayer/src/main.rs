@@ -21,6 +21,11 @@ struct Args {
     /// Cluster: localnet, devnet, testnet, mainnet or an http(s) RPC URL.
     #[arg(long, short = 'u', default_value = "localnet")]
     url: String,
+    /// Priority fee in micro-lamports per compute unit on every transaction
+    /// sent (0: none). Public clusters under load schedule priced
+    /// transactions first; the local chain ignores it.
+    #[arg(long, default_value_t = 0)]
+    priority_fee_micro_lamports: u64,
     /// The relayer's Solana keypair file (registered relayer and reward authority).
     #[arg(long, short = 'k')]
     keypair: PathBuf,
@@ -63,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    strata_chain::rpc::set_default_priority_fee(args.priority_fee_micro_lamports);
     let keypair = strata_chain::keys::read(&args.keypair)
         .with_context(|| format!("reading the relayer keypair {}", args.keypair.display()))?;
     let p2p = P2pConfig {

@@ -23,6 +23,11 @@ struct Cli {
     /// Cluster: localnet, devnet, testnet or an RPC URL.
     #[arg(long, default_value = "localnet")]
     url: String,
+    /// Priority fee in micro-lamports per compute unit on every transaction
+    /// sent (0: none). Public clusters under load schedule priced
+    /// transactions first; the local chain ignores it.
+    #[arg(long, default_value_t = 0)]
+    priority_fee_micro_lamports: u64,
     /// Your own model: a GGUF file or a Hugging Face directory; hashed,
     /// never fetched. Default: the default model in the cache, fetched and
     /// checked. Receipts naming another model are not judged.
@@ -58,6 +63,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     strata_service::init_logging("info");
     let cli = Cli::parse();
+    strata_chain::rpc::set_default_priority_fee(cli.priority_fee_micro_lamports);
     if cli.poll_secs == 0 || cli.opening_timeout_secs == 0 {
         anyhow::bail!("--poll-secs and --opening-timeout-secs must be at least 1");
     }

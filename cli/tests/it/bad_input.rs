@@ -145,6 +145,35 @@ fn unknown_url_is_refused() {
     }
 }
 
+/// `--url devnet` resolves to the public devnet endpoint inside the binary.
+/// No request may leave the machine: every HTTP(S) proxy variable points at
+/// a closed local port, so the call fails at once and names where it went.
+#[test]
+fn cluster_names_resolve_to_public_endpoints_without_network() {
+    let home = tempfile::tempdir().unwrap();
+    let (path, _) = keygen(home.path(), "id.json");
+    for (name, endpoint) in [
+        ("devnet", "https://api.devnet.solana.com"),
+        ("d", "https://api.devnet.solana.com"),
+        ("testnet", "https://api.testnet.solana.com"),
+    ] {
+        let mut cmd = in_home(home.path());
+        for var in [
+            "HTTPS_PROXY",
+            "https_proxy",
+            "HTTP_PROXY",
+            "http_proxy",
+            "ALL_PROXY",
+            "all_proxy",
+        ] {
+            cmd.env(var, "http://127.0.0.1:1");
+        }
+        cmd.env_remove("NO_PROXY").env_remove("no_proxy");
+        let run = run(cmd.args(["--url", name, "--keypair", &path, "status", "config"]));
+        assert_fails(&run, &["could not reach", endpoint]);
+    }
+}
+
 #[test]
 fn unreachable_rpc_says_so() {
     let home = tempfile::tempdir().unwrap();

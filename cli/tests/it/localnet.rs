@@ -118,6 +118,13 @@ fn operator_and_client_flow_on_a_local_chain() {
         sig["signature"].as_str().is_some_and(|s| s.len() > 40),
         "{sig}"
     );
+    // What the binary sent carries its compute budget: a limit sized for
+    // register_node, and no price unless asked for.
+    let register_sig = sig["signature"].as_str().unwrap_or_default();
+    let (limit, price) = compute_budget_of(&url, register_sig);
+    let limit = limit.expect("a SetComputeUnitLimit instruction");
+    assert!((10_000..200_000).contains(&limit), "{limit}");
+    assert_eq!(price, None);
     cli.fails(
         &["node", "register", "--multiaddr", "/ip4/127.0.0.1/tcp/4001"],
         "already registered",
@@ -134,7 +141,13 @@ fn operator_and_client_flow_on_a_local_chain() {
 
     cli.fails(&["stake", "50"], "below the minimum stake");
     cli.fails(&["stake", "5000"], "insufficient funds");
-    cli.ok(&["stake", "150"]);
+    let staked = cli.json(&["stake", "150", "--priority-fee-micro-lamports", "2500"]);
+    let (limit, price) = compute_budget_of(&url, staked["signature"].as_str().unwrap_or_default());
+    assert!(
+        limit.is_some_and(|l| (10_000..200_000).contains(&l)),
+        "{limit:?}"
+    );
+    assert_eq!(price, Some(2_500));
     cli.fails(&["unstake", "151"], "insufficient stake");
     cli.ok(&["unstake", "150"]);
     cli.fails(&["withdraw-stake"], "unbonding period has not ended");
@@ -176,4 +189,89 @@ fn operator_and_client_flow_on_a_local_chain() {
     // Text output reads as tokens.
     let text = cli.ok(&["status", "escrow"]);
     assert!(text.contains("59.5 tokens"), "{text}");
+}
+
+/// The compute-unit limit and price of a confirmed transaction, read back
+/// over JSON-RPC (`getTransaction`), as any explorer would.
+fn compute_budget_of(url: &str, signature: &str) -> (Option<u32>, Option<u64>) {
+    let request = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "getTransaction",
+        "params": [signature, {"encoding": "json", "commitment": "confirmed"}],
+    });
+    let answer: Value = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async {
+            reqwest::Client::new()
+                .post(url)
+                .json(&request)
+                .send()
+                .await?
+                .json()
+                .await
+        })
+        .expect("getTransaction answers");
+    let message = &answer["result"]["transaction"]["message"];
+    let keys = message["accountKeys"].as_array().expect("account keys");
+    let (mut limit, mut price) = (None, None);
+    for ix in message["instructions"].as_array().expect("instructions") {
+        let program = ix["programIdIndex"]
+            .as_u64()
+            .and_then(|i| keys.get(i as usize))
+            .and_then(Value::as_str);
+        if program != Some("ComputeBudget111111111111111111111111111111") {
+            continue;
+        }
+        let data = bs58::decode(ix["data"].as_str().unwrap_or_default())
+            .into_vec()
+            .expect("base58 instruction data");
+        match data.split_first() {
+            Some((2, units)) => limit = units.try_into().ok().map(u32::from_le_bytes),
+            Some((3, micro_lamports)) => {
+                price = micro_lamports.try_into().ok().map(u64::from_le_bytes)
+            }
+            _ => {}
+        }
+    }
+    (limit, price)
+}
+
+/// `strata admin init` on a freshly deployed program (what
+/// `scripts/devnet-deploy` runs): a new mint, the config, the relayer
+/// allowed; run again, it changes nothing.
+#[test]
+fn admin_init_sets_up_a_fresh_program_once() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let localnet = rt.block_on(strata_test_utils::chain::start_localnet());
+    let url = localnet.rpc_url().to_string();
+    let home = tempfile::tempdir().unwrap();
+    let keypair = home.path().join("admin.json").display().to_string();
+    let cli = Cli {
+        home: home.path(),
+        url: &url,
+        keypair: keypair.clone(),
+    };
+    let admin = cli
+        .ok(&["keygen", "--outfile", &keypair])
+        .trim()
+        .parse::<strata_chain::Pubkey>()
+        .unwrap();
+    let rpc = strata_chain::rpc::ChainClient::new(&url).unwrap();
+    rt.block_on(rpc.airdrop(&admin, 10 * SOL)).unwrap();
+    let relayer = strata_chain::Keypair::new().pubkey().to_string();
+
+    let first = cli.json(&["admin", "init", "--relayer", &relayer]);
+    assert_eq!(first["initialized"], true, "{first}");
+    assert_eq!(first["relayer"], relayer.as_str());
+    assert_eq!(first["reward_authority"], relayer.as_str());
+    let mint = first["mint"].as_str().expect("the new mint").to_string();
+    let config = cli.json(&["status", "config"]);
+    assert_eq!(config["mint"], mint.as_str());
+
+    let again = cli.json(&["admin", "init", "--relayer", &relayer]);
+    assert_eq!(again["initialized"], false, "{again}");
+    assert_eq!(again["mint"], mint.as_str());
+    assert!(again.get("add_relayer_signature").is_none(), "{again}");
+    drop(localnet);
 }
