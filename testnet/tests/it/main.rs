@@ -2,6 +2,7 @@
 //! real local chain (and, for most, the services with the real model).
 
 mod chain_bootstrap;
+mod idl_client;
 mod logs;
 mod netns;
 mod node_restart;
