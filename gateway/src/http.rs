@@ -77,7 +77,9 @@ impl IntoResponse for GatewayError {
                 (StatusCode::PAYMENT_REQUIRED, "insufficient_quota")
             }
             GatewayError::UnknownModel(_) => (StatusCode::NOT_FOUND, "invalid_request_error"),
-            GatewayError::Busy(_) | GatewayError::NoCapacity(_) => {
+            GatewayError::Busy(_)
+            | GatewayError::NoCapacity(_)
+            | GatewayError::ChainUnavailable(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "server_error")
             }
             GatewayError::Node(_) => (StatusCode::BAD_GATEWAY, "server_error"),

@@ -59,6 +59,10 @@ pub enum GatewayError {
     /// No node can take the task (503).
     #[error("{0}")]
     NoCapacity(String),
+    /// The chain's RPC could not be read (escrow, channel, stake): the
+    /// client may retry later (503).
+    #[error("the chain cannot be read right now: {0}")]
+    ChainUnavailable(String),
     /// A node failed or misbehaved (502).
     #[error("{0}")]
     Node(String),
@@ -88,6 +92,7 @@ impl GatewayError {
             GatewayError::UnknownModel(_) => "model_not_found",
             GatewayError::Busy(_) | GatewayError::NoCapacity(_) => "no_capacity",
             GatewayError::Node(_) => "node_error",
+            GatewayError::ChainUnavailable(_) => "chain_unavailable",
             _ => "internal_error",
         }
     }

@@ -131,7 +131,7 @@ async fn run(
             .ceilings
             .of(&gw.chain, &Pubkey::from(node.0))
             .await
-            .map_err(|e| GatewayError::Internal(format!("reading node stake: {e}")))?;
+            .map_err(|e| GatewayError::ChainUnavailable(format!("reading node stake: {e}")))?;
         if max_cost > ceiling {
             // Too little at stake on this node for a task this size.
             too_costly += 1;
@@ -210,7 +210,7 @@ async fn hops_over_ceiling(gw: &Inner, input: &TaskInput) -> Result<Vec<[u8; 32]
             .ceilings
             .of(&gw.chain, &Pubkey::from(h.node))
             .await
-            .map_err(|e| GatewayError::Internal(format!("reading node stake: {e}")))?;
+            .map_err(|e| GatewayError::ChainUnavailable(format!("reading node stake: {e}")))?;
         ceilings.insert(h.node, c);
     }
     Ok(crate::ceiling::hops_over(
@@ -226,7 +226,7 @@ async fn available_funds(gw: &Inner, client: &Pubkey) -> Result<u64, GatewayErro
         .chain
         .escrow(client)
         .await
-        .map_err(|e| GatewayError::Internal(format!("reading escrow: {e}")))?
+        .map_err(|e| GatewayError::ChainUnavailable(format!("reading escrow: {e}")))?
         .ok_or_else(|| {
             GatewayError::PaymentRequired(format!(
                 "client {client} has no escrow; deposit with `strata deposit`"
@@ -489,7 +489,7 @@ async fn catch_up(gw: &Inner, client: &Pubkey, node: &Pubkey) -> Result<(), Gate
         .chain
         .account::<strata_chain::accounts::Channel>(&channel, "channel")
         .await
-        .map_err(|e| GatewayError::Internal(format!("reading channel: {e}")))?
+        .map_err(|e| GatewayError::ChainUnavailable(format!("reading channel: {e}")))?
         .map(|c| c.redeemed)
         .unwrap_or(0);
     gw.accounts.catch_up(client, node, redeemed);

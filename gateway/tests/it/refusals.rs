@@ -250,10 +250,11 @@ async fn refusals_are_openai_errors_with_the_right_status() {
         "oversized body",
     );
 
-    // A well-formed request the chain cannot be read for: a server error,
-    // and the node was never asked to run anything.
+    // A well-formed request the chain cannot be read for: unavailable, to
+    // retry later (the load campaign's RPC outage), and the node was never
+    // asked to run anything.
     let got = post(&gw, CHAT, Some(KEY), chat(MODEL, 8)).await;
-    assert_error(&got, 500, "server_error", "internal_error", "chain down");
+    assert_error(&got, 503, "server_error", "chain_unavailable", "chain down");
     assert_eq!(node.started(), 0);
 
     gw.shutdown().await;
