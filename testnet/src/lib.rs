@@ -6,12 +6,15 @@
 //! [`network`] then starts the services (relayer, nodes, gateway),
 //! [`loadgen`] drives paying clients against the gateway, and [`swarm`] is
 //! what opening it to other machines takes (`up --listen`).
+//! [`load_campaign`] runs the services as processes under load and faults
+//! and reconciles the books.
 #![warn(missing_docs)]
 
 pub mod audit_campaign;
 pub mod bench;
 pub mod economics;
 pub mod genesis;
+pub mod load_campaign;
 pub mod loadgen;
 pub mod local;
 pub mod manifest;
