@@ -3,6 +3,7 @@
 
 mod chain_bootstrap;
 mod idl_client;
+mod load_campaign;
 mod logs;
 mod netns;
 mod node_restart;
