@@ -407,6 +407,7 @@ impl Service {
             record_commitments: true,
             retain_states: false,
             tamper: cheat.and_then(|c| c.tamper(engine.model.n_layers())),
+            logprobs: None,
         };
         if !self.inner.worker.submit(Job::Start {
             task: spec.task_id,

@@ -8,7 +8,7 @@ use crate::error::{EngineError, Result};
 use crate::hidden::HiddenStates;
 use crate::kv_cache::KvCache;
 use crate::model::{LayerObserver, Model, Segment};
-use crate::sampling::{Sampler, SamplingParams};
+use crate::sampling::{Sampler, SamplingParams, TokenLogprobs};
 use crate::tamper::{LayerTamper, SeqObserver};
 
 /// Identifier of a sequence inside a [`Batcher`].
@@ -31,6 +31,10 @@ pub struct GenerateRequest {
     pub retain_states: bool,
     /// Rewrites layer outputs: only the testnet's cheating nodes set it.
     pub tamper: Option<std::sync::Arc<dyn LayerTamper>>,
+    /// Also compute each generated token's log-probability and this many
+    /// most likely alternatives (capped at [`crate::MAX_TOP_LOGPROBS`]);
+    /// `None` computes nothing.
+    pub logprobs: Option<u8>,
 }
 
 impl GenerateRequest {
@@ -44,6 +48,7 @@ impl GenerateRequest {
             record_commitments: false,
             retain_states: false,
             tamper: None,
+            logprobs: None,
         }
     }
 }
@@ -58,12 +63,14 @@ pub enum FinishReason {
 }
 
 /// A token produced by a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StepToken {
     /// The sequence.
     pub id: SeqId,
     /// The new token.
     pub token: u32,
+    /// Its log-probabilities, when the request asked for them.
+    pub logprobs: Option<TokenLogprobs>,
 }
 
 /// A completed sequence.
@@ -79,6 +86,8 @@ pub struct Finished {
     pub commitments: Option<CommitmentTree>,
     /// The recorder (with retained states when requested), to answer openings.
     pub recorder: Option<CommitmentRecorder>,
+    /// Per generated token, its log-probabilities (empty unless asked for).
+    pub logprobs: Vec<TokenLogprobs>,
 }
 
 struct Active {
@@ -90,6 +99,9 @@ struct Active {
     generated: Vec<u32>,
     max_new: usize,
     stop: Vec<u32>,
+    /// Alternatives to list per token, when logprobs were asked for.
+    logprobs_top: Option<u8>,
+    logprobs: Vec<TokenLogprobs>,
     /// Its commitment recorder (and, on a cheating node, its tamperer).
     observer: SeqObserver,
 }
@@ -145,6 +157,8 @@ impl<'m> Batcher<'m> {
             generated: Vec::new(),
             max_new: req.max_new_tokens,
             stop: req.stop_tokens,
+            logprobs_top: req.logprobs,
+            logprobs: Vec::new(),
             observer: SeqObserver::new(
                 req.record_commitments.then(|| {
                     let r = CommitmentRecorder::new(0..n, n, cfg.hidden_size);
@@ -212,9 +226,20 @@ impl<'m> Batcher<'m> {
         let mut out = Vec::with_capacity(self.active.len());
         let mut still = Vec::with_capacity(self.active.len());
         for (mut a, l) in std::mem::take(&mut self.active).into_iter().zip(logits) {
-            let t = a.sampler.sample(&l)?;
+            let (t, lp) = match a.logprobs_top {
+                None => (a.sampler.sample(&l)?, None),
+                Some(n) => {
+                    let (t, lp) = a.sampler.sample_with_logprobs(&l, usize::from(n))?;
+                    a.logprobs.push(lp.clone());
+                    (t, Some(lp))
+                }
+            };
             a.generated.push(t);
-            out.push(StepToken { id: a.id, token: t });
+            out.push(StepToken {
+                id: a.id,
+                token: t,
+                logprobs: lp,
+            });
             if a.stop.contains(&t) {
                 self.finish(a, FinishReason::Stop)?;
             } else if a.generated.len() >= a.max_new {
@@ -241,6 +266,7 @@ impl<'m> Batcher<'m> {
             reason,
             commitments,
             recorder,
+            logprobs: a.logprobs,
         });
         Ok(())
     }

@@ -78,7 +78,7 @@ pub use kernels::kernel_name;
 pub use kv_cache::KvCache;
 pub use loader::{LlamaConfig, ModelLayout, Shard, MAX_SAFETENSORS_HEADER_BYTES};
 pub use model::{LayerObserver, LayerRerun, Model, Segment};
-pub use sampling::{Sampler, SamplingParams};
+pub use sampling::{Sampler, SamplingParams, TokenLogprobs, MAX_TOP_LOGPROBS};
 pub use tamper::LayerTamper;
 pub use tokenizer::{ChatMessage, Tokenizer};
 

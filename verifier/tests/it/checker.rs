@@ -62,6 +62,7 @@ fn serve(question: &str, task: u8, sampling: Sampling, cheat: Option<Cheat>) -> 
         record_commitments: true,
         retain_states: false,
         tamper: cheat.and_then(|c| c.tamper(m.n_layers())),
+        logprobs: None,
     };
     let done = generate(m, req).unwrap();
     let mut root = done.commitments.as_ref().unwrap().root();

@@ -25,6 +25,51 @@ fn greedy_chat_answers_and_is_deterministic() {
     assert_eq!(&a.tokens[..12], &llama_cpp[..12]);
 }
 
+/// Asking for logprobs changes no token, greedy or sampled, in a batch; each
+/// token gets its own log-probability, and under greedy it is the first of
+/// the listed alternatives.
+#[test]
+fn logprobs_ride_along_without_changing_tokens() {
+    let e = engine();
+    let prompt = chat("Name a colour.");
+    for sampling in [
+        SamplingParams::greedy(),
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 20,
+            top_p: 0.9,
+            seed: 11,
+        },
+    ] {
+        let plain = GenerateRequest {
+            sampling,
+            ..GenerateRequest::greedy(prompt.clone(), 8)
+        };
+        let asked = GenerateRequest {
+            logprobs: Some(3),
+            ..plain.clone()
+        };
+        let mut b = Batcher::new(&e.model);
+        b.add(plain).unwrap();
+        b.add(asked).unwrap();
+        let done = b.run_to_completion().unwrap();
+        assert_eq!(done[0].tokens, done[1].tokens);
+        assert!(done[0].logprobs.is_empty());
+        let lps = &done[1].logprobs;
+        assert_eq!(lps.len(), done[1].tokens.len());
+        for (lp, &t) in lps.iter().zip(&done[1].tokens) {
+            assert_eq!(lp.token, t);
+            assert!(lp.logprob <= 0.0, "{lp:?}");
+            // A confident step keeps fewer than 3 tokens under top-p.
+            assert!((1..=3).contains(&lp.top.len()), "{lp:?}");
+            assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+            if sampling.temperature == 0.0 {
+                assert_eq!(lp.top[0], (t, lp.logprob));
+            }
+        }
+    }
+}
+
 #[test]
 fn seeded_sampling_is_reproducible() {
     let e = engine();
@@ -42,6 +87,7 @@ fn seeded_sampling_is_reproducible() {
         record_commitments: false,
         retain_states: false,
         tamper: None,
+        logprobs: None,
     };
     let a = generate(&e.model, req(7)).unwrap().tokens;
     let b = generate(&e.model, req(7)).unwrap().tokens;
