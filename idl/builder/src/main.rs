@@ -40,12 +40,7 @@ fn main() -> Result<()> {
         // Only the library's unit tests hold the print functions; its own
         // target dir keeps the `idl-build` features and the builder's
         // RUSTFLAGS (`-A warnings`) out of the main build.
-        .cargo_args(vec![
-            "--lib".into(),
-            "--locked".into(),
-            "--target-dir".into(),
-            target.clone(),
-        ])
+        .cargo_args(vec!["--lib".into(), "--target-dir".into(), target.clone()])
         .build()
         .context("building the IDL (the cargo output above says why)")?;
     println!("{}", serde_json::to_string_pretty(&idl)?);
