@@ -11,8 +11,9 @@ use strata_engine::{ChatMessage, Engine, GenerateRequest};
 use strata_p2p::{IncomingRequest, NodeId};
 use strata_wire::hop::{HopErrorKind, HopOpen};
 use strata_wire::task::{
-    Finish, Prompt, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec, Usage, MAX_PROMPT_BYTES,
-    MAX_TASK_MESSAGE_BYTES,
+    Finish, PositionLogprobs, Prompt, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec,
+    TokenLogprob, Usage, MAX_LOGPROB_BYTES, MAX_PROMPT_BYTES, MAX_TASK_MESSAGE_BYTES,
+    MAX_TOP_LOGPROBS,
 };
 use strata_wire::{decode, encode, tokens_hash, Receipt, ReceiptBody, Voucher};
 use tokio::sync::watch;
@@ -185,15 +186,33 @@ impl Service {
     /// Answers a decoded request from `from` (also used directly by tests).
     pub async fn answer(&self, from: NodeId, req: TaskRequest) -> TaskResponse {
         match req {
-            TaskRequest::Start(spec) => self.start(spec, None).await,
+            TaskRequest::Start(spec) => self.start(spec, None, None).await,
+            TaskRequest::StartLogprobs { spec, top_logprobs } => {
+                if top_logprobs > MAX_TOP_LOGPROBS {
+                    return error(
+                        TaskErrorKind::BadRequest,
+                        format!("top_logprobs must be at most {MAX_TOP_LOGPROBS}"),
+                    );
+                }
+                self.start(spec, None, Some(top_logprobs)).await
+            }
             TaskRequest::StartHop { spec, open } => {
-                self.start(spec, Some((from, open, Vec::new()))).await
+                self.start(spec, Some((from, open, Vec::new())), None).await
             }
             TaskRequest::ResumeHop {
                 spec,
                 open,
                 produced,
-            } => self.start(spec, Some((from, open, produced))).await,
+            } => self.start(spec, Some((from, open, produced)), None).await,
+            TaskRequest::PollLogprobs {
+                task_id,
+                from_byte,
+                from_token,
+                to_end,
+            } => {
+                self.poll_logprobs(task_id, from_byte, from_token, to_end)
+                    .await
+            }
             TaskRequest::Poll {
                 task_id,
                 from_byte,
@@ -218,10 +237,13 @@ impl Service {
     /// Admits a task: on the whole model (`hop` None), or as the first hop
     /// of the route `hop` names (opened by its caller `from`), continuing
     /// after the tokens a failed route produced (none on a first start).
+    /// `logprobs` asks the engine for each token's log-probabilities (whole
+    /// model only: the pipeline's last hop samples, and does not send them).
     async fn start(
         &self,
         spec: TaskSpec,
         hop: Option<(NodeId, HopOpen, Vec<u32>)>,
+        logprobs: Option<u8>,
     ) -> TaskResponse {
         let c = &self.inner.config;
         let shard = self.inner.hops.as_ref().map(Hops::layers);
@@ -407,7 +429,7 @@ impl Service {
             record_commitments: true,
             retain_states: false,
             tamper: cheat.and_then(|c| c.tamper(engine.model.n_layers())),
-            logprobs: None,
+            logprobs,
         };
         if !self.inner.worker.submit(Job::Start {
             task: spec.task_id,
@@ -450,6 +472,56 @@ impl Service {
                 finished,
             },
             Err(e) => e,
+        }
+    }
+
+    /// A poll of a task started with logprobs: the text after `from_byte`
+    /// and the log-probabilities of the positions after `from_token`, as
+    /// many as fit in [`MAX_LOGPROB_BYTES`]; the task's end is reported only
+    /// with its last position, so a caller polls until it has them all.
+    async fn poll_logprobs(
+        &self,
+        task_id: TaskId,
+        from_byte: u64,
+        from_token: u32,
+        to_end: bool,
+    ) -> TaskResponse {
+        let from = usize::try_from(from_byte).unwrap_or(usize::MAX);
+        let from_token = from_token as usize;
+        let ready = |p: &Progress| {
+            p.done.is_some() || (!to_end && (p.text.len() > from || p.logprobs.len() > from_token))
+        };
+        let (p, finished) = match self.wait(task_id, ready).await {
+            Ok(x) => x,
+            Err(e) => return e,
+        };
+        let tokenizer = &self.inner.engine.tokenizer;
+        let entry = |token: u32, logprob: f64| TokenLogprob {
+            token,
+            // Special tokens as their text: the piece the model produced.
+            bytes: tokenizer.decode_bytes(&[token], false).unwrap_or_default(),
+            logprob: logprob as f32,
+        };
+        let mut logprobs = Vec::new();
+        let mut size = 0;
+        let pending = p.logprobs.get(from_token..).unwrap_or_default();
+        for lp in pending {
+            let pos = PositionLogprobs {
+                sampled: entry(lp.token, lp.logprob),
+                top: lp.top.iter().map(|&(t, l)| entry(t, l)).collect(),
+            };
+            size += pos.encoded_len();
+            // Always at least one position, so that a caller makes progress.
+            if size > MAX_LOGPROB_BYTES && !logprobs.is_empty() {
+                break;
+            }
+            logprobs.push(pos);
+        }
+        let all = logprobs.len() == pending.len();
+        TaskResponse::LogprobOutput {
+            text: p.text.get(from..).unwrap_or_default().to_string(),
+            logprobs,
+            finished: finished.filter(|_| all),
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use strata_engine::{Batcher, Engine, FinishReason, GenerateRequest, SeqId};
+use strata_engine::{Batcher, Engine, FinishReason, GenerateRequest, SeqId, TokenLogprobs};
 use tokio::sync::watch;
 
 /// Task id as in the wire protocol.
@@ -20,6 +20,9 @@ pub struct Progress {
     pub text: String,
     /// Generated tokens so far.
     pub tokens: Vec<u32>,
+    /// Their log-probabilities, one per token, when the task asked for them
+    /// (published with the tokens; empty otherwise).
+    pub logprobs: Vec<TokenLogprobs>,
     /// Set when the task has ended.
     pub done: Option<Done>,
 }
@@ -61,6 +64,7 @@ pub(crate) struct Running {
     pub(crate) stop: Vec<String>,
     pub(crate) progress: watch::Sender<Progress>,
     pub(crate) tokens: Vec<u32>,
+    pub(crate) logprobs: Vec<TokenLogprobs>,
     pub(crate) text_bytes: usize,
     pub(crate) cancelled: bool,
 }
@@ -73,6 +77,7 @@ impl Running {
             stop,
             progress,
             tokens: Vec::new(),
+            logprobs: Vec::new(),
             text_bytes: 0,
             cancelled: false,
         }
@@ -179,6 +184,7 @@ fn run(engine: &Engine, rx: mpsc::Receiver<Job>, cpu_micros: &AtomicU64) {
                 continue;
             };
             r.tokens.push(t.token);
+            r.logprobs.extend(t.logprobs);
             if append_text(engine, r) {
                 let _ = batcher.stop(t.id);
             }
@@ -190,6 +196,7 @@ fn run(engine: &Engine, rx: mpsc::Receiver<Job>, cpu_micros: &AtomicU64) {
             let root = f.commitments.as_ref().map(|c| c.root()).unwrap_or([0; 32]);
             r.progress.send_modify(|p| {
                 p.tokens = f.tokens.clone();
+                p.logprobs = f.logprobs.clone();
                 p.done = Some(Done {
                     stopped: f.reason == FinishReason::Stop,
                     cancelled: r.cancelled,
@@ -223,9 +230,12 @@ pub(crate) fn append_text(engine: &Engine, r: &mut Running) -> bool {
     };
     r.text_bytes = valid;
     let tokens = r.tokens.clone();
+    // Empty unless the task asked for logprobs.
+    let logprobs = r.logprobs.clone();
     r.progress.send_modify(|p| {
         p.text = text;
         p.tokens = tokens;
+        p.logprobs = logprobs;
     });
     stopped
 }

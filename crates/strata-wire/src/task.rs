@@ -13,6 +13,13 @@
 //! Work is delivered before it is paid for; a node refuses new tasks from a
 //! client with too many finished tasks left unsettled.
 //!
+//! A task that wants per-token log-probabilities starts with
+//! [`TaskRequest::StartLogprobs`] and polls with
+//! [`TaskRequest::PollLogprobs`] (answered by
+//! [`TaskResponse::LogprobOutput`]); the plain calls carry none, so nothing
+//! is computed or sent for callers that do not ask. These variants, like the
+//! pipeline's, are appended, so every earlier message keeps its bytes.
+//!
 //! A caller makes each of these calls with [`call`]: it encodes the
 //! request, hands the bytes to whatever transport it is given (the p2p
 //! layer's `TASK` protocol in the gateway, a channel in a test) and decodes
@@ -29,6 +36,37 @@ use crate::{Receipt, Voucher, WireError};
 pub const MAX_TASK_MESSAGE_BYTES: usize = 1 << 20;
 /// Longest prompt text a node accepts, in bytes (the model's context bounds tokens).
 pub const MAX_PROMPT_BYTES: usize = 256 * 1024;
+/// Most alternatives per generated token a task may ask for (OpenAI's limit).
+pub const MAX_TOP_LOGPROBS: u8 = 20;
+/// Most encoded bytes of log-probabilities in one
+/// [`TaskResponse::LogprobOutput`]: half the message limit, the rest is for
+/// the text. A node sends the positions that fit and the caller polls on.
+pub const MAX_LOGPROB_BYTES: usize = MAX_TASK_MESSAGE_BYTES / 2;
+
+/// One token with its log-probability under the sampling policy (the
+/// distribution the node's sampler drew from: the log-softmax of the raw
+/// logits when greedy, else the logits over the temperature cut to top-k and
+/// top-p and renormalised).
+#[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
+pub struct TokenLogprob {
+    /// Token id.
+    pub token: u32,
+    /// The token's bytes (its byte-level BPE piece decoded): not always
+    /// whole UTF-8 characters.
+    pub bytes: Vec<u8>,
+    /// Natural log-probability, ≤ 0.
+    pub logprob: f32,
+}
+
+/// The log-probabilities of one generated position.
+#[derive(Debug, Clone, PartialEq, BorshSerialize, BorshDeserialize)]
+pub struct PositionLogprobs {
+    /// The token sampled there.
+    pub sampled: TokenLogprob,
+    /// The most likely tokens, most likely first (at most the number asked
+    /// for, and none the sampler's truncation removed).
+    pub top: Vec<TokenLogprob>,
+}
 
 /// One chat message.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
@@ -75,6 +113,15 @@ pub struct TaskSpec {
     pub sampling: Sampling,
     /// Extra stop strings (the model's end-of-turn token always stops).
     pub stop: Vec<String>,
+}
+
+impl PositionLogprobs {
+    /// Its Borsh size: what it adds to a [`TaskResponse::LogprobOutput`].
+    pub fn encoded_len(&self) -> usize {
+        // token (4) + bytes' length prefix (4) + bytes + logprob (4).
+        let one = |t: &TokenLogprob| 12 + t.bytes.len();
+        one(&self.sampled) + 4 + self.top.iter().map(one).sum::<usize>()
+    }
 }
 
 /// A request to a node.
@@ -141,6 +188,29 @@ pub enum TaskRequest {
         /// Tokens the task produced before (at most `spec.max_tokens − 1`).
         produced: Vec<u32>,
     },
+    /// Start a task as [`TaskRequest::Start`] does, and record for every
+    /// generated token its log-probability and the `top_logprobs` most
+    /// likely alternatives (at most [`MAX_TOP_LOGPROBS`]). Whole-model nodes
+    /// only.
+    StartLogprobs {
+        /// The task.
+        spec: TaskSpec,
+        /// Alternatives to list per token (0: the sampled token's only).
+        top_logprobs: u8,
+    },
+    /// A poll of a task started with [`TaskRequest::StartLogprobs`]: text
+    /// after `from_byte` and the log-probabilities of the tokens after
+    /// `from_token`.
+    PollLogprobs {
+        /// The task.
+        task_id: [u8; 32],
+        /// Bytes of output text the caller already has.
+        from_byte: u64,
+        /// Positions whose log-probabilities the caller already has.
+        from_token: u32,
+        /// Answer only once the task has ended (or the poll times out).
+        to_end: bool,
+    },
 }
 
 impl TaskRequest {
@@ -149,11 +219,13 @@ impl TaskRequest {
         match self {
             TaskRequest::Start(spec)
             | TaskRequest::StartHop { spec, .. }
-            | TaskRequest::ResumeHop { spec, .. } => spec.task_id,
+            | TaskRequest::ResumeHop { spec, .. }
+            | TaskRequest::StartLogprobs { spec, .. } => spec.task_id,
             TaskRequest::Poll { task_id, .. }
             | TaskRequest::Settle { task_id, .. }
             | TaskRequest::Cancel { task_id }
-            | TaskRequest::PollHop { task_id, .. } => *task_id,
+            | TaskRequest::PollHop { task_id, .. }
+            | TaskRequest::PollLogprobs { task_id, .. } => *task_id,
         }
     }
 }
@@ -238,6 +310,18 @@ pub enum TaskResponse {
         /// Token ids generated since `from_token`.
         tokens: Vec<u32>,
         /// Set once the task has finished.
+        finished: Option<(Finish, Usage)>,
+    },
+    /// New output of a task started with [`TaskRequest::StartLogprobs`]
+    /// (the answer to [`TaskRequest::PollLogprobs`]).
+    LogprobOutput {
+        /// Text generated since `from_byte` (always whole UTF-8 characters).
+        text: String,
+        /// The log-probabilities of the positions from `from_token` on, as
+        /// many as fit in [`MAX_LOGPROB_BYTES`].
+        logprobs: Vec<PositionLogprobs>,
+        /// Set once the task has finished and `logprobs` reaches its last
+        /// position.
         finished: Option<(Finish, Usage)>,
     },
 }

@@ -258,6 +258,12 @@ fn answer(
             kind: TaskErrorKind::BadRequest,
             message: "this fake node serves no pipeline hops".into(),
         },
+        TaskRequest::StartLogprobs { .. } | TaskRequest::PollLogprobs { .. } => {
+            TaskResponse::Error {
+                kind: TaskErrorKind::BadRequest,
+                message: "this fake node computes no logprobs".into(),
+            }
+        }
         TaskRequest::Poll { from_byte, .. } => TaskResponse::Output {
             text: ANSWER[usize::try_from(from_byte).unwrap_or(0).min(ANSWER.len())..].into(),
             finished: Some((
