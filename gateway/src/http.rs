@@ -22,7 +22,8 @@ use serde_json::{json, Value};
 use strata_wire::task::{ChatTurn, Finish, Prompt, Sampling};
 
 use crate::openai::{
-    error_body, ChatRequest, Common, CompletionRequest, Usage, DEFAULT_MAX_TOKENS, MAX_BODY_BYTES,
+    chat_logprobs, completion_logprobs, error_body, ChatRequest, Common, CompletionRequest, Usage,
+    DEFAULT_MAX_TOKENS, MAX_BODY_BYTES, MAX_CHAT_TOP_LOGPROBS, MAX_COMPLETION_LOGPROBS,
 };
 use crate::runner::{self, Event, Outcome, TaskInput};
 use crate::{GatewayError, Inner};
@@ -190,6 +191,19 @@ async fn chat(
                 "messages must not be empty".into(),
             ));
         }
+        let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
+            (false, None) => None,
+            (false, Some(_)) => {
+                return Err(GatewayError::BadRequest(
+                    "top_logprobs requires logprobs: true".into(),
+                ))
+            }
+            (true, top) => Some(logprob_count(
+                top.unwrap_or(0),
+                MAX_CHAT_TOP_LOGPROBS,
+                "top_logprobs",
+            )?),
+        };
         let prompt = Prompt::Chat(
             req.messages
                 .into_iter()
@@ -199,7 +213,7 @@ async fn chat(
                 })
                 .collect(),
         );
-        serve(gw.clone(), key, req.common, prompt, Kind::Chat).await
+        serve(gw.clone(), key, req.common, prompt, Kind::Chat, logprobs).await
     }
     .await;
     let response = result.unwrap_or_else(IntoResponse::into_response);
@@ -219,12 +233,17 @@ async fn completions(
         if req.prompt.is_empty() {
             return Err(GatewayError::BadRequest("prompt must not be empty".into()));
         }
+        let logprobs = req
+            .logprobs
+            .map(|n| logprob_count(n, MAX_COMPLETION_LOGPROBS, "logprobs"))
+            .transpose()?;
         serve(
             gw.clone(),
             key,
             req.common,
             Prompt::Text(req.prompt),
             Kind::Text,
+            logprobs,
         )
         .await
     }
@@ -232,6 +251,17 @@ async fn completions(
     let response = result.unwrap_or_else(IntoResponse::into_response);
     gw.metrics.http("completions", response.status().as_u16());
     response
+}
+
+/// Checks a requested number of alternatives per token against `0..=max`.
+fn logprob_count(n: i64, max: i64, field: &str) -> Result<u8, GatewayError> {
+    if (0..=max).contains(&n) {
+        u8::try_from(n).map_err(|_| GatewayError::BadRequest(format!("{field} out of range")))
+    } else {
+        Err(GatewayError::BadRequest(format!(
+            "{field} must be between 0 and {max}"
+        )))
+    }
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
@@ -306,6 +336,7 @@ async fn serve(
     common: Common,
     prompt: Prompt,
     kind: Kind,
+    logprobs: Option<u8>,
 ) -> Result<Response, GatewayError> {
     if gw.accounts.get(&api_key).is_none() {
         return Err(GatewayError::Unauthorized);
@@ -325,31 +356,42 @@ async fn serve(
             sampling,
             stop,
             stream: common.stream,
+            logprobs,
         },
     );
+    let wants_logprobs = logprobs.is_some();
     // OpenAI's `created` is in Unix seconds.
     let created = strata_service::now_ms() / 1000;
     if !common.stream {
         let mut text = String::new();
+        let mut positions = Vec::new();
         while let Some(ev) = rx.recv().await {
             match ev {
-                Event::Text(t) => text.push_str(&t),
+                Event::Text(t, p) => {
+                    text.push_str(&t);
+                    positions.extend(p);
+                }
                 Event::Done(done) => {
                     let o = (*done)?;
                     gw.stats.record(&o);
                     let id = hex::encode(&o.task_id[..12]);
+                    let lp = match kind {
+                        _ if !wants_logprobs => Value::Null,
+                        Kind::Chat => chat_logprobs(&positions),
+                        Kind::Text => completion_logprobs(&positions, &mut 0),
+                    };
                     let body = match kind {
                         Kind::Chat => json!({
                             "id": format!("chatcmpl-{id}"), "object": "chat.completion",
                             "created": created, "model": model,
                             "choices": [{ "index": 0, "message": { "role": "assistant", "content": text },
-                                          "logprobs": null, "finish_reason": finish_reason(o.finish) }],
+                                          "logprobs": lp, "finish_reason": finish_reason(o.finish) }],
                             "usage": usage(&o), "strata": strata(&o),
                         }),
                         Kind::Text => json!({
                             "id": format!("cmpl-{id}"), "object": "text_completion",
                             "created": created, "model": model,
-                            "choices": [{ "index": 0, "text": text, "logprobs": null,
+                            "choices": [{ "index": 0, "text": text, "logprobs": lp,
                                           "finish_reason": finish_reason(o.finish) }],
                             "usage": usage(&o), "strata": strata(&o),
                         }),
@@ -379,14 +421,18 @@ async fn serve(
         .map(|o| o.include_usage)
         .unwrap_or(false);
     let id = format!("strata-{:016x}", rand::random::<u64>());
-    let chunk = move |delta: Value, finish: Option<&str>, extra: Option<(&str, Value)>| -> Value {
+    let chunk = move |delta: Value,
+                      logprobs: Value,
+                      finish: Option<&str>,
+                      extra: Option<(&str, Value)>|
+          -> Value {
         let choice = match kind {
             Kind::Chat => {
-                json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish })
+                json!({ "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish })
             }
             Kind::Text => {
                 json!({ "index": 0, "text": delta.get("content").cloned().unwrap_or(json!("")),
-                                   "logprobs": null, "finish_reason": finish })
+                                   "logprobs": logprobs, "finish_reason": finish })
             }
         };
         let object = match kind {
@@ -402,6 +448,7 @@ async fn serve(
     let opening = match kind {
         Kind::Chat => vec![chunk(
             json!({ "role": "assistant", "content": "" }),
+            Value::Null,
             None,
             None,
         )],
@@ -410,19 +457,34 @@ async fn serve(
     let rest =
         stream::once(async move { first }).chain(tokio_stream::wrappers::ReceiverStream::new(rx));
     let stats = gw.clone();
+    // Completions' text offsets run on over the chunks.
+    let mut offset = 0usize;
     let events = rest.flat_map(move |ev| {
         let out: Vec<Value> = match ev {
-            Event::Text(t) => vec![chunk(json!({ "content": t }), None, None)],
+            Event::Text(t, p) => {
+                let lp = match kind {
+                    _ if !wants_logprobs => Value::Null,
+                    Kind::Chat => chat_logprobs(&p),
+                    Kind::Text => completion_logprobs(&p, &mut offset),
+                };
+                vec![chunk(json!({ "content": t }), lp, None, None)]
+            }
             Event::Done(done) => match *done {
                 Ok(o) => {
                     stats.stats.record(&o);
                     let mut v = vec![chunk(
                         json!({}),
+                        Value::Null,
                         Some(finish_reason(o.finish)),
                         Some(("strata", strata(&o))),
                     )];
                     if include_usage {
-                        let mut u = chunk(json!({}), None, Some(("usage", json!(usage(&o)))));
+                        let mut u = chunk(
+                            json!({}),
+                            Value::Null,
+                            None,
+                            Some(("usage", json!(usage(&o)))),
+                        );
                         u["choices"] = json!([]);
                         v.push(u);
                     }

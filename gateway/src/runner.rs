@@ -24,8 +24,8 @@ use strata_p2p::NodeId;
 use strata_pipeline::client::{self, PipelineJob, Stall};
 use strata_wire::protocols::TASK;
 use strata_wire::task::{
-    self, CallError, Finish, Prompt, Sampling, TaskErrorKind, TaskRequest, TaskResponse, TaskSpec,
-    Usage,
+    self, CallError, Finish, PositionLogprobs, Prompt, Sampling, TaskErrorKind, TaskRequest,
+    TaskResponse, TaskSpec, Usage,
 };
 use strata_wire::Receipt;
 use tokio::sync::mpsc;
@@ -57,6 +57,9 @@ pub struct TaskInput {
     pub stop: Vec<String>,
     /// Text is wanted as it is generated (otherwise only at the end).
     pub stream: bool,
+    /// Per-token log-probabilities with this many alternatives (at most
+    /// 20); `None`: none.
+    pub logprobs: Option<u8>,
 }
 
 /// A finished, paid task.
@@ -85,8 +88,10 @@ pub struct Outcome {
 /// What a running task reports.
 #[derive(Debug)]
 pub enum Event {
-    /// More text.
-    Text(String),
+    /// More text, and the log-probabilities of the tokens that came with
+    /// it (empty unless asked for; the two need not cover the same tokens
+    /// exactly: text waits for whole characters and is cut at stop strings).
+    Text(String, Vec<PositionLogprobs>),
     /// The end.
     Done(Box<Result<Outcome, GatewayError>>),
 }
@@ -163,6 +168,13 @@ async fn run(
     if tried.is_empty() {
         // No whole node serves the model: a route of hops may, over the
         // hops whose stake answers for their share of the task.
+        if input.logprobs.is_some() && gw.router.routes(&input.model, &[]).is_some() {
+            // The route's last hop samples and sends back token ids only.
+            return Err(GatewayError::BadRequest(format!(
+                "logprobs are not available for {}: no node serves the whole model, and pipelined routes do not return logprobs yet",
+                input.model
+            )));
+        }
         let over = hops_over_ceiling(gw, &input).await?;
         if let Some(routes) = gw.router.routes(&input.model, &over) {
             return run_pipeline(gw, account, routes, &input, events).await;
@@ -281,13 +293,25 @@ async fn run_on(
         sampling: input.sampling,
         stop: input.stop.clone(),
     };
-    match call(gw, node, &TaskRequest::Start(spec)).await? {
+    let start_req = match input.logprobs {
+        None => TaskRequest::Start(spec),
+        Some(top_logprobs) => TaskRequest::StartLogprobs { spec, top_logprobs },
+    };
+    match call(gw, node, &start_req).await? {
         TaskResponse::Started { .. } => {}
         TaskResponse::Error { kind, message } => return Err(node_error(kind, message)),
         other => return Err(GatewayError::Node(format!("unexpected answer {other:?}"))),
     }
     tracing::debug!(us = start.elapsed().as_micros() as u64, "task started");
-    let (finish, usage) = poll_to_end(gw, node, task_id, input.stream, events).await?;
+    let (finish, usage) = poll_to_end(
+        gw,
+        node,
+        task_id,
+        input.stream,
+        input.logprobs.is_some(),
+        events,
+    )
+    .await?;
     let generation = start.elapsed();
 
     tracing::debug!(us = generation.as_micros() as u64, "task generated");
@@ -327,32 +351,49 @@ async fn poll_to_end(
     node: NodeId,
     task_id: [u8; 32],
     stream: bool,
+    logprobs: bool,
     events: &mpsc::Sender<Event>,
 ) -> Result<(Finish, Usage), GatewayError> {
     let mut from_byte = 0u64;
+    let mut from_token = 0u32;
     let mut cancelled = false;
     loop {
-        let poll = TaskRequest::Poll {
-            task_id,
-            from_byte,
-            to_end: !stream,
-        };
-        match call(gw, node, &poll).await? {
-            TaskResponse::Output { text, finished } => {
-                if !text.is_empty() {
-                    from_byte += text.len() as u64;
-                    if events.send(Event::Text(text)).await.is_err() && !cancelled {
-                        // The HTTP client went away: stop generating, still settle.
-                        cancelled = true;
-                        let _ = call(gw, node, &TaskRequest::Cancel { task_id }).await;
-                    }
-                }
-                if let Some(done) = finished {
-                    return Ok(done);
-                }
+        let poll = if logprobs {
+            TaskRequest::PollLogprobs {
+                task_id,
+                from_byte,
+                from_token,
+                to_end: !stream,
             }
+        } else {
+            TaskRequest::Poll {
+                task_id,
+                from_byte,
+                to_end: !stream,
+            }
+        };
+        let (text, positions, finished) = match call(gw, node, &poll).await? {
+            TaskResponse::Output { text, finished } if !logprobs => (text, Vec::new(), finished),
+            TaskResponse::LogprobOutput {
+                text,
+                logprobs: positions,
+                finished,
+            } if logprobs => (text, positions, finished),
             TaskResponse::Error { kind, message } => return Err(node_error(kind, message)),
             other => return Err(GatewayError::Node(format!("unexpected answer {other:?}"))),
+        };
+        if !text.is_empty() || !positions.is_empty() {
+            from_byte += text.len() as u64;
+            from_token =
+                from_token.saturating_add(u32::try_from(positions.len()).unwrap_or(u32::MAX));
+            if events.send(Event::Text(text, positions)).await.is_err() && !cancelled {
+                // The HTTP client went away: stop generating, still settle.
+                cancelled = true;
+                let _ = call(gw, node, &TaskRequest::Cancel { task_id }).await;
+            }
+        }
+        if let Some(done) = finished {
+            return Ok(done);
         }
     }
 }
@@ -445,7 +486,7 @@ async fn serve_and_pay(
         let events = events.clone();
         tokio::spawn(async move {
             while let Some(t) = text_rx.recv().await {
-                let _ = events.send(Event::Text(t)).await;
+                let _ = events.send(Event::Text(t, Vec::new())).await;
             }
         })
     };

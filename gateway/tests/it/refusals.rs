@@ -186,6 +186,58 @@ async fn refusals_are_openai_errors_with_the_right_status() {
         ),
         (
             CHAT,
+            Some(KEY),
+            with(json!({"logprobs": true, "top_logprobs": 21})),
+            400,
+            bad_request,
+            "top_logprobs above OpenAI's 20",
+        ),
+        (
+            CHAT,
+            Some(KEY),
+            with(json!({"logprobs": true, "top_logprobs": -1})),
+            400,
+            bad_request,
+            "negative top_logprobs",
+        ),
+        (
+            CHAT,
+            Some(KEY),
+            with(json!({"top_logprobs": 3})),
+            400,
+            bad_request,
+            "top_logprobs without logprobs",
+        ),
+        (
+            CHAT,
+            Some(KEY),
+            with(json!({"logprobs": "yes"})),
+            400,
+            bad_request,
+            "logprobs not a boolean",
+        ),
+        (
+            TEXT,
+            Some(KEY),
+            json!({"model": MODEL, "prompt": "x", "logprobs": 6})
+                .to_string()
+                .into_bytes(),
+            400,
+            bad_request,
+            "completions logprobs above the legacy 5",
+        ),
+        (
+            TEXT,
+            Some(KEY),
+            json!({"model": MODEL, "prompt": "x", "logprobs": -1, "stream": true})
+                .to_string()
+                .into_bytes(),
+            400,
+            bad_request,
+            "negative completions logprobs, streaming",
+        ),
+        (
+            CHAT,
             None,
             with(json!({})),
             401,
