@@ -4,6 +4,7 @@
 mod chain_bootstrap;
 mod idl_client;
 mod load_campaign;
+mod logprobs;
 mod logs;
 mod netns;
 mod node_restart;
