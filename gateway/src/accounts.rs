@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use strata_chain::{Keypair, Pubkey, Signer};
 
@@ -33,8 +34,29 @@ pub struct Accounts {
     /// One settlement at a time per (client, node): vouchers are running
     /// totals, so they must reach the node in the order they were signed.
     settling: Mutex<HashMap<(Pubkey, Pubkey), SettleLock>>,
+    /// The last escrow read per client, for when the chain cannot be read.
+    escrows: Mutex<HashMap<Pubkey, (EscrowReading, Instant)>>,
     path: PathBuf,
 }
+
+/// What the gateway needs of an escrow account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EscrowReading {
+    /// Balance.
+    pub balance: u64,
+    /// Requested for withdrawal (leaves after the program's delay).
+    pub pending_withdrawal: u64,
+    /// Paid out to nodes so far.
+    pub total_paid: u64,
+}
+
+/// How old an escrow reading may be when the chain cannot be read: below
+/// the program's floor on the withdrawal delay, so no withdrawal requested
+/// after the reading can have left the escrow yet, and the one pending at
+/// the reading is set aside. Redemptions since only lower the balance by
+/// vouchers this gateway signed, which it already counts as unredeemed.
+pub const ESCROW_STALE_LIMIT: Duration =
+    Duration::from_secs(strata_chain::params::MIN_ESCROW_WITHDRAW_DELAY as u64 - 5);
 
 impl Accounts {
     /// Accounts for `keys` (API key, keypair), with totals kept in `state_dir`.
@@ -63,6 +85,7 @@ impl Accounts {
             totals: Mutex::new(totals),
             reserved: Mutex::new(HashMap::new()),
             settling: Mutex::new(HashMap::new()),
+            escrows: Mutex::new(HashMap::new()),
             path,
         })
     }
@@ -81,6 +104,20 @@ impl Accounts {
             .map(|(_, t)| *t)
             .sum();
         vouched.saturating_sub(total_paid)
+    }
+
+    /// Remembers a fresh escrow reading of `client`.
+    pub fn remember_escrow(&self, client: &Pubkey, reading: EscrowReading) {
+        lock(&self.escrows).insert(*client, (reading, Instant::now()));
+    }
+
+    /// The last escrow reading of `client` if it is younger than
+    /// [`ESCROW_STALE_LIMIT`].
+    pub fn recent_escrow(&self, client: &Pubkey) -> Option<EscrowReading> {
+        lock(&self.escrows)
+            .get(client)
+            .filter(|(_, at)| at.elapsed() < ESCROW_STALE_LIMIT)
+            .map(|(r, _)| *r)
     }
 
     /// Holds `amount` for a task in flight; false if `available` does not
@@ -175,4 +212,31 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), GatewayError> {
         .and_then(|_| f.sync_all())
         .map_err(|e| GatewayError::State(e.to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| GatewayError::State(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_remembered_escrow_stands_in_only_for_its_client() {
+        let dir = tempfile::tempdir().unwrap();
+        let accounts = Accounts::open(Vec::new(), dir.path()).unwrap();
+        let (client, other) = (Pubkey::new_unique(), Pubkey::new_unique());
+        assert_eq!(accounts.recent_escrow(&client), None);
+        let r = EscrowReading {
+            balance: 1_000,
+            pending_withdrawal: 300,
+            total_paid: 50,
+        };
+        accounts.remember_escrow(&client, r);
+        assert_eq!(accounts.recent_escrow(&client), Some(r));
+        assert_eq!(accounts.recent_escrow(&other), None);
+        // An old reading no longer stands in.
+        lock(&accounts.escrows).insert(
+            client,
+            (r, Instant::now().checked_sub(ESCROW_STALE_LIMIT).unwrap()),
+        );
+        assert_eq!(accounts.recent_escrow(&client), None);
+    }
 }

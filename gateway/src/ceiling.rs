@@ -21,6 +21,11 @@ use strata_chain::{ChainError, Pubkey};
 pub const SAFETY_FACTOR: u128 = 2;
 /// How long a node's stake is trusted before it is read again.
 const STAKE_TTL: Duration = Duration::from_secs(30);
+/// How old a reading may be when the chain cannot be read: a stake only
+/// falls by a slash or an unbonding that ends, both slower than this, and
+/// refusing every task for the length of an RPC outage helps nobody (the
+/// load campaign's outage turned thousands of requests into errors).
+const STAKE_STALE_LIMIT: Duration = Duration::from_secs(600);
 const BPS: u128 = 10_000;
 
 /// Cached stakes and parameters.
@@ -49,22 +54,27 @@ impl Ceilings {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(node)
-            .filter(|(_, at)| at.elapsed() < STAKE_TTL)
-            .map(|(s, _)| *s);
+            .copied();
         let stake = match cached {
-            Some(s) => s,
-            None => {
-                // Unbonding stake is still slashable, so it counts.
-                let s = chain
-                    .node(node)
-                    .await?
-                    .map_or(0, |n| n.stake.saturating_add(n.unbonding));
-                self.stakes
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(*node, (s, Instant::now()));
-                s
-            }
+            Some((s, at)) if at.elapsed() < STAKE_TTL => s,
+            _ => match chain.node(node).await {
+                Ok(n) => {
+                    // Unbonding stake is still slashable, so it counts.
+                    let s = n.map_or(0, |n| n.stake.saturating_add(n.unbonding));
+                    self.stakes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(*node, (s, Instant::now()));
+                    s
+                }
+                Err(e) => match cached {
+                    Some((s, at)) if at.elapsed() < STAKE_STALE_LIMIT => {
+                        tracing::warn!(%node, age_s = at.elapsed().as_secs(), "chain unreadable ({e}); using the last stake read");
+                        s
+                    }
+                    _ => return Err(e),
+                },
+            },
         };
         Ok(ceiling(stake, audit, slash))
     }
@@ -153,5 +163,48 @@ mod tests {
         };
         assert_eq!(hops_over(&holdings, 300, ceilings), vec![[2; 32], [5; 32]]);
         assert_eq!(hops_over(&holdings, 0, |_| 0), Vec::<[u8; 32]>::new());
+    }
+}
+
+#[cfg(test)]
+mod outage_tests {
+    use super::*;
+
+    /// A chain nobody answers at (a port just closed).
+    fn dead_chain() -> ChainClient {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        ChainClient::new(&format!("http://127.0.0.1:{port}")).unwrap()
+    }
+
+    fn ceilings_with(stake: u64, age: Duration, node: Pubkey) -> Ceilings {
+        let c = Ceilings::default();
+        *c.params.lock().unwrap() = Some((1_000, 5_000));
+        let at = Instant::now().checked_sub(age).unwrap();
+        c.stakes.lock().unwrap().insert(node, (stake, at));
+        c
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_chain_falls_back_to_a_recent_stake_only() {
+        let node = Pubkey::new_unique();
+        let chain = dead_chain();
+        // Past the refresh time but within the stale limit: the last reading.
+        let c = ceilings_with(1_000_000, Duration::from_secs(60), node);
+        assert_eq!(
+            c.of(&chain, &node).await.unwrap(),
+            ceiling(1_000_000, 1_000, 5_000)
+        );
+        // Past the stale limit: the chain's error, not a guess.
+        let c = ceilings_with(1_000_000, STAKE_STALE_LIMIT + Duration::from_secs(1), node);
+        assert!(c.of(&chain, &node).await.is_err());
+        // Never read: the error too.
+        assert!(Ceilings::default()
+            .of(&chain, &Pubkey::new_unique())
+            .await
+            .is_err());
     }
 }

@@ -31,6 +31,7 @@ use strata_wire::Receipt;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+use crate::accounts::EscrowReading;
 use crate::routing::Routes;
 use crate::{GatewayError, Inner};
 
@@ -233,20 +234,44 @@ async fn hops_over_ceiling(gw: &Inner, input: &TaskInput) -> Result<Vec<[u8; 32]
 }
 
 /// Escrow balance not already promised to nodes by vouchers in flight.
+/// When the chain cannot be read, a reading younger than the program's
+/// withdrawal delay stands in (less what was pending withdrawal then: see
+/// [`crate::accounts::ESCROW_STALE_LIMIT`]).
 async fn available_funds(gw: &Inner, client: &Pubkey) -> Result<u64, GatewayError> {
-    let escrow = gw
-        .chain
-        .escrow(client)
-        .await
-        .map_err(|e| GatewayError::ChainUnavailable(format!("reading escrow: {e}")))?
-        .ok_or_else(|| {
-            GatewayError::PaymentRequired(format!(
+    let reading = match gw.chain.escrow(client).await {
+        Ok(Some(e)) => {
+            let r = EscrowReading {
+                balance: e.balance,
+                pending_withdrawal: e.pending_withdrawal,
+                total_paid: e.total_paid,
+            };
+            gw.accounts.remember_escrow(client, r);
+            EscrowReading {
+                pending_withdrawal: 0,
+                ..r
+            }
+        }
+        Ok(None) => {
+            return Err(GatewayError::PaymentRequired(format!(
                 "client {client} has no escrow; deposit with `strata deposit`"
-            ))
-        })?;
-    Ok(escrow
+            )))
+        }
+        Err(e) => match gw.accounts.recent_escrow(client) {
+            Some(r) => {
+                tracing::warn!(%client, "chain unreadable ({e}); using the last escrow read");
+                r
+            }
+            None => {
+                return Err(GatewayError::ChainUnavailable(format!(
+                    "reading escrow: {e}"
+                )))
+            }
+        },
+    };
+    Ok(reading
         .balance
-        .saturating_sub(gw.accounts.unredeemed(client, escrow.total_paid)))
+        .saturating_sub(reading.pending_withdrawal)
+        .saturating_sub(gw.accounts.unredeemed(client, reading.total_paid)))
 }
 
 /// One call of the task protocol to `node` over p2p.

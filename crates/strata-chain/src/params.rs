@@ -4,6 +4,10 @@
 
 use crate::ConfigParams;
 
+/// The program's floor on the escrow withdrawal delay, seconds: a client's
+/// escrow cannot lose more than its pending withdrawal within this long.
+pub use strata_program::state::MIN_ESCROW_WITHDRAW_DELAY;
+
 /// One whole token in base units (the mint has 6 decimals).
 pub const TOKEN: u64 = 1_000_000;
 
