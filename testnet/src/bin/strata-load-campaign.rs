@@ -191,7 +191,7 @@ async fn campaign(cli: Cli, partition: bool) -> anyhow::Result<()> {
         settle_timeout: Duration::from_secs(cli.settle_secs),
     };
     let report = load_campaign::run(options).await?;
-    print_report(&report);
+    print_report(&report, Duration::from_secs(cli.rpc_outage_secs));
     let mut missing: Vec<FaultKind> = Vec::new();
     if !cli.no_faults {
         let injected = kinds_injected(&report.faults);
@@ -214,7 +214,7 @@ async fn campaign(cli: Cli, partition: bool) -> anyhow::Result<()> {
     }
 }
 
-fn print_report(r: &CampaignReport) {
+fn print_report(r: &CampaignReport, rpc_outage: Duration) {
     let reqs = &r.requests;
     let served: Vec<_> = reqs
         .iter()
@@ -256,6 +256,24 @@ fn print_report(r: &CampaignReport) {
         ms(percentile(&mut first, 50.0)),
         ms(percentile(&mut first, 99.0))
     );
+    // What clients saw while the chain's RPC was away (the gateway serves
+    // on its last readings of stakes and escrows for a while).
+    for f in r.faults.iter().filter(|f| f.kind == FaultKind::RpcOutage) {
+        let (from, to) = (f.at, f.at + rpc_outage);
+        let within: Vec<_> = reqs
+            .iter()
+            .filter(|q| q.started >= from && q.started + q.took <= to)
+            .collect();
+        let ok = within
+            .iter()
+            .filter(|q| matches!(q.outcome, Outcome::Served { .. }))
+            .count();
+        println!(
+            "  during the RPC outage at {:.0} s: {ok} of {} requests served",
+            from.as_secs_f64(),
+            within.len()
+        );
+    }
     println!("== errors by class");
     for (class, n) in errors_by_class(reqs) {
         println!("  {n:>6}  {class}");
@@ -300,6 +318,9 @@ fn print_report(r: &CampaignReport) {
         "  charged (sum of receipts) {}; charges not told to a client {} (abandoned streams {})",
         c.charged, c.unmatched_charges, c.cancelled
     );
+    for (what, n) in &c.unmatched_by {
+        println!("    {n:>5}  charged, not told: {what}");
+    }
     println!(
         "  escrows paid out {} = nodes earned {} + fees {} ({} claimed from the pool); slashed {}",
         c.escrow_out, c.node_earnings, c.fees, c.claimed, c.slashed

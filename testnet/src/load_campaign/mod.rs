@@ -407,7 +407,7 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<CampaignReport> {
     let baseline = reconcile::Snapshot::read(&rpc, &mint, &keys, &clients).await?;
     let services = Arc::new(Mutex::new(services));
     let t0 = Instant::now();
-    println!("load starts at unix ms {}", strata_service::now_ms());
+    let t0_unix_ms = strata_service::now_ms();
     let deadline = t0 + options.duration;
     let mut clients_running = Vec::new();
     for (i, (api_key, _, _)) in clients.iter().enumerate() {
@@ -494,6 +494,7 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<CampaignReport> {
         &clients,
         &baseline,
         &requests,
+        t0_unix_ms,
     )
     .await?;
     if let Err(e) = settled {

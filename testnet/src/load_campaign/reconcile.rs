@@ -100,6 +100,10 @@ pub struct Reconciliation {
     pub claimed: u64,
     /// Charges the clients were not told of.
     pub unmatched_charges: usize,
+    /// What the charges no client was told of were, by the request of the
+    /// same client running when the node finished them (`abandoned stream`,
+    /// a failure's class, or `no request running`).
+    pub unmatched_by: BTreeMap<String, usize>,
     /// Streams clients walked away from.
     pub cancelled: usize,
     /// Requests that failed.
@@ -195,6 +199,7 @@ pub async fn reconcile(
     clients: &[(String, Keypair, std::path::PathBuf)],
     before: &Snapshot,
     requests: &[Request],
+    t0_unix_ms: u64,
 ) -> anyhow::Result<Reconciliation> {
     let mut r = Reconciliation::default();
     let batches: Vec<BatchView> = http
@@ -296,6 +301,18 @@ pub async fn reconcile(
         }
     }
     r.unmatched_charges = receipts.keys().filter(|t| !told.contains(*t)).count();
+    for v in receipts.values().filter(|v| !told.contains(&v.task_id)) {
+        let what = pubkey_of
+            .iter()
+            .find(|(_, k)| hex_key(k) == v.client)
+            .and_then(|(i, _)| running_at(requests, *i, v.finished_at_ms, t0_unix_ms))
+            .map_or("no request running".to_string(), |q| match &q.outcome {
+                Outcome::Cancelled => "abandoned stream".to_string(),
+                Outcome::Failed(class) => format!("failed: {class}"),
+                Outcome::Served { .. } => "served (another task)".to_string(),
+            });
+        *r.unmatched_by.entry(what).or_default() += 1;
+    }
     if r.unmatched_charges > r.cancelled {
         r.problems.push(format!(
             "{} charges the clients were not told of, but only {} abandoned streams: at least {} failed requests were charged",
@@ -418,6 +435,30 @@ fn voucher_gaps<'a>(receipts: impl Iterator<Item = &'a ReceiptView>) -> String {
         before = v.voucher_cumulative;
     }
     format!("gaps: {}", gaps.join(", "))
+}
+
+/// The request of client `client` that was running when a node finished a
+/// task at `finished_ms` (a node finishes an abandoned stream's task a
+/// little after the client left, hence the grace).
+fn running_at(
+    requests: &[Request],
+    client: usize,
+    finished_ms: u64,
+    t0_ms: u64,
+) -> Option<&Request> {
+    const GRACE_MS: u64 = 10_000;
+    requests
+        .iter()
+        .filter(|q| q.client == client && !matches!(q.outcome, Outcome::Served { .. }))
+        .filter(|q| {
+            let start = t0_ms + q.started.as_millis() as u64;
+            let end = start + q.took.as_millis() as u64;
+            start <= finished_ms && finished_ms <= end + GRACE_MS
+        })
+        .min_by_key(|q| {
+            let end = t0_ms + (q.started + q.took).as_millis() as u64;
+            end.abs_diff(finished_ms)
+        })
 }
 
 /// A key as the relayer's receipt views write it (hex).
