@@ -266,7 +266,8 @@ async fn openai_python_client_and_refusals() {
     let gw = t.net.gateway.url();
     let chain = ChainClient::new(&t.manifest.rpc_url).unwrap();
 
-    // The official openai client, unchanged, for a chat and a streamed chat.
+    // The official openai client, unchanged, for a chat and a streamed chat,
+    // and reading logprobs (chat, streamed chat, completions).
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let gw_for_py = gw.clone();
     let out = tokio::task::spawn_blocking(move || {
@@ -286,7 +287,15 @@ async fn openai_python_client_and_refusals() {
     println!("{printed}");
     assert!(out.status.success(), "openai client failed:\n{printed}");
     assert!(
-        printed.contains("chat ok") && printed.contains("stream ok"),
+        [
+            "chat ok",
+            "stream ok",
+            "chat logprobs ok",
+            "streamed chat logprobs ok",
+            "completion logprobs ok"
+        ]
+        .iter()
+        .all(|line| printed.contains(line)),
         "{printed}"
     );
 
