@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strata_chain::{Keypair, Signer};
-use strata_engine::{ChatMessage, Engine, GenerateRequest};
+use strata_engine::{ChatMessage, Engine, GenerateRequest, TokenLogprobs};
 use strata_p2p::{IncomingRequest, NodeId};
 use strata_wire::hop::{HopErrorKind, HopOpen};
 use strata_wire::task::{
@@ -496,27 +496,13 @@ impl Service {
             Err(e) => return e,
         };
         let tokenizer = &self.inner.engine.tokenizer;
-        let entry = |token: u32, logprob: f64| TokenLogprob {
-            token,
-            // Special tokens as their text: the piece the model produced.
-            bytes: tokenizer.decode_bytes(&[token], false).unwrap_or_default(),
-            logprob: logprob as f32,
-        };
-        let mut logprobs = Vec::new();
-        let mut size = 0;
         let pending = p.logprobs.get(from_token..).unwrap_or_default();
-        for lp in pending {
-            let pos = PositionLogprobs {
-                sampled: entry(lp.token, lp.logprob),
-                top: lp.top.iter().map(|&(t, l)| entry(t, l)).collect(),
-            };
-            size += pos.encoded_len();
-            // Always at least one position, so that a caller makes progress.
-            if size > MAX_LOGPROB_BYTES && !logprobs.is_empty() {
-                break;
-            }
-            logprobs.push(pos);
-        }
+        let logprobs = logprob_chunk(
+            pending,
+            // Special tokens as their text: the piece the model produced.
+            |t| tokenizer.decode_bytes(&[t], false).unwrap_or_default(),
+            MAX_LOGPROB_BYTES,
+        );
         let all = logprobs.len() == pending.len();
         TaskResponse::LogprobOutput {
             text: p.text.get(from..).unwrap_or_default().to_string(),
@@ -678,6 +664,35 @@ impl Service {
     }
 }
 
+/// The wire form of the first positions of `pending` whose encoding fits
+/// in `budget` bytes (at least one, so that a caller always makes
+/// progress), each token with its piece's bytes.
+fn logprob_chunk(
+    pending: &[TokenLogprobs],
+    piece: impl Fn(u32) -> Vec<u8>,
+    budget: usize,
+) -> Vec<PositionLogprobs> {
+    let entry = |token: u32, logprob: f64| TokenLogprob {
+        token,
+        bytes: piece(token),
+        logprob: logprob as f32,
+    };
+    let mut out = Vec::new();
+    let mut size = 0;
+    for lp in pending {
+        let pos = PositionLogprobs {
+            sampled: entry(lp.token, lp.logprob),
+            top: lp.top.iter().map(|&(t, l)| entry(t, l)).collect(),
+        };
+        size += pos.encoded_len();
+        if size > budget && !out.is_empty() {
+            break;
+        }
+        out.push(pos);
+    }
+    out
+}
+
 /// Polls `done` until it holds (true) or `until` passes (false).
 async fn wait_until(until: tokio::time::Instant, done: impl Fn() -> bool) -> bool {
     loop {
@@ -693,4 +708,36 @@ async fn wait_until(until: tokio::time::Instant, done: impl Fn() -> bool) -> boo
 
 fn error(kind: TaskErrorKind, message: String) -> TaskResponse {
     TaskResponse::Error { kind, message }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn position(token: u32, top: usize) -> TokenLogprobs {
+        TokenLogprobs {
+            token,
+            logprob: -0.5,
+            top: (0..top as u32)
+                .map(|i| (token + i, -0.5 - f64::from(i)))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_logprob_chunk_stops_at_its_budget_but_always_moves_on() {
+        let pending: Vec<TokenLogprobs> = (0..10).map(|t| position(t * 100, 3)).collect();
+        let piece = |t: u32| t.to_string().into_bytes();
+        let all = logprob_chunk(&pending, piece, usize::MAX);
+        assert_eq!(all.len(), 10);
+        assert_eq!(all[3].sampled.bytes, b"300");
+        assert_eq!(all[3].top[2].token, 302);
+        let one = all[0].encoded_len();
+        // Room for three and a half: three.
+        let three = logprob_chunk(&pending, piece, one * 7 / 2);
+        assert_eq!(three, all[..3]);
+        // Room for none: still one, or a caller would poll forever.
+        assert_eq!(logprob_chunk(&pending, piece, 1), all[..1]);
+        assert!(logprob_chunk(&[], piece, 1).is_empty());
+    }
 }

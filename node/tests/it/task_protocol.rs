@@ -419,3 +419,75 @@ async fn receipts_survive_a_crash_and_reach_the_relayer_after_restart() {
     node.shutdown().await;
     relayer.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logprobs_come_only_when_asked_and_change_no_token() {
+    let (key, client) = (Keypair::new(), Keypair::new());
+    let node = node(&key).await;
+    let p2p = peer(&node).await;
+
+    // More alternatives than OpenAI allows: refused before anything runs.
+    let over = TaskRequest::StartLogprobs {
+        spec: spec(&client, "Hi", 1),
+        top_logprobs: 21,
+    };
+    match call(&p2p, &node, &over).await {
+        TaskResponse::Error {
+            kind: TaskErrorKind::BadRequest,
+            message,
+        } => assert!(message.contains("20"), "{message}"),
+        other => panic!("21 alternatives accepted: {other:?}"),
+    }
+
+    // The same sampled task with and without logprobs: the same text.
+    let plain = spec(&client, "Write one sentence about the sea.", 42);
+    let (text, _, _, usage) = run(&p2p, &node, plain.clone(), true).await;
+    let asked = TaskSpec {
+        task_id: rand::random(),
+        ..plain
+    };
+    let id = asked.task_id;
+    let start = TaskRequest::StartLogprobs {
+        spec: asked,
+        top_logprobs: 2,
+    };
+    assert!(matches!(
+        call(&p2p, &node, &start).await,
+        TaskResponse::Started { .. }
+    ));
+    let (mut got, mut positions) = (String::new(), Vec::new());
+    let (finish, usage2) = loop {
+        let poll = TaskRequest::PollLogprobs {
+            task_id: id,
+            from_byte: got.len() as u64,
+            from_token: positions.len() as u32,
+            to_end: false,
+        };
+        let TaskResponse::LogprobOutput {
+            text,
+            logprobs,
+            finished,
+        } = call(&p2p, &node, &poll).await
+        else {
+            panic!("not a logprob answer");
+        };
+        got.push_str(&text);
+        positions.extend(logprobs);
+        if let Some(done) = finished {
+            break done;
+        }
+    };
+    assert_eq!(got, text);
+    assert!(matches!(finish, Finish::Stop | Finish::Length));
+    assert_eq!(usage2.completion_tokens, usage.completion_tokens);
+    assert_eq!(positions.len(), usage.completion_tokens as usize);
+    for p in &positions {
+        assert!(p.sampled.logprob <= 0.0 && !p.sampled.bytes.is_empty());
+        assert!((1..=2).contains(&p.top.len()), "{p:?}");
+        assert!(p.top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+        // Listed or not, the sampled token has one value.
+        for t in p.top.iter().filter(|t| t.token == p.sampled.token) {
+            assert_eq!((t.logprob, &t.bytes), (p.sampled.logprob, &p.sampled.bytes));
+        }
+    }
+}
