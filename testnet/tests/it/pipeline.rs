@@ -179,6 +179,25 @@ async fn the_gateway_serves_and_pays_a_pipeline_of_three_hops() {
         "three hops cost what one node would, up to rounding: {total} for {billed} tokens"
     );
 
+    // Logprobs are not carried back over hops yet: refused, clearly.
+    let mut with_logprobs = request(false);
+    with_logprobs["logprobs"] = json!(true);
+    let resp = http
+        .post(&url)
+        .bearer_auth(DEMO_API_KEY)
+        .json(&with_logprobs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let refusal: Value = resp.json().await.unwrap();
+    assert!(
+        refusal["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("logprobs") && m.contains("pipelined")),
+        "{refusal}"
+    );
+
     // Streamed: the same text, piece by piece.
     let resp = http
         .post(&url)
