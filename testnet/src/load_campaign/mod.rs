@@ -495,6 +495,7 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<CampaignReport> {
         &baseline,
         &requests,
         t0_unix_ms,
+        &loss_windows(&faults, &options.times),
     )
     .await?;
     if let Err(e) = settled {
@@ -589,6 +590,34 @@ pub fn errors_by_class(requests: &[Request]) -> Vec<(String, usize)> {
     let mut v: Vec<_> = by.into_iter().collect();
     v.sort_by_key(|e| std::cmp::Reverse(e.1));
     v
+}
+
+/// When answers could be lost after the node was paid: a killed gateway or
+/// node (until restarted) or a partition, each plus 15 s for the failure to
+/// reach the client. An RPC outage is not one: nodes take vouchers without
+/// the chain.
+pub fn loss_windows(faults: &[Injected], times: &FaultTimes) -> Vec<reconcile::LossWindow> {
+    const SURFACE: Duration = Duration::from_secs(15);
+    faults
+        .iter()
+        .filter_map(|f| {
+            let lasts = match f.kind {
+                FaultKind::KillGateway | FaultKind::KillNode => times.down,
+                FaultKind::Partition => times.partition,
+                _ => return None,
+            };
+            Some(reconcile::LossWindow {
+                from: f.at,
+                to: f.at + lasts + SURFACE,
+                what: f
+                    .detail
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("?")
+                    .to_string(),
+            })
+        })
+        .collect()
 }
 
 /// Which kinds of fault the run injected.

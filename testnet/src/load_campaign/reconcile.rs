@@ -9,8 +9,11 @@
 //! 4. the program's vault holds exactly what its ledgers say (stakes,
 //!    escrows, reward pool, bonds), and what left the escrows during the
 //!    run is what the nodes earned plus the fee the reward pool took;
-//! 5. charges the client was not told of are no more than its abandoned
-//!    streams (a stream walked away from is billed for what was generated).
+//! 5. every charge the client was not told of belongs to a stream it walked
+//!    away from (billed for what was generated) or to a request whose
+//!    answer died with a killed gateway or node, or a cut link, after the
+//!    node was paid (at-most-once delivery; reported apart): a charge for a
+//!    request that failed outside any such fault is a problem.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -114,6 +117,19 @@ pub struct Reconciliation {
     pub problems: Vec<String>,
 }
 
+/// A stretch of the run in which a fault could swallow an answer the node
+/// had already been paid for (a killed gateway or node, a cut link), since
+/// the campaign's start.
+#[derive(Debug, Clone)]
+pub struct LossWindow {
+    /// From.
+    pub from: Duration,
+    /// To (the fault's end plus the time a failure takes to surface).
+    pub to: Duration,
+    /// Which fault, for the report.
+    pub what: String,
+}
+
 /// Waits until the relayer has every receipt batched and every voucher
 /// redeemed, and holds a posted receipt for every served task.
 pub async fn wait_settled(
@@ -200,6 +216,7 @@ pub async fn reconcile(
     before: &Snapshot,
     requests: &[Request],
     t0_unix_ms: u64,
+    losses: &[LossWindow],
 ) -> anyhow::Result<Reconciliation> {
     let mut r = Reconciliation::default();
     let batches: Vec<BatchView> = http
@@ -302,24 +319,18 @@ pub async fn reconcile(
     }
     r.unmatched_charges = receipts.keys().filter(|t| !told.contains(*t)).count();
     for v in receipts.values().filter(|v| !told.contains(&v.task_id)) {
-        let what = pubkey_of
+        let request = pubkey_of
             .iter()
             .find(|(_, k)| hex_key(k) == v.client)
-            .and_then(|(i, _)| running_at(requests, *i, v.finished_at_ms, t0_unix_ms))
-            .map_or("no request running".to_string(), |q| match &q.outcome {
-                Outcome::Cancelled => "abandoned stream".to_string(),
-                Outcome::Failed(class) => format!("failed: {class}"),
-                Outcome::Served { .. } => "served (another task)".to_string(),
-            });
+            .and_then(|(i, _)| running_at(requests, *i, v.finished_at_ms, t0_unix_ms));
+        let (what, fine) = classify(request, losses);
+        if !fine {
+            r.problems.push(format!(
+                "task {} charged {} to client {}, {what}",
+                v.task_id, v.price, v.client
+            ));
+        }
         *r.unmatched_by.entry(what).or_default() += 1;
-    }
-    if r.unmatched_charges > r.cancelled {
-        r.problems.push(format!(
-            "{} charges the clients were not told of, but only {} abandoned streams: at least {} failed requests were charged",
-            r.unmatched_charges,
-            r.cancelled,
-            r.unmatched_charges - r.cancelled
-        ));
     }
     // 3. Channels: redeemed == latest voucher == sum of receipts.
     let mut channels: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
@@ -437,6 +448,25 @@ fn voucher_gaps<'a>(receipts: impl Iterator<Item = &'a ReceiptView>) -> String {
     format!("gaps: {}", gaps.join(", "))
 }
 
+/// What a charge no client was told of belongs to, given the request that
+/// was running when the node finished it; `false` when that is a problem.
+fn classify(request: Option<&Request>, losses: &[LossWindow]) -> (String, bool) {
+    match request.map(|q| (q, &q.outcome)) {
+        Some((_, Outcome::Cancelled)) => ("abandoned stream".to_string(), true),
+        Some((q, Outcome::Failed(class))) => {
+            let ended = q.started + q.took;
+            match losses.iter().find(|l| l.from <= ended && ended <= l.to) {
+                // The node finished and was paid; its answer died with the
+                // process or link that carried it (at-most-once delivery).
+                Some(l) => (format!("answer lost to {} ({class})", l.what), true),
+                None => (format!("failed outside any fault: {class}"), false),
+            }
+        }
+        Some((_, Outcome::Served { .. })) => ("while another task was served".to_string(), false),
+        None => ("no request running".to_string(), false),
+    }
+}
+
 /// The request of client `client` that was running when a node finished a
 /// task at `finished_ms` (a node finishes an abandoned stream's task a
 /// little after the client left, hence the grace).
@@ -509,4 +539,56 @@ fn check_receipt(v: &ReceiptView, roots: &HashMap<u64, ([u8; 32], u32)>) -> Opti
     )
     .err()
     .map(|e| format!("proof does not reach the chain's root: {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(client: usize, started_s: u64, took_s: u64, outcome: Outcome) -> Request {
+        Request {
+            client,
+            started: Duration::from_secs(started_s),
+            took: Duration::from_secs(took_s),
+            stream: true,
+            outcome,
+        }
+    }
+
+    #[test]
+    fn unannounced_charges_are_fine_only_for_abandoned_streams_and_lost_answers() {
+        let t0 = 1_000_000u64;
+        let requests = vec![
+            request(0, 10, 5, Outcome::Cancelled),
+            request(0, 20, 3, Outcome::Failed("transport".into())),
+            request(1, 10, 2, Outcome::Failed("http 503: busy".into())),
+        ];
+        let losses = vec![LossWindow {
+            from: Duration::from_secs(22),
+            to: Duration::from_secs(40),
+            what: "KillGateway (gateway)".into(),
+        }];
+        // Finished while client 0 was abandoning its stream (and just after).
+        for ms in [12_000, 17_000] {
+            let q = running_at(&requests, 0, t0 + ms, t0);
+            assert_eq!(
+                classify(q, &losses),
+                ("abandoned stream".into(), true),
+                "{ms}"
+            );
+        }
+        // Finished as the gateway died under client 0's second request.
+        let q = running_at(&requests, 0, t0 + 22_500, t0);
+        let (what, fine) = classify(q, &losses);
+        assert!(fine && what.contains("KillGateway"), "{what}");
+        // A refused request that was charged anyway is a problem.
+        let q = running_at(&requests, 1, t0 + 11_000, t0);
+        assert_eq!(
+            classify(q, &losses),
+            ("failed outside any fault: http 503: busy".into(), false)
+        );
+        // No request of that client was running: a charge from nowhere.
+        let q = running_at(&requests, 1, t0 + 100_000, t0);
+        assert_eq!(classify(q, &losses), ("no request running".into(), false));
+    }
 }
