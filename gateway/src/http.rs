@@ -64,6 +64,7 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/metrics", get(metrics))
+        .route("/v1/rollouts", post(crate::rollouts::rollouts))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(inner)
 }

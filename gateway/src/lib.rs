@@ -17,6 +17,7 @@ mod ceiling;
 mod http;
 mod metrics;
 mod openai;
+mod rollouts;
 mod routing;
 mod runner;
 

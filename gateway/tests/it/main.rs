@@ -6,4 +6,5 @@
 mod common;
 mod metrics;
 mod refusals;
+mod rollouts;
 mod routing;
