@@ -10,6 +10,7 @@ mod netns;
 mod node_restart;
 mod pipeline;
 mod restart;
+mod rollouts;
 mod rpc_journey;
 mod verification;
 
