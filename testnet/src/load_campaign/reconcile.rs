@@ -318,19 +318,31 @@ pub async fn reconcile(
         }
     }
     r.unmatched_charges = receipts.keys().filter(|t| !told.contains(*t)).count();
+    let mut untold: BTreeMap<usize, Vec<&ReceiptView>> = BTreeMap::new();
     for v in receipts.values().filter(|v| !told.contains(&v.task_id)) {
-        let request = pubkey_of
-            .iter()
-            .find(|(_, k)| hex_key(k) == v.client)
-            .and_then(|(i, _)| running_at(requests, *i, v.finished_at_ms, t0_unix_ms));
-        let (what, fine) = classify(request, losses);
-        if !fine {
-            r.problems.push(format!(
-                "task {} charged {} to client {}, {what}",
+        match pubkey_of.iter().find(|(_, k)| hex_key(k) == v.client) {
+            Some((i, _)) => untold.entry(*i).or_default().push(v),
+            None => r.problems.push(format!(
+                "task {} charged {} to {}, not a campaign client",
                 v.task_id, v.price, v.client
-            ));
+            )),
         }
-        *r.unmatched_by.entry(what).or_default() += 1;
+    }
+    for (client, mut charges) in untold {
+        charges.sort_by_key(|v| v.finished_at_ms);
+        let finished: Vec<u64> = charges.iter().map(|v| v.finished_at_ms).collect();
+        for (v, (what, fine)) in charges
+            .iter()
+            .zip(attribute(requests, client, &finished, t0_unix_ms, losses))
+        {
+            if !fine {
+                r.problems.push(format!(
+                    "task {} charged {} to client {}, {what}",
+                    v.task_id, v.price, v.client
+                ));
+            }
+            *r.unmatched_by.entry(what).or_default() += 1;
+        }
     }
     // 3. Channels: redeemed == latest voucher == sum of receipts.
     let mut channels: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
@@ -448,47 +460,66 @@ fn voucher_gaps<'a>(receipts: impl Iterator<Item = &'a ReceiptView>) -> String {
     format!("gaps: {}", gaps.join(", "))
 }
 
-/// What a charge no client was told of belongs to, given the request that
-/// was running when the node finished it; `false` when that is a problem.
-fn classify(request: Option<&Request>, losses: &[LossWindow]) -> (String, bool) {
-    match request.map(|q| (q, &q.outcome)) {
-        Some((_, Outcome::Cancelled)) => ("abandoned stream".to_string(), true),
-        Some((q, Outcome::Failed(class))) => {
-            let ended = q.started + q.took;
-            match losses.iter().find(|l| l.from <= ended && ended <= l.to) {
-                // The node finished and was paid; its answer died with the
-                // process or link that carried it (at-most-once delivery).
-                Some(l) => (format!("answer lost to {} ({class})", l.what), true),
-                None => (format!("failed outside any fault: {class}"), false),
-            }
-        }
-        Some((_, Outcome::Served { .. })) => ("while another task was served".to_string(), false),
-        None => ("no request running".to_string(), false),
-    }
-}
-
-/// The request of client `client` that was running when a node finished a
-/// task at `finished_ms` (a node finishes an abandoned stream's task a
-/// little after the client left, hence the grace).
-fn running_at(
+/// Traces one client's charges it was not told of (their finish times,
+/// Unix ms, in order) to its requests: each to the earliest stream it
+/// abandoned before that time and not yet traced (its charge for what was
+/// generated; under load a node may finish it long after the client left),
+/// else to a request that failed during a fault that can swallow a paid
+/// answer. Anything else is a problem (`false`). A client runs one request
+/// at a time, so its abandoned streams and their charges come in the same
+/// order.
+fn attribute(
     requests: &[Request],
     client: usize,
-    finished_ms: u64,
+    finished_ms: &[u64],
     t0_ms: u64,
-) -> Option<&Request> {
-    const GRACE_MS: u64 = 10_000;
-    requests
+    losses: &[LossWindow],
+) -> Vec<(String, bool)> {
+    let start_ms = |q: &Request| t0_ms + q.started.as_millis() as u64;
+    let mine: Vec<&Request> = requests.iter().filter(|q| q.client == client).collect();
+    let mut cancels: Vec<&Request> = mine
         .iter()
-        .filter(|q| q.client == client && !matches!(q.outcome, Outcome::Served { .. }))
-        .filter(|q| {
-            let start = t0_ms + q.started.as_millis() as u64;
-            let end = start + q.took.as_millis() as u64;
-            start <= finished_ms && finished_ms <= end + GRACE_MS
+        .copied()
+        .filter(|q| matches!(q.outcome, Outcome::Cancelled))
+        .collect();
+    cancels.sort_by_key(|q| q.started);
+    let mut cancels = std::collections::VecDeque::from(cancels);
+    let mut traced = std::collections::HashSet::new();
+    finished_ms
+        .iter()
+        .map(|&f| {
+            if cancels.front().is_some_and(|q| start_ms(q) <= f) {
+                cancels.pop_front();
+                return ("abandoned stream".to_string(), true);
+            }
+            let failed = mine.iter().enumerate().filter(|(i, q)| {
+                matches!(q.outcome, Outcome::Failed(_)) && start_ms(q) <= f && !traced.contains(i)
+            });
+            let lost = failed.clone().filter_map(|(i, q)| {
+                let ended = q.started + q.took;
+                losses
+                    .iter()
+                    .find(|l| l.from <= ended && ended <= l.to)
+                    .map(|l| (i, *q, l))
+            });
+            if let Some((i, q, l)) = lost.max_by_key(|(_, q, _)| q.started) {
+                traced.insert(i);
+                let Outcome::Failed(class) = &q.outcome else {
+                    unreachable!("filtered to failures")
+                };
+                // The node finished and was paid; its answer died with the
+                // process or link that carried it (at-most-once delivery).
+                return (format!("answer lost to {} ({class})", l.what), true);
+            }
+            match failed.max_by_key(|(_, q)| q.started) {
+                Some((_, q)) => match &q.outcome {
+                    Outcome::Failed(class) => (format!("failed outside any fault: {class}"), false),
+                    _ => ("?".to_string(), false),
+                },
+                None => ("no request to trace it to".to_string(), false),
+            }
         })
-        .min_by_key(|q| {
-            let end = t0_ms + (q.started + q.took).as_millis() as u64;
-            end.abs_diff(finished_ms)
-        })
+        .collect()
 }
 
 /// A key as the relayer's receipt views write it (hex).
@@ -560,6 +591,7 @@ mod tests {
         let t0 = 1_000_000u64;
         let requests = vec![
             request(0, 10, 5, Outcome::Cancelled),
+            request(0, 16, 1, Outcome::Failed("http 503: busy".into())),
             request(0, 20, 3, Outcome::Failed("transport".into())),
             request(1, 10, 2, Outcome::Failed("http 503: busy".into())),
         ];
@@ -568,27 +600,33 @@ mod tests {
             to: Duration::from_secs(40),
             what: "KillGateway (gateway)".into(),
         }];
-        // Finished while client 0 was abandoning its stream (and just after).
-        for ms in [12_000, 17_000] {
-            let q = running_at(&requests, 0, t0 + ms, t0);
-            assert_eq!(
-                classify(q, &losses),
-                ("abandoned stream".into(), true),
-                "{ms}"
-            );
-        }
-        // Finished as the gateway died under client 0's second request.
-        let q = running_at(&requests, 0, t0 + 22_500, t0);
-        let (what, fine) = classify(q, &losses);
-        assert!(fine && what.contains("KillGateway"), "{what}");
-        // A refused request that was charged anyway is a problem.
-        let q = running_at(&requests, 1, t0 + 11_000, t0);
+        // The abandoned stream's charge finished long after (a loaded node),
+        // behind a refused request: still the stream's; then one answer lost
+        // with the gateway.
+        let got = attribute(&requests, 0, &[t0 + 30_000, t0 + 31_000], t0, &losses);
+        assert_eq!(got[0], ("abandoned stream".into(), true));
+        assert!(got[1].1 && got[1].0.contains("KillGateway"), "{got:?}");
+        // A third charge has nothing left to belong to but the refusal.
+        let got = attribute(
+            &requests,
+            0,
+            &[t0 + 12_000, t0 + 22_500, t0 + 50_000],
+            t0,
+            &losses,
+        );
+        assert!(got[0].1 && got[1].1);
         assert_eq!(
-            classify(q, &losses),
+            got[2],
             ("failed outside any fault: http 503: busy".into(), false)
         );
-        // No request of that client was running: a charge from nowhere.
-        let q = running_at(&requests, 1, t0 + 100_000, t0);
-        assert_eq!(classify(q, &losses), ("no request running".into(), false));
+        // A refused request charged outside any fault is a problem.
+        let got = attribute(&requests, 1, &[t0 + 11_000], t0, &losses);
+        assert_eq!(
+            got[0],
+            ("failed outside any fault: http 503: busy".into(), false)
+        );
+        // A charge before any request of that client.
+        let got = attribute(&requests, 1, &[t0 + 1_000], t0, &losses);
+        assert_eq!(got[0], ("no request to trace it to".into(), false));
     }
 }
