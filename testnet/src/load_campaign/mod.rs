@@ -472,6 +472,7 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<CampaignReport> {
     }
     let load_time = t0.elapsed();
     progress.abort();
+    write_requests(&dir.join("requests.jsonl"), &requests, t0_unix_ms)?;
     let faults = match injector {
         Some(j) => j.await?,
         None => Vec::new(),
@@ -526,6 +527,35 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<CampaignReport> {
         load_time,
         settle_time,
     })
+}
+
+/// Every request as one JSON line (for a post-mortem with the services'
+/// logs and the relayer's database, which stay in the directory).
+fn write_requests(path: &Path, requests: &[Request], t0_unix_ms: u64) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    for q in requests {
+        let (outcome, task_id, price) = match &q.outcome {
+            Outcome::Served { task_id, price, .. } => {
+                ("served".to_string(), Some(task_id), Some(price))
+            }
+            Outcome::Cancelled => ("cancelled".to_string(), None, None),
+            Outcome::Failed(class) => (format!("failed: {class}"), None, None),
+        };
+        let client = (q.client != WARMUP).then_some(q.client);
+        let line = serde_json::json!({
+            "client": client,
+            "started_unix_ms": t0_unix_ms + q.started.as_millis() as u64,
+            "took_ms": q.took.as_millis() as u64,
+            "stream": q.stream,
+            "outcome": outcome,
+            "task_id": task_id,
+            "price": price,
+        });
+        writeln!(out, "{line}")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 async fn wait_http(
