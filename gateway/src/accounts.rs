@@ -90,6 +90,11 @@ impl Accounts {
         })
     }
 
+    /// Every API key (a batch finds its owner's among them).
+    pub fn api_keys(&self) -> impl Iterator<Item = &str> {
+        self.by_key.keys().map(String::as_str)
+    }
+
     /// The account of an API key.
     pub fn get(&self, api_key: &str) -> Option<&Account> {
         self.by_key.get(api_key)

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::{self, StreamExt};
 use serde_json::{json, Value};
-use strata_wire::task::{ChatTurn, Finish, Prompt, Sampling};
+use strata_wire::task::{ChatTurn, Finish, PositionLogprobs, Prompt, Sampling};
 
 use crate::openai::{
     chat_logprobs, completion_logprobs, error_body, ChatRequest, Common, CompletionRequest, Usage,
@@ -42,7 +42,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn record(&self, o: &Outcome) {
+    pub(crate) fn record(&self, o: &Outcome) {
         self.tasks.fetch_add(1, Ordering::Relaxed);
         self.tokens.fetch_add(
             u64::from(o.usage.prompt_tokens) + u64::from(o.usage.completion_tokens),
@@ -65,6 +65,7 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/metrics", get(metrics))
         .route("/v1/rollouts", post(crate::rollouts::rollouts))
+        .merge(crate::batches::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(inner)
 }
@@ -78,7 +79,9 @@ impl IntoResponse for GatewayError {
             GatewayError::PaymentRequired(_) => {
                 (StatusCode::PAYMENT_REQUIRED, "insufficient_quota")
             }
-            GatewayError::UnknownModel(_) => (StatusCode::NOT_FOUND, "invalid_request_error"),
+            GatewayError::UnknownModel(_) | GatewayError::NotFound(_) => {
+                (StatusCode::NOT_FOUND, "invalid_request_error")
+            }
             GatewayError::Busy(_)
             | GatewayError::NoCapacity(_)
             | GatewayError::ChainUnavailable(_) => {
@@ -113,7 +116,7 @@ async fn stats(State(gw): State<Arc<Inner>>) -> Json<Value> {
     }))
 }
 
-fn api_key(headers: &HeaderMap) -> Result<String, GatewayError> {
+pub(crate) fn api_key(headers: &HeaderMap) -> Result<String, GatewayError> {
     headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -186,40 +189,64 @@ async fn chat(
     let result = async {
         let body = body(read)?;
         let key = api_key(&headers)?;
-        let req: ChatRequest = parse(&body)?;
-        if req.messages.is_empty() {
-            return Err(GatewayError::BadRequest(
-                "messages must not be empty".into(),
-            ));
-        }
-        let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
-            (false, None) => None,
-            (false, Some(_)) => {
-                return Err(GatewayError::BadRequest(
-                    "top_logprobs requires logprobs: true".into(),
-                ))
-            }
-            (true, top) => Some(logprob_count(
-                top.unwrap_or(0),
-                MAX_CHAT_TOP_LOGPROBS,
-                "top_logprobs",
-            )?),
-        };
-        let prompt = Prompt::Chat(
-            req.messages
-                .into_iter()
-                .map(|m| ChatTurn {
-                    role: m.role,
-                    content: m.content,
-                })
-                .collect(),
-        );
-        serve(gw.clone(), key, req.common, prompt, Kind::Chat, logprobs).await
+        let c = checked_chat(parse(&body)?)?;
+        serve(gw.clone(), key, c.common, c.prompt, c.kind, c.logprobs).await
     }
     .await;
     let response = result.unwrap_or_else(IntoResponse::into_response);
     gw.metrics.http("chat", response.status().as_u16());
     response
+}
+
+/// A request body checked as its endpoint checks it, with what the runner
+/// needs of it (what a batch line is checked with too).
+pub(crate) struct Checked {
+    /// Model, sampling and length fields.
+    pub(crate) common: Common,
+    /// The prompt.
+    pub(crate) prompt: Prompt,
+    /// Which endpoint's shape the answer takes.
+    pub(crate) kind: Kind,
+    /// Log-probabilities asked for.
+    pub(crate) logprobs: Option<u8>,
+}
+
+/// Checks a chat body's own fields (the shared ones are checked by
+/// [`task_input`]).
+pub(crate) fn checked_chat(req: ChatRequest) -> Result<Checked, GatewayError> {
+    if req.messages.is_empty() {
+        return Err(GatewayError::BadRequest(
+            "messages must not be empty".into(),
+        ));
+    }
+    let logprobs = match (req.logprobs.unwrap_or(false), req.top_logprobs) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(GatewayError::BadRequest(
+                "top_logprobs requires logprobs: true".into(),
+            ))
+        }
+        (true, top) => Some(logprob_count(
+            top.unwrap_or(0),
+            MAX_CHAT_TOP_LOGPROBS,
+            "top_logprobs",
+        )?),
+    };
+    let prompt = Prompt::Chat(
+        req.messages
+            .into_iter()
+            .map(|m| ChatTurn {
+                role: m.role,
+                content: m.content,
+            })
+            .collect(),
+    );
+    Ok(Checked {
+        common: req.common,
+        prompt,
+        kind: Kind::Chat,
+        logprobs,
+    })
 }
 
 async fn completions(
@@ -230,28 +257,31 @@ async fn completions(
     let result = async {
         let body = body(read)?;
         let key = api_key(&headers)?;
-        let req: CompletionRequest = parse(&body)?;
-        if req.prompt.is_empty() {
-            return Err(GatewayError::BadRequest("prompt must not be empty".into()));
-        }
-        let logprobs = req
-            .logprobs
-            .map(|n| logprob_count(n, MAX_COMPLETION_LOGPROBS, "logprobs"))
-            .transpose()?;
-        serve(
-            gw.clone(),
-            key,
-            req.common,
-            Prompt::Text(req.prompt),
-            Kind::Text,
-            logprobs,
-        )
-        .await
+        let c = checked_completion(parse(&body)?)?;
+        serve(gw.clone(), key, c.common, c.prompt, c.kind, c.logprobs).await
     }
     .await;
     let response = result.unwrap_or_else(IntoResponse::into_response);
     gw.metrics.http("completions", response.status().as_u16());
     response
+}
+
+/// Checks a completion body's own fields (the shared ones are checked by
+/// [`task_input`]).
+pub(crate) fn checked_completion(req: CompletionRequest) -> Result<Checked, GatewayError> {
+    if req.prompt.is_empty() {
+        return Err(GatewayError::BadRequest("prompt must not be empty".into()));
+    }
+    let logprobs = req
+        .logprobs
+        .map(|n| logprob_count(n, MAX_COMPLETION_LOGPROBS, "logprobs"))
+        .transpose()?;
+    Ok(Checked {
+        common: req.common,
+        prompt: Prompt::Text(req.prompt),
+        kind: Kind::Text,
+        logprobs,
+    })
 }
 
 /// Checks a requested number of alternatives per token against `0..=max`.
@@ -279,9 +309,12 @@ async fn metrics(State(gw): State<Arc<Inner>>) -> Response {
         .into_response()
 }
 
-#[derive(Clone, Copy)]
-enum Kind {
+/// Which endpoint a request came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// `/v1/chat/completions`.
     Chat,
+    /// `/v1/completions`.
     Text,
 }
 
@@ -331,6 +364,60 @@ fn strata(o: &Outcome) -> Value {
     v
 }
 
+/// The task a checked request asks for, once its shared fields are checked.
+pub(crate) fn task_input(
+    api_key: String,
+    common: &Common,
+    prompt: Prompt,
+    logprobs: Option<u8>,
+) -> Result<TaskInput, GatewayError> {
+    let (max_tokens, sampling, stop) = settings(common)?;
+    Ok(TaskInput {
+        api_key,
+        model: common.model.clone(),
+        prompt,
+        max_tokens,
+        sampling,
+        stop,
+        stream: common.stream,
+        logprobs,
+    })
+}
+
+/// A finished task's answer as the endpoint returns it unstreamed (a batch
+/// output line's `response.body` too); `positions`: the logprobs asked for.
+pub(crate) fn final_body(
+    kind: Kind,
+    model: &str,
+    created: u64,
+    text: &str,
+    positions: Option<&[PositionLogprobs]>,
+    o: &Outcome,
+) -> Value {
+    let id = hex::encode(&o.task_id[..12]);
+    let lp = match (kind, positions) {
+        (_, None) => Value::Null,
+        (Kind::Chat, Some(p)) => chat_logprobs(p),
+        (Kind::Text, Some(p)) => completion_logprobs(p, &mut 0),
+    };
+    match kind {
+        Kind::Chat => json!({
+            "id": format!("chatcmpl-{id}"), "object": "chat.completion",
+            "created": created, "model": model,
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": text },
+                          "logprobs": lp, "finish_reason": finish_reason(o.finish) }],
+            "usage": usage(o), "strata": strata(o),
+        }),
+        Kind::Text => json!({
+            "id": format!("cmpl-{id}"), "object": "text_completion",
+            "created": created, "model": model,
+            "choices": [{ "index": 0, "text": text, "logprobs": lp,
+                          "finish_reason": finish_reason(o.finish) }],
+            "usage": usage(o), "strata": strata(o),
+        }),
+    }
+}
+
 async fn serve(
     gw: Arc<Inner>,
     api_key: String,
@@ -342,24 +429,12 @@ async fn serve(
     if gw.accounts.get(&api_key).is_none() {
         return Err(GatewayError::Unauthorized);
     }
-    let (max_tokens, sampling, stop) = settings(&common)?;
+    let input = task_input(api_key, &common, prompt, logprobs)?;
     if !gw.router.is_empty() && !gw.router.models().contains(&common.model) {
         return Err(GatewayError::UnknownModel(common.model));
     }
     let model = common.model.clone();
-    let mut rx = runner::spawn(
-        gw.clone(),
-        TaskInput {
-            api_key,
-            model: model.clone(),
-            prompt,
-            max_tokens,
-            sampling,
-            stop,
-            stream: common.stream,
-            logprobs,
-        },
-    );
+    let mut rx = runner::spawn(gw.clone(), input);
     let wants_logprobs = logprobs.is_some();
     // OpenAI's `created` is in Unix seconds.
     let created = strata_service::now_ms() / 1000;
@@ -375,28 +450,8 @@ async fn serve(
                 Event::Done(done) => {
                     let o = (*done)?;
                     gw.stats.record(&o);
-                    let id = hex::encode(&o.task_id[..12]);
-                    let lp = match kind {
-                        _ if !wants_logprobs => Value::Null,
-                        Kind::Chat => chat_logprobs(&positions),
-                        Kind::Text => completion_logprobs(&positions, &mut 0),
-                    };
-                    let body = match kind {
-                        Kind::Chat => json!({
-                            "id": format!("chatcmpl-{id}"), "object": "chat.completion",
-                            "created": created, "model": model,
-                            "choices": [{ "index": 0, "message": { "role": "assistant", "content": text },
-                                          "logprobs": lp, "finish_reason": finish_reason(o.finish) }],
-                            "usage": usage(&o), "strata": strata(&o),
-                        }),
-                        Kind::Text => json!({
-                            "id": format!("cmpl-{id}"), "object": "text_completion",
-                            "created": created, "model": model,
-                            "choices": [{ "index": 0, "text": text, "logprobs": lp,
-                                          "finish_reason": finish_reason(o.finish) }],
-                            "usage": usage(&o), "strata": strata(&o),
-                        }),
-                    };
+                    let lp = wants_logprobs.then_some(positions.as_slice());
+                    let body = final_body(kind, &model, created, &text, lp, &o);
                     return Ok(Json(body).into_response());
                 }
             }

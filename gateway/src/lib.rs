@@ -13,7 +13,10 @@
 #![warn(missing_docs)]
 
 mod accounts;
+mod batch_store;
+mod batches;
 mod ceiling;
+mod files;
 mod http;
 mod metrics;
 mod openai;
@@ -54,6 +57,9 @@ pub enum GatewayError {
     /// No node serves this model (404).
     #[error("model `{0}` is not served by any node")]
     UnknownModel(String),
+    /// No such file or batch, or not this API key's (404).
+    #[error("{0}")]
+    NotFound(String),
     /// The chosen node is full; another may be tried.
     #[error("{0}")]
     Busy(String),
@@ -91,6 +97,7 @@ impl GatewayError {
             GatewayError::Unauthorized => "invalid_api_key",
             GatewayError::PaymentRequired(_) => "insufficient_quota",
             GatewayError::UnknownModel(_) => "model_not_found",
+            GatewayError::NotFound(_) => "not_found",
             GatewayError::Busy(_) | GatewayError::NoCapacity(_) => "no_capacity",
             GatewayError::Node(_) => "node_error",
             GatewayError::ChainUnavailable(_) => "chain_unavailable",
@@ -129,6 +136,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: metrics::Metrics,
     /// Per-node price ceilings from their stakes.
     pub(crate) ceilings: ceiling::Ceilings,
+    /// Deferred jobs: files, batches and their queue.
+    pub(crate) batches: batches::Batches,
 }
 
 /// A running gateway.
@@ -137,6 +146,7 @@ pub struct RunningGateway {
     pub http_addr: SocketAddr,
     inner: Arc<Inner>,
     tasks: Vec<JoinHandle<()>>,
+    batch_runner: JoinHandle<()>,
 }
 
 impl RunningGateway {
@@ -159,8 +169,14 @@ impl RunningGateway {
 
     /// Stops serving.
     pub async fn shutdown(self) {
-        for t in &self.tasks {
+        // The batch runner first, awaited: its running requests stop and
+        // the batch store lets go of its file before this returns, so a
+        // gateway can start again on the same state dir at once.
+        self.inner.batches.stop();
+        let _ = self.batch_runner.await;
+        for t in self.tasks {
             t.abort();
+            let _ = t.await;
         }
         self.inner.p2p.shutdown().await;
     }
@@ -172,6 +188,7 @@ impl RunningGateway {
 pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError> {
     let chain = ChainClient::new(&config.rpc_url)?;
     let accounts = accounts::Accounts::open(config.accounts, &config.state_dir)?;
+    let batches = batches::Batches::open(&config.state_dir)?;
     // The whole catalogue, as every Strata peer speaks it: the gateway sends
     // tasks and reads capacity, and relays every topic's gossip.
     let p2p_config = config
@@ -187,6 +204,7 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
         stats: http::Stats::default(),
         metrics: metrics::Metrics::default(),
         ceilings: ceiling::Ceilings::default(),
+        batches,
     });
     let listen = {
         let inner = inner.clone();
@@ -249,9 +267,12 @@ pub async fn start(config: GatewayConfig) -> Result<RunningGateway, GatewayError
             tracing::error!("gateway HTTP server stopped: {e}");
         }
     });
+    // Batch work, in capacity interactive traffic leaves idle.
+    let batch_runner = tokio::spawn(batches::run_queue(inner.clone()));
     Ok(RunningGateway {
         http_addr,
         inner,
         tasks: vec![listen, discover, serve],
+        batch_runner,
     })
 }

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -71,11 +72,35 @@ pub struct HopHolding {
     pub price_per_token: u64,
 }
 
+/// Free slots a node keeps for interactive traffic: deferred (batch) work
+/// is sent to a node only while more than this many of its announced
+/// `max_concurrent` slots are free, counting its announced `active` tasks
+/// and every task this gateway sent it since (`crate::batches`).
+pub const BATCH_RESERVE_SLOTS: u32 = 1;
+
+/// True when `capacity`, with `in_flight` more tasks from this gateway,
+/// has room for batch work beyond [`BATCH_RESERVE_SLOTS`].
+pub fn batch_room(capacity: &Capacity, in_flight: u32) -> bool {
+    let used = capacity.active.saturating_add(in_flight);
+    capacity.max_concurrent.saturating_sub(used) > BATCH_RESERVE_SLOTS
+}
+
 /// The nodes this gateway knows of.
 #[derive(Default)]
 pub struct Router {
     nodes: Mutex<HashMap<NodeId, Entry>>,
     hops: Mutex<HashMap<NodeId, HopEntry>>,
+    /// Interactive tasks accepted and not yet sent to a node.
+    waiting: AtomicUsize,
+}
+
+/// An interactive task waiting for a node; it stops waiting when dropped.
+pub struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Router {
@@ -256,6 +281,51 @@ impl Router {
             .collect()
     }
 
+    /// Counts an interactive task as waiting for a node until the guard
+    /// is dropped (batch work starts only while none waits).
+    pub fn waiting(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        Waiting(&self.waiting)
+    }
+
+    /// Interactive tasks waiting for a node now.
+    pub fn interactive_waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Fresh nodes serving `model` that batch work may go to now: priced at
+    /// most `max_price` per token (any price if None), with room beyond the
+    /// interactive reserve ([`batch_room`]); cheapest first, then least
+    /// loaded, skipping `exclude`.
+    pub fn batch_candidates(
+        &self,
+        model: &str,
+        exclude: &[NodeId],
+        max_price: Option<u64>,
+    ) -> Vec<(NodeId, Capacity)> {
+        let n = self.lock();
+        let mut c: Vec<(&NodeId, &Entry)> = n
+            .iter()
+            .filter(|(id, e)| {
+                e.seen.elapsed() < STALE_AFTER
+                    && e.capacity.model == model
+                    && !exclude.contains(id)
+                    && max_price.is_none_or(|p| e.capacity.price_per_token <= p)
+                    && batch_room(&e.capacity, e.in_flight)
+            })
+            .collect();
+        let load = |e: &Entry| e.capacity.active.saturating_add(e.in_flight);
+        c.sort_by(|a, b| {
+            a.1.capacity
+                .price_per_token
+                .cmp(&b.1.capacity.price_per_token)
+                .then(load(a.1).cmp(&load(b.1)))
+        });
+        c.into_iter()
+            .map(|(id, e)| (*id, e.capacity.clone()))
+            .collect()
+    }
+
     /// A task was sent to `node` (`+1`) or ended there (`-1`).
     pub fn track(&self, node: &NodeId, delta: i32) {
         if let Some(e) = self.lock().get_mut(node) {
@@ -322,6 +392,62 @@ mod tests {
 
     fn announce(router: &Router, n: u8, blocks: Range<u16>, price: u64) {
         router.announce_hop(NodeId([n; 32]), hop(blocks, price, vec![]));
+    }
+
+    fn whole(price: u64, active: u32, max_concurrent: u32) -> Capacity {
+        Capacity {
+            price_per_token: price,
+            active,
+            max_concurrent,
+            ..hop(0..30, price, vec![]).capacity
+        }
+    }
+
+    /// Batch work takes only slots beyond the interactive reserve, counting
+    /// what this gateway sent since the announcement; it goes to the
+    /// cheapest node under the cap; nothing while an interactive task waits
+    /// is the batch runner's check of `interactive_waiting`.
+    #[test]
+    fn batch_work_leaves_the_reserve_and_the_price_cap() {
+        assert!(batch_room(&whole(1, 0, 4), 0));
+        assert!(batch_room(&whole(1, 2, 4), 0));
+        assert!(
+            !batch_room(&whole(1, 3, 4), 0),
+            "one free slot is the reserve"
+        );
+        assert!(!batch_room(&whole(1, 2, 4), 1));
+        assert!(!batch_room(&whole(1, 9, 4), 0));
+        assert!(
+            !batch_room(&whole(1, 0, 1), 0),
+            "a one-slot node never takes batch work"
+        );
+
+        let r = Router::default();
+        let (cheap, dear, full) = (NodeId([1; 32]), NodeId([2; 32]), NodeId([3; 32]));
+        r.announce(dear, whole(5, 0, 4));
+        r.announce(cheap, whole(1, 1, 4));
+        r.announce(full, whole(1, 3, 4));
+        let ids = |max| -> Vec<NodeId> {
+            r.batch_candidates("m", &[], max)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect()
+        };
+        assert_eq!(ids(None), vec![cheap, dear]);
+        assert_eq!(ids(Some(2)), vec![cheap]);
+        // Tasks this gateway sent since the announcement count too: with
+        // one more, two of four are free; with two, only the reserve.
+        r.track(&cheap, 1);
+        assert_eq!(ids(Some(2)), vec![cheap]);
+        r.track(&cheap, 1);
+        assert_eq!(ids(Some(2)), Vec::<NodeId>::new());
+        assert_eq!(r.batch_candidates("other", &[], None).len(), 0);
+
+        assert_eq!(r.interactive_waiting(), 0);
+        let w = r.waiting();
+        assert_eq!(r.interactive_waiting(), 1);
+        drop(w);
+        assert_eq!(r.interactive_waiting(), 0);
     }
 
     /// Two replicas of the middle blocks, equally fast: the route takes the

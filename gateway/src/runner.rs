@@ -97,12 +97,26 @@ pub enum Event {
     Done(Box<Result<Outcome, GatewayError>>),
 }
 
+/// Whose task it is: an interactive one goes to the least loaded node at
+/// once; a deferred (batch) one only to a node with idle room
+/// (`crate::routing::batch_room`), priced at most its cap, cheapest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A client waits on the HTTP connection.
+    Interactive,
+    /// A batch request: it can wait, and pays no more than the cap.
+    Batch {
+        /// Most a node may charge per token (None: any price).
+        max_price_per_token: Option<u64>,
+    },
+}
+
 /// Starts `input` on a tokio task; events arrive on the returned channel.
 pub fn spawn(gw: Arc<Inner>, input: TaskInput) -> mpsc::Receiver<Event> {
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         let flight = gw.metrics.task_started();
-        let done = run(&gw, input, &tx).await;
+        let done = run(&gw, input, &tx, Class::Interactive).await;
         drop(flight);
         gw.metrics.task_ended(&done);
         let _ = tx.send(Event::Done(Box::new(done))).await;
@@ -110,11 +124,47 @@ pub fn spawn(gw: Arc<Inner>, input: TaskInput) -> mpsc::Receiver<Event> {
     rx
 }
 
+/// Runs a batch request to its end on the caller's task (so that stopping
+/// the batch runner stops it too): its whole text, the log-probabilities
+/// asked for, and the outcome. Paid and receipted like any task.
+pub async fn run_batch(
+    gw: &Inner,
+    input: TaskInput,
+    max_price_per_token: Option<u64>,
+) -> (String, Vec<PositionLogprobs>, Result<Outcome, GatewayError>) {
+    let (tx, mut rx) = mpsc::channel(64);
+    let work = async move {
+        let flight = gw.metrics.task_started();
+        let class = Class::Batch {
+            max_price_per_token,
+        };
+        let done = run(gw, input, &tx, class).await;
+        drop(flight);
+        gw.metrics.task_ended(&done);
+        done
+    };
+    let collect = async {
+        let (mut text, mut positions) = (String::new(), Vec::new());
+        while let Some(ev) = rx.recv().await {
+            if let Event::Text(t, p) = ev {
+                text.push_str(&t);
+                positions.extend(p);
+            }
+        }
+        (text, positions)
+    };
+    let (done, (text, positions)) = tokio::join!(work, collect);
+    (text, positions, done)
+}
+
 async fn run(
     gw: &Inner,
     input: TaskInput,
     events: &mpsc::Sender<Event>,
+    class: Class,
 ) -> Result<Outcome, GatewayError> {
+    // Batch work holds back while an interactive task has no node yet.
+    let mut waiting = (class == Class::Interactive).then(|| gw.router.waiting());
     let account = gw
         .accounts
         .get(&input.api_key)
@@ -123,12 +173,15 @@ async fn run(
     let mut tried = Vec::new();
     let mut too_costly = 0;
     for _ in 0..MAX_ATTEMPTS {
-        let Some((node, capacity)) = gw
-            .router
-            .candidates(&input.model, &tried)
-            .into_iter()
-            .next()
-        else {
+        let candidates = match class {
+            Class::Interactive => gw.router.candidates(&input.model, &tried),
+            Class::Batch {
+                max_price_per_token,
+            } => gw
+                .router
+                .batch_candidates(&input.model, &tried, max_price_per_token),
+        };
+        let Some((node, capacity)) = candidates.into_iter().next() else {
             break;
         };
         tried.push(node);
@@ -155,6 +208,7 @@ async fn run(
         // Count the task against the node from the moment it is chosen, so
         // that concurrent requests spread over nodes instead of piling on one.
         gw.router.track(&node, 1);
+        drop(waiting.take());
         let task_id: [u8; 32] = rand::random();
         let result = run_on(gw, account, node, &input, events, task_id)
             .instrument(strata_service::task_span(&task_id))
@@ -164,6 +218,19 @@ async fn run(
         match result {
             Err(GatewayError::Busy(_)) => continue,
             other => return other,
+        }
+    }
+    if let Class::Batch { .. } = class {
+        // Batch work runs on whole nodes only (a route's hops announce no
+        // room of their own to measure idleness by); it waits for one.
+        if tried.is_empty() {
+            let models = gw.router.models();
+            if !models.is_empty() && !models.contains(&input.model) {
+                return Err(GatewayError::UnknownModel(input.model));
+            }
+            return Err(GatewayError::NoCapacity(
+                "no node with idle room under the batch price cap".into(),
+            ));
         }
     }
     if tried.is_empty() {
@@ -178,6 +245,7 @@ async fn run(
         }
         let over = hops_over_ceiling(gw, &input).await?;
         if let Some(routes) = gw.router.routes(&input.model, &over) {
+            drop(waiting.take());
             return run_pipeline(gw, account, routes, &input, events).await;
         }
         if !over.is_empty() && gw.router.routes(&input.model, &[]).is_some() {

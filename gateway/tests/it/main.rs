@@ -3,6 +3,7 @@
 //! protocol over real p2p. The whole paid journey with the real model is
 //! `cli`'s end-to-end test.
 
+mod batches;
 mod common;
 mod metrics;
 mod refusals;
