@@ -299,6 +299,29 @@ async fn openai_python_client_and_refusals() {
         "{printed}"
     );
 
+    // The Batch API through the same client: files.create, batches.create,
+    // batches.retrieve until completed, files.content of both outputs.
+    let gw_for_py = gw.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(venv_python())
+            .arg(root.join("scripts/openai_batch_check.py"))
+            .args([&format!("{gw_for_py}/v1"), DEMO_API_KEY, MODEL_NAME])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{printed}");
+    assert!(
+        out.status.success() && printed.contains("batch ok"),
+        "openai batch check failed:\n{printed}"
+    );
+
     let escrow0 = chain
         .escrow(&t.keys.client.pubkey())
         .await
