@@ -111,6 +111,9 @@ pub struct BatchRecord {
     pub status: BatchStatus,
     /// Unix seconds of each step, when reached.
     pub created_at: u64,
+    /// Unix milliseconds of creation: orders batches made in one second.
+    #[serde(default)]
+    pub created_ms: u64,
     /// See `created_at`.
     pub in_progress_at: Option<u64>,
     /// See `created_at`.
@@ -438,7 +441,7 @@ impl BatchStore {
             .into_iter()
             .filter(|b| !b.status.is_final())
             .collect();
-        batches.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        batches.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then(a.id.cmp(&b.id)));
         let mut out = Vec::new();
         for b in batches {
             for (i, r) in self.requests(&b.id)?.into_iter().enumerate() {
@@ -464,6 +467,7 @@ mod tests {
             completion_window: "24h".into(),
             status: BatchStatus::InProgress,
             created_at: 1,
+            created_ms: 1_000,
             in_progress_at: Some(1),
             expires_at: 86_401,
             finalizing_at: None,

@@ -89,6 +89,9 @@ struct Queued {
     index: u32,
     model: String,
     max_price: Option<u64>,
+    /// The batch's window ends (Unix seconds): then it is picked at once,
+    /// to be recorded as expired.
+    expires_at: u64,
     not_before: Instant,
 }
 
@@ -118,6 +121,7 @@ impl Batches {
             queue.push_back(Queued {
                 model: model_of(&r.body),
                 max_price: b.max_price_per_token,
+                expires_at: b.expires_at,
                 batch_id,
                 index,
                 not_before: now,
@@ -157,11 +161,13 @@ impl Batches {
     /// module's doc (the interactive check is the caller's).
     fn take_ready(&self, gw: &Inner) -> Option<Queued> {
         let now = Instant::now();
+        let unix = now_s();
         let models = gw.router.models();
         let mut q = self.lock_queue();
         let pos = q.iter().take(SCAN).position(|e| {
             e.not_before <= now
-                && (!gw
+                && (unix > e.expires_at
+                    || !gw
                     .router
                     .batch_candidates(&e.model, &[], e.max_price)
                     .is_empty()
@@ -435,7 +441,8 @@ async fn create(
                 "the input file holds no requests".into(),
             ));
         }
-        let now = now_s();
+        let now_ms = strata_service::now_ms();
+        let now = now_ms / 1000;
         let valid = records.len() - errors.len();
         let batch = BatchRecord {
             id: new_id("batch_"),
@@ -445,6 +452,7 @@ async fn create(
             completion_window: req.completion_window,
             status: BatchStatus::InProgress,
             created_at: now,
+            created_ms: now_ms,
             in_progress_at: Some(now),
             expires_at: now + WINDOW_SECS,
             finalizing_at: None,
@@ -481,6 +489,7 @@ async fn create(
                     index: u32::try_from(i).unwrap_or(u32::MAX),
                     model: model_of(&r.body),
                     max_price: cap,
+                    expires_at: batch.expires_at,
                     not_before: Instant::now(),
                 });
             }
@@ -538,7 +547,7 @@ async fn list(
             .filter(|b| b.owner == owner)
             .collect();
         // Newest first, as OpenAI lists them.
-        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(b.id.cmp(&a.id)));
+        all.sort_by(|a, b| b.created_ms.cmp(&a.created_ms).then(b.id.cmp(&a.id)));
         let start = match &q.after {
             Some(after) => all
                 .iter()
