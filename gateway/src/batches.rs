@@ -50,6 +50,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use strata_p2p::NodeId;
+use strata_wire::Capacity;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
@@ -158,23 +160,59 @@ impl Batches {
     }
 
     /// The next queued request that may start now, by the rule in the
-    /// module's doc (the interactive check is the caller's).
-    fn take_ready(&self, gw: &Inner) -> Option<Queued> {
+    /// module's doc (the interactive check is the caller's), with the node
+    /// it goes to (None when it will fail without one: a model no node
+    /// serves, or a window that has passed).
+    fn take_ready(&self, gw: &Inner) -> Option<(Queued, Option<(NodeId, Capacity)>)> {
         let now = Instant::now();
         let unix = now_s();
         let models = gw.router.models();
         let mut q = self.lock_queue();
-        let pos = q.iter().take(SCAN).position(|e| {
-            e.not_before <= now
-                && (unix > e.expires_at
-                    || !gw
-                    .router
-                    .batch_candidates(&e.model, &[], e.max_price)
-                    .is_empty()
-                    // A model no fresh node serves fails at once (404).
-                    || (!models.is_empty() && !models.contains(&e.model)))
-        })?;
-        q.remove(pos)
+        let mut found = None;
+        for (i, e) in q.iter().take(SCAN).enumerate() {
+            if e.not_before > now {
+                continue;
+            }
+            if unix > e.expires_at || (!models.is_empty() && !models.contains(&e.model)) {
+                found = Some((i, None));
+                break;
+            }
+            let pick = gw
+                .router
+                .batch_candidates(&e.model, &[], e.max_price)
+                .into_iter()
+                .next();
+            if pick.is_some() {
+                found = Some((i, pick));
+                break;
+            }
+        }
+        let (i, pick) = found?;
+        Some((q.remove(i)?, pick))
+    }
+}
+
+/// A slot of a node held for one batch request, from the moment the runner
+/// picks it (so that the next pick counts it) until the request ends or is
+/// abandoned.
+struct Reservation {
+    gw: Arc<Inner>,
+    node: NodeId,
+}
+
+impl Reservation {
+    fn hold(gw: &Arc<Inner>, node: NodeId) -> Self {
+        gw.router.track(&node, 1);
+        Self {
+            gw: gw.clone(),
+            node,
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.gw.router.track(&self.node, -1);
     }
 }
 
@@ -725,13 +763,17 @@ pub(crate) async fn run_queue(gw: Arc<Inner>) {
             return;
         }
         while running.len() < MAX_BATCH_IN_FLIGHT && gw.router.interactive_waiting() == 0 {
-            let Some(job) = gw.batches.take_ready(&gw) else {
+            let Some((job, pick)) = gw.batches.take_ready(&gw) else {
                 break;
             };
+            // Held before the next pick looks at the node's room.
+            let slot = pick.as_ref().map(|(node, _)| Reservation::hold(&gw, *node));
             let gw = gw.clone();
             running.spawn(async move {
                 let (batch_id, index) = (job.batch_id.clone(), job.index);
-                if let Err(e) = run_one(&gw, job).await {
+                let result = run_one(&gw, job, pick).await;
+                drop(slot);
+                if let Err(e) = result {
                     tracing::warn!(batch = %batch_id, index, "batch request: {e}");
                 }
             });
@@ -776,7 +818,11 @@ fn retry_after(e: &GatewayError, attempts: u32) -> Option<Duration> {
 }
 
 /// Runs one queued request and records its result.
-async fn run_one(gw: &Arc<Inner>, job: Queued) -> Result<(), GatewayError> {
+async fn run_one(
+    gw: &Arc<Inner>,
+    job: Queued,
+    pick: Option<(NodeId, Capacity)>,
+) -> Result<(), GatewayError> {
     let store = &gw.batches.store;
     let (Some(b), Some(mut r)) = (
         store.batch(&job.batch_id)?,
@@ -830,7 +876,7 @@ async fn run_one(gw: &Arc<Inner>, job: Queued) -> Result<(), GatewayError> {
     let result = match prepared {
         Ok((input, wants_logprobs)) => {
             let model = input.model.clone();
-            let (text, positions, done) = crate::runner::run_batch(gw, input, job.max_price).await;
+            let (text, positions, done) = crate::runner::run_batch(gw, input, pick).await;
             done.map(|o| {
                 let lp = wants_logprobs.then_some(positions.as_slice());
                 let body = final_body(kind, &model, now_s(), &text, lp, &o);

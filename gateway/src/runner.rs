@@ -27,7 +27,7 @@ use strata_wire::task::{
     self, CallError, Finish, PositionLogprobs, Prompt, Sampling, TaskErrorKind, TaskRequest,
     TaskResponse, TaskSpec, Usage,
 };
-use strata_wire::Receipt;
+use strata_wire::{Capacity, Receipt};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -98,16 +98,19 @@ pub enum Event {
 }
 
 /// Whose task it is: an interactive one goes to the least loaded node at
-/// once; a deferred (batch) one only to a node with idle room
-/// (`crate::routing::batch_room`), priced at most its cap, cheapest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// once (another on failover); a deferred (batch) one only to the node the
+/// batch runner picked and reserved for it (`crate::batches`: idle room,
+/// under the price cap), with no failover: it waits in the queue instead.
+#[derive(Debug, Clone)]
 pub enum Class {
     /// A client waits on the HTTP connection.
     Interactive,
-    /// A batch request: it can wait, and pays no more than the cap.
+    /// A batch request: the node picked for it, already counted against
+    /// that node by the batch runner (None: none could be; the task fails
+    /// with why).
     Batch {
-        /// Most a node may charge per token (None: any price).
-        max_price_per_token: Option<u64>,
+        /// The node and its announcement.
+        pick: Option<(NodeId, Capacity)>,
     },
 }
 
@@ -130,14 +133,12 @@ pub fn spawn(gw: Arc<Inner>, input: TaskInput) -> mpsc::Receiver<Event> {
 pub async fn run_batch(
     gw: &Inner,
     input: TaskInput,
-    max_price_per_token: Option<u64>,
+    pick: Option<(NodeId, Capacity)>,
 ) -> (String, Vec<PositionLogprobs>, Result<Outcome, GatewayError>) {
     let (tx, mut rx) = mpsc::channel(64);
     let work = async move {
         let flight = gw.metrics.task_started();
-        let class = Class::Batch {
-            max_price_per_token,
-        };
+        let class = Class::Batch { pick };
         let done = run(gw, input, &tx, class).await;
         drop(flight);
         gw.metrics.task_ended(&done);
@@ -164,7 +165,8 @@ async fn run(
     class: Class,
 ) -> Result<Outcome, GatewayError> {
     // Batch work holds back while an interactive task has no node yet.
-    let mut waiting = (class == Class::Interactive).then(|| gw.router.waiting());
+    let interactive = matches!(class, Class::Interactive);
+    let mut waiting = interactive.then(|| gw.router.waiting());
     let account = gw
         .accounts
         .get(&input.api_key)
@@ -173,13 +175,10 @@ async fn run(
     let mut tried = Vec::new();
     let mut too_costly = 0;
     for _ in 0..MAX_ATTEMPTS {
-        let candidates = match class {
+        let candidates = match &class {
             Class::Interactive => gw.router.candidates(&input.model, &tried),
-            Class::Batch {
-                max_price_per_token,
-            } => gw
-                .router
-                .batch_candidates(&input.model, &tried, max_price_per_token),
+            Class::Batch { pick } if tried.is_empty() => pick.iter().cloned().collect(),
+            Class::Batch { .. } => Vec::new(),
         };
         let Some((node, capacity)) = candidates.into_iter().next() else {
             break;
@@ -206,14 +205,19 @@ async fn run(
             )));
         }
         // Count the task against the node from the moment it is chosen, so
-        // that concurrent requests spread over nodes instead of piling on one.
-        gw.router.track(&node, 1);
+        // that concurrent requests spread over nodes instead of piling on one
+        // (a batch task's node was counted when the batch runner picked it).
+        if interactive {
+            gw.router.track(&node, 1);
+        }
         drop(waiting.take());
         let task_id: [u8; 32] = rand::random();
         let result = run_on(gw, account, node, &input, events, task_id)
             .instrument(strata_service::task_span(&task_id))
             .await;
-        gw.router.track(&node, -1);
+        if interactive {
+            gw.router.track(&node, -1);
+        }
         gw.accounts.release(&client, max_cost);
         match result {
             Err(GatewayError::Busy(_)) => continue,

@@ -175,9 +175,10 @@ async fn a_batch_waits_for_idle_cheap_capacity_survives_a_restart_and_completes(
     assert_eq!(now["request_counts"]["completed"], 0);
 
     // The gateway restarts on the same state dir; a node under the cap
-    // appears meanwhile.
+    // appears meanwhile, with two of its four slots taken: room for one
+    // batch request at a time beside the interactive reserve.
     gw.shutdown().await;
-    let cheap = FakeNode::start(1, 0, 4).await;
+    let cheap = FakeNode::start(1, 2, 4).await;
     chain
         .register_node(&cheap.key, &cheap.addrs, 100 * TOKEN)
         .await;
@@ -203,6 +204,9 @@ async fn a_batch_waits_for_idle_cheap_capacity_survives_a_restart_and_completes(
     );
     // Only the node under the cap ran batch work, each request once.
     assert_eq!((cheap.started(), dear.started()), (3, 1));
+    // Never more than the room beyond the reserve (the runner holds a
+    // node's slot from the moment it picks it).
+    assert_eq!(cheap.max_open(), 1);
     assert_eq!(done["strata"]["cost"], 3 * cheap.price());
     assert!(done["completed_at"].as_u64().is_some());
 

@@ -129,6 +129,8 @@ pub struct FakeNode {
     pub behaviour: Arc<Mutex<Behaviour>>,
     /// Tasks it was asked to start.
     pub started: Arc<Mutex<Vec<[u8; 32]>>>,
+    /// Tasks started and not yet settled: now, and the most at once.
+    open: Arc<Mutex<(u32, u32)>>,
     handle: P2pHandle,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -153,6 +155,7 @@ impl FakeNode {
         let addrs = handle.listen_addrs().await.expect("listen addresses");
         let behaviour = Arc::new(Mutex::new(Behaviour::Honest));
         let started = Arc::new(Mutex::new(Vec::new()));
+        let open = Arc::new(Mutex::new((0, 0)));
         let announce = {
             let handle = handle.clone();
             let capacity = Capacity {
@@ -180,6 +183,7 @@ impl FakeNode {
             let key = key.insecure_clone();
             let behaviour = behaviour.clone();
             let started = started.clone();
+            let open = open.clone();
             tokio::spawn(async move {
                 while let Some(ev) = events.recv().await {
                     let P2pEvent::Request(req) = ev else { continue };
@@ -190,7 +194,7 @@ impl FakeNode {
                         continue;
                     };
                     let b = *behaviour.lock().unwrap();
-                    let answer = answer(&key, price_per_token, b, &started, task);
+                    let answer = answer(&key, price_per_token, b, &started, &open, task);
                     let _ = req.respond(encode(&answer));
                 }
             })
@@ -202,6 +206,7 @@ impl FakeNode {
             price_per_token,
             behaviour,
             started,
+            open,
             handle,
             tasks: vec![announce, serve],
         }
@@ -222,6 +227,11 @@ impl FakeNode {
         self.started.lock().unwrap().len()
     }
 
+    /// The most tasks it held at once (started, not yet settled).
+    pub fn max_open(&self) -> u32 {
+        self.open.lock().unwrap().1
+    }
+
     /// Stops it.
     pub async fn shutdown(self) {
         for t in &self.tasks {
@@ -237,6 +247,7 @@ fn answer(
     price_per_token: u64,
     behaviour: Behaviour,
     started: &Mutex<Vec<[u8; 32]>>,
+    open: &Mutex<(u32, u32)>,
     req: TaskRequest,
 ) -> TaskResponse {
     let price = u64::from(PROMPT_TOKENS + COMPLETION_TOKENS) * price_per_token;
@@ -247,6 +258,9 @@ fn answer(
         },
         TaskRequest::Start(spec) => {
             started.lock().unwrap().push(spec.task_id);
+            let mut o = open.lock().unwrap();
+            o.0 += 1;
+            o.1 = o.1.max(o.0);
             TaskResponse::Started {
                 prompt_tokens: PROMPT_TOKENS,
                 price_per_token,
@@ -277,6 +291,9 @@ fn answer(
             )),
         },
         TaskRequest::Settle { task_id, voucher } => {
+            let mut o = open.lock().unwrap();
+            o.0 = o.0.saturating_sub(1);
+            drop(o);
             let billed = if behaviour == Behaviour::WrongReceipt {
                 price - 1
             } else {
