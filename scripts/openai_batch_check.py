@@ -20,6 +20,7 @@ from openai import OpenAI
 def main() -> None:
     base_url, api_key, model = sys.argv[1:4]
     client = OpenAI(base_url=base_url, api_key=api_key)
+    started = time.time()
     requests = [
         {
             "custom_id": f"req-{i}",
@@ -65,7 +66,8 @@ def main() -> None:
         assert body["strata"]["receipt"], o
     errors = [json.loads(l) for l in client.files.content(batch.error_file_id).text.splitlines()]
     assert [e["error"]["line"] for e in errors] == [3], errors
-    print("batch ok", batch.id, "cost", batch.model_extra.get("strata", {}).get("cost"))
+    strata = (batch.model_extra or {}).get("strata", {})
+    print(f"batch ok {batch.id} cost {strata.get('cost')} in {time.time() - started:.1f} s")
 
 
 if __name__ == "__main__":
