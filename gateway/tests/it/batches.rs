@@ -1,9 +1,11 @@
 //! Deferred jobs (`/v1/files`, `/v1/batches`) against a real local chain,
 //! with fake nodes over real p2p: a batch whose price cap no idle node
 //! meets waits while an interactive request is served at once; it survives
-//! a gateway restart on the same state dir, then runs on the cheap node
-//! once one appears, paid like any task; bad lines are reported per line
-//! while the rest run; and every refusal is an OpenAI error object.
+//! a gateway restart on the same state dir, and another while one of its
+//! requests is running (that one runs again), then completes on the cheap
+//! node, paid like any task, never beyond the node's room for batch work;
+//! bad lines are reported per line while the rest run; and every refusal
+//! is an OpenAI error object.
 
 use std::time::Duration;
 
@@ -175,9 +177,31 @@ async fn a_batch_waits_for_idle_cheap_capacity_survives_a_restart_and_completes(
     assert_eq!(now["request_counts"]["completed"], 0);
 
     // The gateway restarts on the same state dir; a node under the cap
-    // appears meanwhile, with two of its four slots taken: room for one
-    // batch request at a time beside the interactive reserve.
+    // appears meanwhile, one that starts tasks and never finishes them: a
+    // batch request is running there when the gateway stops again.
     gw.shutdown().await;
+    let stall = FakeNode::start(1, 2, 4).await;
+    stall.set(Behaviour::Stall);
+    chain
+        .register_node(&stall.key, &stall.addrs, 100 * TOKEN)
+        .await;
+    let gw = gateway(&chain.url, accounts(), dir.path(), &[&dear, &stall]).await;
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while stall.started() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no batch request started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    gw.shutdown().await;
+    assert_eq!(stall.started(), 1, "room for one batch request at a time");
+    stall.shutdown().await;
+
+    // Restarted again with an honest node under the cap, with two of its
+    // four slots taken: room for one batch request at a time beside the
+    // interactive reserve. The abandoned request, with no result recorded,
+    // runs again.
     let cheap = FakeNode::start(1, 2, 4).await;
     chain
         .register_node(&cheap.key, &cheap.addrs, 100 * TOKEN)
@@ -202,7 +226,8 @@ async fn a_batch_waits_for_idle_cheap_capacity_survives_a_restart_and_completes(
         done["request_counts"],
         json!({"total": 6, "completed": 3, "failed": 3})
     );
-    // Only the node under the cap ran batch work, each request once.
+    // Only nodes under the cap ran batch work; every request has one
+    // result, the abandoned one's from its second run.
     assert_eq!((cheap.started(), dear.started()), (3, 1));
     // Never more than the room beyond the reserve (the runner holds a
     // node's slot from the moment it picks it).

@@ -113,6 +113,8 @@ pub enum Behaviour {
     Busy,
     /// Serves, then signs a receipt for a lower price than it billed.
     WrongReceipt,
+    /// Starts tasks, then never finishes them (every poll: nothing yet).
+    Stall,
 }
 
 /// A node without a model: real p2p, real signatures, scripted answers.
@@ -278,6 +280,10 @@ fn answer(
                 message: "this fake node computes no logprobs".into(),
             }
         }
+        TaskRequest::Poll { .. } if behaviour == Behaviour::Stall => TaskResponse::Output {
+            text: String::new(),
+            finished: None,
+        },
         TaskRequest::Poll { from_byte, .. } => TaskResponse::Output {
             text: ANSWER[usize::try_from(from_byte).unwrap_or(0).min(ANSWER.len())..].into(),
             finished: Some((
