@@ -127,7 +127,7 @@ pub(crate) fn api_key(headers: &HeaderMap) -> Result<String, GatewayError> {
 
 /// The request body, or why it could not be read: over the size limit (413,
 /// checked before anything is buffered) or cut short.
-fn body(read: Result<Bytes, BytesRejection>) -> Result<Bytes, GatewayError> {
+pub(crate) fn body(read: Result<Bytes, BytesRejection>) -> Result<Bytes, GatewayError> {
     read.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             GatewayError::TooLarge(format!("request body over {MAX_BODY_BYTES} bytes"))
@@ -137,7 +137,8 @@ fn body(read: Result<Bytes, BytesRejection>) -> Result<Bytes, GatewayError> {
     })
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, GatewayError> {
+/// The JSON body as `T`, or a 400 saying why not.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, GatewayError> {
     serde_json::from_slice(body)
         .map_err(|e| GatewayError::BadRequest(format!("invalid JSON body: {e}")))
 }

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream::{self, StreamExt};
@@ -32,7 +32,8 @@ use serde_json::{json, Value};
 use strata_rl::rewards::RewardFn;
 use strata_wire::task::{ChatTurn, PositionLogprobs, Prompt, Sampling, MAX_PROMPT_BYTES};
 
-use crate::openai::{DEFAULT_MAX_TOKENS, MAX_BODY_BYTES};
+use crate::http;
+use crate::openai::DEFAULT_MAX_TOKENS;
 use crate::runner::{self, Event, Outcome, TaskInput};
 use crate::{GatewayError, Inner};
 
@@ -138,21 +139,9 @@ fn read_request(
     headers: &HeaderMap,
     read: Result<Bytes, BytesRejection>,
 ) -> Result<(String, RolloutRequest), GatewayError> {
-    let body = read.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            GatewayError::TooLarge(format!("request body over {MAX_BODY_BYTES} bytes"))
-        } else {
-            GatewayError::BadRequest(r.body_text())
-        }
-    })?;
-    let key = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|k| k.trim().to_string())
-        .ok_or(GatewayError::Unauthorized)?;
-    let req = serde_json::from_slice(&body).map_err(|e| bad(format!("invalid JSON body: {e}")))?;
-    Ok((key, req))
+    let body = http::body(read)?;
+    let key = http::api_key(headers)?;
+    Ok((key, http::parse(&body)?))
 }
 
 fn bad(message: impl Into<String>) -> GatewayError {
