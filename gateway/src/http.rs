@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -91,7 +91,19 @@ impl IntoResponse for GatewayError {
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "server_error"),
         };
         let body = error_body(&self.to_string(), kind, self.code());
-        (status, Json(body)).into_response()
+        // When to come back: a slot frees within about a second under
+        // load, an RPC outage lasts longer. Clients that honour it (the
+        // official ones do) queue instead of flooding a full gateway, which
+        // the load campaign's 200 clients did at one retry a second.
+        let retry_after = match &self {
+            GatewayError::Busy(_) | GatewayError::NoCapacity(_) => Some("1"),
+            GatewayError::ChainUnavailable(_) => Some("5"),
+            _ => None,
+        };
+        match retry_after {
+            Some(secs) => (status, [(header::RETRY_AFTER, secs)], Json(body)).into_response(),
+            None => (status, Json(body)).into_response(),
+        }
     }
 }
 

@@ -307,6 +307,17 @@ async fn refusals_are_openai_errors_with_the_right_status() {
     // asked to run anything.
     let got = post(&gw, CHAT, Some(KEY), chat(MODEL, 8)).await;
     assert_error(&got, 503, "server_error", "chain_unavailable", "chain down");
+    // With when to come back.
+    let resp = reqwest::Client::new()
+        .post(format!("{}{CHAT}", gw.url()))
+        .bearer_auth(KEY)
+        .header("content-type", "application/json")
+        .body(chat(MODEL, 8))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "5");
     assert_eq!(node.started(), 0);
 
     gw.shutdown().await;
