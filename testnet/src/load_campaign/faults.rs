@@ -211,8 +211,9 @@ async fn kill_restart(services: &Mutex<Vec<Service>>, i: usize, down: Duration) 
 }
 
 /// Drops (or stops dropping) every TCP and UDP packet to or from `port` on
-/// this namespace's interfaces. libp2p dials out from its listening port
-/// (port reuse), so this cuts the node's outgoing connections as well as
+/// this namespace's interfaces. libp2p-swarm dials out from the listening
+/// port by default (best-effort `PortUse::Reuse`), so this cuts the node's
+/// outgoing connections as well as
 /// incoming ones; its chain RPC (ephemeral ports) still works, as a node
 /// cut off from its peers but not from its RPC provider would see it.
 pub fn partition(port: u16, on: bool) -> anyhow::Result<()> {
