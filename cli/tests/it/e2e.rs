@@ -268,24 +268,8 @@ async fn openai_python_client_and_refusals() {
 
     // The official openai client, unchanged, for a chat and a streamed chat,
     // and reading logprobs (chat, streamed chat, completions).
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let gw_for_py = gw.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(venv_python())
-            .arg(root.join("scripts/openai_client_check.py"))
-            .args([&format!("{gw_for_py}/v1"), DEMO_API_KEY, MODEL_NAME])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{printed}");
-    assert!(out.status.success(), "openai client failed:\n{printed}");
+    let (ok, printed) = python_check("openai_client_check.py", &gw).await;
+    assert!(ok, "openai client failed:\n{printed}");
     assert!(
         [
             "chat ok",
@@ -301,24 +285,9 @@ async fn openai_python_client_and_refusals() {
 
     // The Batch API through the same client: files.create, batches.create,
     // batches.retrieve until completed, files.content of both outputs.
-    let gw_for_py = gw.clone();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(venv_python())
-            .arg(root.join("scripts/openai_batch_check.py"))
-            .args([&format!("{gw_for_py}/v1"), DEMO_API_KEY, MODEL_NAME])
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{printed}");
+    let (ok, printed) = python_check("openai_batch_check.py", &gw).await;
     assert!(
-        out.status.success() && printed.contains("batch ok"),
+        ok && printed.contains("batch ok"),
         "openai batch check failed:\n{printed}"
     );
 
@@ -466,4 +435,28 @@ async fn openai_python_client_and_refusals() {
     let models: Value = strata_test_utils::get_json(&format!("{gw}/v1/models")).await;
     assert_eq!(models["data"][0]["id"], MODEL_NAME);
     t.shutdown().await;
+}
+
+/// Runs `scripts/<script> <gateway>/v1 <demo key> <model>` with the
+/// project's Python (the official `openai` client); whether it exited
+/// cleanly, and everything it printed (also echoed).
+async fn python_check(script: &'static str, gateway: &str) -> (bool, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let url = format!("{gateway}/v1");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(venv_python())
+            .arg(root.join("scripts").join(script))
+            .args([&url, DEMO_API_KEY, MODEL_NAME])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{printed}");
+    (out.status.success(), printed)
 }

@@ -154,7 +154,7 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<CampaignReport> {
         ..GenesisOptions::default()
     };
     genesis.params.epoch_length = 2;
-    let manifest = bootstrap(&rpc, chain.ws_url(), &keys, &genesis)
+    bootstrap(&rpc, chain.ws_url(), &keys, &genesis)
         .await
         .context("genesis")?;
     let mint = keys.mint.pubkey();
@@ -518,7 +518,6 @@ pub async fn run(options: CampaignOptions) -> anyhow::Result<CampaignReport> {
     }
     drop(proxy);
     let _ = tokio::task::spawn_blocking(move || drop(chain)).await;
-    let _ = manifest;
     Ok(CampaignReport {
         requests,
         faults,

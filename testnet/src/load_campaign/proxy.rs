@@ -6,7 +6,6 @@
 //! directly.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -25,7 +24,7 @@ impl RpcProxy {
         let listener = TcpListener::bind(listen).await?;
         let listen = listener.local_addr()?;
         let (up, rx) = watch::channel(true);
-        let task = tokio::spawn(serve(listener, listen, target, Arc::new(rx)));
+        let task = tokio::spawn(serve(listener, listen, target, rx));
         Ok(Self { listen, up, task })
     }
 
@@ -52,14 +51,13 @@ async fn serve(
     mut listener: TcpListener,
     addr: SocketAddr,
     target: SocketAddr,
-    up: Arc<watch::Receiver<bool>>,
+    mut state: watch::Receiver<bool>,
 ) {
-    let mut state = (*up).clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let Ok((inbound, _)) = accepted else { continue };
-                let conn_up = (*up).clone();
+                let conn_up = state.clone();
                 tokio::spawn(forward(inbound, target, conn_up));
             }
             changed = state.changed() => {
