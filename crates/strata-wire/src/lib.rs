@@ -8,7 +8,7 @@
 //!
 //! - **Borsh**, for the protocol's own messages: client-signed [`Voucher`]s,
 //!   node-signed [`Receipt`]s, [`Capacity`] announcements, the node [`task`]
-//!   protocol, the pipeline [`hop`] protocol and the verification network's [`audit`] messages (opening
+//!   protocol, the pipeline [`hop`] protocol, trainers' [`policy`] updates and the verification network's [`audit`] messages (opening
 //!   requests and responses, signed audit reports, verdict votes). Borsh has
 //!   one canonical byte string per value, so the hashes and signatures over
 //!   it are well defined. Everything is read back with [`decode`], which
@@ -45,6 +45,7 @@ pub mod audit;
 pub mod capacity;
 pub mod codec;
 pub mod hop;
+pub mod policy;
 pub mod protocols;
 pub mod receipt;
 pub mod sampling;

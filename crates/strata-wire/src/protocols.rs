@@ -90,8 +90,18 @@ pub const HOP_CAPACITY: TopicSpec = TopicSpec {
     max_payload: MAX_GOSSIP_PAYLOAD,
 };
 
+/// Trainers' signed policy updates ([`crate::policy::PolicyAnnouncement`]):
+/// which adapter version to fetch through the p2p distribution, and its
+/// digest. Small, so a tight limit.
+pub const POLICY: TopicSpec = TopicSpec {
+    tag: 7,
+    name: "/strata/policy/1",
+    max_payload: KIB,
+};
+
 /// Every gossip topic of the network.
-pub const ALL_TOPICS: &[TopicSpec] = &[CAPACITY, RECEIPTS, VERSIONS, VERDICTS, HOP_CAPACITY];
+pub const ALL_TOPICS: &[TopicSpec] =
+    &[CAPACITY, RECEIPTS, VERSIONS, VERDICTS, HOP_CAPACITY, POLICY];
 
 // Every message of the wire crate fits the protocol or topic that carries
 // it; checked when compiling, so the catalogue cannot drift from the types.
@@ -103,6 +113,7 @@ const _: () = {
     assert!(crate::capacity::MAX_CAPACITY_BYTES <= CAPACITY.max_payload);
     assert!(crate::capacity::MAX_HOP_CAPACITY_BYTES <= HOP_CAPACITY.max_payload);
     assert!(crate::audit::MAX_VOTE_BYTES <= VERDICTS.max_payload);
+    assert!(crate::policy::MAX_POLICY_ANNOUNCEMENT_BYTES <= POLICY.max_payload);
     assert!(crate::audit::MAX_OPENING_REQUEST_BYTES <= OPENING.max_request);
     assert!(crate::audit::MAX_OPENING_RESPONSE_BYTES <= OPENING.max_response);
     assert!(crate::hop::MAX_HOP_REQUEST_BYTES <= HIDDEN_STATE.max_request);

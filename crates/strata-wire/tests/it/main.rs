@@ -5,5 +5,6 @@ mod audit;
 mod common;
 mod golden;
 mod hop;
+mod policy;
 mod receipt;
 mod task;
