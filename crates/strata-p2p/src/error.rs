@@ -45,6 +45,10 @@ pub enum P2pError {
     /// This file is already being downloaded or is complete.
     #[error("already downloading or complete: {0}")]
     Busy(String),
+    /// The application stopped serving this file while it was fetched
+    /// ([`P2pHandle::stop_seeding`](crate::P2pHandle::stop_seeding)).
+    #[error("stopped: {0}")]
+    Stopped(String),
     /// The event loop has stopped.
     #[error("p2p node has shut down")]
     Shutdown,

@@ -218,6 +218,7 @@ impl EventLoop {
                 self.distribution.seed(store);
                 self.announce_files();
             }
+            Command::StopSeeding(root) => self.distribution.forget(root),
             Command::Download(root, dest, options, reply) => {
                 if self.distribution.start_download(root, dest, options, reply) {
                     self.announce_files();

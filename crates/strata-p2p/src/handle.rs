@@ -50,6 +50,8 @@ pub(crate) enum Command {
     Reachability(oneshot::Sender<Reachability>),
     ListenViaRelay(String, oneshot::Sender<Result<(), P2pError>>),
     Seed(Arc<ChunkStore>),
+    /// Stop serving (and fetching) a file.
+    StopSeeding(FileRoot),
     Download(
         FileRoot,
         PathBuf,
@@ -208,6 +210,17 @@ impl P2pHandle {
             .await
             .map_err(|_| P2pError::Shutdown)?;
         Ok(root)
+    }
+
+    /// Stop serving `root` (and end its download, if one runs, with
+    /// [`P2pError::Stopped`]): for a file the application deleted, such as
+    /// an evicted policy version or one it refused, so that peers are not
+    /// handed chunks of it any more. The file on disk is the caller's.
+    pub async fn stop_seeding(&self, root: FileRoot) -> Result<(), P2pError> {
+        self.tx
+            .send(Command::StopSeeding(root))
+            .await
+            .map_err(|_| P2pError::Shutdown)
     }
 
     /// Download `root` into `dest` (resuming a partial download there), and

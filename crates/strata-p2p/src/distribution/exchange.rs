@@ -72,6 +72,14 @@ impl Distribution {
         }
     }
 
+    /// Stops serving `root` and ends its download, if one runs. Chunk
+    /// requests still in flight for it find no file and are dropped.
+    pub(crate) fn forget(&mut self, root: FileRoot) {
+        if let Some(mut entry) = self.files.remove(&root) {
+            entry.fail(P2pError::Stopped(root.to_string()));
+        }
+    }
+
     /// Registers a download of `root` into `dest`, resuming what a previous
     /// run left there. Returns `true` when it started (the caller then
     /// announces and drives it); otherwise `reply` has the refusal.

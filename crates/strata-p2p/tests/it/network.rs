@@ -242,3 +242,57 @@ async fn dns_multiaddrs_resolve() {
         .expect("the failed lookup is reported in time");
     assert!(matches!(err, Err(P2pError::Dial(_))), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_files_are_no_longer_served_or_fetched() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("adapter.bin");
+    write_test_file(&src, 1 << 20, 2);
+    // Slow enough that the download is still running when it is stopped.
+    let seeder = spawn_node(P2pConfig {
+        upload_rate_limit: Some(256 << 10),
+        ..local()
+    })
+    .await;
+    let root = seeder
+        .handle
+        .seed_file_with_chunk_size(&src, 64 * 1024)
+        .await
+        .unwrap();
+    let opts = DownloadOptions {
+        peers: vec![seeder.handle.node_id()],
+        star: false,
+    };
+
+    let mut first = spawn_with_bootstrap(&[&seeder], local()).await;
+    let h = first.handle.clone();
+    let (dest, o) = (dir.path().join("a.bin"), opts.clone());
+    let dl = tokio::spawn(async move { h.download(root, dest, o).await });
+    next_matching(
+        &mut first.events,
+        Duration::from_secs(20),
+        |e| matches!(e, P2pEvent::DownloadProgress { have, .. } if *have >= 1),
+    )
+    .await
+    .expect("some progress");
+    first.handle.stop_seeding(root).await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), dl)
+        .await
+        .expect("the download ends when stopped")
+        .unwrap();
+    assert!(matches!(ended, Err(P2pError::Stopped(_))), "{ended:?}");
+
+    // The seeder stops too: a new downloader finds nothing to fetch (the
+    // whole file takes 4 s at this rate; a served manifest and chunk would
+    // show as progress well within 2).
+    seeder.handle.stop_seeding(root).await.unwrap();
+    let mut second = spawn_with_bootstrap(&[&seeder], local()).await;
+    let h = second.handle.clone();
+    let dest = dir.path().join("b.bin");
+    tokio::spawn(async move { h.download(root, dest, opts).await });
+    let progress = next_matching(&mut second.events, Duration::from_secs(2), |e| {
+        matches!(e, P2pEvent::DownloadProgress { .. })
+    })
+    .await;
+    assert!(progress.is_none(), "a stopped file was served");
+}
