@@ -3,13 +3,15 @@
 //! ([`now_ms`], and [`thread_cpu_micros`] for what a unit of work cost),
 //! the p2p addresses a service advertises ([`wait_listening`]) and
 //! bootstrapping peers from the node registry on-chain
-//! ([`dial_registered_nodes`]), and Prometheus snapshots ([`metrics`]).
+//! ([`dial_registered_nodes`]), Prometheus snapshots ([`metrics`]), and a
+//! trainer's publication of a policy version ([`policy`]).
 //!
 //! It holds no domain logic: tasks, receipts, audits and money live in the
 //! crates named after them.
 #![warn(missing_docs)]
 
 pub mod metrics;
+pub mod policy;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
