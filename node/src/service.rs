@@ -430,6 +430,7 @@ impl Service {
             retain_states: false,
             tamper: cheat.and_then(|c| c.tamper(engine.model.n_layers())),
             logprobs,
+            adapter: None,
         };
         if !self.inner.worker.submit(Job::Start {
             task: spec.task_id,

@@ -93,6 +93,7 @@ fn commitment_overhead(m: &Model, prompt: &[u32]) -> Result<f64> {
             cache: &mut cache,
             rows,
             observer: None,
+            adapter: None,
         }],
     )?;
     let mut fwd = 0f64;
@@ -111,6 +112,7 @@ fn commitment_overhead(m: &Model, prompt: &[u32]) -> Result<f64> {
                     cache: &mut cache,
                     rows: 1,
                     observer: None,
+                    adapter: None,
                 }],
             )?;
         }

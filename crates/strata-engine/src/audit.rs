@@ -17,6 +17,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::adapter::Adapter;
 use crate::commitment::CommitmentRecorder;
 use crate::error::{EngineError, Result};
 use crate::hidden::{HiddenHasher, HiddenStates};
@@ -34,6 +35,17 @@ pub fn rederive(
     positions: &[u32],
     tamper: Option<Arc<dyn LayerTamper>>,
 ) -> Result<CommitmentRecorder> {
+    rederive_adapted(model, positions, tamper, None)
+}
+
+/// [`rederive`] for a task served with a LoRA adapter: the same pass with
+/// every row running `adapter`, as the serving [`crate::Batcher`] did.
+pub fn rederive_adapted(
+    model: &Model,
+    positions: &[u32],
+    tamper: Option<Arc<dyn LayerTamper>>,
+    adapter: Option<&Adapter>,
+) -> Result<CommitmentRecorder> {
     if positions.is_empty() {
         return Err(EngineError::EmptyPrompt);
     }
@@ -44,9 +56,9 @@ pub fn rederive(
     let mut x = model.embed(positions)?;
     let rows = x.rows();
     let mut segs = [Segment {
-        cache: &mut cache,
-        rows,
         observer: Some(&mut observer as &mut dyn LayerObserver),
+        adapter,
+        ..Segment::new(&mut cache, rows)
     }];
     model.forward_layers(0..n, &mut x, &mut segs)?;
     observer
@@ -72,6 +84,18 @@ pub fn rederive_hop(
     input: &HopInput,
     tamper: Option<Arc<dyn LayerTamper>>,
 ) -> Result<CommitmentRecorder> {
+    rederive_hop_adapted(model, layers, input, tamper, None)
+}
+
+/// [`rederive_hop`] for a sequence the hop served with a LoRA adapter
+/// ([`crate::HopOptions::adapter`]).
+pub fn rederive_hop_adapted(
+    model: &Model,
+    layers: Range<usize>,
+    input: &HopInput,
+    tamper: Option<Arc<dyn LayerTamper>>,
+    adapter: Option<&Adapter>,
+) -> Result<CommitmentRecorder> {
     if layers.is_empty() {
         return Err(EngineError::InvalidRequest(
             "a hop runs at least one layer".into(),
@@ -89,9 +113,9 @@ pub fn rederive_hop(
     let mut cache = model.new_cache(layers.clone())?;
     let rows = x.rows();
     let mut segs = [Segment {
-        cache: &mut cache,
-        rows,
         observer: Some(&mut observer as &mut dyn LayerObserver),
+        adapter,
+        ..Segment::new(&mut cache, rows)
     }];
     model.forward_layers(layers, &mut x, &mut segs)?;
     observer

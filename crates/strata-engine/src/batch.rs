@@ -3,6 +3,9 @@
 //! is prefilled in the same pass as the others' decode rows) and leave between
 //! steps.
 
+use std::sync::Arc;
+
+use crate::adapter::Adapter;
 use crate::commitment::{CommitmentRecorder, CommitmentTree};
 use crate::error::{EngineError, Result};
 use crate::hidden::HiddenStates;
@@ -35,6 +38,11 @@ pub struct GenerateRequest {
     /// most likely alternatives (capped at [`crate::MAX_TOP_LOGPROBS`]);
     /// `None` computes nothing.
     pub logprobs: Option<u8>,
+    /// The LoRA adapter of the policy this sequence runs (`None`: the base
+    /// model). Sequences of one batch may run different adapters. The
+    /// caller checks it was trained on this model ([`Adapter::check_for`]);
+    /// [`Batcher::add`] checks its shapes.
+    pub adapter: Option<Arc<Adapter>>,
 }
 
 impl GenerateRequest {
@@ -49,6 +57,7 @@ impl GenerateRequest {
             retain_states: false,
             tamper: None,
             logprobs: None,
+            adapter: None,
         }
     }
 }
@@ -104,6 +113,8 @@ struct Active {
     logprobs: Vec<TokenLogprobs>,
     /// Its commitment recorder (and, on a cheating node, its tamperer).
     observer: SeqObserver,
+    /// The adapter it runs with.
+    adapter: Option<Arc<Adapter>>,
 }
 
 /// Runs many sequences through one model with continuous batching.
@@ -146,6 +157,9 @@ impl<'m> Batcher<'m> {
                 context: cfg.context_length,
             });
         }
+        if let Some(adapter) = &req.adapter {
+            adapter.check_shapes(cfg)?;
+        }
         let id = self.next_id;
         self.next_id += 1;
         let n = self.model.n_layers();
@@ -170,6 +184,7 @@ impl<'m> Batcher<'m> {
                 }),
                 req.tamper,
             ),
+            adapter: req.adapter,
         };
         if active.max_new == 0 {
             self.finish(active, FinishReason::Length)?;
@@ -216,6 +231,7 @@ impl<'m> Batcher<'m> {
                             .observer
                             .is_active()
                             .then_some(&mut a.observer as &mut dyn LayerObserver),
+                        adapter: a.adapter.as_deref(),
                     }
                 })
                 .collect();
@@ -320,11 +336,7 @@ pub fn trace_layers(model: &Model, tokens: &[u32]) -> Result<Vec<HiddenStates>> 
     for l in 0..n {
         out.push(x.clone());
         let rows = x.rows();
-        let mut segs = [Segment {
-            cache: &mut cache,
-            rows,
-            observer: None,
-        }];
+        let mut segs = [Segment::new(&mut cache, rows)];
         model.forward_layers(l..l + 1, &mut x, &mut segs)?;
     }
     out.push(x);

@@ -11,6 +11,7 @@
 
 use half::f16;
 
+use crate::adapter::Adapter;
 use crate::commitment::{sketch, Opening};
 use crate::error::{EngineError, Result};
 use crate::hidden::{HiddenHasher, HiddenStates};
@@ -132,7 +133,30 @@ pub fn check_layer(
     committed_sketch: Option<&[u16]>,
     tol: Tolerance,
 ) -> Result<LayerCheck> {
-    let rerun = model.rerun_layer(layer, input)?;
+    check_layer_adapted(
+        model,
+        layer,
+        input,
+        claimed_output,
+        committed_sketch,
+        tol,
+        None,
+    )
+}
+
+/// [`check_layer`] of the adapted model (base plus `adapter`, the policy
+/// the task was served with): the re-run adds the adapter's deltas exactly
+/// as the node did.
+pub fn check_layer_adapted(
+    model: &Model,
+    layer: usize,
+    input: &HiddenStates,
+    claimed_output: &HiddenStates,
+    committed_sketch: Option<&[u16]>,
+    tol: Tolerance,
+    adapter: Option<&Adapter>,
+) -> Result<LayerCheck> {
+    let rerun = model.rerun_layer_adapted(layer, input, adapter)?;
     let recomputed = rerun.output;
     let rel_dev = relative_deviation(claimed_output, &recomputed)?;
     let sketch_dev = match committed_sketch {
@@ -160,6 +184,31 @@ pub fn verify_layer_opening(
     output: &HiddenStates,
     tol: Tolerance,
 ) -> Result<LayerCheck> {
+    verify_layer_opening_adapted(
+        model,
+        root,
+        input_opening,
+        input,
+        output_opening,
+        output,
+        tol,
+        None,
+    )
+}
+
+/// [`verify_layer_opening`] for a task served with a LoRA adapter (see
+/// [`check_layer_adapted`]).
+#[allow(clippy::too_many_arguments)] // verify_layer_opening's seven, plus the adapter
+pub fn verify_layer_opening_adapted(
+    model: &Model,
+    root: &[u8; 32],
+    input_opening: &Opening,
+    input: &HiddenStates,
+    output_opening: &Opening,
+    output: &HiddenStates,
+    tol: Tolerance,
+    adapter: Option<&Adapter>,
+) -> Result<LayerCheck> {
     input_opening.verify(root)?;
     output_opening.verify(root)?;
     let layer = input_opening.entry.layer as usize;
@@ -178,12 +227,13 @@ pub fn verify_layer_opening(
             "output states do not match their commitment".into(),
         ));
     }
-    check_layer(
+    check_layer_adapted(
         model,
         layer,
         input,
         output,
         Some(&input_opening.entry.sketch),
         tol,
+        adapter,
     )
 }

@@ -100,6 +100,32 @@ pub enum EngineError {
     /// A commitment opening or proof is malformed or does not verify.
     #[error("commitment error: {0}")]
     Commitment(String),
+    /// A LoRA adapter file is malformed: not safetensors, a wrong or missing
+    /// `strata.*` metadata entry, a tensor with an unknown name, a dtype other
+    /// than F32, an unpaired or mis-shaped `lora_a`/`lora_b`, a rank out of
+    /// range or a non-finite value.
+    #[error("invalid LoRA adapter: {0}")]
+    Adapter(String),
+    /// A LoRA adapter file is larger than [`crate::MAX_ADAPTER_BYTES`].
+    #[error("LoRA adapter of {bytes} bytes is over the {max}-byte limit")]
+    AdapterTooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A LoRA adapter was trained on another base model than the one loaded.
+    #[error("adapter for base model {adapter}, this model is {model}")]
+    AdapterBaseModel {
+        /// The adapter's `strata.base_model` (hex sha256).
+        adapter: String,
+        /// The loaded model's sha256 (hex).
+        model: String,
+    },
+    /// A LoRA adapter's tensors do not fit the loaded model's shapes (a layer
+    /// it does not have, or a projection of another width).
+    #[error("adapter does not fit this model: {0}")]
+    AdapterShape(String),
     /// The tokenizer metadata is missing or inconsistent.
     #[error("tokenizer error: {0}")]
     Tokenizer(String),

@@ -15,7 +15,9 @@
 
 use std::collections::BTreeMap;
 use std::ops::Range;
+use std::sync::Arc;
 
+use crate::adapter::Adapter;
 use crate::commitment::{CommitmentRecorder, CommitmentTree};
 use crate::error::{EngineError, Result};
 use crate::hidden::HiddenStates;
@@ -42,6 +44,11 @@ pub struct HopOptions {
     pub max_new_tokens: usize,
     /// Record the hop's commitments (entries `a ..= b`) for its receipt.
     pub record_commitments: bool,
+    /// The LoRA adapter of the sequence's policy (`None`: the base model):
+    /// every hop of a route must run the same one, for its blocks. The
+    /// caller checks it was trained on this model ([`Adapter::check_for`]);
+    /// [`HopBatcher::open`] checks its shapes.
+    pub adapter: Option<Arc<Adapter>>,
 }
 
 impl HopOptions {
@@ -53,6 +60,7 @@ impl HopOptions {
             stop_tokens: Vec::new(),
             max_new_tokens,
             record_commitments: false,
+            adapter: None,
         }
     }
 }
@@ -140,6 +148,7 @@ struct HopSeq {
     pending: Option<HopInput>,
     recorder: Option<CommitmentRecorder>,
     ended: bool,
+    adapter: Option<Arc<Adapter>>,
 }
 
 /// Continuous batching for one pipeline hop.
@@ -220,6 +229,9 @@ impl<'m> HopBatcher<'m> {
                 "a sequence must be allowed at least one new token".into(),
             ));
         }
+        if let Some(adapter) = &opts.adapter {
+            adapter.check_shapes(self.model.config())?;
+        }
         let cols = self.model.config().hidden_size;
         let seq = HopSeq {
             cache: self.model.new_cache(self.layers.clone())?,
@@ -232,6 +244,7 @@ impl<'m> HopBatcher<'m> {
                 .record_commitments
                 .then(|| CommitmentRecorder::new_hop(self.layers.clone(), cols)),
             ended: false,
+            adapter: opts.adapter,
         };
         self.seqs.insert(key, seq);
         Ok(())
@@ -316,6 +329,7 @@ impl<'m> HopBatcher<'m> {
                     cache: &mut seq.cache,
                     rows: n,
                     observer: seq.recorder.as_mut().map(|r| r as &mut dyn LayerObserver),
+                    adapter: seq.adapter.as_deref(),
                 });
             }
             self.model

@@ -19,6 +19,8 @@
 //! Modules, from the bottom up (each uses only those above it):
 //!
 //! - `error`: [`EngineError`];
+//! - `adapter`: LoRA [`Adapter`]s (a policy is a base model plus one), their
+//!   file format and identity;
 //! - `ops`: the numeric primitives (dot product, RMS norm, SiLU) and the
 //!   determinism contract that lets a verifier re-run a layer bit for bit;
 //! - `kernels`: quantized matmul kernels (scalar, AVX2, AVX-512 VNNI) and the
@@ -37,6 +39,7 @@
 //!   (a [`Shard`] of the blocks, fed tokens or the previous hop's states).
 #![warn(missing_docs)]
 
+mod adapter;
 mod audit;
 mod batch;
 mod check;
@@ -55,14 +58,19 @@ mod sampling;
 mod tamper;
 mod tokenizer;
 
+pub use adapter::{
+    Adapter, LoraPart, LoraTarget, ADAPTER_FORMAT, MAX_ADAPTER_BYTES, MAX_ADAPTER_RANK,
+};
 pub use audit::{
-    check_embedding, check_sampling, check_sampling_from, rederive, rederive_hop, SampleCheck,
+    check_embedding, check_sampling, check_sampling_from, rederive, rederive_adapted, rederive_hop,
+    rederive_hop_adapted, SampleCheck,
 };
 pub use batch::{
     generate, trace_layers, Batcher, FinishReason, Finished, GenerateRequest, SeqId, StepToken,
 };
 pub use check::{
-    check_layer, relative_deviation, verify_layer_opening, LayerCheck, Tolerance, DEFAULT_TOLERANCE,
+    check_layer, check_layer_adapted, relative_deviation, verify_layer_opening,
+    verify_layer_opening_adapted, LayerCheck, Tolerance, DEFAULT_TOLERANCE,
 };
 pub use commitment::{
     sketch, CommitmentRecorder, CommitmentTree, LayerEntry, Opening, MAX_ENTRY_BYTES, SKETCH_DIM,

@@ -393,6 +393,7 @@ impl Hops {
             stop_tokens: stop_tokens.clone(),
             max_new_tokens: open.max_new as usize,
             record_commitments: true,
+            adapter: None,
         };
         let id = (open.task_id, open.segment);
         let key = {

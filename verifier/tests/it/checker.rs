@@ -63,6 +63,7 @@ fn serve(question: &str, task: u8, sampling: Sampling, cheat: Option<Cheat>) -> 
         retain_states: false,
         tamper: cheat.and_then(|c| c.tamper(m.n_layers())),
         logprobs: None,
+        adapter: None,
     };
     let done = generate(m, req).unwrap();
     let mut root = done.commitments.as_ref().unwrap().root();

@@ -79,6 +79,7 @@ fn serve(prompt: Vec<u32>, sampling: Sampling, sample_offset: u32, task: u8) -> 
         stop_tokens: Vec::new(),
         max_new_tokens: MAX_NEW,
         record_commitments: true,
+        adapter: None,
     };
     for hop in hops.iter_mut() {
         hop.open(1, opts.clone()).unwrap();

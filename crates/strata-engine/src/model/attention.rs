@@ -1,12 +1,14 @@
 //! Causal grouped-query self-attention with rotary position embeddings, each
 //! sequence of the batch (a [`Segment`]) attending to its own KV cache.
 
+use crate::adapter::LoraTarget;
 use crate::error::{EngineError, Result};
 use crate::kernels::{attention::attend, for_each_chunk};
 use crate::kv_cache::LayerKv;
 use crate::linear::Linear;
 use crate::loader::LlamaConfig;
 
+use super::lora::RowAdapters;
 use super::Segment;
 
 /// Work (cached positions × heads) below which one thread does the attention:
@@ -58,9 +60,10 @@ pub(crate) struct Attention {
     /// The block's index: which layer of each segment's cache it uses.
     layer: usize,
     /// Fused `[Wq; Wk; Wv]`: hidden → q_dim + 2·kv_dim.
-    wqkv: Linear,
+    pub(super) wqkv: Linear,
     /// Output projection: q_dim → hidden.
-    wo: Linear,
+    pub(super) wo: Linear,
+    hidden: usize,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
@@ -72,6 +75,7 @@ impl Attention {
             layer,
             wqkv,
             wo,
+            hidden: cfg.hidden_size,
             n_heads: cfg.n_heads,
             n_kv_heads: cfg.n_kv_heads,
             head_dim: cfg.head_dim,
@@ -84,19 +88,29 @@ impl Attention {
     }
 
     /// `Wo · attention(rope(Wq·x), rope(Wk·x), Wv·x)` for the `n` rows of the
-    /// normed input `xn` (`[n, hidden]`), segment after segment; appends each
-    /// segment's new keys and values to its cache. Returns `[n, hidden]`.
+    /// normed input `xn` (`[n, hidden]`), segment after segment, each row's
+    /// projections with its adapter's deltas (before RoPE, where an unfused
+    /// `W·x + scale·B·A·x` would be); appends each segment's new keys and
+    /// values to its cache. Returns `[n, hidden]`.
     pub(crate) fn forward(
         &self,
         xn: &[f32],
         n: usize,
         segments: &mut [Segment<'_>],
         rope: &Rope,
+        lora: &RowAdapters<'_>,
     ) -> Result<Vec<f32>> {
-        let mut qkv = self.wqkv.forward(xn, n)?; // [n, q_dim + 2·kv_dim]
+        let (q_dim, kv_dim, _) = self.dims();
+        let qkv_parts = [
+            (LoraTarget::AttnQ, q_dim),
+            (LoraTarget::AttnK, kv_dim),
+            (LoraTarget::AttnV, kv_dim),
+        ];
+        let mut qkv = lora.project(&self.wqkv, self.layer, &qkv_parts, xn, n)?; // [n, q_dim + 2·kv_dim]
         let starts = self.rotate_and_cache(&mut qkv, segments, rope)?;
         let heads = self.attend(&qkv, segments, &starts)?; // [n, q_dim]
-        self.wo.forward(&heads, n) // [n, hidden]
+        let o_parts = [(LoraTarget::AttnOutput, self.hidden)];
+        lora.project(&self.wo, self.layer, &o_parts, &heads, n) // [n, hidden]
     }
 
     /// Applies RoPE to the new queries and keys (in `qkv`, at each row's

@@ -22,6 +22,7 @@
 
 mod attention;
 mod block;
+mod lora;
 mod mlp;
 
 use std::ops::Range;
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 
+use crate::adapter::Adapter;
 use crate::error::{EngineError, Result};
 use crate::hidden::HiddenStates;
 use crate::kv_cache::KvCache;
@@ -39,6 +41,7 @@ use crate::ops::rms_norm;
 
 use self::attention::Rope;
 use self::block::Block;
+use self::lora::RowAdapters;
 
 /// Sees every layer's input and output rows of one sequence as
 /// [`Model::forward_layers`] runs: how the per-layer commitments are recorded
@@ -54,7 +57,8 @@ pub trait LayerObserver {
 }
 
 /// One sequence's share of a batched forward pass: its next `rows` rows of the
-/// hidden-state matrix, its KV cache and, optionally, an observer of its layers.
+/// hidden-state matrix, its KV cache and, optionally, an observer of its
+/// layers and the LoRA adapter it runs with.
 pub struct Segment<'a> {
     /// The sequence's cache for (at least) the layers being run.
     pub cache: &'a mut KvCache,
@@ -63,6 +67,25 @@ pub struct Segment<'a> {
     pub rows: usize,
     /// Shown the sequence's rows before and after every layer when present.
     pub observer: Option<&'a mut dyn LayerObserver>,
+    /// The adapter the sequence's policy adds to the base model (`None`: the
+    /// base model, bit for bit). Per sequence, because a node switching
+    /// policy versions lets older sequences finish on theirs while new ones
+    /// start on the next. Its shapes are checked against the model on every
+    /// [`Model::forward_layers`]; that it was trained on this model's file
+    /// is the caller's to check ([`Adapter::check_for`]).
+    pub adapter: Option<&'a Adapter>,
+}
+
+impl<'a> Segment<'a> {
+    /// A segment of `rows` rows over `cache`, without observer or adapter.
+    pub fn new(cache: &'a mut KvCache, rows: usize) -> Self {
+        Self {
+            cache,
+            rows,
+            observer: None,
+            adapter: None,
+        }
+    }
 }
 
 /// A loaded llama-family model, whole or a pipeline shard of it (see [`Shard`]).
@@ -252,6 +275,9 @@ impl Model {
             )));
         }
         for seg in segments.iter() {
+            if let Some(adapter) = seg.adapter {
+                adapter.check_shapes(cfg)?;
+            }
             let cr = seg.cache.layer_range();
             if layers.start < cr.start || layers.end > cr.end {
                 return Err(EngineError::InvalidRequest(format!(
@@ -272,8 +298,9 @@ impl Model {
         let n = x.rows();
         for l in layers {
             notify(segments, x, |o, rows| o.before_layer(l, rows))?;
+            let lora = RowAdapters::new(segments);
             self.block(l)
-                .forward(x.as_mut_slice(), n, segments, &self.rope)?;
+                .forward(x.as_mut_slice(), n, segments, &self.rope, &lora)?;
             notify(segments, x, |o, rows| o.after_layer(l, rows))?;
         }
         Ok(())
@@ -320,7 +347,22 @@ impl Model {
     /// verifier's audit report carries it as proof of work (and two verifiers
     /// who audited the same layer must report the same digest).
     pub fn rerun_layer(&self, layer: usize, input: &HiddenStates) -> Result<LayerRerun> {
+        self.rerun_layer_adapted(layer, input, None)
+    }
+
+    /// [`Model::rerun_layer`] of the adapted model (base plus `adapter`):
+    /// what a verifier runs to re-check a layer of a task served with an
+    /// adapter, bit-identical to the serving run.
+    pub fn rerun_layer_adapted(
+        &self,
+        layer: usize,
+        input: &HiddenStates,
+        adapter: Option<&Adapter>,
+    ) -> Result<LayerRerun> {
         self.check_range(&(layer..layer + 1))?;
+        if let Some(adapter) = adapter {
+            adapter.check_shapes(&self.config)?;
+        }
         if input.cols() != self.config.hidden_size {
             return Err(EngineError::InvalidRequest(format!(
                 "hidden states are {} wide, the model expects {}",
@@ -339,20 +381,20 @@ impl Model {
             });
         }
         let mut segs = [Segment {
-            cache: &mut cache,
-            rows: n,
-            observer: None,
+            adapter,
+            ..Segment::new(&mut cache, n)
         }];
+        let lora = RowAdapters::new(&segs);
         let block = self.block(layer);
         let mut work = blake3::Hasher::new();
         work.update(b"strata/work/v1");
         work.update(&(layer as u32).to_le_bytes());
         if n > 0 {
-            block.attention_residual(x.as_mut_slice(), n, &mut segs, &self.rope)?;
+            block.attention_residual(x.as_mut_slice(), n, &mut segs, &self.rope, &lora)?;
             for v in x.as_slice() {
                 work.update(&v.to_le_bytes());
             }
-            block.mlp_residual(x.as_mut_slice(), n)?;
+            block.mlp_residual(x.as_mut_slice(), n, &lora)?;
         }
         Ok(LayerRerun {
             output: x,

@@ -112,6 +112,7 @@ fn malformed_hidden_state_messages_are_errors() {
                 cache: &mut cache,
                 rows: 3,
                 observer: None,
+                adapter: None,
             }],
         )
         .unwrap_err();

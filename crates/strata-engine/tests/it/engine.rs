@@ -88,6 +88,7 @@ fn seeded_sampling_is_reproducible() {
         retain_states: false,
         tamper: None,
         logprobs: None,
+        adapter: None,
     };
     let a = generate(&e.model, req(7)).unwrap().tokens;
     let b = generate(&e.model, req(7)).unwrap().tokens;
@@ -160,6 +161,7 @@ fn pipeline_of_two_shards_equals_whole_model() {
                 cache: &mut cache_a,
                 rows,
                 observer: None,
+                adapter: None,
             }],
         )
         .unwrap();
@@ -173,6 +175,7 @@ fn pipeline_of_two_shards_equals_whole_model() {
                 cache: &mut cache_b,
                 rows,
                 observer: None,
+                adapter: None,
             }],
         )
         .unwrap();
@@ -200,6 +203,7 @@ fn prefill_and_incremental_decode_give_identical_states() {
             cache: &mut c1,
             rows,
             observer: None,
+            adapter: None,
         }],
     )
     .unwrap();
@@ -214,6 +218,7 @@ fn prefill_and_incremental_decode_give_identical_states() {
                 cache: &mut c2,
                 rows: 1,
                 observer: None,
+                adapter: None,
             }],
         )
         .unwrap();
@@ -261,11 +266,13 @@ fn observer_sees_its_own_rows_around_every_layer() {
                 cache: &mut c0,
                 rows: other.len(),
                 observer: None,
+                adapter: None,
             },
             Segment {
                 cache: &mut c1,
                 rows: mine.len(),
                 observer: Some(&mut seen),
+                adapter: None,
             },
         ],
     )

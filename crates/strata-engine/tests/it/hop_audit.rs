@@ -113,6 +113,7 @@ fn opts(sampling: SamplingParams, sample_offset: u64, max_new: usize) -> HopOpti
         stop_tokens: Vec::new(),
         max_new_tokens: max_new,
         record_commitments: true,
+        adapter: None,
     }
 }
 

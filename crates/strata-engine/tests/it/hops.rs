@@ -130,6 +130,7 @@ fn three_hops_serve_many_sequences_like_one_node() {
                 stop_tokens: Vec::new(),
                 max_new_tokens: 10,
                 record_commitments: true,
+                adapter: None,
             },
             joins_at: [0, 0, 3][i],
         })
@@ -200,6 +201,7 @@ fn a_failover_continues_the_stream_exactly() {
             stop_tokens: Vec::new(),
             max_new_tokens: full.len() - k,
             record_commitments: false,
+            adapter: None,
         },
         joins_at: 0,
     };

@@ -2,6 +2,7 @@
 //! share one loaded default model (`common::engine`); the engine and candle's
 //! kernels are compiled optimised even in the test profile (Cargo.toml).
 
+mod adapter;
 mod bad_input;
 mod common;
 mod engine;

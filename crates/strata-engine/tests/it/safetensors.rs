@@ -251,6 +251,7 @@ fn shard_logits(dir: &std::path::Path) -> Vec<f32> {
             cache: &mut cache,
             rows,
             observer: None,
+            adapter: None,
         };
         m.forward_layers(layers, &mut x, &mut [seg]).unwrap();
     }

@@ -28,6 +28,7 @@ fn hop(m: &Model, layers: Range<usize>, x: &mut HiddenStates, cache: &mut strata
             cache,
             rows,
             observer: None,
+            adapter: None,
         }],
     )
     .unwrap();
