@@ -4,7 +4,8 @@
 //! there and intact, load it, profile this machine, join the p2p network,
 //! register and stake on-chain if needed, then serve the task protocol
 //! (`strata_wire::task`), answer audits of what it served ([`openings`],
-//! from the [`archive`] of settled tasks) and announce capacity until
+//! from the [`archive`] of settled tasks), fetch the policy versions of
+//! the trainers it follows ([`policy`]) and announce capacity until
 //! [`RunningNode::shutdown`]. The binary (`src/main.rs`) only parses flags
 //! and waits for Ctrl-C.
 //!
@@ -22,6 +23,7 @@ pub mod openings;
 mod outbox;
 mod payments;
 pub mod placement;
+pub mod policy;
 pub mod profile;
 mod service;
 mod worker;
@@ -47,6 +49,7 @@ use crate::hop::HopSetup;
 pub use crate::hop::Hops;
 use crate::openings::Openings;
 use crate::payments::Payments;
+use crate::policy::{PolicyConfig, PolicyStore};
 pub use crate::service::{Service, ServiceConfig};
 
 /// Longest a graceful shutdown waits for tasks and receipts.
@@ -137,6 +140,9 @@ pub struct NodeConfig {
     pub cheat: Option<Cheat>,
     /// Which blocks to hold and the memory offered ([`memory`]).
     pub memory: memory::MemoryPlan,
+    /// Trainers whose policy versions (LoRA adapters) to fetch, keep and
+    /// seed ([`policy`]); empty: none.
+    pub follow_trainers: Vec<[u8; 32]>,
 }
 
 /// A running node.
@@ -155,6 +161,8 @@ pub struct RunningNode {
     pub openings: Openings,
     /// Its pipeline-hop runtime, when it holds part of the model.
     pub hops: Option<Hops>,
+    /// The policy versions it holds, when it follows trainers.
+    pub policies: Option<PolicyStore>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -399,12 +407,34 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         payments,
     );
 
+    let policies = if config.follow_trainers.is_empty() {
+        None
+    } else {
+        // Without a state directory the files still need a place on disk.
+        let dir = match &config.state_dir {
+            Some(d) => d.join("policies"),
+            None => std::env::temp_dir().join(format!("strata-policies-{}", p2p.node_id())),
+        };
+        let store = PolicyStore::new(
+            PolicyConfig::new(config.follow_trainers.clone(), model_hash, dir),
+            p2p.clone(),
+            policy::engine_loader(engine.model.config().clone(), model_hash),
+        )?;
+        tracing::info!(
+            trainers = config.follow_trainers.len(),
+            "following policy updates"
+        );
+        Some(store)
+    };
     let serve = {
         let (service, openings, hops) = (service.clone(), openings.clone(), hops.clone());
-        let (swarm, p2p) = (swarm.clone(), p2p.clone());
+        let (swarm, p2p, policies) = (swarm.clone(), p2p.clone(), policies.clone());
         tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 if swarm.hear(&p2p, &ev).await {
+                    continue;
+                }
+                if policies.as_ref().is_some_and(|p| p.hear(&ev)) {
                     continue;
                 }
                 match ev {
@@ -548,6 +578,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         addrs,
         openings,
         hops,
+        policies,
         tasks,
     })
 }

@@ -89,6 +89,11 @@ struct Cli {
     /// refused, with the figures, when what it holds would not fit.
     #[arg(long, value_name = "MIB")]
     memory_mb: Option<u64>,
+    /// Fetch, keep and seed the policy versions (LoRA adapters) this
+    /// trainer publishes: its public key, base58 or hex (repeatable; off by
+    /// default). Versions for another base model are refused.
+    #[arg(long, value_name = "PUBKEY", value_parser = strata_node::policy::parse_trainer_key)]
+    follow_trainer: Vec<[u8; 32]>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9101).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
@@ -139,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
             },
             offer_mb: cli.memory_mb,
         },
+        follow_trainers: cli.follow_trainer,
     })
     .await?;
     match &node.hops {
@@ -158,13 +164,15 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(addr) = cli.metrics {
         let (service, hops, p2p) = (node.service.clone(), node.hops.clone(), node.p2p.clone());
+        let policies = node.policies.clone();
         let app = axum::Router::new().route(
             "/metrics",
             axum::routing::get(move || {
                 let (service, hops, p2p) = (service.clone(), hops.clone(), p2p.clone());
+                let policies = policies.clone();
                 async move {
                     let peers = p2p.stats().await.unwrap_or_default();
-                    strata_node::metrics::render(&service, hops.as_ref(), &peers)
+                    strata_node::metrics::render(&service, hops.as_ref(), &peers, policies.as_ref())
                 }
             }),
         );

@@ -1,18 +1,26 @@
 //! The node's Prometheus metrics in the text exposition format (served at
 //! `/metrics` by `strata-node --metrics <addr>`): sequences running, serving
 //! CPU time, vouchers accepted and what they paid, receipts waiting for the
-//! relayer, a hop's bytes sent, and the p2p peers connected and banned. Read at each scrape from the running
+//! relayer, a hop's bytes sent, the p2p peers connected and banned, and the
+//! policy versions fetched and refused. Read at each scrape from the running
 //! node, so nothing is counted twice.
 
 use strata_service::metrics::Snapshot;
 
 use strata_p2p::NodeStats;
 
+use crate::policy::{PolicyStore, Refusal};
 use crate::{Hops, Service};
 
 /// The exposition of the metrics of a node's task `service`, for a
-/// pipeline hop its `hops` runtime, and its p2p layer's `peers`, now.
-pub fn render(service: &Service, hops: Option<&Hops>, peers: &NodeStats) -> String {
+/// pipeline hop its `hops` runtime, its p2p layer's `peers`, and when it
+/// follows trainers its `policies`, now.
+pub fn render(
+    service: &Service,
+    hops: Option<&Hops>,
+    peers: &NodeStats,
+    policies: Option<&PolicyStore>,
+) -> String {
     let mut m = Snapshot::new("strata_node");
     let active = hops.map_or(service.active(), |h| h.active());
     let (accepted, charged) = service.payments();
@@ -54,5 +62,32 @@ pub fn render(service: &Service, hops: Option<&Hops>, peers: &NodeStats) -> Stri
         "p2p peers banned for misbehaviour now",
         peers.banned_peers as u64,
     );
+    if let Some(p) = policies {
+        let c = p.counters();
+        m.gauge(
+            "policy_latest_version",
+            "Newest policy version held (0: none)",
+            p.latest().map_or(0, |(v, _)| v),
+        )
+        .counter(
+            "policy_versions_accepted",
+            "Policy versions fetched, checked and held",
+            c.accepted,
+        )
+        .counter(
+            "policy_versions_evicted",
+            "Policy versions evicted to keep the last few",
+            c.evicted,
+        );
+        // One counter per reason: each says something different went wrong
+        // (a replay is routine gossip, a digest mismatch is a broken trainer).
+        for (kind, n) in Refusal::KINDS.iter().zip(c.refused) {
+            m.counter(
+                &format!("policy_refused_{kind}"),
+                "Policy announcements or files refused for this reason",
+                n,
+            );
+        }
+    }
     m.render()
 }

@@ -192,6 +192,7 @@ pub async fn start(
                 ),
                 offer_mb: None,
             },
+            follow_trainers: Vec::new(),
         })
         .await?;
         tracing::info!(node = %key.pubkey(), ?cheat, "node up");

@@ -33,23 +33,42 @@ pub enum PublishError {
     /// The file is empty or larger than followers accept.
     #[error("adapter of {0} bytes: followers accept 1 to {MAX_ADAPTER_BYTES}")]
     Size(u64),
-    /// Seeding or publishing failed (publishing fails while no peer
-    /// subscribes to the topic: retry with [`announce`] once connected).
+    /// Seeding or publishing failed.
     #[error(transparent)]
     P2p(#[from] P2pError),
 }
 
 /// Publishes version `version` of a policy over the base model whose file
-/// hashes to `base_model`: hashes the adapter file at `adapter`, seeds it
-/// on `p2p` (which must have been started with the [`POLICY`] topic
-/// registered, as `strata_wire::protocols::ALL_TOPICS` does), and publishes
-/// the announcement signed by `trainer`. Returns the announcement, which
-/// [`announce`] can publish again for nodes that join later.
+/// hashes to `base_model`: [`prepare_policy`], then [`announce`]. Returns
+/// the announcement, which [`announce`] can publish again for nodes that
+/// join later (and must, when this fails with a gossip error because no
+/// peer is subscribed yet: the file is already seeded).
+pub async fn publish_policy(
+    p2p: &P2pHandle,
+    trainer: &Keypair,
+    base_model: [u8; 32],
+    version: u64,
+    adapter: &Path,
+) -> Result<PolicyAnnouncement, PublishError> {
+    let announcement = prepare_policy(p2p, trainer, base_model, version, adapter).await?;
+    announce(p2p, &announcement).await?;
+    tracing::info!(
+        version,
+        size = announcement.size,
+        "policy version published"
+    );
+    Ok(announcement)
+}
+
+/// Hashes the adapter file at `adapter`, seeds it on `p2p` (which must have
+/// been started with the [`POLICY`] topic registered, as
+/// `strata_wire::protocols::ALL_TOPICS` does), and returns the
+/// announcement of it signed by `trainer`, not yet published.
 ///
 /// The file must stay in place, unchanged, as long as it is to be served.
 /// Versions must increase: followers ignore a version at or below one they
-/// already accepted from this trainer.
-pub async fn publish_policy(
+/// already took from this trainer.
+pub async fn prepare_policy(
     p2p: &P2pHandle,
     trainer: &Keypair,
     base_model: [u8; 32],
@@ -64,7 +83,7 @@ pub async fn publish_policy(
         return Err(PublishError::Size(size));
     }
     let root = p2p.seed_file(adapter).await?;
-    let announcement = PolicyAnnouncement::sign(
+    Ok(PolicyAnnouncement::sign(
         trainer,
         PolicyUpdate {
             base_model,
@@ -74,10 +93,7 @@ pub async fn publish_policy(
             size,
             published_at_ms: now_ms(),
         },
-    );
-    announce(p2p, &announcement).await?;
-    tracing::info!(version, size, root = %root, "policy version published");
-    Ok(announcement)
+    ))
 }
 
 /// Publishes an announcement (again) on the [`POLICY`] topic.

@@ -78,6 +78,7 @@ async fn a_node_opens_a_task_only_to_its_assigned_verifier_and_only_as_the_rules
         state_dir: None,
         cheat: None,
         memory: Default::default(),
+        follow_trainers: Vec::new(),
     })
     .await
     .unwrap();

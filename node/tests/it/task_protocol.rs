@@ -34,6 +34,7 @@ pub(crate) fn node_config(key: &Keypair) -> NodeConfig {
         state_dir: None,
         cheat: None,
         memory: Default::default(),
+        follow_trainers: Vec::new(),
     }
 }
 

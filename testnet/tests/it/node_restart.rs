@@ -44,6 +44,7 @@ async fn node_registers_and_stakes_once_and_restarts_where_it_was() {
         state_dir: None,
         cheat: None,
         memory: Default::default(),
+        follow_trainers: Vec::new(),
     };
     let first = start(config()).await.unwrap();
     let r = first.registration.unwrap();
