@@ -32,6 +32,7 @@ pub use optim::{AdamW, AdamWConfig};
 pub use policy::{LoraConfig, PolicyModel, TokenBatch};
 pub use rollout::{LocalSampler, Rollout, RolloutBatch, SampleSpec};
 pub use run::{
-    curve, run, FileOnly, LocalSource, Publisher, RolloutSource, RunConfig, RunState, StepLog,
+    curve, run, FileOnly, LearnerSettings, LocalSource, Publisher, RolloutSource, RunConfig,
+    RunState, StepLog,
 };
 pub use train::{Learner, StepStats};

@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use sha2::{Digest, Sha256};
 use strata_engine::Engine;
 use strata_trainer::{
-    AdamWConfig, FileOnly, GrpoConfig, Learner, LocalSampler, LocalSource, LoraConfig, PolicyModel,
-    RunConfig, SampleSpec,
+    AdamWConfig, FileOnly, GrpoConfig, Learner, LearnerSettings, LocalSampler, LocalSource,
+    LoraConfig, PolicyModel, RunConfig, SampleSpec,
 };
 
 #[derive(Parser)]
@@ -130,7 +130,14 @@ fn train(model: &Path, a: TrainArgs) -> anyhow::Result<()> {
         steps: a.steps,
         staleness: a.staleness,
         seed: a.seed,
+        learner: LearnerSettings {
+            lr: a.lr,
+            rank: a.rank,
+            kl_beta: a.kl_beta,
+        },
     };
+    // Refuse another run's directory before seconds of model loading.
+    strata_trainer::run::write_config(&a.dir, &cfg)?;
     let engine = Engine::load(model)?;
     let llama = engine.model.config().clone();
     let lora = LoraConfig {

@@ -108,6 +108,22 @@ pub struct RunConfig {
     pub staleness: u64,
     /// Seed of prompts and sampling.
     pub seed: u64,
+    /// The learner's settings (learning rate, LoRA rank, KL β), recorded so
+    /// that a resume cannot silently change them (absent in a `run.json`
+    /// written before they were recorded).
+    #[serde(default)]
+    pub learner: LearnerSettings,
+}
+
+/// What the learner was built with, as recorded in `run.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LearnerSettings {
+    /// AdamW's learning rate.
+    pub lr: f64,
+    /// LoRA rank.
+    pub rank: usize,
+    /// β of the KL penalty.
+    pub kl_beta: f64,
 }
 
 /// One update, as the log and the curve see it.
@@ -348,7 +364,10 @@ fn train_loop(
     Ok(())
 }
 
-fn write_config(dir: &Path, cfg: &RunConfig) -> Result<()> {
+/// Records `cfg` in `dir/run.json`, or checks it against the run already
+/// there: a directory holds one run, resumed only with its own settings.
+pub fn write_config(dir: &Path, cfg: &RunConfig) -> Result<()> {
+    fs::create_dir_all(dir).map_err(io(dir))?;
     let path = dir.join("run.json");
     if let Ok(text) = fs::read_to_string(&path) {
         let old: RunConfig = serde_json::from_str(&text)
