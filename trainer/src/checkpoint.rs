@@ -81,16 +81,9 @@ pub fn load_latest<S: DeserializeOwned>(
     model: &PolicyModel,
     opt: &mut AdamW,
 ) -> Result<Option<S>> {
-    let latest = dir.join(LATEST);
-    let name = match fs::read_to_string(&latest) {
-        Ok(n) => n.trim().to_string(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(&latest)(e)),
+    let Some(ck) = latest_dir(dir)? else {
+        return Ok(None);
     };
-    if !name.starts_with("ckpt-") || name.contains(['/', '\\']) {
-        return Err(TrainerError::Checkpoint(format!("LATEST names `{name}`")));
-    }
-    let ck = dir.join(&name);
     let bad = |what: String| TrainerError::Checkpoint(format!("{}: {what}", ck.display()));
     let lora = candle_core::safetensors::load(ck.join("lora.safetensors"), &Device::Cpu)?;
     if lora.len() != 2 * model.pairs().len() {
@@ -125,6 +118,34 @@ pub fn load_latest<S: DeserializeOwned>(
     let restored = (0..opt.moments().len())
         .map(|i| Ok((take(format!("m.{i}"))?, take(format!("v.{i}"))?)))
         .collect::<Result<Vec<_>>>()?;
+    let (steps, state) = read_saved::<S>(&ck)?;
+    opt.restore(restored, steps)?;
+    Ok(Some(state))
+}
+
+/// The loop's state in the checkpoint `LATEST` names, without loading any
+/// tensor (for reports); `None` without a checkpoint.
+pub fn read_state<S: DeserializeOwned>(dir: &Path) -> Result<Option<S>> {
+    let Some(ck) = latest_dir(dir)? else {
+        return Ok(None);
+    };
+    read_saved::<S>(&ck).map(|(_, s)| Some(s))
+}
+
+fn latest_dir(dir: &Path) -> Result<Option<PathBuf>> {
+    let latest = dir.join(LATEST);
+    let name = match fs::read_to_string(&latest) {
+        Ok(n) => n.trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(&latest)(e)),
+    };
+    if !name.starts_with("ckpt-") || name.contains(['/', '\\']) {
+        return Err(TrainerError::Checkpoint(format!("LATEST names `{name}`")));
+    }
+    Ok(Some(dir.join(name)))
+}
+
+fn read_saved<S: DeserializeOwned>(ck: &Path) -> Result<(u64, S)> {
     let path = ck.join("state.json");
     let text = fs::read_to_string(&path).map_err(io(&path))?;
     #[derive(serde::Deserialize)]
@@ -132,10 +153,9 @@ pub fn load_latest<S: DeserializeOwned>(
         optimizer_steps: u64,
         state: S,
     }
-    let saved: Saved<S> =
-        serde_json::from_str(&text).map_err(|e| bad(format!("state.json: {e}")))?;
-    opt.restore(restored, saved.optimizer_steps)?;
-    Ok(Some(saved.state))
+    let saved: Saved<S> = serde_json::from_str(&text)
+        .map_err(|e| TrainerError::Checkpoint(format!("{}: {e}", path.display())))?;
+    Ok((saved.optimizer_steps, saved.state))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

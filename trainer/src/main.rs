@@ -35,6 +35,27 @@ enum Cmd {
         /// Held-out prompts.
         #[arg(long, default_value_t = 64)]
         prompts: usize,
+        /// Evaluate every N-th version (and the last).
+        #[arg(long, default_value_t = 1)]
+        every: u64,
+    },
+    /// Staleness sweep: the same training run for each S, reporting wall
+    /// time to a training reward and the final held-out reward.
+    Sweep {
+        /// The runs' parent directory (one subdirectory per S).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Staleness budgets to run.
+        #[arg(long, value_delimiter = ',', default_value = "0,1,2,4")]
+        staleness: Vec<u64>,
+        /// Training reward (mean of 3 consecutive batches) to time.
+        #[arg(long, default_value_t = 0.3)]
+        target: f64,
+        /// Held-out prompts for the final reward.
+        #[arg(long, default_value_t = 32)]
+        eval_prompts: usize,
+        #[command(flatten)]
+        train: SweepArgs,
     },
     /// Measures the base model's reward on each task and one update's cost.
     Probe {
@@ -105,7 +126,18 @@ fn main() -> anyhow::Result<()> {
     };
     match cli.cmd {
         Cmd::Train(args) => train(&model_path, args),
-        Cmd::Curve { dir, prompts } => curve(&model_path, &dir, prompts),
+        Cmd::Curve {
+            dir,
+            prompts,
+            every,
+        } => curve(&model_path, &dir, prompts, every),
+        Cmd::Sweep {
+            dir,
+            staleness,
+            target,
+            eval_prompts,
+            train: t,
+        } => sweep(&model_path, &dir, &staleness, target, eval_prompts, t),
         Cmd::Probe {
             prompts,
             group,
@@ -179,18 +211,128 @@ fn train(model: &Path, a: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn curve(model: &Path, dir: &Path, prompts: usize) -> anyhow::Result<()> {
+fn curve(model: &Path, dir: &Path, prompts: usize, every: u64) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(dir.join("run.json")).context("reading run.json")?;
     let cfg: RunConfig = serde_json::from_str(&text)?;
+    let state = strata_trainer::run::read_state(dir)?.unwrap_or_default();
     let sampler = LocalSampler::new(Engine::load(model)?);
-    let points = strata_trainer::curve(&sampler, dir, &cfg.task, prompts, cfg.max_tokens)?;
-    let mut csv = String::from("version,held_out_reward\n");
-    println!("| version | mean held-out reward ({prompts} prompts, greedy) |\n|---|---|");
+    let points = strata_trainer::curve(&sampler, dir, &cfg.task, prompts, cfg.max_tokens, every)?;
+    let mut csv = String::from("version,wall_secs,train_reward,held_out_reward\n");
+    println!(
+        "| version | wall time (s) | batch reward | held-out reward ({prompts} prompts, greedy) |\n|---|---|---|---|"
+    );
     for (v, r) in &points {
-        println!("| {v} | {r:.3} |");
-        csv.push_str(&format!("{v},{r:.4}\n"));
+        // The update that published version v, and the batch it learned from.
+        let line = state.log.iter().find(|l| l.version == *v && *v > 0);
+        let (wall, batch) = line.map_or((0.0, f64::NAN), |l| (l.wall_secs, l.train_reward));
+        println!("| {v} | {wall:.0} | {batch:.3} | {r:.3} |");
+        csv.push_str(&format!("{v},{wall:.1},{batch:.4},{r:.4}\n"));
     }
     std::fs::write(dir.join("curve.csv"), csv)?;
+    println!("wrote {}", dir.join("curve.csv").display());
+    Ok(())
+}
+
+/// The training settings a sweep shares across its runs.
+#[derive(Args)]
+struct SweepArgs {
+    /// The `strata-rl` task.
+    #[arg(long, default_value = "copy")]
+    task: String,
+    /// Batches per run.
+    #[arg(long, default_value_t = 10)]
+    steps: u64,
+    /// Prompts per batch.
+    #[arg(long, default_value_t = 2)]
+    prompts: usize,
+    /// Completions per prompt.
+    #[arg(long, default_value_t = 8)]
+    group: usize,
+    /// Token budget per completion.
+    #[arg(long, default_value_t = 12)]
+    max_tokens: usize,
+    /// Learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Milliseconds slept per sampled token: stands for slower remote nodes.
+    #[arg(long, default_value_t = 0)]
+    throttle_ms_per_token: u64,
+}
+
+fn sweep(
+    model: &Path,
+    dir: &Path,
+    budgets: &[u64],
+    target: f64,
+    eval_prompts: usize,
+    t: SweepArgs,
+) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for &s in budgets {
+        let run_dir = dir.join(format!("s{s}"));
+        train(
+            model,
+            TrainArgs {
+                dir: run_dir.clone(),
+                task: t.task.clone(),
+                steps: t.steps,
+                prompts: t.prompts,
+                group: t.group,
+                max_tokens: t.max_tokens,
+                temperature: 1.0,
+                staleness: s,
+                lr: t.lr,
+                rank: 8,
+                kl_beta: 0.0,
+                seed: 1,
+                throttle_ms_per_token: t.throttle_ms_per_token,
+            },
+        )?;
+        let state = strata_trainer::run::read_state(&run_dir)?.unwrap_or_default();
+        let rewards: Vec<f64> = state.log.iter().map(|l| l.train_reward).collect();
+        let reached = (2..rewards.len())
+            .find(|&i| rewards[i - 2..=i].iter().sum::<f64>() / 3.0 >= target)
+            .map(|i| state.log[i].wall_secs);
+        let sampler = LocalSampler::new(Engine::load(model)?);
+        let prompts = strata_rl::generate(
+            &t.task,
+            *strata_rl::HELD_OUT_SEEDS.start() + 17,
+            eval_prompts,
+        )?;
+        let last = strata_trainer::run::adapter_path(&run_dir, state.version);
+        let adapter = match state.version {
+            0 => None,
+            _ => Some(std::sync::Arc::new(strata_engine::Adapter::load(&last)?)),
+        };
+        let held_out = sampler.evaluate(adapter.as_ref(), &prompts, t.max_tokens)?;
+        let lag = state
+            .log
+            .iter()
+            .map(|l| l.version.saturating_sub(l.sampled_by))
+            .max()
+            .unwrap_or(0);
+        rows.push((
+            s,
+            state.wall_secs,
+            reached,
+            held_out,
+            rewards.last().copied().unwrap_or(0.0),
+            lag,
+            state.dropped,
+        ));
+    }
+    println!(
+        "\n| S | wall time (s) | time to batch reward ≥ {target} (3-batch mean) | final held-out reward | last batch reward | largest lag (versions) | dropped |\n|---|---|---|---|---|---|---|"
+    );
+    let base = rows.first().map(|r| r.1).unwrap_or(1.0);
+    for (s, wall, reached, held, last, lag, dropped) in rows {
+        let reached = reached.map_or("not reached".to_string(), |w| format!("{w:.0}"));
+        println!(
+            "| {s} | {wall:.0} ({:.2}x of S={}) | {reached} | {held:.3} | {last:.3} | {lag} | {dropped} |",
+            wall / base,
+            budgets[0]
+        );
+    }
     Ok(())
 }
 

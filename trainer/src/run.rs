@@ -385,6 +385,11 @@ pub fn write_config(dir: &Path, cfg: &RunConfig) -> Result<()> {
     write_atomic(&path, text.as_bytes())
 }
 
+/// The state of the run under `dir` as its last checkpoint recorded it.
+pub fn read_state(dir: &Path) -> Result<Option<RunState>> {
+    checkpoint::read_state(&dir.join("checkpoints"))
+}
+
 /// Writes through a temporary file and a rename: readers see the old file
 /// or the new one, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -394,13 +399,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Mean greedy reward on `n` held-out prompts of `task` for the base model
-/// and every version written under `dir`: the learning curve.
+/// and every `every`-th version written under `dir` (and the last): the
+/// learning curve.
 pub fn curve(
     sampler: &LocalSampler,
     dir: &Path,
     task: &str,
     n: usize,
     max_tokens: usize,
+    every: u64,
 ) -> Result<Vec<(u64, f64)>> {
     let prompts = strata_rl::generate(task, *strata_rl::HELD_OUT_SEEDS.start() + 17, n)?;
     let mut versions: Vec<u64> = fs::read_dir(dir.join("adapters"))
@@ -415,6 +422,8 @@ pub fn curve(
         })
         .collect();
     versions.sort_unstable();
+    let last = versions.last().copied();
+    versions.retain(|&v| v % every.max(1) == 0 || Some(v) == last);
     let mut out = vec![(0, sampler.evaluate(None, &prompts, max_tokens)?)];
     for v in versions {
         let adapter = Arc::new(Adapter::load(&adapter_path(dir, v))?);
