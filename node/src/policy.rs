@@ -589,3 +589,18 @@ pub fn parse_trainer_key(s: &str) -> Result<[u8; 32], String> {
         .map(|p| p.to_bytes())
         .map_err(|_| format!("{s:?} is neither a base58 nor a hex public key"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trainer_keys_parse_from_base58_or_hex_and_junk_is_refused() {
+        let key = strata_chain::Pubkey::new_from_array([9; 32]);
+        assert_eq!(parse_trainer_key(&key.to_string()), Ok([9; 32]));
+        assert_eq!(parse_trainer_key(&hex::encode([9u8; 32])), Ok([9; 32]));
+        for junk in ["", "abc", &hex::encode([9u8; 31]), "0OIl"] {
+            assert!(parse_trainer_key(junk).is_err(), "{junk:?}");
+        }
+    }
+}
