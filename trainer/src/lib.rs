@@ -20,6 +20,7 @@
 pub mod checkpoint;
 mod error;
 pub mod grpo;
+pub mod network;
 pub mod optim;
 pub mod policy;
 pub mod rollout;
@@ -28,6 +29,7 @@ pub mod train;
 
 pub use error::{Result, TrainerError};
 pub use grpo::{group_advantages, grpo_loss, GrpoConfig, LossStats, TokenTerms};
+pub use network::{GatewaySource, P2pPublisher};
 pub use optim::{AdamW, AdamWConfig};
 pub use policy::{LoraConfig, PolicyModel, TokenBatch};
 pub use rollout::{LocalSampler, Rollout, RolloutBatch, SampleSpec};

@@ -8,8 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use sha2::{Digest, Sha256};
 use strata_engine::Engine;
 use strata_trainer::{
-    AdamWConfig, FileOnly, GrpoConfig, Learner, LearnerSettings, LocalSampler, LocalSource,
-    LoraConfig, PolicyModel, RunConfig, SampleSpec,
+    AdamWConfig, FileOnly, GatewaySource, GrpoConfig, Learner, LearnerSettings, LocalSampler,
+    LocalSource, LoraConfig, P2pPublisher, PolicyModel, Publisher, RolloutSource, RunConfig,
+    SampleSpec,
 };
 
 #[derive(Parser)]
@@ -116,6 +117,33 @@ struct TrainArgs {
     /// Milliseconds slept per sampled token: stands for slower remote nodes.
     #[arg(long, default_value_t = 0)]
     throttle_ms_per_token: u64,
+    #[command(flatten)]
+    network: NetworkArgs,
+}
+
+/// Training on the network: rollouts from a gateway, versions to the nodes.
+#[derive(Args, Default)]
+struct NetworkArgs {
+    /// Take rollouts from this gateway's rollout jobs instead of sampling in
+    /// process (e.g. `http://127.0.0.1:8080`).
+    #[arg(long, requires_all = ["api_key", "trainer_keypair"])]
+    gateway: Option<String>,
+    /// The gateway API key whose escrow pays for the rollouts.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// The model name the gateway serves.
+    #[arg(long, default_value = "SmolLM2-135M-Instruct")]
+    model_name: String,
+    /// The trainer's Solana keypair file: its public key is what nodes
+    /// follow (`strata-node --follow-trainer`), it signs every announcement.
+    #[arg(long)]
+    trainer_keypair: Option<PathBuf>,
+    /// The trainer's p2p listen address.
+    #[arg(long, default_value = "/ip4/0.0.0.0/tcp/0")]
+    p2p_listen: String,
+    /// p2p addresses of nodes to dial (repeatable).
+    #[arg(long)]
+    peer: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -185,17 +213,25 @@ fn train(model: &Path, a: TrainArgs) -> anyhow::Result<()> {
         kl_beta: a.kl_beta,
         ..GrpoConfig::default()
     };
-    let mut learner = Learner::new(policy, adam, grpo, file_sha256(model)?)?;
-    let source = LocalSource {
-        sampler: LocalSampler::new(engine),
-        delay_per_token: Duration::from_millis(a.throttle_ms_per_token),
-    };
+    let base_model = file_sha256(model)?;
+    let mut learner = Learner::new(policy, adam, grpo, base_model)?;
+    let (source, mut publisher): (Box<dyn RolloutSource>, Box<dyn Publisher>) =
+        match &a.network.gateway {
+            None => (
+                Box::new(LocalSource {
+                    sampler: LocalSampler::new(engine),
+                    delay_per_token: Duration::from_millis(a.throttle_ms_per_token),
+                }),
+                Box::new(FileOnly),
+            ),
+            Some(url) => network(url, &a.network, engine, base_model)?,
+        };
     let state = strata_trainer::run(
         &cfg,
         &a.dir,
         &mut learner,
-        Box::new(source),
-        &mut FileOnly,
+        source,
+        publisher.as_mut(),
         |l| {
             println!(
             "step {:3} v{:<3} sampled by v{:<3} reward {:.3} loss {:+.4} clip {:.3} w {:.3} sample {:.1}s train {:.1}s wall {:.0}s",
@@ -209,6 +245,38 @@ fn train(model: &Path, a: TrainArgs) -> anyhow::Result<()> {
         state.next_step, state.version, state.wall_secs, state.dropped
     );
     Ok(())
+}
+
+/// The gateway source and the p2p publisher of `--gateway`.
+fn network(
+    url: &str,
+    n: &NetworkArgs,
+    engine: Engine,
+    base_model: [u8; 32],
+) -> anyhow::Result<(Box<dyn RolloutSource>, Box<dyn Publisher>)> {
+    let rt = std::sync::Arc::new(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?,
+    );
+    let api_key = n.api_key.clone().context("--api-key")?;
+    let key_path = n.trainer_keypair.as_ref().context("--trainer-keypair")?;
+    let key = strata_chain::keys::read_or_create(key_path)
+        .with_context(|| format!("trainer keypair {}", key_path.display()))?;
+    let config = strata_p2p::P2pConfig {
+        listen: vec![n.p2p_listen.clone()],
+        ..strata_p2p::P2pConfig::default()
+    };
+    let key_pub = key.insecure_clone();
+    let publisher = P2pPublisher::start(rt.clone(), key, base_model, config, &n.peer)?;
+    println!(
+        "trainer {} (nodes follow it with --follow-trainer), p2p peer {}",
+        strata_chain::Signer::pubkey(&key_pub),
+        publisher.p2p().node_id()
+    );
+    let source = GatewaySource::new(rt, url, &api_key, &n.model_name, engine.tokenizer.clone());
+    Ok((Box::new(source), Box::new(publisher)))
 }
 
 fn curve(model: &Path, dir: &Path, prompts: usize, every: u64) -> anyhow::Result<()> {
@@ -286,6 +354,7 @@ fn sweep(
                 kl_beta: 0.0,
                 seed: 1,
                 throttle_ms_per_token: t.throttle_ms_per_token,
+                network: NetworkArgs::default(),
             },
         )?;
         let state = strata_trainer::run::read_state(&run_dir)?.unwrap_or_default();
