@@ -394,6 +394,8 @@ pub(crate) fn task_input(
         stop,
         stream: common.stream,
         logprobs,
+        // The chat and completions endpoints serve the base model.
+        policy_version: 0,
     })
 }
 

@@ -15,8 +15,12 @@
 //! trainer and any auditor can: the number is data to recompute, not a
 //! claim to trust.
 //!
-//! Only policy version 0 (the base model) exists: no adapter is served
-//! yet, so any other version is refused.
+//! Policy version 0 is the base model; a version above 0 is a LoRA adapter
+//! published by a trainer that nodes follow. Each completion of such a job
+//! goes only to a node announcing that version (`routing`), runs with that
+//! version's adapter from start to end, and its receipt names the version
+//! and the adapter's digest, which the completion reports. A version no
+//! fresh node announces is refused (503) before anything is paid.
 
 use std::sync::Arc;
 
@@ -46,8 +50,6 @@ pub const MAX_ROLLOUT_TOKENS: i64 = 1024;
 /// Completions of one job running at once: enough to fill a node's batch
 /// without taking every slot of a small network from other clients.
 const CONCURRENCY: usize = 8;
-/// The only policy version served: the base model, no adapter.
-const BASE_VERSION: u64 = 0;
 
 /// `POST /v1/rollouts` body. Unknown fields are refused: a misplaced
 /// sampling field would otherwise be silently ignored and change the data.
@@ -100,6 +102,7 @@ struct SamplingRequest {
 /// A validated job.
 struct Job {
     model: String,
+    policy_version: u64,
     reward: &'static RewardFn,
     /// (prompt, expected answer), in order.
     prompts: Vec<(String, String)>,
@@ -123,6 +126,14 @@ pub(crate) async fn rollouts(
         }
         if !gw.router.is_empty() && !gw.router.models().contains(&job.model) {
             return Err(GatewayError::UnknownModel(job.model));
+        }
+        if job.policy_version > 0 && gw.router.candidates(&job.model, job.policy_version, &[]).is_empty() {
+            return Err(GatewayError::NoCapacity(format!(
+                "no node serving {} holds policy version {} (versions served: {:?}); nodes fetch a version once its trainer publishes it and they follow that trainer",
+                job.model,
+                job.policy_version,
+                gw.router.policy_versions(&job.model)
+            )));
         }
         run(gw.clone(), key, job).await
     }
@@ -148,24 +159,18 @@ fn bad(message: impl Into<String>) -> GatewayError {
     GatewayError::BadRequest(message.into())
 }
 
-/// The policy version asked for, if it is one this gateway serves.
+/// The policy version asked for (whether a node holds it is the router's).
 fn policy_version(v: &Value) -> Result<u64, GatewayError> {
-    let n = match v {
+    match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse::<u64>().ok(),
         _ => None,
     }
-    .ok_or_else(|| bad("policy_version must be a non-negative integer (or a string of one)"))?;
-    if n != BASE_VERSION {
-        return Err(bad(format!(
-            "policy_version {n} is not served: only version {BASE_VERSION} (the base model) is; adapters are not served yet"
-        )));
-    }
-    Ok(n)
+    .ok_or_else(|| bad("policy_version must be a non-negative integer (or a string of one)"))
 }
 
 fn validate(req: RolloutRequest) -> Result<Job, GatewayError> {
-    policy_version(&req.policy_version)?;
+    let policy_version = policy_version(&req.policy_version)?;
     if !(1..=MAX_GROUP_SIZE).contains(&req.group_size) {
         return Err(bad(format!(
             "group_size must be between 1 and {MAX_GROUP_SIZE}"
@@ -250,6 +255,7 @@ fn validate(req: RolloutRequest) -> Result<Job, GatewayError> {
     }
     Ok(Job {
         model: req.model,
+        policy_version,
         reward,
         prompts,
         group_size,
@@ -318,6 +324,7 @@ async fn run(gw: Arc<Inner>, api_key: String, job: Job) -> Result<Response, Gate
             // The sampled token's log-probability only: what a policy
             // gradient needs.
             logprobs: Some(0),
+            policy_version: job.policy_version,
         };
         let gw = gw.clone();
         async move { (seed, complete(gw, input).await) }
@@ -357,7 +364,10 @@ async fn run(gw: Arc<Inner>, api_key: String, job: Job) -> Result<Response, Gate
                         strata_wire::task::Finish::Length => "length",
                         _ => "stop",
                     },
-                    "policy_version": BASE_VERSION,
+                    // The receipt's word (checked against the job's by the
+                    // runner), with the adapter that ran.
+                    "policy_version": o.receipt.body.adapter.map_or(0, |a| a.policy_version),
+                    "adapter": o.receipt.body.adapter.map(|a| hex::encode(a.adapter)),
                     "task_id": hex::encode(o.task_id),
                     "node": strata_chain::Pubkey::from(o.node.0).to_string(),
                     "model_hash": hex::encode(o.receipt.body.model_hash),
@@ -390,7 +400,7 @@ async fn run(gw: Arc<Inner>, api_key: String, job: Job) -> Result<Response, Gate
         "id": id, "object": "rollout",
         "created": strata_service::now_ms() / 1000,
         "model": job.model,
-        "policy_version": BASE_VERSION,
+        "policy_version": job.policy_version,
         "reward": { "name": job.reward.name, "version": job.reward.version },
         "task": job.task,
         "group_size": job.group_size,

@@ -257,13 +257,23 @@ impl Router {
         m
     }
 
-    /// Fresh nodes serving `model`, best first, skipping `exclude`.
-    pub fn candidates(&self, model: &str, exclude: &[NodeId]) -> Vec<(NodeId, Capacity)> {
+    /// Fresh nodes serving policy version `policy_version` of `model` (0:
+    /// the base model, which every node serves; above 0: only nodes whose
+    /// announcement lists it), best first, skipping `exclude`.
+    pub fn candidates(
+        &self,
+        model: &str,
+        policy_version: u64,
+        exclude: &[NodeId],
+    ) -> Vec<(NodeId, Capacity)> {
         let n = self.lock();
         let mut c: Vec<(&NodeId, &Entry)> = n
             .iter()
             .filter(|(id, e)| {
-                e.seen.elapsed() < STALE_AFTER && e.capacity.model == model && !exclude.contains(id)
+                e.seen.elapsed() < STALE_AFTER
+                    && e.capacity.model == model
+                    && e.capacity.holds_policy(policy_version)
+                    && !exclude.contains(id)
             })
             .collect();
         let load = |e: &Entry| {
@@ -279,6 +289,20 @@ impl Router {
         c.into_iter()
             .map(|(id, e)| (*id, e.capacity.clone()))
             .collect()
+    }
+
+    /// Policy versions above 0 that fresh nodes serving `model` announce,
+    /// ascending (for a refusal that says what is served).
+    pub fn policy_versions(&self, model: &str) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .lock()
+            .values()
+            .filter(|e| e.seen.elapsed() < STALE_AFTER && e.capacity.model == model)
+            .flat_map(|e| e.capacity.policies.iter().map(|p| p.version))
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
     }
 
     /// Counts an interactive task as waiting for a node until the guard
@@ -379,6 +403,7 @@ mod tests {
             context_length: 2048,
             addrs: vec![],
             sent_at_ms: 0,
+            policies: Vec::new(),
         };
         HopCapacity {
             capacity,

@@ -61,6 +61,9 @@ pub struct TaskInput {
     /// Per-token log-probabilities with this many alternatives (at most
     /// 20); `None`: none.
     pub logprobs: Option<u8>,
+    /// Policy version to serve it with: 0 the base model; above 0 a
+    /// version nodes announce holding (whole nodes only).
+    pub policy_version: u64,
 }
 
 /// A finished, paid task.
@@ -176,7 +179,9 @@ async fn run(
     let mut too_costly = 0;
     for _ in 0..MAX_ATTEMPTS {
         let candidates = match &class {
-            Class::Interactive => gw.router.candidates(&input.model, &tried),
+            Class::Interactive => gw
+                .router
+                .candidates(&input.model, input.policy_version, &tried),
             Class::Batch { pick } if tried.is_empty() => pick.iter().cloned().collect(),
             Class::Batch { .. } => Vec::new(),
         };
@@ -236,6 +241,22 @@ async fn run(
                 "no node with idle room under the batch price cap".into(),
             ));
         }
+    }
+    if input.policy_version > 0 {
+        // Only whole nodes serve policy versions: no pipeline fallback.
+        let held = gw.router.policy_versions(&input.model);
+        return Err(GatewayError::NoCapacity(if tried.is_empty() {
+            format!(
+                "no node serving {} holds policy version {} (versions served: {held:?})",
+                input.model, input.policy_version
+            )
+        } else {
+            format!(
+                "all {} nodes holding policy version {} are at capacity or no longer hold it",
+                tried.len(),
+                input.policy_version
+            )
+        }));
     }
     if tried.is_empty() {
         // No whole node serves the model: a route of hops may, over the
@@ -363,7 +384,8 @@ fn node_error(kind: TaskErrorKind, message: String) -> GatewayError {
         TaskErrorKind::BadRequest => GatewayError::BadRequest(message),
         TaskErrorKind::PromptTooLong => GatewayError::BadRequest(message),
         TaskErrorKind::UnknownModel => GatewayError::UnknownModel(message),
-        TaskErrorKind::Busy => GatewayError::Busy(message),
+        // Another node announcing the version may still hold it.
+        TaskErrorKind::Busy | TaskErrorKind::UnknownPolicy => GatewayError::Busy(message),
         TaskErrorKind::Payment => GatewayError::PaymentRequired(message),
         TaskErrorKind::UnknownTask | TaskErrorKind::Internal => GatewayError::Node(message),
     }
@@ -390,9 +412,14 @@ async fn run_on(
         sampling: input.sampling,
         stop: input.stop.clone(),
     };
-    let start_req = match input.logprobs {
-        None => TaskRequest::Start(spec),
-        Some(top_logprobs) => TaskRequest::StartLogprobs { spec, top_logprobs },
+    let start_req = match (input.policy_version, input.logprobs) {
+        (0, None) => TaskRequest::Start(spec),
+        (0, Some(top_logprobs)) => TaskRequest::StartLogprobs { spec, top_logprobs },
+        (policy_version, top_logprobs) => TaskRequest::StartPolicy {
+            spec,
+            top_logprobs,
+            policy_version,
+        },
     };
     match call(gw, node, &start_req).await? {
         TaskResponse::Started { .. } => {}
@@ -426,7 +453,13 @@ async fn run_on(
         .verify()
         .map_err(|e| GatewayError::Node(format!("node {node} sent a bad receipt: {e}")))?;
     let b = &receipt.body;
-    if b.task_id != task_id || b.node != node.0 || b.voucher != voucher || b.price != usage.price {
+    let version = b.adapter.map_or(0, |a| a.policy_version);
+    if b.task_id != task_id
+        || b.node != node.0
+        || b.voucher != voucher
+        || b.price != usage.price
+        || version != input.policy_version
+    {
         return Err(GatewayError::Node(format!(
             "node {node} sent a receipt for something else"
         )));

@@ -321,6 +321,7 @@ mod tests {
                 prev: [0; 32],
                 next: [0; 32],
             }),
+            adapter: None,
         };
         Receipt::sign(&node, body).unwrap()
     }
@@ -435,6 +436,7 @@ mod tests {
                 body: ReceiptBody {
                     version: 2,
                     hop: None,
+                    adapter: None,
                     ..last.receipt.body.clone()
                 },
                 signature: [0; 64],

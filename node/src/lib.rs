@@ -378,35 +378,6 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             archive: archive.clone(),
         })
     });
-    let serving = match &hops {
-        Some(h) => openings::Serving::Hops(h.clone()),
-        None => openings::Serving::Whole(engine.clone()),
-    };
-    let openings = Openings::new(
-        serving,
-        config.model_path.clone(),
-        archive.clone(),
-        chain.clone(),
-        config.keypair.pubkey(),
-        config.cheat,
-    );
-    let service = Service::new(
-        ServiceConfig {
-            model: config.model_name.clone(),
-            model_hash,
-            price_per_token: config.price_per_token,
-            max_concurrent: config.max_concurrent,
-            max_tokens: config.max_tokens,
-            cheat: config.cheat,
-        },
-        worker,
-        hops.clone(),
-        config.keypair.insecure_clone(),
-        outbox,
-        archive.clone(),
-        payments,
-    );
-
     let policies = if config.follow_trainers.is_empty() {
         None
     } else {
@@ -426,6 +397,37 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         );
         Some(store)
     };
+    let serving = match &hops {
+        Some(h) => openings::Serving::Hops(h.clone()),
+        None => openings::Serving::Whole(engine.clone()),
+    };
+    let openings = Openings::new(
+        serving,
+        config.model_path.clone(),
+        archive.clone(),
+        chain.clone(),
+        config.keypair.pubkey(),
+        config.cheat,
+    )
+    .with_policies(policies.clone());
+    let service = Service::new(
+        ServiceConfig {
+            model: config.model_name.clone(),
+            model_hash,
+            price_per_token: config.price_per_token,
+            max_concurrent: config.max_concurrent,
+            max_tokens: config.max_tokens,
+            cheat: config.cheat,
+        },
+        worker,
+        hops.clone(),
+        config.keypair.insecure_clone(),
+        outbox,
+        archive.clone(),
+        payments,
+        policies.clone(),
+    );
+
     let serve = {
         let (service, openings, hops) = (service.clone(), openings.clone(), hops.clone());
         let (swarm, p2p, policies) = (swarm.clone(), p2p.clone(), policies.clone());
@@ -478,7 +480,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     // blocks and time per block), or it would be routed whole tasks.
     let announce = {
         let (p2p, service, hops) = (p2p.clone(), service.clone(), hops.clone());
-        let swarm = swarm.clone();
+        let (swarm, policies) = (swarm.clone(), policies.clone());
         let context = engine.model.config().context_length as u32;
         let n_layers = engine.model.n_layers() as u16;
         let (model, price, max_concurrent) = (
@@ -504,6 +506,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
                     context_length: context,
                     addrs: addrs.clone(),
                     sent_at_ms: now_ms(),
+                    // What a gateway routes versioned tasks by; a hop
+                    // serves the base model only.
+                    policies: match (&hops, &policies) {
+                        (None, Some(p)) => held_policies(p),
+                        _ => Vec::new(),
+                    },
                 };
                 let sent = match &hops {
                     None => p2p.publish(&CAPACITY, strata_wire::encode(&c)).await,
@@ -591,4 +599,23 @@ async fn wait_listening(p2p: &P2pHandle, listen: &[String]) -> Result<Vec<String
         ));
     }
     Ok(addrs)
+}
+
+/// The versions `store` holds, with their adapters' digests, as the
+/// capacity announcement lists them (the newest
+/// [`MAX_HELD_POLICIES`](strata_wire::capacity::MAX_HELD_POLICIES)).
+fn held_policies(store: &PolicyStore) -> Vec<strata_wire::capacity::HeldPolicy> {
+    let mut held: Vec<_> = store
+        .versions()
+        .into_iter()
+        .filter_map(|version| {
+            let adapter = store.get(version)?.digest();
+            Some(strata_wire::capacity::HeldPolicy { version, adapter })
+        })
+        .collect();
+    let extra = held
+        .len()
+        .saturating_sub(strata_wire::capacity::MAX_HELD_POLICIES);
+    held.drain(..extra);
+    held
 }

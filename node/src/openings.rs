@@ -14,6 +14,11 @@
 //! from what the hop received ([`build_hop_opening`]), with the node's
 //! loaded shard: layers are drawn inside the hop's blocks
 //! ([`receipt_plan`]).
+//!
+//! A task served with a policy version (its receipt names the version and
+//! the adapter's digest) is re-derived with that adapter, taken from the
+//! node's policy store; once the store has evicted it, the node cannot
+//! open the task any more (see docs/rl.md).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -24,7 +29,7 @@ use strata_chain::merkle::{self, domains::Ledger};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{accounts::ChallengeStatus, pda, Pubkey};
 use strata_engine::{
-    CommitmentTree, Engine, HiddenStates, LayerTamper, Model, SamplingParams, WireDType,
+    Adapter, CommitmentTree, Engine, HiddenStates, LayerTamper, Model, SamplingParams, WireDType,
     DEFAULT_MAX_HIDDEN_BYTES,
 };
 use strata_p2p::{IncomingRequest, NodeId};
@@ -33,6 +38,7 @@ use strata_wire::{Receipt, Sampling};
 
 use crate::archive::{Archive, HopInput as Received, HopRecord, TaskRecord};
 use crate::cheat::Cheat;
+use crate::policy::PolicyStore;
 
 /// The engine's form of a task's (or a receipt's) sampling settings.
 pub fn sampling_params(s: &Sampling) -> SamplingParams {
@@ -194,11 +200,23 @@ pub fn build_opening(
     layers: &[u32],
     tamper: Option<Arc<dyn LayerTamper>>,
 ) -> Result<(TaskOpening, [u8; 32]), OpeningError> {
+    build_opening_adapted(model, record, layers, tamper, None)
+}
+
+/// [`build_opening`] of a task served with a policy version: the states
+/// are re-derived with its `adapter`, as the engine ran it.
+pub fn build_opening_adapted(
+    model: &Model,
+    record: &TaskRecord,
+    layers: &[u32],
+    tamper: Option<Arc<dyn LayerTamper>>,
+    adapter: Option<&Adapter>,
+) -> Result<(TaskOpening, [u8; 32]), OpeningError> {
     let n = model.n_layers();
     if let Some(&layer) = layers.iter().find(|&&l| l as usize >= n) {
         return Err(OpeningError::NoSuchLayer { layer, n_layers: n });
     }
-    let recorder = strata_engine::rederive(model, &record.positions(), tamper)?;
+    let recorder = strata_engine::rederive_adapted(model, &record.positions(), tamper, adapter)?;
     let tree = CommitmentTree::new(recorder.entries())?;
     let final_entry = n as u32;
     let mut with_states: BTreeSet<u32> = layers.iter().flat_map(|&l| [l, l + 1]).collect();
@@ -303,6 +321,9 @@ pub struct Openings {
     cheat: Option<Cheat>,
     /// CPU time spent re-deriving states for openings, microseconds.
     cpu_micros: Arc<std::sync::atomic::AtomicU64>,
+    /// The policy versions held: a task served with one is re-derived
+    /// with its adapter.
+    policies: Option<PolicyStore>,
 }
 
 impl Openings {
@@ -324,6 +345,35 @@ impl Openings {
             me,
             cheat,
             cpu_micros: Arc::default(),
+            policies: None,
+        }
+    }
+
+    /// Opens tasks served with policy versions with the adapters `policies` holds.
+    pub fn with_policies(mut self, policies: Option<PolicyStore>) -> Self {
+        self.policies = policies;
+        self
+    }
+
+    /// The adapter a whole-model receipt names, from the store: None for a
+    /// base-model receipt, an error when it is no longer held (or another
+    /// adapter now holds its version number).
+    fn adapter_of(&self, receipt: &Receipt) -> Result<Option<Arc<Adapter>>, String> {
+        let Some(part) = receipt.body.adapter else {
+            return Ok(None);
+        };
+        let held = self
+            .policies
+            .as_ref()
+            .and_then(|p| p.get(part.policy_version))
+            .filter(|a| a.digest() == part.adapter);
+        match held {
+            Some(a) => Ok(Some(a)),
+            None => Err(format!(
+                "the adapter of policy version {} ({}) is no longer held",
+                part.policy_version,
+                hex::encode(part.adapter)
+            )),
         }
     }
 
@@ -363,6 +413,10 @@ impl Openings {
         if let Err(why) = self.authorize(from, &request, &record).await {
             return OpeningResponse::Refused(why);
         }
+        let adapter = match self.adapter_of(record.receipt()) {
+            Ok(a) => a,
+            Err(why) => return OpeningResponse::Refused(why),
+        };
         let current = self.serving.current();
         let tamper = self.cheat.and_then(|c| c.tamper(current.model.n_layers()));
         let layers = request.layers.clone();
@@ -372,7 +426,9 @@ impl Openings {
             let before = strata_service::thread_cpu_micros();
             let engine = engine_for(current, &path, &record)?;
             let built = match &record {
-                Archived::Task(r) => build_opening(&engine.model, r, &layers, tamper),
+                Archived::Task(r) => {
+                    build_opening_adapted(&engine.model, r, &layers, tamper, adapter.as_deref())
+                }
                 Archived::Hop(r) => build_hop_opening(&engine.model, r, &layers, tamper),
             }
             .map(|(o, root)| (o, root, record.receipt().body.commitment_root));

@@ -331,6 +331,7 @@ mod tests {
                 context_length: 2048,
                 addrs: vec![],
                 sent_at_ms: 0,
+                policies: Vec::new(),
             },
             start: blocks.start,
             end: blocks.end,

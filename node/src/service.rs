@@ -1,6 +1,14 @@
 //! The node's side of the task protocol (see `strata_wire::task`): admit,
 //! stream by long poll, settle against a voucher, sign and hand off the
 //! receipt.
+//!
+//! A task that names a policy version ([`TaskRequest::StartPolicy`]) runs
+//! with that version's adapter from the node's [`PolicyStore`], taken once
+//! when the task is admitted: the engine holds the `Arc` for the whole
+//! sequence, so a newer version arriving (or this one being evicted) while
+//! it runs changes nothing for it; the switch happens at sequence
+//! boundaries. Its receipt names the version and the adapter's digest
+//! ([`AdapterPart`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -15,7 +23,7 @@ use strata_wire::task::{
     TokenLogprob, Usage, MAX_LOGPROB_BYTES, MAX_PROMPT_BYTES, MAX_TASK_MESSAGE_BYTES,
     MAX_TOP_LOGPROBS,
 };
-use strata_wire::{decode, encode, tokens_hash, Receipt, ReceiptBody, Voucher};
+use strata_wire::{decode, encode, tokens_hash, AdapterPart, Receipt, ReceiptBody, Voucher};
 use tokio::sync::watch;
 use tracing::Instrument;
 
@@ -25,6 +33,7 @@ use crate::hop::{HeadStart, Hops};
 use crate::openings::sampling_params;
 use crate::outbox::Outbox;
 use crate::payments::Payments;
+use crate::policy::PolicyStore;
 use crate::worker::{append_text, Job, Progress, Running, TaskId, Worker};
 
 /// How long one poll waits for new output before answering with nothing.
@@ -64,6 +73,8 @@ struct Task {
     started: std::time::Instant,
     /// Started as the first hop of a pipeline (settled per hop, not here).
     hop: bool,
+    /// The policy it runs with (None: the base model).
+    adapter: Option<AdapterPart>,
 }
 
 #[derive(Default)]
@@ -89,6 +100,7 @@ struct Inner {
     outbox: Outbox,
     archive: Arc<Archive>,
     payments: Arc<Payments>,
+    policies: Option<PolicyStore>,
     draining: std::sync::atomic::AtomicBool,
 }
 
@@ -96,7 +108,9 @@ impl Service {
     /// A service over a running engine thread, and over the hop runtime when
     /// the node holds only part of the model (it then serves only as a
     /// pipeline hop). `payments` is the node's voucher ledger, shared with
-    /// the hop runtime.
+    /// the hop runtime; `policies` the versions it holds of the trainers it
+    /// follows (None: it serves the base model only).
+    #[allow(clippy::too_many_arguments)] // one per part of the node it joins
     pub fn new(
         config: ServiceConfig,
         worker: Worker,
@@ -105,6 +119,7 @@ impl Service {
         outbox: Outbox,
         archive: Arc<Archive>,
         payments: Arc<Payments>,
+        policies: Option<PolicyStore>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -117,6 +132,7 @@ impl Service {
                 outbox,
                 archive,
                 payments,
+                policies,
                 draining: std::sync::atomic::AtomicBool::new(false),
             }),
         }
@@ -186,7 +202,7 @@ impl Service {
     /// Answers a decoded request from `from` (also used directly by tests).
     pub async fn answer(&self, from: NodeId, req: TaskRequest) -> TaskResponse {
         match req {
-            TaskRequest::Start(spec) => self.start(spec, None, None).await,
+            TaskRequest::Start(spec) => self.start(spec, None, None, 0).await,
             TaskRequest::StartLogprobs { spec, top_logprobs } => {
                 if top_logprobs > MAX_TOP_LOGPROBS {
                     return error(
@@ -194,16 +210,39 @@ impl Service {
                         format!("top_logprobs must be at most {MAX_TOP_LOGPROBS}"),
                     );
                 }
-                self.start(spec, None, Some(top_logprobs)).await
+                self.start(spec, None, Some(top_logprobs), 0).await
+            }
+            TaskRequest::StartPolicy {
+                spec,
+                top_logprobs,
+                policy_version,
+            } => {
+                if top_logprobs.is_some_and(|t| t > MAX_TOP_LOGPROBS) {
+                    return error(
+                        TaskErrorKind::BadRequest,
+                        format!("top_logprobs must be at most {MAX_TOP_LOGPROBS}"),
+                    );
+                }
+                if policy_version == 0 {
+                    return error(
+                        TaskErrorKind::BadRequest,
+                        "policy version 0 is the base model: start it without a version".into(),
+                    );
+                }
+                self.start(spec, None, top_logprobs, policy_version).await
             }
             TaskRequest::StartHop { spec, open } => {
-                self.start(spec, Some((from, open, Vec::new())), None).await
+                self.start(spec, Some((from, open, Vec::new())), None, 0)
+                    .await
             }
             TaskRequest::ResumeHop {
                 spec,
                 open,
                 produced,
-            } => self.start(spec, Some((from, open, produced)), None).await,
+            } => {
+                self.start(spec, Some((from, open, produced)), None, 0)
+                    .await
+            }
             TaskRequest::PollLogprobs {
                 task_id,
                 from_byte,
@@ -239,11 +278,15 @@ impl Service {
     /// after the tokens a failed route produced (none on a first start).
     /// `logprobs` asks the engine for each token's log-probabilities (whole
     /// model only: the pipeline's last hop samples, and does not send them).
+    /// `policy_version` above 0 runs the task with that version's adapter
+    /// (whole model only), taken from the store now and kept for the whole
+    /// sequence.
     async fn start(
         &self,
         spec: TaskSpec,
         hop: Option<(NodeId, HopOpen, Vec<u32>)>,
         logprobs: Option<u8>,
+        policy_version: u64,
     ) -> TaskResponse {
         let c = &self.inner.config;
         let shard = self.inner.hops.as_ref().map(Hops::layers);
@@ -320,6 +363,36 @@ impl Service {
         if let Err(e) = sampling.validate() {
             return error(TaskErrorKind::BadRequest, e.to_string());
         }
+        // The version is looked up once, here: the Arc taken is what the
+        // whole sequence runs with, whatever the store holds later.
+        let adapter = match policy_version {
+            0 => None,
+            v => {
+                match self.inner.policies.as_ref().and_then(|p| p.get(v)) {
+                    Some(a) => Some(a),
+                    None => {
+                        let held = self
+                            .inner
+                            .policies
+                            .as_ref()
+                            .map(PolicyStore::versions)
+                            .unwrap_or_default();
+                        return error(
+                            TaskErrorKind::UnknownPolicy,
+                            if self.inner.policies.is_none() {
+                                format!("this node follows no trainer: it does not serve policy version {v}")
+                            } else {
+                                format!("this node does not hold policy version {v} (it holds {held:?})")
+                            },
+                        );
+                    }
+                }
+            }
+        };
+        let adapter_part = adapter.as_ref().map(|a| AdapterPart {
+            policy_version,
+            adapter: a.digest(),
+        });
         let engine = &self.inner.engine;
         let prompt = match &spec.prompt {
             Prompt::Chat(turns) => {
@@ -381,6 +454,7 @@ impl Service {
                     progress: rx,
                     started: std::time::Instant::now(),
                     hop: hop.is_some(),
+                    adapter: adapter_part,
                 },
             );
         }
@@ -430,7 +504,7 @@ impl Service {
             retain_states: false,
             tamper: cheat.and_then(|c| c.tamper(engine.model.n_layers())),
             logprobs,
-            adapter: None,
+            adapter,
         };
         if !self.inner.worker.submit(Job::Start {
             task: spec.task_id,
@@ -587,13 +661,14 @@ impl Service {
 
     fn settle(&self, task_id: TaskId, voucher: Voucher) -> TaskResponse {
         let me = self.inner.key.pubkey();
-        let (client, prompt, sampling, progress) = {
+        let (client, prompt, sampling, progress, adapter) = {
             let l = self.lock();
             let Some(t) = l.tasks.get(&task_id) else {
                 return error(TaskErrorKind::UnknownTask, "unknown task".into());
             };
             let progress = t.progress.borrow().clone();
-            (t.client, t.prompt_tokens.clone(), t.sampling, progress)
+            let (prompt, sampling) = (t.prompt_tokens.clone(), t.sampling);
+            (t.client, prompt, sampling, progress, t.adapter)
         };
         if self.lock().tasks.get(&task_id).is_some_and(|t| t.hop) {
             self.lock().tasks.remove(&task_id);
@@ -610,7 +685,11 @@ impl Service {
             return error(TaskErrorKind::Payment, why);
         }
         let body = ReceiptBody {
-            version: strata_wire::receipt::RECEIPT_VERSION,
+            // A base-model receipt keeps version 2 and its bytes.
+            version: match adapter {
+                Some(_) => strata_wire::receipt::ADAPTED_RECEIPT_VERSION,
+                None => strata_wire::receipt::RECEIPT_VERSION,
+            },
             task_id,
             node: me.to_bytes(),
             model_hash: self.inner.config.model_hash,
@@ -631,6 +710,7 @@ impl Service {
             voucher,
             finished_at_ms: strata_service::now_ms(),
             hop: None,
+            adapter,
         };
         let receipt = match Receipt::sign(&self.inner.key, body) {
             Ok(r) => r,

@@ -60,6 +60,9 @@ pub struct NetworkOptions {
     /// Blocks held by each of the first nodes, which then serve as pipeline
     /// hops (empty: every node holds the whole model).
     pub pipeline: Vec<Range<usize>>,
+    /// Trainers whose policy versions every node and verifier follows
+    /// (`--follow-trainer`; empty: none).
+    pub follow_trainers: Vec<[u8; 32]>,
 }
 
 impl NetworkOptions {
@@ -82,6 +85,7 @@ impl NetworkOptions {
             listen_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             p2p_port: 0,
             pipeline: Vec::new(),
+            follow_trainers: Vec::new(),
         }
     }
 
@@ -192,7 +196,7 @@ pub async fn start(
                 ),
                 offer_mb: None,
             },
-            follow_trainers: Vec::new(),
+            follow_trainers: options.follow_trainers.clone(),
         })
         .await?;
         tracing::info!(node = %key.pubkey(), ?cheat, "node up");
@@ -217,6 +221,7 @@ pub async fn start(
             poll_interval: options.verifier_poll,
             opening_timeout: options.verifier_opening_timeout,
             state_dir: Some(options.state_dir.join(format!("verifier-{}", key.pubkey()))),
+            follow_trainers: options.follow_trainers.clone(),
         })
         .await?;
         tracing::info!(verifier = %key.pubkey(), "verifier up");

@@ -17,7 +17,7 @@ use strata_wire::protocols::OPENING;
 use strata_wire::Receipt;
 use tokio::time::Instant;
 
-use crate::check::{check_opening, Checked};
+use crate::check::{check_opening_adapted, lacks_adapter, Checked};
 use crate::relayer::{verify_batch, BatchReceipt, RelayerError};
 use crate::state::{PendingChallenge, State};
 use crate::VerifierError;
@@ -243,6 +243,20 @@ impl Verifier {
                 ),
             ));
         }
+        // A task served with a policy version is re-run with its adapter,
+        // from this verifier's own store (it follows the trainers too).
+        let adapter = match &body.adapter {
+            None => None,
+            Some(part) => match self.adapter(part) {
+                Some(a) => Some(a),
+                None => {
+                    return Ok(Checked::failed(
+                        FailedCheck::UnknownModel,
+                        lacks_adapter(part),
+                    ))
+                }
+            },
+        };
         let request = OpeningRequest {
             task_id: body.task_id,
             batch_id,
@@ -260,7 +274,15 @@ impl Verifier {
         let (engine, model_hash) = (self.engine.clone(), self.model_hash);
         let (layers, steps) = (plan.layers.clone(), plan.steps.clone());
         tokio::task::spawn_blocking(move || {
-            check_opening(&engine.model, &model_hash, &body, &layers, &steps, &opening)
+            check_opening_adapted(
+                &engine.model,
+                &model_hash,
+                &body,
+                &layers,
+                &steps,
+                &opening,
+                adapter.as_deref(),
+            )
         })
         .await
         .map_err(|e| format!("the checking thread failed: {e}"))

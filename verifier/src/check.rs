@@ -6,16 +6,19 @@
 //! The checks run in a fixed order and stop at the first failure, so two
 //! verifiers given the same opening report the same [`FailedCheck`]:
 //!
-//! 1. the receipt's model is the one this verifier loaded (otherwise it
-//!    cannot judge: [`FailedCheck::UnknownModel`], never a challenge);
+//! 1. the receipt's model is the one this verifier loaded, and for a task
+//!    served with a policy version (receipt version 4) the adapter it
+//!    names is the one given (otherwise it cannot judge, or not yet:
+//!    [`FailedCheck::UnknownModel`], never a challenge);
 //! 2. the tokens hash to the receipt's prompt and output hashes and match
 //!    its counts;
 //! 3. every opened entry decodes, sits at its own index, leads to the
 //!    receipt's commitment root, covers every committed position, and its
 //!    states hash to the entry;
 //! 4. entry 0 is the embedding of the tokens;
-//! 5. each audited layer, re-run over all positions, gives the next entry's
-//!    states and the committed sketch within [`DEFAULT_TOLERANCE`];
+//! 5. each audited layer, re-run over all positions (with the task's
+//!    adapter, if it names one), gives the next entry's states and the
+//!    committed sketch within [`DEFAULT_TOLERANCE`];
 //! 6. the audited output steps are what the committed final states and the
 //!    receipt's sampling settings give.
 //!
@@ -31,12 +34,13 @@
 use std::collections::BTreeMap;
 
 use strata_engine::{
-    check_embedding, check_layer, check_sampling, check_sampling_from, HiddenHasher, HiddenStates,
-    Model, Opening, DEFAULT_MAX_HIDDEN_BYTES, DEFAULT_TOLERANCE, MAX_ENTRY_BYTES,
+    check_embedding, check_layer_adapted, check_sampling, check_sampling_from, Adapter,
+    HiddenHasher, HiddenStates, Model, Opening, DEFAULT_MAX_HIDDEN_BYTES, DEFAULT_TOLERANCE,
+    MAX_ENTRY_BYTES,
 };
 use strata_node::openings::sampling_params;
 use strata_wire::audit::{AuditOutcome, FailedCheck, TaskOpening};
-use strata_wire::{tokens_hash, HopPart, ReceiptBody};
+use strata_wire::{tokens_hash, AdapterPart, HopPart, ReceiptBody};
 
 /// What checking one opening found, ready for an audit report.
 #[derive(Debug, Clone, PartialEq)]
@@ -101,10 +105,27 @@ pub fn check_opening(
     steps: &[u32],
     opening: &TaskOpening,
 ) -> Checked {
+    check_opening_adapted(model, model_hash, receipt, layers, steps, opening, None)
+}
+
+/// [`check_opening`] with the adapter the receipt names, when it names one
+/// (a task served with a policy version): the layers are re-run with it.
+/// A receipt naming an adapter this verifier was not given (or another
+/// one) cannot be audited yet: [`FailedCheck::UnknownModel`], not the
+/// node's fault.
+pub fn check_opening_adapted(
+    model: &Model,
+    model_hash: &[u8; 32],
+    receipt: &ReceiptBody,
+    layers: &[u32],
+    steps: &[u32],
+    opening: &TaskOpening,
+    adapter: Option<&Adapter>,
+) -> Checked {
     let started = strata_service::thread_cpu_micros();
     let mut work = Work::default();
     let result = run(
-        model, model_hash, receipt, layers, steps, opening, &mut work,
+        model, model_hash, receipt, layers, steps, opening, adapter, &mut work,
     );
     Checked {
         outcome: match result {
@@ -206,6 +227,7 @@ fn scope(receipt: &ReceiptBody, n_layers: u32) -> Result<Scope, Failure> {
     })
 }
 
+#[allow(clippy::too_many_arguments)] // check_opening_adapted's, and the work so far
 fn run(
     model: &Model,
     model_hash: &[u8; 32],
@@ -213,6 +235,7 @@ fn run(
     layers: &[u32],
     steps: &[u32],
     opening: &TaskOpening,
+    adapter: Option<&Adapter>,
     work: &mut Work,
 ) -> Result<(), Failure> {
     if receipt.model_hash != *model_hash {
@@ -225,6 +248,11 @@ fn run(
             ),
         ));
     }
+    let adapter = match (&receipt.adapter, adapter) {
+        (None, _) => None,
+        (Some(part), Some(a)) if a.digest() == part.adapter => Some(a),
+        (Some(part), _) => return Err(fail(FailedCheck::UnknownModel, lacks_adapter(part))),
+    };
     let n_layers = model.n_layers() as u32;
     let scope = scope(receipt, n_layers)?;
     if let Some(&l) = layers.iter().find(|&&l| l < scope.first || l >= scope.last) {
@@ -300,13 +328,14 @@ fn run(
         let sketch = entries
             .get(&layer)
             .map(|e| e.opening.entry.sketch.as_slice());
-        let check = check_layer(
+        let check = check_layer_adapted(
             model,
             layer as usize,
             input,
             output,
             sketch,
             DEFAULT_TOLERANCE,
+            adapter,
         )
         .map_err(|e| fail(FailedCheck::Layer(layer), e.to_string()))?;
         work.digests.push(check.work_digest);
@@ -358,6 +387,15 @@ fn run(
         ));
     }
     Ok(())
+}
+
+/// Why a receipt naming `part` cannot be audited here yet.
+pub fn lacks_adapter(part: &AdapterPart) -> String {
+    format!(
+        "cannot audit yet: this verifier does not hold the adapter of policy version {} ({}); follow its trainer",
+        part.policy_version,
+        hex::encode(part.adapter)
+    )
 }
 
 /// A hop's tokens: the first hop's prompt (hashing to the receipt's input

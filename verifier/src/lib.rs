@@ -46,6 +46,7 @@ use strata_chain::registration::{ensure_registered, Registration};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{Keypair, Signer, ROLE_VERIFIER};
 use strata_engine::Engine;
+use strata_node::policy::{engine_loader, PolicyConfig, PolicyStore};
 use strata_p2p::{NodeId, NodeIdentity, P2pConfig, P2pHandle};
 use strata_service::dial_registered_nodes;
 use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS};
@@ -121,6 +122,12 @@ pub struct VerifierConfig {
     /// Where the verifier remembers what it did across restarts
     /// ([`state`]); `None` keeps it in memory only.
     pub state_dir: Option<PathBuf>,
+    /// Trainers whose policy versions (LoRA adapters) to fetch and keep,
+    /// as a node following them does (`strata_node::policy`): audits of
+    /// tasks served with one re-run layers with its adapter; a task whose
+    /// adapter this verifier lacks cannot be audited by it (yet). Empty:
+    /// none.
+    pub follow_trainers: Vec<[u8; 32]>,
 }
 
 /// What a verifier has done since it started.
@@ -266,6 +273,23 @@ pub async fn start(config: VerifierConfig) -> Result<RunningVerifier, VerifierEr
     );
     dial_registered_nodes(&chain, &p2p).await;
 
+    let policies = if config.follow_trainers.is_empty() {
+        None
+    } else {
+        let dir = match &config.state_dir {
+            Some(d) => d.join("policies"),
+            None => {
+                std::env::temp_dir().join(format!("strata-verifier-policies-{}", p2p.node_id()))
+            }
+        };
+        let store = PolicyStore::new(
+            PolicyConfig::new(config.follow_trainers.clone(), model_hash, dir),
+            p2p.clone(),
+            engine_loader(engine.model.config().clone(), model_hash),
+        )
+        .map_err(|e| VerifierError::Config(format!("policy store: {e}")))?;
+        Some(store)
+    };
     let inner = Arc::new(Verifier {
         me: config.keypair.pubkey(),
         key: config.keypair,
@@ -280,6 +304,7 @@ pub async fn start(config: VerifierConfig) -> Result<RunningVerifier, VerifierEr
         stats: Mutex::new(VerifierStats::default()),
         notes: Mutex::new(Default::default()),
         flushing: tokio::sync::Mutex::new(()),
+        policies,
     });
     let tasks = service::spawn(inner.clone(), events, config.poll_interval);
     tracing::info!(addrs = ?addrs, relayer = %inner.relayer.base(), "verifying");

@@ -54,6 +54,11 @@ struct Cli {
     /// Where the verifier remembers its audits and votes across restarts.
     #[arg(long, default_value = "~/.strata/verifier")]
     state_dir: String,
+    /// Follow the policy versions (LoRA adapters) this trainer publishes,
+    /// as nodes serving them do, to audit tasks served with them: its
+    /// public key, base58 or hex (repeatable; off by default).
+    #[arg(long, value_name = "PUBKEY", value_parser = strata_node::policy::parse_trainer_key)]
+    follow_trainer: Vec<[u8; 32]>,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9102).
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
@@ -87,6 +92,7 @@ async fn main() -> anyhow::Result<()> {
         poll_interval: Duration::from_secs(cli.poll_secs),
         opening_timeout: Duration::from_secs(cli.opening_timeout_secs),
         state_dir: Some(strata_service::expand_home(&cli.state_dir)),
+        follow_trainers: cli.follow_trainer,
     })
     .await?;
     println!(

@@ -1,6 +1,7 @@
 //! The verifier's duties, run by three tasks: following batches (audits,
 //! reports, challenges), committee duty (draws, votes, verdicts, expiries)
-//! and listening to the network (votes in, opening requests refused).
+//! and listening to the network (votes in, policy updates of followed
+//! trainers in, opening requests refused).
 //!
 //! Both polling loops act on one reading of the chain per poll and keep
 //! going past single failures: whatever could not be done now (an RPC or
@@ -15,10 +16,12 @@ use std::time::Duration;
 use strata_chain::accounts::{Config, Node};
 use strata_chain::rpc::ChainClient;
 use strata_chain::{ChainError, Keypair, Pubkey};
-use strata_engine::Engine;
+use strata_engine::{Adapter, Engine};
+use strata_node::policy::PolicyStore;
 use strata_p2p::{P2pEvent, P2pEvents, P2pHandle};
 use strata_wire::audit::{OpeningResponse, VerdictVote};
 use strata_wire::protocols::{OPENING, VERDICTS};
+use strata_wire::AdapterPart;
 use tokio::task::JoinHandle;
 
 use crate::relayer::RelayerClient;
@@ -47,6 +50,9 @@ pub(crate) struct Verifier {
     /// Held while reports are sent: the batch and committee loops both
     /// flush, and two flushes of one queue would post each report twice.
     pub(crate) flushing: tokio::sync::Mutex<()>,
+    /// The policy versions of the trainers it follows: audits of tasks
+    /// served with one re-run layers with its adapter.
+    pub(crate) policies: Option<PolicyStore>,
 }
 
 /// One reading of the chain, shared by everything a poll does.
@@ -134,9 +140,22 @@ impl Verifier {
         })
     }
 
-    /// Votes from gossip go to the pool; opening requests are refused.
+    /// The adapter `part` names, if this verifier holds it (by version,
+    /// with the same digest).
+    pub(crate) fn adapter(&self, part: &AdapterPart) -> Option<Arc<Adapter>> {
+        self.policies
+            .as_ref()
+            .and_then(|p| p.get(part.policy_version))
+            .filter(|a| a.digest() == part.adapter)
+    }
+
+    /// Votes from gossip go to the pool; policy updates to the store;
+    /// opening requests are refused.
     pub(crate) async fn listen(self: Arc<Self>, mut events: P2pEvents) {
         while let Some(event) = events.recv().await {
+            if self.policies.as_ref().is_some_and(|p| p.hear(&event)) {
+                continue;
+            }
             match event {
                 P2pEvent::Gossip {
                     topic,

@@ -54,7 +54,9 @@ pub mod voucher;
 
 pub use capacity::Capacity;
 pub use codec::{decode, encode, WireError};
-pub use receipt::{hop_task_id, tokens_hash, HopPart, Receipt, ReceiptBody, MAX_RECEIPT_BYTES};
+pub use receipt::{
+    hop_task_id, tokens_hash, AdapterPart, HopPart, Receipt, ReceiptBody, MAX_RECEIPT_BYTES,
+};
 pub use sampling::Sampling;
 pub use voucher::Voucher;
 

@@ -16,14 +16,21 @@ pub const RECEIPT_VERSION: u8 = 2;
 /// Version of a hop's receipt: version 2's fields followed by a [`HopPart`]
 /// (a version-2 receipt's bytes are unchanged by its existence).
 pub const HOP_RECEIPT_VERSION: u8 = 3;
+/// Version of a whole-model receipt of a task served with a policy version
+/// (a LoRA adapter over the base model): version 2's fields followed by an
+/// [`AdapterPart`] (version-2 and version-3 bytes are unchanged by its
+/// existence). The on-chain program only sees the body's digest, so it
+/// takes these as it takes every other version.
+pub const ADAPTED_RECEIPT_VERSION: u8 = 4;
 /// Largest encoded receipt accepted from the network (the fixed fields take 385 bytes).
 pub const MAX_RECEIPT_BYTES: usize = 1024;
 
 /// Everything a receipt attests.
 ///
 /// Encoded as Borsh field by field, with `hop` present exactly when
-/// `version` is [`HOP_RECEIPT_VERSION`] (written by hand below, so that a
-/// version-2 receipt keeps its bytes and its digest).
+/// `version` is [`HOP_RECEIPT_VERSION`] and `adapter` exactly when it is
+/// [`ADAPTED_RECEIPT_VERSION`] (written by hand below, so that a version-2
+/// receipt keeps its bytes and its digest).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReceiptBody {
     /// [`RECEIPT_VERSION`].
@@ -55,6 +62,24 @@ pub struct ReceiptBody {
     /// For a hop of a pipelined task ([`HOP_RECEIPT_VERSION`]): which part of
     /// the task this node ran. `None` for a whole-model receipt.
     pub hop: Option<HopPart>,
+    /// For a task served with a policy version
+    /// ([`ADAPTED_RECEIPT_VERSION`]): which adapter ran. `None` for the
+    /// base model.
+    pub adapter: Option<AdapterPart>,
+}
+
+/// The policy a task was served with, as its receipt attests it: the
+/// version the task asked for and the SHA-256 of the adapter's canonical
+/// bytes (`strata_engine::Adapter::digest`, which is also the adapter
+/// file's SHA-256 in the trainer's announcement). An auditor re-runs the
+/// audited layers with exactly that adapter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct AdapterPart {
+    /// The policy version (at least 1; 0 is the base model, which has no
+    /// adapter part).
+    pub policy_version: u64,
+    /// SHA-256 of the adapter's canonical bytes.
+    pub adapter: [u8; 32],
 }
 
 /// The part of a pipelined task one hop ran, as its receipt attests it.
@@ -159,6 +184,9 @@ impl BorshSerialize for ReceiptBody {
         if let Some(hop) = &self.hop {
             hop.serialize(w)?;
         }
+        if let Some(adapter) = &self.adapter {
+            adapter.serialize(w)?;
+        }
         Ok(())
     }
 }
@@ -182,6 +210,11 @@ impl BorshDeserialize for ReceiptBody {
             finished_at_ms: BorshDeserialize::deserialize_reader(r)?,
             hop: if version == HOP_RECEIPT_VERSION {
                 Some(HopPart::deserialize_reader(r)?)
+            } else {
+                None
+            },
+            adapter: if version == ADAPTED_RECEIPT_VERSION {
+                Some(AdapterPart::deserialize_reader(r)?)
             } else {
                 None
             },
@@ -234,6 +267,11 @@ impl Receipt {
                 "a receipt carries a hop part exactly when its version is 3".into(),
             ));
         }
+        if (body.version == ADAPTED_RECEIPT_VERSION) != body.adapter.is_some() {
+            return Err(WireError::Invalid(
+                "a receipt carries an adapter part exactly when its version is 4".into(),
+            ));
+        }
         let key = SigningKey::from_bytes(node.secret_bytes());
         if key.verifying_key().to_bytes() != body.node {
             return Err(WireError::Invalid(
@@ -253,13 +291,21 @@ impl Receipt {
 
     /// Checks everything a receipt can prove by itself: version, the node's
     /// signature, the client's voucher signature, that the voucher pays this
-    /// node and covers at least this task's price, and a hop part's own
-    /// consistency (its id, its place in the route, its cells).
+    /// node and covers at least this task's price, a hop part's own
+    /// consistency (its id, its place in the route, its cells) and an
+    /// adapter part's version (above 0).
     pub fn verify(&self) -> Result<(), WireError> {
         let b = &self.body;
-        match (b.version, &b.hop) {
-            (RECEIPT_VERSION, None) => {}
-            (HOP_RECEIPT_VERSION, Some(hop)) => hop.check(&b.task_id, &b.node)?,
+        match (b.version, &b.hop, &b.adapter) {
+            (RECEIPT_VERSION, None, None) => {}
+            (HOP_RECEIPT_VERSION, Some(hop), None) => hop.check(&b.task_id, &b.node)?,
+            (ADAPTED_RECEIPT_VERSION, None, Some(a)) => {
+                if a.policy_version == 0 {
+                    return Err(WireError::Invalid(
+                        "an adapted receipt names policy version 0, the base model".into(),
+                    ));
+                }
+            }
             _ => {
                 return Err(WireError::Invalid(format!(
                     "unknown receipt version {}",

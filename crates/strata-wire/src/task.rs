@@ -20,6 +20,14 @@
 //! is computed or sent for callers that do not ask. These variants, like the
 //! pipeline's, are appended, so every earlier message keeps its bytes.
 //!
+//! A task that asks for a policy version (a LoRA adapter over the base
+//! model, fetched from a trainer the node follows) starts with
+//! [`TaskRequest::StartPolicy`], with or without log-probabilities; it
+//! polls and settles as the plain or logprobs task it otherwise is. A node
+//! that does not hold the version refuses with
+//! [`TaskErrorKind::UnknownPolicy`]. The adapter is fixed when the task
+//! starts: a newer version arriving while it runs does not change it.
+//!
 //! A caller makes each of these calls with [`call`]: it encodes the
 //! request, hands the bytes to whatever transport it is given (the p2p
 //! layer's `TASK` protocol in the gateway, a channel in a test) and decodes
@@ -211,6 +219,21 @@ pub enum TaskRequest {
         /// Answer only once the task has ended (or the poll times out).
         to_end: bool,
     },
+    /// Start a task as [`TaskRequest::Start`] (`top_logprobs` None, polled
+    /// with [`TaskRequest::Poll`]) or [`TaskRequest::StartLogprobs`]
+    /// (`top_logprobs` given, polled with [`TaskRequest::PollLogprobs`])
+    /// does, served with policy version `policy_version` (at least 1: the
+    /// base model is version 0 and starts with the other calls) of the
+    /// policies the node follows. Whole-model nodes only.
+    StartPolicy {
+        /// The task.
+        spec: TaskSpec,
+        /// Alternatives to list per token, when log-probabilities are
+        /// wanted (at most [`MAX_TOP_LOGPROBS`]).
+        top_logprobs: Option<u8>,
+        /// The policy version to serve it with.
+        policy_version: u64,
+    },
 }
 
 impl TaskRequest {
@@ -220,7 +243,8 @@ impl TaskRequest {
             TaskRequest::Start(spec)
             | TaskRequest::StartHop { spec, .. }
             | TaskRequest::ResumeHop { spec, .. }
-            | TaskRequest::StartLogprobs { spec, .. } => spec.task_id,
+            | TaskRequest::StartLogprobs { spec, .. }
+            | TaskRequest::StartPolicy { spec, .. } => spec.task_id,
             TaskRequest::Poll { task_id, .. }
             | TaskRequest::Settle { task_id, .. }
             | TaskRequest::Cancel { task_id }
@@ -272,6 +296,9 @@ pub enum TaskErrorKind {
     Payment,
     /// The node failed (HTTP 500).
     Internal,
+    /// The node does not hold the policy version asked for (any more):
+    /// another node announcing it may (HTTP 503 when none does).
+    UnknownPolicy,
 }
 
 /// A node's answer.

@@ -171,6 +171,7 @@ impl FakeNode {
                 context_length: 2048,
                 addrs: addrs.clone(),
                 sent_at_ms: 0,
+                policies: Vec::new(),
             };
             // Gossip reaches the gateway only once its mesh has formed, so
             // announce again and again, as real nodes do.
@@ -274,6 +275,10 @@ fn answer(
             kind: TaskErrorKind::BadRequest,
             message: "this fake node serves no pipeline hops".into(),
         },
+        TaskRequest::StartPolicy { .. } => TaskResponse::Error {
+            kind: TaskErrorKind::UnknownPolicy,
+            message: "a fake node holds no policy version".into(),
+        },
         TaskRequest::StartLogprobs { .. } | TaskRequest::PollLogprobs { .. } => {
             TaskResponse::Error {
                 kind: TaskErrorKind::BadRequest,
@@ -325,6 +330,7 @@ fn answer(
                 voucher,
                 finished_at_ms: 1,
                 hop: None,
+                adapter: None,
             };
             match Receipt::sign(key, body) {
                 Ok(r) => TaskResponse::Settled(Box::new(r)),

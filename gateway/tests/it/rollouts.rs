@@ -1,6 +1,6 @@
 //! `POST /v1/rollouts` refusals, without a chain: every bad job (unknown
 //! reward or task, group size out of range, a job over the completion
-//! limit, a policy version no adapter serves, ...) is an OpenAI error
+//! limit, a policy version no node holds, ...) is an OpenAI error
 //! object with a clear message, and no node is asked to run anything.
 
 use serde_json::{json, Value};
@@ -181,16 +181,16 @@ async fn bad_rollout_jobs_are_refused_with_clear_errors() {
         (
             job(json!({"policy_version": 1})),
             Some(KEY),
-            bad,
-            "adapters are not served yet",
-            "unknown policy version",
+            (503, "server_error", "no_capacity"),
+            "holds policy version 1 (versions served: [])",
+            "a policy version no node holds",
         ),
         (
             job(json!({"policy_version": "3"})),
             Some(KEY),
-            bad,
-            "policy_version 3 is not served",
-            "unknown policy version as a string",
+            (503, "server_error", "no_capacity"),
+            "holds policy version 3",
+            "a policy version no node holds, as a string",
         ),
         (
             job(json!({"policy_version": "latest"})),

@@ -153,6 +153,7 @@ impl Hops {
                 prev: node_of(open.previous_hop()),
                 next: node_of(open.next_hop()),
             }),
+            adapter: None,
         };
         Receipt::sign(&self.inner.key, body).map_err(|e| internal(e.to_string()))
     }

@@ -4,7 +4,8 @@
 //! surviving the SIGKILL of a middle hop and paying once, nodes placing
 //! themselves (`--layers auto`) and moving into a hole,
 //! audit openings on a real local chain, and policy updates (LoRA adapters)
-//! spread from a trainer to followers, with every refusal.
+//! spread from a trainer to followers, with every refusal, and served:
+//! a node switching versions between sequences under traffic.
 
 mod hop_failover;
 mod hop_protocol;
@@ -12,4 +13,5 @@ mod model_fetch;
 mod openings;
 mod placement;
 mod policy;
+mod policy_serving;
 mod task_protocol;

@@ -221,6 +221,7 @@ pub fn receipt(
         voucher: Voucher::sign(client, &node.pubkey(), cumulative),
         finished_at_ms: 1_700_000_000_000 + task,
         hop: None,
+        adapter: None,
     };
     Receipt::sign(node, body).unwrap()
 }
@@ -315,6 +316,7 @@ pub fn hop_receipt(
         voucher: Voucher::sign(client, &node.pubkey(), cumulative),
         finished_at_ms: 1_700_000_000_000 + u64::from(part.index),
         hop: Some(part),
+        adapter: None,
     };
     Receipt::sign(node, body).unwrap()
 }

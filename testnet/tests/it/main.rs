@@ -9,6 +9,7 @@ mod logs;
 mod netns;
 mod node_restart;
 mod pipeline;
+mod policy_rollouts;
 mod restart;
 mod rollouts;
 mod rpc_journey;

@@ -152,6 +152,7 @@ fn serve(tasks: usize, concurrent: usize, max_tokens: usize, out: &Path) -> anyh
                 voucher: Voucher::sign(&client, &node.pubkey(), 1),
                 finished_at_ms: 0,
                 hop: None,
+                adapter: None,
             };
             let record = TaskRecord {
                 receipt: Receipt::sign(&node, body)?,

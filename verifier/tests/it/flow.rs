@@ -169,6 +169,7 @@ async fn verifier(
         poll_interval: Duration::from_millis(300),
         opening_timeout: Duration::from_secs(2),
         state_dir: Some(state_dir.to_path_buf()),
+        follow_trainers: Vec::new(),
     })
     .await
     .unwrap()

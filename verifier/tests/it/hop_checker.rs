@@ -161,6 +161,7 @@ fn serve(prompt: Vec<u32>, sampling: Sampling, sample_offset: u32, task: u8) -> 
                 voucher: Voucher::sign(&client, &node.pubkey(), 10),
                 finished_at_ms: 1_700_000_000_000,
                 hop: Some(hop),
+                adapter: None,
             };
             let receipt = Receipt::sign(node, body).unwrap();
             receipt.verify().unwrap();

@@ -19,6 +19,7 @@ fn config(rpc_url: &str, relayer: &str) -> VerifierConfig {
         poll_interval: Duration::from_secs(1),
         opening_timeout: Duration::from_secs(5),
         state_dir: None,
+        follow_trainers: Vec::new(),
     }
 }
 

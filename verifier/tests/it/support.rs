@@ -34,6 +34,7 @@ pub fn receipt(
         voucher: Voucher::sign(&client, &node.pubkey(), price),
         finished_at_ms: 1_700_000_000_000,
         hop: None,
+        adapter: None,
     };
     match Receipt::sign(node, body) {
         Ok(r) => r,

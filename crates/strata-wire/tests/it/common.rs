@@ -26,6 +26,7 @@ pub fn body(node: &Keypair, client: &Keypair, price: u64, cumulative: u64) -> Re
         voucher: Voucher::sign(client, &node.pubkey(), cumulative),
         finished_at_ms: 1,
         hop: None,
+        adapter: None,
     }
 }
 
@@ -53,6 +54,7 @@ pub fn hop_body(node: &Keypair, client: &Keypair, index: u8) -> ReceiptBody {
             prev: [0; 32],
             next: [0; 32],
         }),
+        adapter: None,
         ..body(node, client, 16, 16)
     }
 }

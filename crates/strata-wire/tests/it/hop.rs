@@ -223,6 +223,7 @@ fn hop_announcements_round_trip_and_bad_ones_are_refused() {
             context_length: 2048,
             addrs: vec!["/ip4/127.0.0.1/tcp/1".into()],
             sent_at_ms: 5,
+            policies: Vec::new(),
         },
         start: 10,
         end: 20,
