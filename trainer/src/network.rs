@@ -8,7 +8,8 @@
 //! gateway's number is only compared: a reward is data, never trusted.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use strata_chain::Keypair;
@@ -21,6 +22,9 @@ use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS};
 use crate::error::{Result, TrainerError};
 use crate::rollout::{Rollout, RolloutBatch, SampleSpec};
 use crate::run::{Publisher, RolloutSource};
+
+/// How often the newest version is announced again.
+const REANNOUNCE: Duration = Duration::from_secs(3);
 
 /// Largest rollout job answer read (256 completions with their receipts).
 const MAX_ANSWER_BYTES: usize = 32 << 20;
@@ -40,6 +44,9 @@ pub struct GatewaySource {
     /// Completions whose reward the gateway reported differently from the
     /// recomputation here (logged; the recomputed one is used).
     pub reward_mismatches: u64,
+    /// How long a job refused with 503 (capacity, or a version no node
+    /// serves yet) is retried before the run fails.
+    pub version_wait: Duration,
 }
 
 impl std::fmt::Debug for GatewaySource {
@@ -70,6 +77,7 @@ impl GatewaySource {
             model: model.to_string(),
             tokenizer,
             reward_mismatches: 0,
+            version_wait: Duration::from_secs(120),
         }
     }
 
@@ -191,26 +199,38 @@ impl RolloutSource for GatewaySource {
             format!("{}/v1/rollouts", self.url),
             self.api_key.clone(),
         );
+        let wait = self.version_wait;
         let body: Value = self.rt.block_on(async move {
-            let resp = client
-                .post(url)
-                .bearer_auth(key)
-                .json(&job)
-                .send()
-                .await
-                .map_err(rollouts)?;
-            let status = resp.status();
-            let bytes = resp.bytes().await.map_err(rollouts)?;
-            if bytes.len() > MAX_ANSWER_BYTES {
-                return Err(rollouts(format!("answer of {} bytes", bytes.len())));
+            let deadline = tokio::time::Instant::now() + wait;
+            loop {
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(&key)
+                    .json(&job)
+                    .send()
+                    .await
+                    .map_err(rollouts)?;
+                let status = resp.status();
+                let bytes = resp.bytes().await.map_err(rollouts)?;
+                if bytes.len() > MAX_ANSWER_BYTES {
+                    return Err(rollouts(format!("answer of {} bytes", bytes.len())));
+                }
+                // A version just published is not served until a node has
+                // fetched it and announced so: wait for it, within bounds.
+                if status == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+                if !status.is_success() {
+                    return Err(rollouts(format!(
+                        "{status}: {}",
+                        String::from_utf8_lossy(&bytes)
+                    )));
+                }
+                return serde_json::from_slice(&bytes).map_err(rollouts);
             }
-            if !status.is_success() {
-                return Err(rollouts(format!(
-                    "{status}: {}",
-                    String::from_utf8_lossy(&bytes)
-                )));
-            }
-            serde_json::from_slice(&bytes).map_err(rollouts)
         })?;
         self.parse(&body, prompts, spec)
     }
@@ -224,6 +244,9 @@ pub struct P2pPublisher {
     base_model: [u8; 32],
     /// Every announcement made, newest last.
     pub announcements: Vec<PolicyAnnouncement>,
+    /// The newest announcement, which a background task publishes again
+    /// every few seconds for nodes that joined (or meshed) after it.
+    latest: Arc<Mutex<Option<PolicyAnnouncement>>>,
 }
 
 impl std::fmt::Debug for P2pPublisher {
@@ -262,12 +285,26 @@ impl P2pPublisher {
             }
             Ok::<_, TrainerError>(p2p)
         })?;
+        let latest: Arc<Mutex<Option<PolicyAnnouncement>>> = Arc::default();
+        let (again, handle) = (latest.clone(), p2p.clone());
+        rt.spawn(async move {
+            let mut tick = tokio::time::interval(REANNOUNCE);
+            loop {
+                tick.tick().await;
+                let a = again.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                if let Some(a) = a {
+                    // Errors (no subscriber yet, a duplicate) change nothing.
+                    let _ = strata_service::policy::announce(&handle, &a).await;
+                }
+            }
+        });
         Ok(Self {
             rt,
             p2p,
             key,
             base_model,
             announcements: Vec::new(),
+            latest,
         })
     }
 
@@ -297,6 +334,7 @@ impl Publisher for P2pPublisher {
             }
             Ok(a)
         })?;
+        *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.clone());
         self.announcements.push(a);
         Ok(())
     }

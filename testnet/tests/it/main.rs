@@ -13,6 +13,7 @@ mod policy_rollouts;
 mod restart;
 mod rollouts;
 mod rpc_journey;
+mod trainer_network;
 mod verification;
 
 /// Each test here runs a chain and several model engines; two at once on a
