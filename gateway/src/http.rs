@@ -61,6 +61,7 @@ pub fn router(inner: Arc<Inner>) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/v1/models", get(models))
         .route("/v1/stats", get(stats))
+        .route("/v1/workers", get(workers))
         .route("/v1/chat/completions", post(chat))
         .route("/v1/completions", post(completions))
         .route("/metrics", get(metrics))
@@ -126,6 +127,40 @@ async fn stats(State(gw): State<Arc<Inner>>) -> Json<Value> {
         "generation_us": s.generation_us.load(Ordering::Relaxed),
         "total_us": s.total_us.load(Ordering::Relaxed),
     }))
+}
+
+/// `GET /v1/workers?model=M&policy_version=V`: the fresh nodes serving that
+/// model (and version) with what they announced: price, one sequence's
+/// speed, slots and load, versions held. A trainer picks its rollout
+/// workers from this (`strata-trainer workers`); it is the capacity gossip
+/// every peer hears anyway, so it needs no key.
+async fn workers(
+    State(gw): State<Arc<Inner>>,
+    axum::extract::Query(q): axum::extract::Query<WorkersQuery>,
+) -> Json<Value> {
+    let list: Vec<Value> = gw
+        .router
+        .candidates(&q.model, q.policy_version.unwrap_or(0), &[])
+        .into_iter()
+        .map(|(id, c)| {
+            json!({
+                "node": strata_chain::Pubkey::from(id.0).to_string(),
+                "price_per_token": c.price_per_token,
+                "tokens_per_sec": c.tokens_per_sec,
+                "max_concurrent": c.max_concurrent,
+                "active": c.active,
+                "policy_versions": c.policies.iter().map(|p| p.version).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "object": "list", "data": list }))
+}
+
+/// The query of `GET /v1/workers`.
+#[derive(Debug, serde::Deserialize)]
+struct WorkersQuery {
+    model: String,
+    policy_version: Option<u64>,
 }
 
 pub(crate) fn api_key(headers: &HeaderMap) -> Result<String, GatewayError> {

@@ -58,6 +58,35 @@ enum Cmd {
         #[command(flatten)]
         train: SweepArgs,
     },
+    /// Picks rollout workers from a gateway's nodes (Echo-2): the cheapest
+    /// set that meets a target throughput under a staleness budget, shown
+    /// as a table.
+    Workers {
+        /// The gateway (e.g. `http://127.0.0.1:8080`).
+        #[arg(long)]
+        gateway: String,
+        /// The model name the gateway serves.
+        #[arg(long, default_value = "SmolLM2-135M-Instruct")]
+        model_name: String,
+        /// Policy version the rollouts need (0: the base model).
+        #[arg(long, default_value_t = 0)]
+        policy_version: u64,
+        /// Target completion tokens per second.
+        #[arg(long)]
+        target: f64,
+        /// Completions per policy version (prompts × group).
+        #[arg(long, default_value_t = 32)]
+        completions: u32,
+        /// Token budget per completion.
+        #[arg(long, default_value_t = 16)]
+        max_tokens: u32,
+        /// S, the staleness budget.
+        #[arg(long, default_value_t = 0)]
+        staleness: u32,
+        /// Seconds one training step takes.
+        #[arg(long, default_value_t = 20.0)]
+        train_step_secs: f64,
+    },
     /// Measures the base model's reward on each task and one update's cost.
     Probe {
         /// Prompts per task.
@@ -166,6 +195,24 @@ fn main() -> anyhow::Result<()> {
             eval_prompts,
             train: t,
         } => sweep(&model_path, &dir, &staleness, target, eval_prompts, t),
+        Cmd::Workers {
+            gateway,
+            model_name,
+            policy_version,
+            target,
+            completions,
+            max_tokens,
+            staleness,
+            train_step_secs,
+        } => {
+            let demand = strata_rl::workers::RolloutDemand {
+                completions,
+                max_tokens,
+                staleness,
+                train_step_secs,
+            };
+            workers(&gateway, &model_name, policy_version, target, &demand)
+        }
         Cmd::Probe {
             prompts,
             group,
@@ -277,6 +324,34 @@ fn network(
     );
     let source = GatewaySource::new(rt, url, &api_key, &n.model_name, engine.tokenizer.clone());
     Ok((Box::new(source), Box::new(publisher)))
+}
+
+/// Reads the gateway's workers and prints the selection for `demand`.
+fn workers(
+    gateway: &str,
+    model: &str,
+    version: u64,
+    target: f64,
+    demand: &strata_rl::workers::RolloutDemand,
+) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let url = format!("{}/v1/workers", gateway.trim_end_matches('/'));
+    let body: serde_json::Value = rt.block_on(async {
+        reqwest::Client::new()
+            .get(&url)
+            .query(&[("model", model), ("policy_version", &version.to_string())])
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    })?;
+    let offers = strata_trainer::network::offers(&body)?;
+    let selection = strata_rl::select(&offers, target, demand)?;
+    println!("{selection}");
+    Ok(())
 }
 
 fn curve(model: &Path, dir: &Path, prompts: usize, every: u64) -> anyhow::Result<()> {

@@ -236,6 +236,31 @@ impl RolloutSource for GatewaySource {
     }
 }
 
+/// Rollout worker offers from a gateway's `GET /v1/workers` answer: each
+/// node's announced price, and its speed with every free slot running (one
+/// sequence's announced speed × free slots: an upper bound, batched decoding
+/// does not scale linearly).
+pub fn offers(body: &Value) -> Result<Vec<strata_rl::workers::WorkerOffer>> {
+    let list = body["data"]
+        .as_array()
+        .ok_or_else(|| rollouts(format!("workers answer without data: {body}")))?;
+    list.iter()
+        .map(|w| {
+            let num = |k: &str| {
+                w[k].as_f64()
+                    .ok_or_else(|| rollouts(format!("a worker without {k}: {w}")))
+            };
+            let slots = (num("max_concurrent")? - num("active")?).max(0.0) as u32;
+            Ok(strata_rl::workers::WorkerOffer {
+                id: w["node"].as_str().unwrap_or("?").to_string(),
+                price_per_token: num("price_per_token")? as u64,
+                tokens_per_sec: num("tokens_per_sec")? * f64::from(slots),
+                slots,
+            })
+        })
+        .collect()
+}
+
 /// Publishes each version to the nodes that follow this trainer's key.
 pub struct P2pPublisher {
     rt: Arc<tokio::runtime::Runtime>,
@@ -337,5 +362,30 @@ impl Publisher for P2pPublisher {
         *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(a.clone());
         self.announcements.push(a);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offers_count_free_slots_and_refuse_missing_fields() {
+        let body = json!({"data": [
+            {"node": "a", "price_per_token": 3, "tokens_per_sec": 20.0, "max_concurrent": 8, "active": 2, "policy_versions": [1]},
+            {"node": "b", "price_per_token": 1, "tokens_per_sec": 10.0, "max_concurrent": 4, "active": 6, "policy_versions": []},
+        ]});
+        let o = offers(&body).unwrap();
+        assert_eq!(
+            (o[0].slots, o[0].tokens_per_sec, o[0].price_per_token),
+            (6, 120.0, 3)
+        );
+        assert_eq!(
+            (o[1].slots, o[1].tokens_per_sec),
+            (0, 0.0),
+            "an over-busy node has no room"
+        );
+        assert!(offers(&json!({"data": [{"node": "c"}]})).is_err());
+        assert!(offers(&json!({"error": "x"})).is_err());
     }
 }
