@@ -22,7 +22,7 @@ use crate::relayer::{verify_batch, BatchReceipt, RelayerError};
 use crate::state::{PendingChallenge, State};
 use crate::VerifierError;
 
-use crate::service::{Verifier, View};
+use crate::service::{AdapterVerdict, Verifier, View};
 
 /// Pause between attempts to reach a node for its openings.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -248,11 +248,22 @@ impl Verifier {
         let adapter = match &body.adapter {
             None => None,
             Some(part) => match self.adapter(part) {
-                Some(a) => Some(a),
-                None => {
+                AdapterVerdict::Held(a) => Some(a),
+                AdapterVerdict::Unknown => {
                     return Ok(Checked::failed(
                         FailedCheck::UnknownModel,
                         lacks_adapter(part),
+                    ))
+                }
+                AdapterVerdict::Conflicting { published } => {
+                    return Ok(Checked::failed(
+                        FailedCheck::Adapter,
+                        format!(
+                            "the receipt names adapter {} as policy version {}; the trainer published {}",
+                            hex::encode(part.adapter),
+                            part.policy_version,
+                            hex::encode(published)
+                        ),
                     ))
                 }
             },

@@ -273,6 +273,7 @@ pub async fn start(config: VerifierConfig) -> Result<RunningVerifier, VerifierEr
     );
     dial_registered_nodes(&chain, &p2p).await;
 
+    let sole_trainer = config.follow_trainers.len() == 1;
     let policies = if config.follow_trainers.is_empty() {
         None
     } else {
@@ -305,6 +306,7 @@ pub async fn start(config: VerifierConfig) -> Result<RunningVerifier, VerifierEr
         notes: Mutex::new(Default::default()),
         flushing: tokio::sync::Mutex::new(()),
         policies,
+        sole_trainer,
     });
     let tasks = service::spawn(inner.clone(), events, config.poll_interval);
     tracing::info!(addrs = ?addrs, relayer = %inner.relayer.base(), "verifying");

@@ -53,6 +53,46 @@ pub(crate) struct Verifier {
     /// The policy versions of the trainers it follows: audits of tasks
     /// served with one re-run layers with its adapter.
     pub(crate) policies: Option<PolicyStore>,
+    /// It follows exactly one trainer, so a version number names one
+    /// adapter (versions are one namespace in a store).
+    pub(crate) sole_trainer: bool,
+}
+
+/// What a verifier can do with the adapter a receipt names.
+#[derive(Debug, Clone)]
+pub(crate) enum AdapterVerdict<A = Arc<Adapter>> {
+    /// It holds that version with that digest: re-run the layers with it.
+    Held(A),
+    /// It does not hold that version (not fetched yet, evicted, or a trainer
+    /// it does not follow): it cannot judge the task.
+    Unknown,
+    /// It holds that version from the only trainer it follows, with another
+    /// digest: the receipt names weights that trainer never published as
+    /// that version. Without this, a node could name any made-up digest and
+    /// make every audit of its versioned tasks "cannot audit yet".
+    Conflicting {
+        /// The digest the trainer published.
+        published: [u8; 32],
+    },
+}
+
+/// The verdict for a receipt's `part`, given the adapter held for its
+/// version (if any), its digest function, and whether one trainer is
+/// followed. With several trainers a version number may name several
+/// adapters, and a mismatch proves nothing: unknown.
+pub(crate) fn adapter_verdict<A>(
+    held: Option<A>,
+    digest: impl Fn(&A) -> [u8; 32],
+    part: &AdapterPart,
+    sole_trainer: bool,
+) -> AdapterVerdict<A> {
+    match held {
+        Some(a) if digest(&a) == part.adapter => AdapterVerdict::Held(a),
+        Some(a) if sole_trainer => AdapterVerdict::Conflicting {
+            published: digest(&a),
+        },
+        _ => AdapterVerdict::Unknown,
+    }
 }
 
 /// One reading of the chain, shared by everything a poll does.
@@ -140,13 +180,14 @@ impl Verifier {
         })
     }
 
-    /// The adapter `part` names, if this verifier holds it (by version,
-    /// with the same digest).
-    pub(crate) fn adapter(&self, part: &AdapterPart) -> Option<Arc<Adapter>> {
-        self.policies
+    /// What this verifier knows of the adapter `part` names (see
+    /// [`adapter_verdict`]).
+    pub(crate) fn adapter(&self, part: &AdapterPart) -> AdapterVerdict {
+        let held = self
+            .policies
             .as_ref()
-            .and_then(|p| p.get(part.policy_version))
-            .filter(|a| a.digest() == part.adapter)
+            .and_then(|p| p.get(part.policy_version));
+        adapter_verdict(held, |a| a.digest(), part, self.sole_trainer)
     }
 
     /// Votes from gossip go to the pool; policy updates to the store;
@@ -219,4 +260,37 @@ pub(crate) async fn chain_now(chain: &ChainClient) -> Result<i64, ChainError> {
             address: CLOCK.to_string(),
             kind: "clock sysvar",
         })
+}
+
+#[cfg(test)]
+mod adapter_tests {
+    use super::*;
+
+    fn part(d: u8) -> AdapterPart {
+        AdapterPart {
+            policy_version: 3,
+            adapter: [d; 32],
+        }
+    }
+
+    #[test]
+    fn a_made_up_digest_is_a_fault_only_when_one_trainer_is_followed() {
+        let d = |a: &u8| [*a; 32];
+        assert!(matches!(
+            adapter_verdict(Some(7u8), d, &part(7), true),
+            AdapterVerdict::Held(7)
+        ));
+        assert!(matches!(
+            adapter_verdict(Some(7u8), d, &part(9), true),
+            AdapterVerdict::Conflicting { published } if published == [7; 32]
+        ));
+        assert!(matches!(
+            adapter_verdict(Some(7u8), d, &part(9), false),
+            AdapterVerdict::Unknown
+        ));
+        assert!(matches!(
+            adapter_verdict(None::<u8>, d, &part(9), true),
+            AdapterVerdict::Unknown
+        ));
+    }
 }

@@ -140,6 +140,11 @@ pub enum FailedCheck {
     Sampling(u32),
     /// The receipt names a model the verifier does not serve.
     UnknownModel,
+    /// The receipt names, for its policy version, an adapter other than the
+    /// one the followed trainer published as that version: the node claims
+    /// work with weights nobody can audit (appended: earlier variants keep
+    /// their bytes).
+    Adapter,
 }
 
 /// An audit's result, as the verifier signs it.

@@ -182,6 +182,7 @@ pub fn check_name(check: &FailedCheck) -> String {
         FailedCheck::Layer(l) => format!("layer {l}"),
         FailedCheck::Sampling(s) => format!("sampling {s}"),
         FailedCheck::UnknownModel => "unknown model".into(),
+        FailedCheck::Adapter => "adapter".into(),
     }
 }
 
