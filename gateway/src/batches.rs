@@ -31,10 +31,25 @@
 //! batch has cost so far are in the batch object's `strata` field, each
 //! request's price in its output line.
 //!
+//! **Rollout jobs** (endpoint `/v1/rollouts`) use the same queue: a
+//! line's body is an RL rollout job, checked at create time as
+//! `POST /v1/rollouts` checks one (`crate::rollouts::check`; its sampling
+//! seed, drawn then if absent, is pinned in the stored line), and run by
+//! that endpoint's runner (`crate::rollouts::run_job`), so its result body
+//! is what the endpoint answers. Each of the job's completions is one batch
+//! task under the rule above: the line holds one of the
+//! [`MAX_BATCH_IN_FLIGHT`] places, and runs its completions one after
+//! another, each on a node with idle room under the cap (and holding the
+//! job's policy version) found when the previous one ends, waiting while
+//! an interactive request waits. The line's price is the sum of its
+//! completions'.
+//!
 //! **What a restart costs.** A request whose task was paid but whose
 //! result was not yet recorded when the gateway died runs again and is
 //! paid twice (the window is the few milliseconds between the node's
-//! receipt and the store's commit).
+//! receipt and the store's commit). A rollout line is recorded whole, so
+//! one cut short by a restart runs again from its first completion (with
+//! the same seeds), and the completions it had finished are paid twice.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,7 +77,9 @@ use crate::batch_store::{
 use crate::files::{self, authorized, new_id, owned_file};
 use crate::http::{checked_chat, checked_completion, final_body, task_input, Checked, Kind};
 use crate::openai::error_body;
+use crate::rollouts;
 use crate::routing::BATCH_RESERVE_SLOTS;
+use crate::runner::TaskInput;
 use crate::{GatewayError, Inner};
 
 /// Batch requests running at once, at most.
@@ -75,7 +92,9 @@ pub const MAX_CUSTOM_ID: usize = 512;
 pub const COMPLETION_WINDOW: &str = "24h";
 const WINDOW_SECS: u64 = 24 * 3600;
 /// The endpoints a batch may target.
-pub const ENDPOINTS: [&str; 2] = ["/v1/chat/completions", "/v1/completions"];
+pub const ENDPOINTS: [&str; 3] = ["/v1/chat/completions", "/v1/completions", ROLLOUTS];
+/// The endpoint of rollout jobs.
+pub const ROLLOUTS: &str = "/v1/rollouts";
 /// How often the runner looks again when nothing woke it.
 const TICK: Duration = Duration::from_millis(200);
 /// Queued entries looked at per pick (the queue is FIFO, but one model
@@ -90,6 +109,9 @@ struct Queued {
     batch_id: String,
     index: u32,
     model: String,
+    /// A rollout job's policy version (0 otherwise): only nodes holding it
+    /// may take the request.
+    policy_version: u64,
     max_price: Option<u64>,
     /// The batch's window ends (Unix seconds): then it is picked at once,
     /// to be recorded as expired.
@@ -122,6 +144,7 @@ impl Batches {
             };
             queue.push_back(Queued {
                 model: model_of(&r.body),
+                policy_version: version_of(&r.body),
                 max_price: b.max_price_per_token,
                 expires_at: b.expires_at,
                 batch_id,
@@ -161,9 +184,9 @@ impl Batches {
 
     /// The next queued request that may start now, by the rule in the
     /// module's doc (the interactive check is the caller's), with the node
-    /// it goes to (None when it will fail without one: a model no node
-    /// serves, or a window that has passed).
-    fn take_ready(&self, gw: &Inner) -> Option<(Queued, Option<(NodeId, Capacity)>)> {
+    /// it goes to, its slot there held (None when it will fail without one:
+    /// a model no node serves, or a window that has passed).
+    fn take_ready(&self, gw: &Arc<Inner>) -> Option<(Queued, Option<Slot>)> {
         let now = Instant::now();
         let unix = now_s();
         let models = gw.router.models();
@@ -177,18 +200,72 @@ impl Batches {
                 found = Some((i, None));
                 break;
             }
-            let pick = gw
-                .router
-                .batch_candidates(&e.model, &[], e.max_price)
-                .into_iter()
-                .next();
+            let pick = batch_pick(gw, &e.model, e.policy_version, e.max_price);
             if pick.is_some() {
                 found = Some((i, pick));
                 break;
             }
         }
         let (i, pick) = found?;
-        Some((q.remove(i)?, pick))
+        // Held under the queue's lock, before any other pick looks at the
+        // node's room.
+        let slot = pick.map(|p| {
+            let held = Reservation::hold(gw, p.0);
+            (p, held)
+        });
+        Some((q.remove(i)?, slot))
+    }
+}
+
+/// The node a batch task may go to now (idle room under the cap, holding
+/// the policy version), if any.
+fn batch_pick(
+    gw: &Inner,
+    model: &str,
+    policy_version: u64,
+    max_price: Option<u64>,
+) -> Option<(NodeId, Capacity)> {
+    gw.router
+        .batch_candidates(model, &[], max_price)
+        .into_iter()
+        .find(|(_, c)| c.holds_policy(policy_version))
+}
+
+/// A node picked for a batch task, and its slot there, held.
+type Slot = ((NodeId, Capacity), Reservation);
+
+/// Waits, as the runner does for a request, until no interactive request
+/// waits and a node has idle room under `max_price` for one more task of
+/// `model` at `policy_version`, and holds a slot there. An error when the
+/// runner stops, the model is served no more, or the window passes.
+async fn next_slot(
+    gw: &Arc<Inner>,
+    model: &str,
+    policy_version: u64,
+    max_price: Option<u64>,
+    expires_at: u64,
+) -> Result<Slot, GatewayError> {
+    loop {
+        if gw.batches.stopped.load(Ordering::SeqCst) {
+            return Err(GatewayError::Internal("the batch runner stopped".into()));
+        }
+        if now_s() > expires_at {
+            return Err(GatewayError::NoCapacity(
+                "the completion window passed".into(),
+            ));
+        }
+        let models = gw.router.models();
+        if !models.is_empty() && !models.contains(&model.to_string()) {
+            return Err(GatewayError::UnknownModel(model.to_string()));
+        }
+        if gw.router.interactive_waiting() == 0 {
+            let _q = gw.batches.lock_queue();
+            if let Some(p) = batch_pick(gw, model, policy_version, max_price) {
+                let held = Reservation::hold(gw, p.0);
+                return Ok((p, held));
+            }
+        }
+        tokio::time::sleep(TICK).await;
     }
 }
 
@@ -221,6 +298,13 @@ fn model_of(body: &Value) -> String {
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string()
+}
+
+/// A rollout job's policy version (0 for any other body).
+fn version_of(body: &Value) -> u64 {
+    body.get("policy_version")
+        .and_then(|v| rollouts::policy_version(v).ok())
+        .unwrap_or(0)
 }
 
 fn now_s() -> u64 {
@@ -385,10 +469,18 @@ fn check_lines(
             continue;
         }
         let body = v.get("body").cloned().unwrap_or(Value::Null);
-        if let Err(e) = check_body(endpoint, &body) {
-            refuse(id, "invalid_request", format!("line {line}: {e}"));
-            continue;
-        }
+        let checked = if endpoint == ROLLOUTS {
+            rollouts::check(&body).map(|(_, pinned)| pinned)
+        } else {
+            check_body(endpoint, &body).map(|_| body)
+        };
+        let body = match checked {
+            Ok(body) => body,
+            Err(e) => {
+                refuse(id, "invalid_request", format!("line {line}: {e}"));
+                continue;
+            }
+        };
         if !seen.insert(custom_id.clone()) {
             refuse(
                 id,
@@ -526,6 +618,7 @@ async fn create(
                     batch_id: batch.id.clone(),
                     index: u32::try_from(i).unwrap_or(u32::MAX),
                     model: model_of(&r.body),
+                    policy_version: version_of(&r.body),
                     max_price: cap,
                     expires_at: batch.expires_at,
                     not_before: Instant::now(),
@@ -763,16 +856,13 @@ pub(crate) async fn run_queue(gw: Arc<Inner>) {
             return;
         }
         while running.len() < MAX_BATCH_IN_FLIGHT && gw.router.interactive_waiting() == 0 {
-            let Some((job, pick)) = gw.batches.take_ready(&gw) else {
+            let Some((job, slot)) = gw.batches.take_ready(&gw) else {
                 break;
             };
-            // Held before the next pick looks at the node's room.
-            let slot = pick.as_ref().map(|(node, _)| Reservation::hold(&gw, *node));
             let gw = gw.clone();
             running.spawn(async move {
                 let (batch_id, index) = (job.batch_id.clone(), job.index);
-                let result = run_one(&gw, job, pick).await;
-                drop(slot);
+                let result = run_one(&gw, job, slot).await;
                 if let Err(e) = result {
                     tracing::warn!(batch = %batch_id, index, "batch request: {e}");
                 }
@@ -817,12 +907,51 @@ fn retry_after(e: &GatewayError, attempts: u32) -> Option<Duration> {
     }
 }
 
-/// Runs one queued request and records its result.
-async fn run_one(
+/// Runs a rollout line's job (see the module's doc): its first completion
+/// on the runner's pick, each next one on the next idle slot. Its result
+/// body, as `POST /v1/rollouts` answers.
+async fn run_rollout_line(
     gw: &Arc<Inner>,
-    job: Queued,
-    pick: Option<(NodeId, Capacity)>,
-) -> Result<(), GatewayError> {
+    b: &BatchRecord,
+    body: &Value,
+    job: &Queued,
+    slot: Option<Slot>,
+) -> Result<Value, GatewayError> {
+    let (rollout, _) = rollouts::check(body)?;
+    let key = key_of(gw, &b.owner).ok_or(GatewayError::Unauthorized)?;
+    let first = Mutex::new(Some(slot));
+    let run = |input: TaskInput| {
+        let first = first.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let gw = gw.clone();
+        let (max_price, expires_at) = (job.max_price, b.expires_at);
+        async move {
+            let (pick, held) = match first {
+                Some(Some((pick, held))) => (Some(pick), Some(held)),
+                // No node for the line's start: the runner says why.
+                Some(None) => (None, None),
+                None => {
+                    let (pick, held) = next_slot(
+                        &gw,
+                        &input.model,
+                        input.policy_version,
+                        max_price,
+                        expires_at,
+                    )
+                    .await?;
+                    (Some(pick), Some(held))
+                }
+            };
+            let (text, positions, done) = crate::runner::run_batch(&gw, input, pick).await;
+            drop(held);
+            done.map(|o| (text, positions, o))
+        }
+    };
+    // One completion at a time: the line holds one batch place.
+    rollouts::run_job(key, rollout, 1, run).await
+}
+
+/// Runs one queued request and records its result.
+async fn run_one(gw: &Arc<Inner>, job: Queued, slot: Option<Slot>) -> Result<(), GatewayError> {
     let store = &gw.batches.store;
     let (Some(b), Some(mut r)) = (
         store.batch(&job.batch_id)?,
@@ -863,27 +992,45 @@ async fn run_one(
     r.state = RequestState::Running;
     store.put_request(None, &job.batch_id, job.index, &r)?;
 
-    let kind = if b.endpoint == crate::batches::ENDPOINTS[0] {
-        Kind::Chat
-    } else {
-        Kind::Text
-    };
-    let prepared = check_body(&b.endpoint, &r.body).and_then(|c| {
-        let key = key_of(gw, &b.owner).ok_or(GatewayError::Unauthorized)?;
-        let wants = c.logprobs.is_some();
-        Ok((task_input(key, &c.common, c.prompt, c.logprobs)?, wants))
-    });
-    let result = match prepared {
-        Ok((input, wants_logprobs)) => {
-            let model = input.model.clone();
-            let (text, positions, done) = crate::runner::run_batch(gw, input, pick).await;
-            done.map(|o| {
-                let lp = wants_logprobs.then_some(positions.as_slice());
-                let body = final_body(kind, &model, now_s(), &text, lp, &o);
-                (o, body)
+    // (price, request id, response body)
+    let result = if b.endpoint == ROLLOUTS {
+        run_rollout_line(gw, &b, &r.body, &job, slot)
+            .await
+            .map(|body| {
+                let price = body["usage"]["price"].as_u64().unwrap_or(0);
+                let id = body["id"].as_str().unwrap_or_default().to_string();
+                (price, id, body)
             })
-        }
-        Err(e) => Err(e),
+    } else {
+        let kind = if b.endpoint == ENDPOINTS[0] {
+            Kind::Chat
+        } else {
+            Kind::Text
+        };
+        let prepared = check_body(&b.endpoint, &r.body).and_then(|c| {
+            let key = key_of(gw, &b.owner).ok_or(GatewayError::Unauthorized)?;
+            let wants = c.logprobs.is_some();
+            Ok((task_input(key, &c.common, c.prompt, c.logprobs)?, wants))
+        });
+        let (pick, held) = match slot {
+            Some((pick, held)) => (Some(pick), Some(held)),
+            None => (None, None),
+        };
+        let result = match prepared {
+            Ok((input, wants_logprobs)) => {
+                let model = input.model.clone();
+                let (text, positions, done) = crate::runner::run_batch(gw, input, pick).await;
+                done.map(|o| {
+                    gw.stats.record(&o);
+                    let lp = wants_logprobs.then_some(positions.as_slice());
+                    let body = final_body(kind, &model, now_s(), &text, lp, &o);
+                    (o.usage.price, hex::encode(o.task_id), body)
+                })
+            }
+            Err(e) => Err(e),
+        };
+        drop(held);
+        result
     };
 
     let _books = gw.batches.lock_books();
@@ -892,15 +1039,14 @@ async fn run_one(
         return Ok(());
     }
     match result {
-        Ok((o, body)) => {
-            gw.stats.record(&o);
+        Ok((price, request_id, body)) => {
             b.completed = b.completed.saturating_add(1);
-            b.cost = b.cost.saturating_add(o.usage.price);
+            b.cost = b.cost.saturating_add(price);
             r.state = RequestState::Done {
                 ok: true,
                 output: json!({
                     "id": new_id("batch_req_"), "custom_id": r.custom_id,
-                    "response": { "status_code": 200, "request_id": hex::encode(o.task_id), "body": body },
+                    "response": { "status_code": 200, "request_id": request_id, "body": body },
                     "error": null,
                 }),
             };

@@ -21,7 +21,14 @@
 //! version's adapter from start to end, and its receipt names the version
 //! and the adapter's digest, which the completion reports. A version no
 //! fresh node announces is refused (503) before anything is paid.
+//!
+//! The same job may be a line of a deferred batch (`crate::batches`,
+//! endpoint `/v1/rollouts`): [`check`] is this endpoint's validation and
+//! [`run_job`] its runner, given how to run one completion (here at once,
+//! there on a node the batch queue found idle room on), so a line's result
+//! body is what this endpoint answers.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -100,9 +107,9 @@ struct SamplingRequest {
 }
 
 /// A validated job.
-struct Job {
-    model: String,
-    policy_version: u64,
+pub(crate) struct Job {
+    pub(crate) model: String,
+    pub(crate) policy_version: u64,
     reward: &'static RewardFn,
     /// (prompt, expected answer), in order.
     prompts: Vec<(String, String)>,
@@ -135,7 +142,9 @@ pub(crate) async fn rollouts(
                 gw.router.policy_versions(&job.model)
             )));
         }
-        run(gw.clone(), key, job).await
+        let run = |input| complete(gw.clone(), input);
+        let answer = run_job(key, job, CONCURRENCY, run).await?;
+        Ok(Json(answer).into_response())
     }
     .await;
     let response = result.unwrap_or_else(IntoResponse::into_response);
@@ -155,12 +164,30 @@ fn read_request(
     Ok((key, http::parse(&body)?))
 }
 
+/// A batch line's body checked as this endpoint checks one (everything
+/// but the key and what the network serves, which are the queue's to meet
+/// when the line runs), with the sampling seed pinned in the body when it
+/// had none, so that a line run again after a restart is the same job.
+pub(crate) fn check(body: &Value) -> Result<(Job, Value), GatewayError> {
+    let req: RolloutRequest =
+        serde_json::from_value(body.clone()).map_err(|e| bad(format!("invalid body: {e}")))?;
+    let job = validate(req)?;
+    let mut pinned = body.clone();
+    if let Some(o) = pinned.as_object_mut() {
+        let sampling = o.entry("sampling").or_insert_with(|| json!({}));
+        if let Some(s) = sampling.as_object_mut() {
+            s.insert("seed".into(), json!(job.sampling.seed));
+        }
+    }
+    Ok((job, pinned))
+}
+
 fn bad(message: impl Into<String>) -> GatewayError {
     GatewayError::BadRequest(message.into())
 }
 
 /// The policy version asked for (whether a node holds it is the router's).
-fn policy_version(v: &Value) -> Result<u64, GatewayError> {
+pub(crate) fn policy_version(v: &Value) -> Result<u64, GatewayError> {
     match v {
         Value::Number(n) => n.as_u64(),
         Value::String(s) => s.trim().parse::<u64>().ok(),
@@ -303,7 +330,19 @@ fn logprob(l: f32) -> f64 {
     }
 }
 
-async fn run(gw: Arc<Inner>, api_key: String, job: Job) -> Result<Response, GatewayError> {
+/// Runs `job`'s completions, at most `concurrency` at once, each by
+/// `complete` (paid by `api_key`'s escrow), and answers as
+/// `POST /v1/rollouts` does; an error when none ran (the first one's).
+pub(crate) async fn run_job<F, Fut>(
+    api_key: String,
+    job: Job,
+    concurrency: usize,
+    mut complete: F,
+) -> Result<Value, GatewayError>
+where
+    F: FnMut(TaskInput) -> Fut,
+    Fut: Future<Output = Result<(String, Vec<PositionLogprobs>, Outcome), GatewayError>>,
+{
     let sampling = job.sampling;
     let members: Vec<(usize, u64)> = (0..job.prompts.len())
         .flat_map(|i| (0..job.group_size).map(move |m| (i, m)))
@@ -326,10 +365,10 @@ async fn run(gw: Arc<Inner>, api_key: String, job: Job) -> Result<Response, Gate
             logprobs: Some(0),
             policy_version: job.policy_version,
         };
-        let gw = gw.clone();
-        async move { (seed, complete(gw, input).await) }
+        let run = complete(input);
+        async move { (seed, run.await) }
     }))
-    .buffered(CONCURRENCY)
+    .buffered(concurrency.max(1))
     .collect::<Vec<_>>()
     .await;
 
@@ -396,7 +435,7 @@ async fn run(gw: Arc<Inner>, api_key: String, job: Job) -> Result<Response, Gate
         return Err(first_error.unwrap_or_else(|| GatewayError::Internal("empty job".into())));
     }
     let id = format!("rollout-{:016x}", rand::random::<u64>());
-    Ok(Json(json!({
+    Ok(json!({
         "id": id, "object": "rollout",
         "created": strata_service::now_ms() / 1000,
         "model": job.model,
@@ -411,5 +450,4 @@ async fn run(gw: Arc<Inner>, api_key: String, job: Job) -> Result<Response, Gate
         "usage": { "completions": paid, "failed": failed, "price": price,
                    "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens },
     }))
-    .into_response())
 }

@@ -20,6 +20,7 @@ use crate::common::*;
 const KEY: &str = "batch-key";
 const OTHER: &str = "other-key";
 const CHAT: &str = "/v1/chat/completions";
+const ROLLOUTS: &str = "/v1/rollouts";
 /// Nothing listens here: the refusals need no chain.
 const NO_CHAIN: &str = "http://127.0.0.1:9";
 
@@ -408,4 +409,202 @@ async fn files_and_batches_refuse_bad_input_with_openai_errors() {
     assert_eq!(listed["data"][0]["id"], bid);
     assert_eq!(listed["has_more"], true);
     gw.shutdown().await;
+}
+
+/// A rollout-job line (`url` `/v1/rollouts`) with `body`.
+fn rollout_line(custom_id: &str, body: Value) -> String {
+    json!({"custom_id": custom_id, "method": "POST", "url": ROLLOUTS, "body": body}).to_string()
+}
+
+/// A rollout job's answer without what differs from one run to another of
+/// the same job (ids, times, the node, what it was paid and its receipt).
+fn rollout_shape(body: &Value) -> Value {
+    let mut b = body.clone();
+    for k in ["id", "created"] {
+        b.as_object_mut().unwrap().remove(k);
+    }
+    b["usage"].as_object_mut().unwrap().remove("price");
+    for r in b["results"].as_array_mut().unwrap() {
+        for c in r["completions"].as_array_mut().unwrap() {
+            let c = c.as_object_mut().unwrap();
+            for k in ["task_id", "node", "price", "voucher_cumulative", "receipt"] {
+                c.remove(k);
+            }
+        }
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_jobs_run_through_the_batch_queue() {
+    let chain = LocalChain::start(params::local()).await;
+    let client = chain.client(10 * TOKEN).await;
+    // Only a node above the batch's cap at first: nothing runs.
+    let dear = FakeNode::start(5, 0, 4).await;
+    chain
+        .register_node(&dear.key, &dear.addrs, 100 * TOKEN)
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = || vec![(KEY.to_string(), client.insecure_clone())];
+    let gw = gateway(&chain.url, accounts(), dir.path(), &[&dear]).await;
+    wait_for_nodes(&gw, 1).await;
+
+    let seeded = json!({
+        "model": MODEL, "policy_version": 0,
+        "task": {"name": "arithmetic", "seed": 1, "count": 2},
+        "group_size": 2, "max_tokens": 8, "sampling": {"temperature": 1.0, "seed": 7},
+    });
+    let lines = vec![
+        rollout_line("r1", seeded.clone()),
+        rollout_line(
+            "bad",
+            json!({"model": MODEL, "policy_version": 0, "reward": "helpfulness",
+                   "task": {"name": "arithmetic", "seed": 1, "count": 1}, "group_size": 2}),
+        ),
+        // No seed: one is drawn at create time and kept with the line.
+        rollout_line(
+            "r2",
+            json!({"model": MODEL, "policy_version": "0", "reward": "format",
+                   "prompts": [{"prompt": "Say hi."}], "group_size": 3, "max_tokens": 4}),
+        ),
+    ];
+    let (status, file) = upload(&gw, KEY, Some("batch"), Some(&jsonl(&lines))).await;
+    assert_eq!(status, 200, "{file}");
+    // The endpoint must be the lines' own.
+    let (status, refused) = post(
+        &gw,
+        "/v1/batches",
+        Some(KEY),
+        json!({"input_file_id": file["id"], "endpoint": CHAT, "completion_window": "24h"})
+            .to_string()
+            .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{refused}");
+    assert_eq!(refused["request_counts"]["failed"], 3, "{refused}");
+    let (status, batch) = post(
+        &gw,
+        "/v1/batches",
+        Some(KEY),
+        json!({"input_file_id": file["id"], "endpoint": ROLLOUTS, "completion_window": "24h",
+               "metadata": {"strata_max_price_per_token": "1"}})
+        .to_string()
+        .into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["endpoint"], ROLLOUTS);
+    assert_eq!(
+        batch["request_counts"],
+        json!({"total": 3, "completed": 0, "failed": 1})
+    );
+    let errors = batch["errors"]["data"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{batch}");
+    assert_eq!(
+        (errors[0]["line"].as_u64(), errors[0]["code"].as_str()),
+        (Some(2), Some("invalid_request"))
+    );
+    let why = errors[0]["message"].as_str().unwrap();
+    assert!(
+        why.starts_with("line 2:") && why.contains("unknown reward function `helpfulness`"),
+        "{why}"
+    );
+    let id = batch["id"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(dear.started(), 0, "no node under the cap yet");
+
+    // Restarted on the same state dir with a node under the cap: the
+    // accepted lines run there.
+    gw.shutdown().await;
+    let cheap = FakeNode::start(1, 0, 4).await;
+    chain
+        .register_node(&cheap.key, &cheap.addrs, 100 * TOKEN)
+        .await;
+    let gw = gateway(&chain.url, accounts(), dir.path(), &[&dear, &cheap]).await;
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    let done = loop {
+        let (_, b) = get_json(&gw, &format!("/v1/batches/{id}"), KEY).await;
+        if b["status"] == "completed" {
+            break b;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rollout batch did not complete: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        done["request_counts"],
+        json!({"total": 3, "completed": 2, "failed": 1})
+    );
+    // 2 × 2 + 1 × 3 completions, each a paid task on the cheap node, one at
+    // a time per line.
+    assert_eq!((cheap.started(), dear.started()), (7, 0));
+    assert!(cheap.max_open() <= 2, "{}", cheap.max_open());
+    assert_eq!(done["strata"]["cost"], 7 * cheap.price());
+
+    let out = file_lines(&gw, done["output_file_id"].as_str().unwrap()).await;
+    let mut by_id: Vec<(&str, &Value)> = out
+        .iter()
+        .map(|l| (l["custom_id"].as_str().unwrap(), &l["response"]["body"]))
+        .collect();
+    by_id.sort_by_key(|(c, _)| *c);
+    assert_eq!(
+        by_id.iter().map(|(c, _)| *c).collect::<Vec<_>>(),
+        vec!["r1", "r2"]
+    );
+    for l in &out {
+        let (prompts, group) = if l["custom_id"] == "r1" {
+            (2, 2)
+        } else {
+            (1, 3)
+        };
+        assert_eq!(l["response"]["status_code"], 200, "{l}");
+        assert!(l["error"].is_null());
+        assert_eq!(l["response"]["request_id"], l["response"]["body"]["id"]);
+        let body = &l["response"]["body"];
+        assert_eq!(body["object"], "rollout", "{body}");
+        assert_eq!(body["usage"]["completions"], prompts * group);
+        assert_eq!(body["usage"]["price"], prompts * group * cheap.price());
+        let results = body["results"].as_array().unwrap();
+        assert_eq!(results.len() as u64, prompts, "{body}");
+        for r in results {
+            let cs = r["completions"].as_array().unwrap();
+            assert_eq!(cs.len() as u64, group, "{body}");
+            for c in cs {
+                assert_eq!(c["text"], ANSWER);
+                assert_eq!(
+                    c["token_ids"],
+                    json!([FAKE_TOKEN, FAKE_TOKEN + 1, FAKE_TOKEN + 2])
+                );
+                assert_eq!(
+                    c["logprobs"],
+                    json!([FAKE_LOGPROB, FAKE_LOGPROB, FAKE_LOGPROB])
+                );
+                assert!(c["reward"].as_f64().is_some(), "{c}");
+                assert!(c["receipt"].as_str().is_some(), "{c}");
+                assert_eq!(c["price"], cheap.price());
+            }
+        }
+    }
+    assert!(by_id[1].1["sampling"]["seed"].as_u64().is_some());
+    let err = file_lines(&gw, done["error_file_id"].as_str().unwrap()).await;
+    assert_eq!(err.len(), 1);
+    assert_eq!(
+        (
+            err[0]["custom_id"].as_str(),
+            err[0]["error"]["line"].as_u64()
+        ),
+        (Some("bad"), Some(2))
+    );
+
+    // The line's body is what `POST /v1/rollouts` answers for the same job.
+    let (status, direct) = post(&gw, ROLLOUTS, Some(KEY), seeded.to_string().into_bytes()).await;
+    assert_eq!(status, 200, "{direct}");
+    assert_eq!(rollout_shape(by_id[0].1), rollout_shape(&direct));
+
+    gw.shutdown().await;
+    for n in [dear, cheap] {
+        n.shutdown().await;
+    }
 }

@@ -12,7 +12,9 @@ use strata_gateway::{GatewayConfig, RunningGateway};
 use strata_p2p::{NodeIdentity, P2pConfig, P2pEvent, P2pHandle};
 use strata_test_utils::{next_matching, wait_for};
 use strata_wire::protocols::{ALL_PROTOCOLS, ALL_TOPICS, CAPACITY, TASK};
-use strata_wire::task::{Finish, TaskErrorKind, TaskRequest, TaskResponse, Usage};
+use strata_wire::task::{
+    Finish, PositionLogprobs, TaskErrorKind, TaskRequest, TaskResponse, TokenLogprob, Usage,
+};
 use strata_wire::{decode, encode, Capacity, Receipt, ReceiptBody, Sampling};
 
 /// The model every fake node serves.
@@ -23,6 +25,11 @@ pub const ANSWER: &str = "Paris is the capital.";
 pub const PROMPT_TOKENS: u32 = 5;
 /// See [`PROMPT_TOKENS`].
 pub const COMPLETION_TOKENS: u32 = 3;
+/// A fake node's tokens asked for log-probabilities are this id plus
+/// their position, each of log-probability [`FAKE_LOGPROB`].
+pub const FAKE_TOKEN: u32 = 100;
+/// See [`FAKE_TOKEN`].
+pub const FAKE_LOGPROB: f32 = -0.5;
 /// How long a test waits for the network to settle.
 pub const SETTLE: Duration = Duration::from_secs(30);
 
@@ -259,7 +266,7 @@ fn answer(
             kind: TaskErrorKind::Busy,
             message: "all slots taken".into(),
         },
-        TaskRequest::Start(spec) => {
+        TaskRequest::Start(spec) | TaskRequest::StartLogprobs { spec, .. } => {
             started.lock().unwrap().push(spec.task_id);
             let mut o = open.lock().unwrap();
             o.0 += 1;
@@ -279,12 +286,40 @@ fn answer(
             kind: TaskErrorKind::UnknownPolicy,
             message: "a fake node holds no policy version".into(),
         },
-        TaskRequest::StartLogprobs { .. } | TaskRequest::PollLogprobs { .. } => {
-            TaskResponse::Error {
-                kind: TaskErrorKind::BadRequest,
-                message: "this fake node computes no logprobs".into(),
+        TaskRequest::PollLogprobs { .. } if behaviour == Behaviour::Stall => {
+            TaskResponse::LogprobOutput {
+                text: String::new(),
+                logprobs: Vec::new(),
+                finished: None,
             }
         }
+        // The answer's text, and one made-up position per completion token.
+        TaskRequest::PollLogprobs {
+            from_byte,
+            from_token,
+            ..
+        } => TaskResponse::LogprobOutput {
+            text: ANSWER[usize::try_from(from_byte).unwrap_or(0).min(ANSWER.len())..].into(),
+            logprobs: (from_token..COMPLETION_TOKENS)
+                .map(|i| PositionLogprobs {
+                    sampled: TokenLogprob {
+                        token: FAKE_TOKEN + i,
+                        bytes: vec![b'x'],
+                        logprob: FAKE_LOGPROB,
+                    },
+                    top: Vec::new(),
+                })
+                .collect(),
+            finished: Some((
+                Finish::Stop,
+                Usage {
+                    prompt_tokens: PROMPT_TOKENS,
+                    completion_tokens: COMPLETION_TOKENS,
+                    price,
+                    expected_cumulative: price,
+                },
+            )),
+        },
         TaskRequest::Poll { .. } if behaviour == Behaviour::Stall => TaskResponse::Output {
             text: String::new(),
             finished: None,
