@@ -15,6 +15,15 @@
 //! can reach them any more (the retention: the challenge window plus the
 //! verdict timeout, plus a margin for batching). Without a state directory
 //! they are kept in memory.
+//!
+//! The archive also pins the policy adapters its tasks name ([`Archive::pin`]):
+//! a task served with a policy version can only be opened with that adapter,
+//! so the node's policy store keeps an evicted version's file while a pin
+//! names it. A pin is an empty file `adapter-v<version>-<sha256>.pin`
+//! beside the records, touched when a task is admitted with the adapter and
+//! again when its record is stored, so it is never older than the newest
+//! record naming it and the same pruning removes it no earlier than that
+//! record. Pins survive a restart with the records.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -137,6 +146,9 @@ pub struct Archive {
     dir: Option<PathBuf>,
     memory: Mutex<HashMap<[u8; 32], (TaskRecord, u64)>>,
     hops: Mutex<HashMap<[u8; 32], (HopRecord, u64)>>,
+    /// Pins when records are kept in memory: (version, adapter) -> when
+    /// last touched (ms).
+    pins: Mutex<HashMap<(u64, [u8; 32]), u64>>,
     retention: Duration,
 }
 
@@ -151,15 +163,54 @@ impl Archive {
             dir,
             memory: Mutex::new(HashMap::new()),
             hops: Mutex::new(HashMap::new()),
+            pins: Mutex::new(HashMap::new()),
             retention,
         })
+    }
+
+    fn pin_path(dir: &Path, version: u64, adapter: &[u8; 32]) -> PathBuf {
+        dir.join(format!(
+            "adapter-v{version:020}-{}.pin",
+            hex::encode(adapter)
+        ))
+    }
+
+    /// Pins the adapter `adapter` (SHA-256) of policy `version` for as long
+    /// as the retention from now: a task that ran with it may be audited
+    /// until then. Touching an existing pin extends it.
+    pub fn pin(&self, version: u64, adapter: &[u8; 32]) -> Result<(), NodeError> {
+        let Some(dir) = &self.dir else {
+            lock(&self.pins).insert((version, *adapter), strata_service::now_ms());
+            return Ok(());
+        };
+        let path = Self::pin_path(dir, version, adapter);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| NodeError::io(&path, e))?;
+        // Set explicitly: opening an existing empty file does not move its
+        // modification time, which is what pruning reads.
+        file.set_modified(std::time::SystemTime::now())
+            .map_err(|e| NodeError::io(&path, e))
+    }
+
+    /// Whether a task the archive may still be asked to open (or one
+    /// admitted and not yet settled) names this adapter.
+    pub fn pinned(&self, version: u64, adapter: &[u8; 32]) -> bool {
+        match &self.dir {
+            Some(dir) => Self::pin_path(dir, version, adapter).exists(),
+            None => lock(&self.pins).contains_key(&(version, *adapter)),
+        }
     }
 
     fn path(dir: &Path, task: &[u8; 32]) -> PathBuf {
         dir.join(format!("{}.task", hex::encode(task)))
     }
 
-    /// Stores a settled task.
+    /// Stores a settled task, and pins the adapter its receipt names
+    /// (after the record: the pin must not be older than it).
     pub fn put(&self, record: &TaskRecord) -> Result<(), NodeError> {
         let task = record.receipt.body.task_id;
         match &self.dir {
@@ -168,13 +219,16 @@ impl Archive {
                 let tmp = path.with_extension("tmp");
                 std::fs::write(&tmp, strata_wire::encode(record))
                     .map_err(|e| NodeError::io(&tmp, e))?;
-                std::fs::rename(&tmp, &path).map_err(|e| NodeError::io(&path, e))
+                std::fs::rename(&tmp, &path).map_err(|e| NodeError::io(&path, e))?;
             }
             None => {
                 self.lock()
                     .insert(task, (record.clone(), strata_service::now_ms()));
-                Ok(())
             }
+        }
+        match record.receipt.body.adapter {
+            Some(part) => self.pin(part.policy_version, &part.adapter),
+            None => Ok(()),
         }
     }
 
@@ -235,7 +289,8 @@ impl Archive {
             .map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))
     }
 
-    /// Forgets records older than the retention; returns how many.
+    /// Forgets records (and pins) older than the retention; returns how
+    /// many records.
     pub fn prune(&self) -> usize {
         let cutoff = strata_service::now_ms()
             .saturating_sub(u64::try_from(self.retention.as_millis()).unwrap_or(u64::MAX));
@@ -246,6 +301,7 @@ impl Archive {
             let mut hops = lock(&self.hops);
             let hops_before = hops.len();
             hops.retain(|_, (_, at)| *at >= cutoff);
+            lock(&self.pins).retain(|_, at| *at >= cutoff);
             return before - m.len() + hops_before - hops.len();
         };
         let Ok(entries) = std::fs::read_dir(dir) else {
@@ -259,7 +315,8 @@ impl Archive {
                 .ok()
                 .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                 .is_some_and(|d| (d.as_millis() as u64) < cutoff);
-            if old && std::fs::remove_file(e.path()).is_ok() {
+            let pin = e.path().extension().is_some_and(|x| x == "pin");
+            if old && std::fs::remove_file(e.path()).is_ok() && !pin {
                 pruned += 1;
             }
         }

@@ -391,6 +391,14 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             p2p.clone(),
             policy::engine_loader(engine.model.config().clone(), model_hash),
         )?;
+        // An evicted version's file stays while a task the node may still
+        // have to open names it.
+        let pins = archive.clone();
+        store.set_pins(Arc::new(move |version, adapter| {
+            pins.pinned(version, adapter)
+        }));
+        // What an earlier run left and no archived task names.
+        store.sweep();
         tracing::info!(
             trainers = config.follow_trainers.len(),
             "following policy updates"
@@ -551,15 +559,22 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             }
         })
     };
-    let prune = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(PRUNE_EVERY).await;
-            let pruned = archive.prune();
-            if pruned > 0 {
-                tracing::debug!(pruned, "archived tasks past their challenge window");
+    let prune = {
+        let policies = policies.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(PRUNE_EVERY).await;
+                let pruned = archive.prune();
+                if pruned > 0 {
+                    tracing::debug!(pruned, "archived tasks past their challenge window");
+                }
+                // Adapter files whose last archived task has just gone.
+                if let Some(p) = &policies {
+                    p.sweep();
+                }
             }
-        }
-    });
+        })
+    };
     let mut tasks = vec![serve, announce, prune];
     if let (Some((layout, caps, placing)), Some(hops)) = (auto, &hops) {
         let mover = placement::Mover {

@@ -17,8 +17,9 @@
 //!
 //! A task served with a policy version (its receipt names the version and
 //! the adapter's digest) is re-derived with that adapter, taken from the
-//! node's policy store; once the store has evicted it, the node cannot
-//! open the task any more (see docs/rl.md).
+//! node's policy store: the version served, or, once evicted, its file,
+//! which the store keeps while the archive pins it (as long as the task
+//! may be audited; see docs/rl.md).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -74,6 +75,9 @@ pub enum OpeningError {
     /// The archived hop record cannot answer an audit.
     #[error("{0}")]
     Record(String),
+    /// The adapter the receipt names is not held (nor its file kept).
+    #[error("{0}")]
+    NoAdapter(String),
     /// The engine failed.
     #[error("engine: {0}")]
     Engine(#[from] strata_engine::EngineError),
@@ -355,26 +359,24 @@ impl Openings {
         self
     }
 
-    /// The adapter a whole-model receipt names, from the store: None for a
-    /// base-model receipt, an error when it is no longer held (or another
-    /// adapter now holds its version number).
-    fn adapter_of(&self, receipt: &Receipt) -> Result<Option<Arc<Adapter>>, String> {
+    /// The adapter a whole-model receipt names, from the store (served, or
+    /// loaded from its pinned file: blocking): None for a base-model
+    /// receipt, an error when it is no longer held.
+    fn adapter_of(
+        policies: Option<&PolicyStore>,
+        receipt: &Receipt,
+    ) -> Result<Option<Arc<Adapter>>, String> {
         let Some(part) = receipt.body.adapter else {
             return Ok(None);
         };
-        let held = self
-            .policies
-            .as_ref()
-            .and_then(|p| p.get(part.policy_version))
-            .filter(|a| a.digest() == part.adapter);
-        match held {
-            Some(a) => Ok(Some(a)),
-            None => Err(format!(
-                "the adapter of policy version {} ({}) is no longer held",
+        let Some(store) = policies else {
+            return Err(format!(
+                "the adapter of policy version {} ({}) is not held: this node follows no trainer",
                 part.policy_version,
                 hex::encode(part.adapter)
-            )),
-        }
+            ));
+        };
+        store.adapter(part.policy_version, &part.adapter).map(Some)
     }
 
     /// CPU time spent re-deriving states to answer audits, microseconds.
@@ -413,10 +415,7 @@ impl Openings {
         if let Err(why) = self.authorize(from, &request, &record).await {
             return OpeningResponse::Refused(why);
         }
-        let adapter = match self.adapter_of(record.receipt()) {
-            Ok(a) => a,
-            Err(why) => return OpeningResponse::Refused(why),
-        };
+        let policies = self.policies.clone();
         let current = self.serving.current();
         let tamper = self.cheat.and_then(|c| c.tamper(current.model.n_layers()));
         let layers = request.layers.clone();
@@ -424,6 +423,8 @@ impl Openings {
         let path = self.model_path.clone();
         let built = tokio::task::spawn_blocking(move || {
             let before = strata_service::thread_cpu_micros();
+            let adapter = Self::adapter_of(policies.as_ref(), record.receipt())
+                .map_err(OpeningError::NoAdapter)?;
             let engine = engine_for(current, &path, &record)?;
             let built = match &record {
                 Archived::Task(r) => {

@@ -16,9 +16,14 @@
 //! The store keeps the last [`PolicyConfig::keep`] versions, on disk under
 //! its directory and in memory as `Arc<A>` (the engine's `Adapter` in the
 //! node), and keeps seeding them, so followers fetch from each other as
-//! much as from the trainer. Older versions are evicted: deleted, and no
-//! longer served. The task path reads [`PolicyStore::get`] and
-//! [`PolicyStore::latest`].
+//! much as from the trainer. Older versions are evicted: no longer served
+//! (new tasks refuse them, the capacity announcement drops them, seeding
+//! stops) and deleted, unless a task the node may still be asked to open
+//! names the adapter ([`PolicyStore::set_pins`]: the node's archive pins
+//! them). Such a file is kept, out of memory, until the last pin goes, and
+//! [`PolicyStore::sweep`] (after the archive's pruning) deletes it then;
+//! [`PolicyStore::adapter`] loads it again for an opening. The task path
+//! reads [`PolicyStore::get`] and [`PolicyStore::latest`].
 //!
 //! One store serves one line of versions: when several trainers are
 //! followed, a version number already held from one is refused from
@@ -26,14 +31,15 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use strata_p2p::{
     DownloadOptions, FileRoot, Misbehaviour, NodeId, P2pEvent, P2pHandle, Protocol, Severity,
 };
-use strata_wire::policy::PolicyAnnouncement;
+use strata_wire::policy::{PolicyAnnouncement, POLICY_FORMAT};
 use strata_wire::protocols::POLICY;
 use strata_wire::WireError;
 
@@ -53,6 +59,11 @@ pub const DEFAULT_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 /// error is the refusal's reason.
 pub type LoadAdapter<A = Adapter> =
     Arc<dyn Fn(&[u8], &PolicyAnnouncement) -> Result<A, String> + Send + Sync>;
+
+/// Whether something the node may still have to prove names the adapter
+/// with this SHA-256 as this policy version (the node's archive,
+/// [`crate::archive::Archive::pinned`]).
+pub type Pins = Arc<dyn Fn(u64, &[u8; 32]) -> bool + Send + Sync>;
 
 /// What the store follows and where it keeps files.
 #[derive(Debug, Clone)]
@@ -191,6 +202,9 @@ impl PolicyCounters {
 /// One version held.
 struct Held<A> {
     trainer: [u8; 32],
+    version: u64,
+    /// The adapter's SHA-256 (its file's).
+    digest: [u8; 32],
     adapter: Arc<A>,
     root: FileRoot,
     path: PathBuf,
@@ -207,6 +221,10 @@ struct State<A> {
 
 struct Inner<A> {
     config: PolicyConfig,
+    /// Versions served (`config.keep` until [`PolicyStore::set_keep`]).
+    keep: AtomicUsize,
+    /// What keeps an evicted version's file; none: nothing does.
+    pins: OnceLock<Pins>,
     p2p: P2pHandle,
     load: LoadAdapter<A>,
     state: Mutex<State<A>>,
@@ -243,6 +261,8 @@ impl<A: Send + Sync + 'static> PolicyStore<A> {
         }
         Ok(Self {
             inner: Arc::new(Inner {
+                keep: AtomicUsize::new(config.keep),
+                pins: OnceLock::new(),
                 config,
                 p2p,
                 load,
@@ -254,6 +274,100 @@ impl<A: Send + Sync + 'static> PolicyStore<A> {
                 }),
             }),
         })
+    }
+
+    /// Keeps an evicted version's file while `pins` says something names
+    /// it (set once; later calls are ignored).
+    pub fn set_pins(&self, pins: Pins) {
+        let _ = self.inner.pins.set(pins);
+    }
+
+    /// Serves the last `keep` versions (at least 1) from the next version
+    /// taken on.
+    pub fn set_keep(&self, keep: usize) {
+        self.inner.keep.store(keep.max(1), Ordering::Relaxed);
+    }
+
+    /// Whether the file of `adapter` as `version` must be kept.
+    fn pinned(&self, version: u64, adapter: &[u8; 32]) -> bool {
+        self.inner.pins.get().is_some_and(|p| p(version, adapter))
+    }
+
+    /// The adapter of `version` whose SHA-256 is `digest`, to re-derive a
+    /// task that ran with it: the one served, else loaded again from its
+    /// kept file (an evicted version a pin kept, also after a restart),
+    /// checked against `digest` and this node's model. This may read and
+    /// parse the whole file: call it off the async runtime.
+    pub fn adapter(&self, version: u64, digest: &[u8; 32]) -> Result<Arc<A>, String> {
+        let served = self
+            .state()
+            .held
+            .get(&version)
+            .filter(|h| h.digest == *digest)
+            .map(|h| h.adapter.clone());
+        if let Some(a) = served {
+            return Ok(a);
+        }
+        let gone = |why: String| {
+            format!(
+                "the adapter of policy version {version} ({}) is no longer held: {why}",
+                hex::encode(digest)
+            )
+        };
+        let path = self.path_for(version, digest);
+        let bytes = std::fs::read(&path).map_err(|e| gone(format!("{}: {e}", path.display())))?;
+        let actual: [u8; 32] = Sha256::digest(&bytes).into();
+        if actual != *digest {
+            return Err(gone(format!(
+                "{} hashes to {}",
+                path.display(),
+                hex::encode(actual)
+            )));
+        }
+        // The file was checked against its signed announcement when it was
+        // taken; the loader compares only the version, digest and model.
+        let a = PolicyAnnouncement {
+            format: POLICY_FORMAT,
+            trainer: [0; 32],
+            base_model: self.inner.config.model_hash,
+            version,
+            adapter_sha256: *digest,
+            file_root: [0; 32],
+            size: bytes.len() as u64,
+            published_at_ms: 0,
+            signature: [0; 64],
+        };
+        (self.inner.load)(&bytes, &a).map(Arc::new).map_err(gone)
+    }
+
+    /// Deletes the adapter files in the store's directory that are neither
+    /// served, nor being fetched, nor pinned: evicted versions whose last
+    /// pin has gone, and what an earlier run left behind. Returns how many.
+    pub fn sweep(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.inner.config.dir) else {
+            return 0;
+        };
+        // Under the lock: a download that starts meanwhile could write to
+        // a path about to be deleted.
+        let state = self.state();
+        let mut removed = 0;
+        for e in entries.flatten() {
+            let path = e.path();
+            let Some((version, digest)) = parse_file_name(&path) else {
+                continue;
+            };
+            let served = state.held.get(&version).is_some_and(|h| h.path == path);
+            let fetching = state.fetching.iter().any(|(_, v)| *v == version);
+            if served || fetching || self.pinned(version, &digest) {
+                continue;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                remove_sidecar(&path);
+                tracing::info!(path = %path.display(), "policy file no longer pinned: deleted");
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// The adapter of `version`, if held.
@@ -385,7 +499,8 @@ impl<A: Send + Sync + 'static> PolicyStore<A> {
                 *taken = (*taken).max(a.version);
                 state.held.insert(a.version, held);
                 state.counters.accepted += 1;
-                let evicted = evict(&mut state, config.keep);
+                let keep = self.inner.keep.load(Ordering::Relaxed);
+                let evicted = evict(&mut state, keep);
                 state.counters.evicted += evicted.len() as u64;
                 Ok(evicted)
             }
@@ -401,8 +516,19 @@ impl<A: Send + Sync + 'static> PolicyStore<A> {
             }
         };
         for old in evicted {
-            self.forget(old.root, &old.path).await;
-            tracing::info!(path = %old.path.display(), "older policy version evicted");
+            // A task admitted with this adapter pins it before it checks
+            // the version is still served, so a pin missing here belongs to
+            // no task that will run with it.
+            if self.pinned(old.version, &old.digest) {
+                let _ = self.inner.p2p.stop_seeding(old.root).await;
+                tracing::info!(
+                    path = %old.path.display(),
+                    "older policy version no longer served; its file is kept for audits"
+                );
+            } else {
+                self.forget(old.root, &old.path).await;
+                tracing::info!(path = %old.path.display(), "older policy version evicted");
+            }
         }
         Ok(a.version)
     }
@@ -479,6 +605,8 @@ impl<A: Send + Sync + 'static> PolicyStore<A> {
         match checked {
             Ok(adapter) => Ok(Held {
                 trainer: a.trainer,
+                version: a.version,
+                digest: a.adapter_sha256,
                 adapter: Arc::new(adapter),
                 root,
                 path,
@@ -492,11 +620,16 @@ impl<A: Send + Sync + 'static> PolicyStore<A> {
 
     /// Where the file `a` names is kept.
     fn file_path(&self, a: &PolicyAnnouncement) -> PathBuf {
-        self.inner.config.dir.join(format!(
-            "v{:020}-{}.adapter",
-            a.version,
-            hex::encode(&a.adapter_sha256[..8])
-        ))
+        self.path_for(a.version, &a.adapter_sha256)
+    }
+
+    /// Where the adapter `digest` of `version` is kept: the whole digest
+    /// is in the name, so that a pin finds its file, also after a restart.
+    fn path_for(&self, version: u64, digest: &[u8; 32]) -> PathBuf {
+        self.inner
+            .config
+            .dir
+            .join(format!("v{version:020}-{}.adapter", hex::encode(digest)))
     }
 
     /// Stops serving `root` and deletes its file (and a partial download's
@@ -504,9 +637,7 @@ impl<A: Send + Sync + 'static> PolicyStore<A> {
     async fn forget(&self, root: FileRoot, path: &Path) {
         let _ = self.inner.p2p.stop_seeding(root).await;
         let _ = std::fs::remove_file(path);
-        let mut sidecar = path.as_os_str().to_owned();
-        sidecar.push(".strata-manifest");
-        let _ = std::fs::remove_file(PathBuf::from(sidecar));
+        remove_sidecar(path);
     }
 
     async fn penalise(&self, from: NodeId, severity: Severity, detail: String) {
@@ -539,6 +670,27 @@ fn check<A>(path: &Path, a: &PolicyAnnouncement, load: &LoadAdapter<A>) -> Resul
         });
     }
     load(&bytes, a).map_err(Refusal::Adapter)
+}
+
+/// Deletes a partial download's manifest beside `path`.
+fn remove_sidecar(path: &Path) {
+    let mut sidecar = path.as_os_str().to_owned();
+    sidecar.push(".strata-manifest");
+    let _ = std::fs::remove_file(PathBuf::from(sidecar));
+}
+
+/// The version and digest of a file named as [`PolicyStore::path_for`]
+/// names them.
+fn parse_file_name(path: &Path) -> Option<(u64, [u8; 32])> {
+    let name = path.file_name()?.to_str()?;
+    let (version, digest) = name
+        .strip_suffix(".adapter")?
+        .strip_prefix('v')?
+        .split_once('-')?;
+    Some((
+        version.parse().ok()?,
+        strata_wire::parse_hex32(digest).ok()?,
+    ))
 }
 
 /// Removes the oldest versions beyond `keep`; returns them.

@@ -369,7 +369,26 @@ impl Service {
             0 => None,
             v => {
                 match self.inner.policies.as_ref().and_then(|p| p.get(v)) {
-                    Some(a) => Some(a),
+                    Some(a) => {
+                        // Pinned before the version is checked again: an
+                        // eviction either sees the pin and keeps the file
+                        // for this task's audit, or came first and the
+                        // task is refused here.
+                        if let Err(e) = self.inner.archive.pin(v, &a.digest()) {
+                            return error(
+                                TaskErrorKind::Internal,
+                                format!("could not keep policy version {v} for audits: {e}"),
+                            );
+                        }
+                        let still = self.inner.policies.as_ref().and_then(|p| p.get(v));
+                        if !still.is_some_and(|b| Arc::ptr_eq(&a, &b)) {
+                            return error(
+                                TaskErrorKind::UnknownPolicy,
+                                format!("policy version {v} was just evicted"),
+                            );
+                        }
+                        Some(a)
+                    }
                     None => {
                         let held = self
                             .inner

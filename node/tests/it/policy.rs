@@ -328,3 +328,78 @@ async fn a_file_that_does_not_hash_to_its_announcement_is_refused_and_deleted() 
     })
     .await;
 }
+
+/// An evicted version a task still names (the archive pins it) is no
+/// longer served but its file is kept and loads again by its digest, also
+/// in a restarted store over the same directories; once the archive has
+/// aged the last such task out, the sweep deletes it. A version nothing
+/// pins is deleted as it is evicted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_version_outlives_its_eviction_until_its_last_task_ages_out() {
+    use std::sync::Arc;
+    use strata_node::archive::Archive;
+
+    let t = trainer().await;
+    let me = t.key.pubkey().to_bytes();
+    let f = follower(&t, me, 1).await;
+    let retention = Duration::from_secs(1);
+    let archive_dir = f.dir.path().join("archive");
+    let pins_of = |archive: &Arc<Archive>| {
+        let a = archive.clone();
+        Arc::new(move |v: u64, d: &[u8; 32]| a.pinned(v, d))
+    };
+    let archive = Arc::new(Archive::open(Some(archive_dir.clone()), retention).unwrap());
+    f.store.set_pins(pins_of(&archive));
+    let mut digests = Vec::new();
+    for version in 1..=3u64 {
+        let a = prepare(&t, MODEL_HASH, version).await;
+        announce_until(&t.p2p, &a.encode(), &format!("version {version}"), || {
+            f.store.versions() == [version]
+        })
+        .await;
+        digests.push(a.adapter_sha256);
+        if version == 1 {
+            // What the service does as it admits a task at version 1.
+            archive.pin(1, &a.adapter_sha256).unwrap();
+        }
+    }
+    assert!(f.store.get(1).is_none(), "version 1 is no longer served");
+    assert_eq!(f.store.adapter(1, &digests[0]).unwrap().version(), 1);
+    assert!(f.store.adapter(1, &digests[1]).is_err(), "another digest");
+    assert!(
+        f.store.adapter(2, &digests[1]).is_err(),
+        "not pinned: deleted"
+    );
+    assert_eq!(files(&f).len(), 2, "{:?}", files(&f));
+
+    // A restart: a new store and archive over the same directories.
+    let (p2p, _events) = strata_p2p::start(NodeIdentity::generate(), p2p_config(vec![]))
+        .await
+        .unwrap();
+    let store = PolicyStore::new(
+        PolicyConfig {
+            keep: 1,
+            ..PolicyConfig::new(vec![me], MODEL_HASH, f.dir.path().join("policies"))
+        },
+        p2p,
+        engine_loader(model_config(), MODEL_HASH),
+    )
+    .unwrap();
+    let archive = Arc::new(Archive::open(Some(archive_dir), retention).unwrap());
+    store.set_pins(pins_of(&archive));
+    // What the earlier run served and nothing pins goes (it is not reloaded).
+    assert_eq!(store.sweep(), 1);
+    assert_eq!(files(&f).len(), 1, "{:?}", files(&f));
+    assert_eq!(store.adapter(1, &digests[0]).unwrap().version(), 1);
+
+    // Past the retention the pin is pruned, and the file swept (touched
+    // now, as a task settling would, so that the first prune is within).
+    archive.pin(1, &digests[0]).unwrap();
+    archive.prune();
+    assert_eq!(store.sweep(), 0, "pinned within the retention");
+    tokio::time::sleep(retention + Duration::from_millis(200)).await;
+    archive.prune();
+    assert_eq!(store.sweep(), 1);
+    assert!(files(&f).is_empty(), "{:?}", files(&f));
+    assert!(store.adapter(1, &digests[0]).is_err());
+}

@@ -394,3 +394,221 @@ async fn a_node_switches_versions_between_sequences_without_dropping_one() {
         "version 2 gave version 1's tokens"
     );
 }
+
+/// The bug this guards against: a node keeps only the last few versions,
+/// and a task served at a version evicted before its audit could no longer
+/// be opened, which the verifier takes as withheld (a challenge, a slash).
+/// Keeping one version, a task runs at version 1, versions 2 and 3 follow
+/// (version 1 is no longer served); the node still opens the version-1
+/// task to its assigned verifier, every entry leading to the root its
+/// receipt signed (re-deriving without that adapter could not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_at_an_evicted_version_is_still_opened_for_its_audit() {
+    use strata_chain::merkle::{self, domains::Ledger};
+    use strata_chain::registration::ensure_registered;
+    use strata_chain::{ix, Capacity, ROLE_VERIFIER};
+    use strata_engine::{Opening, MAX_ENTRY_BYTES};
+    use strata_test_utils::chain::LocalChain;
+    use strata_wire::audit::{OpeningRequest, OpeningResponse};
+    use strata_wire::protocols::OPENING;
+
+    const STAKE: u64 = 1_000_000_000;
+    let mut params = strata_chain::params::local();
+    params.audit_rate_bps = 10_000;
+    let chain = LocalChain::start(params).await;
+    let (node_key, verifier) = (Keypair::new(), Keypair::new());
+    chain.fund(&node_key, STAKE).await;
+    chain.fund(&verifier, STAKE).await;
+    ensure_registered(
+        &chain.rpc,
+        &verifier,
+        &["/ip4/127.0.0.1/tcp/1".to_string()],
+        Capacity::default(),
+        ROLE_VERIFIER,
+        STAKE,
+    )
+    .await
+    .unwrap();
+    let trainer_key = Keypair::new();
+    let identity = NodeIdentity::from_keypair_bytes(trainer_key.to_bytes()).unwrap();
+    let (trainer, _events) = strata_p2p::start(identity, p2p_config(vec![]))
+        .await
+        .unwrap();
+    let trainer_addr = strata_service::wait_listening(&trainer, &["/ip4/127.0.0.1/tcp/0".into()])
+        .await
+        .unwrap()
+        .remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let node = start(NodeConfig {
+        follow_trainers: vec![trainer_key.pubkey().to_bytes()],
+        rpc_url: Some(chain.url.clone()),
+        stake: STAKE,
+        state_dir: Some(state.path().to_path_buf()),
+        p2p: P2pConfig {
+            bootstrap: vec![trainer_addr],
+            ..P2pConfig::local()
+        },
+        ..node_config(&node_key)
+    })
+    .await
+    .unwrap();
+    let store = node.policies.clone().unwrap();
+    store.set_keep(1);
+    let client_p2p = {
+        let (p2p, _e) = strata_p2p::start(
+            NodeIdentity::generate(),
+            P2pConfig::local().with_protocols(ALL_PROTOCOLS),
+        )
+        .await
+        .unwrap();
+        p2p.dial(&node.addrs[0]).await.unwrap();
+        p2p
+    };
+
+    // A task at version 1, settled.
+    let (v1_path, v1) = write_real_adapter(dir.path(), 1);
+    publish(&trainer, &trainer_key, &node, 1, &v1_path).await;
+    let client = Keypair::new();
+    let task = TaskSpec {
+        max_tokens: 8,
+        ..spec(&client, 5)
+    };
+    let task_id = task.task_id;
+    let start_v1 = TaskRequest::StartPolicy {
+        spec: task,
+        top_logprobs: None,
+        policy_version: 1,
+    };
+    let r = call(&client_p2p, &node, &start_v1).await;
+    assert!(matches!(r, TaskResponse::Started { .. }), "{r:?}");
+    let usage = loop {
+        let poll = TaskRequest::Poll {
+            task_id,
+            from_byte: 0,
+            to_end: true,
+        };
+        if let TaskResponse::Output {
+            finished: Some((_, usage)),
+            ..
+        } = call(&client_p2p, &node, &poll).await
+        {
+            break usage;
+        }
+    };
+    let voucher = Voucher::sign(&client, &node_key.pubkey(), usage.expected_cumulative);
+    let settle = TaskRequest::Settle { task_id, voucher };
+    let TaskResponse::Settled(receipt) = call(&client_p2p, &node, &settle).await else {
+        panic!("not settled");
+    };
+    let part = receipt.body.adapter.expect("an adapted receipt");
+    assert_eq!((part.policy_version, part.adapter), (1, v1.digest()));
+
+    // Versions 2 and 3: keeping one, version 1 is no longer served.
+    for version in [2, 3] {
+        let (path, _) = write_real_adapter(dir.path(), version);
+        publish(&trainer, &trainer_key, &node, version, &path).await;
+    }
+    assert_eq!(store.versions(), vec![3]);
+    assert!(store.get(1).is_none());
+    let r = call(
+        &client_p2p,
+        &node,
+        &TaskRequest::StartPolicy {
+            spec: spec(&client, 6),
+            top_logprobs: None,
+            policy_version: 1,
+        },
+    )
+    .await;
+    assert!(
+        matches!(
+            &r,
+            TaskResponse::Error {
+                kind: TaskErrorKind::UnknownPolicy,
+                ..
+            }
+        ),
+        "{r:?}"
+    );
+    // Version 1's file is kept (its task is archived), version 2's is not.
+    let files: Vec<String> = std::fs::read_dir(state.path().join("policies"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".adapter"))
+        .collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        files.iter().any(|f| f.starts_with(&format!("v{:020}-", 1))),
+        "{files:?}"
+    );
+
+    // Its receipt alone in a posted batch, the seed drawn.
+    let relayer = Keypair::new();
+    chain.fund(&relayer, 1).await;
+    chain
+        .rpc
+        .send(
+            &[ix::add_relayer(&chain.admin.pubkey(), &relayer.pubkey())],
+            &chain.admin,
+            &[],
+        )
+        .await
+        .unwrap();
+    let leaf = receipt.leaf();
+    let post = ix::post_batch(&relayer.pubkey(), 0, 0, leaf, 1, usage.prompt_tokens as u64);
+    chain.rpc.send(&[post], &relayer, &[]).await.unwrap();
+    let rpc = &chain.rpc;
+    strata_test_utils::wait_for(Duration::from_secs(30), "the batch's seed", || async {
+        let _ = rpc.send(&[ix::seal_batch(0)], &relayer, &[]).await;
+        rpc.batch(0)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|b| b.audit_seed != [0; 32])
+    })
+    .await;
+    let config = rpc.config().await.unwrap();
+    let batch = rpc.batch(0).await.unwrap().unwrap();
+    let nodes = rpc.registered_nodes().await.unwrap();
+    let plan = strata_chain::audit::plan(
+        &config,
+        &batch,
+        &leaf,
+        &node_key.pubkey(),
+        &nodes,
+        30,
+        usage.completion_tokens,
+    )
+    .unwrap();
+    assert!(plan.audited);
+    let request = OpeningRequest {
+        task_id,
+        batch_id: 0,
+        leaf_index: 0,
+        proof: merkle::proof::<Ledger>(&[leaf], 0).unwrap(),
+        layers: plan.layers.clone(),
+    };
+    let asker = {
+        let identity = NodeIdentity::from_keypair_bytes(verifier.to_bytes()).unwrap();
+        let config = P2pConfig::local().with_protocols(ALL_PROTOCOLS);
+        let (p2p, _events) = strata_p2p::start(identity, config).await.unwrap();
+        p2p.dial(&node.addrs[0]).await.unwrap();
+        p2p
+    };
+    let answer = asker
+        .request(node.node_id(), &OPENING, strata_wire::encode(&request))
+        .await
+        .unwrap();
+    let opening = match OpeningResponse::decode(&answer).unwrap() {
+        OpeningResponse::Opened(o) => o,
+        other => panic!("the evicted version's task was not opened: {other:?}"),
+    };
+    assert!(opening.entries.iter().any(|e| e.index == 30));
+    for e in &opening.entries {
+        let o = Opening::decode(&e.opening, MAX_ENTRY_BYTES).unwrap();
+        o.verify(&receipt.body.commitment_root)
+            .expect("re-derived with version 1's adapter");
+    }
+    node.shutdown().await;
+}
