@@ -449,10 +449,12 @@ fn sweep(
             _ => Some(std::sync::Arc::new(strata_engine::Adapter::load(&last)?)),
         };
         let held_out = sampler.evaluate(adapter.as_ref(), &prompts, t.max_tokens)?;
+        // How many versions behind the learner a batch was when trained on
+        // (a logged version is the one the update published: one past it).
         let lag = state
             .log
             .iter()
-            .map(|l| l.version.saturating_sub(l.sampled_by))
+            .map(|l| l.version.saturating_sub(1).saturating_sub(l.sampled_by))
             .max()
             .unwrap_or(0);
         rows.push((

@@ -140,6 +140,7 @@ async fn stream(
     client: Keypair,
     spec: TaskSpec,
     version: u64,
+    first_token: Option<&std::sync::atomic::AtomicUsize>,
 ) -> Stream {
     let id = spec.task_id;
     let start = TaskRequest::StartPolicy {
@@ -170,6 +171,11 @@ async fn stream(
         };
         let now = Instant::now();
         text += t.len() as u64;
+        if tokens.is_empty() && !logprobs.is_empty() {
+            if let Some(c) = first_token {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
         for p in logprobs {
             tokens.push(p.sampled.token);
             arrivals.push(now);
@@ -286,6 +292,10 @@ async fn a_node_switches_versions_between_sequences_without_dropping_one() {
         .map(|i| spec(&clients[i], 100 + i as u64))
         .collect();
     let node = &node;
+    // The switch waits for every stream's first token (not a fixed delay:
+    // on a loaded 2-core machine a prefill can take longer than any delay).
+    let started = std::sync::atomic::AtomicUsize::new(0);
+    let started = &started;
     let before = futures::future::join_all((0..BEFORE).map(|i| {
         stream(
             client_p2p.clone(),
@@ -293,10 +303,15 @@ async fn a_node_switches_versions_between_sequences_without_dropping_one() {
             clients[i].insecure_clone(),
             specs[i].clone(),
             1,
+            Some(started),
         )
     }));
     let switch = async {
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while started.load(std::sync::atomic::Ordering::SeqCst) < BEFORE {
+            assert!(Instant::now() < deadline, "the streams never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let t0 = Instant::now();
         publish(&trainer, &trainer_key, node, 2, &v2_path).await;
         (t0, Instant::now())
@@ -313,6 +328,7 @@ async fn a_node_switches_versions_between_sequences_without_dropping_one() {
             clients[i].insecure_clone(),
             specs[i].clone(),
             latest,
+            None,
         )
     }))
     .await;
@@ -372,6 +388,7 @@ async fn a_node_switches_versions_between_sequences_without_dropping_one() {
             ..specs[0].clone()
         },
         1,
+        None,
     )
     .await;
     assert_eq!(
@@ -387,6 +404,7 @@ async fn a_node_switches_versions_between_sequences_without_dropping_one() {
             ..specs[0].clone()
         },
         2,
+        None,
     )
     .await;
     assert_ne!(
