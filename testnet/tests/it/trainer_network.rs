@@ -122,4 +122,27 @@ async fn the_trainer_learns_from_network_rollouts_and_the_node_serves_its_versio
         store.get(1).expect("the node holds version 1").digest(),
         sha
     );
+
+    // Worker selection reads the same announcements the routing does: the
+    // node is offered for version 1 and chosen.
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/workers", t.net.gateway.url()))
+        .query(&[("model", MODEL_NAME), ("policy_version", "1")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let offers = strata_trainer::network::offers(&body).unwrap();
+    assert_eq!(offers.len(), 1, "{body}");
+    let demand = strata_rl::RolloutDemand {
+        completions: 4,
+        max_tokens: 6,
+        staleness: 0,
+        train_step_secs: 10.0,
+    };
+    let choice = strata_rl::select(&offers, 1.0, &demand).unwrap();
+    assert_eq!(choice.chosen.len(), 1, "{choice}");
+    assert_eq!(choice.chosen[0].id, offers[0].id);
 }
