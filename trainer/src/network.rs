@@ -41,8 +41,9 @@ pub struct GatewaySource {
     api_key: String,
     model: String,
     tokenizer: Tokenizer,
-    /// Completions whose reward the gateway reported differently from the
-    /// recomputation here (logged; the recomputed one is used).
+    /// Completions whose text or reward the gateway reported differently
+    /// from the recomputation here from their tokens (logged; the
+    /// recomputed one is used).
     pub reward_mismatches: u64,
     /// How long a job refused with 503 (capacity, or a version no node
     /// serves yet) is retried before the run fails.
@@ -87,9 +88,11 @@ impl GatewaySource {
     fn parse(
         &mut self,
         body: &Value,
+        version: u64,
         prompts: &[TaskPrompt],
         spec: &SampleSpec,
     ) -> Result<RolloutBatch> {
+        let vocab = self.tokenizer.vocab_size();
         let results = body["results"]
             .as_array()
             .ok_or_else(|| rollouts(format!("answer without results: {body}")))?;
@@ -133,25 +136,41 @@ impl GatewaySource {
                     .ok_or_else(|| rollouts("a logprob is not a number"))?;
                 if ids.is_empty()
                     || ids.len() != logprobs.len()
-                    || logprobs.iter().any(|l| *l > 0.0)
+                    || ids.len() > spec.max_tokens
+                    || logprobs.iter().any(|l| l.is_nan() || *l > 0.0)
                 {
                     return Err(rollouts(format!(
-                        "a completion with {} tokens and {} logprobs (or a positive logprob)",
+                        "a completion with {} tokens (budget {}) and {} logprobs (each must be ≤ 0)",
                         ids.len(),
+                        spec.max_tokens,
                         logprobs.len()
                     )));
                 }
-                let text = c["text"]
-                    .as_str()
-                    .ok_or_else(|| rollouts("a completion without text"))?;
-                let reward = strata_rl::score(p.reward, &p.expected, text)?;
-                if c["reward"].as_f64().map(|r| r as f32) != Some(reward) {
-                    self.reward_mismatches += 1;
-                    tracing::warn!(node = %c["node"], "the gateway's reward differs from the recomputation");
+                if let Some(t) = ids.iter().find(|&&t| t as usize >= vocab) {
+                    return Err(rollouts(format!(
+                        "token id {t} outside the vocabulary of {vocab}"
+                    )));
                 }
-                let version = c["policy_version"]
+                let reported = c["policy_version"]
                     .as_u64()
                     .ok_or_else(|| rollouts("a completion without policy_version"))?;
+                if reported != version {
+                    return Err(rollouts(format!(
+                        "a completion of version {reported} in a job for version {version}"
+                    )));
+                }
+                // The reward of the tokens trained on: their text decoded
+                // here (special tokens, the stop token among them, dropped),
+                // never the text a node sent alongside them.
+                let text = self.tokenizer.decode(&ids, true)?;
+                let reward = strata_rl::score(p.reward, &p.expected, &text)?;
+                if c["reward"].as_f64().map(|r| r as f32) != Some(reward)
+                    || c["text"].as_str() != Some(text.as_str())
+                {
+                    self.reward_mismatches += 1;
+                    tracing::warn!(node = %c["node"], "the answer's text or reward differs from the recomputation");
+                }
+                let version = reported;
                 group.push(Rollout {
                     prompt_tokens: prompt_tokens.clone(),
                     completion: ids,
@@ -232,7 +251,7 @@ impl RolloutSource for GatewaySource {
                 return serde_json::from_slice(&bytes).map_err(rollouts);
             }
         })?;
-        self.parse(&body, prompts, spec)
+        self.parse(&body, version, prompts, spec)
     }
 }
 
@@ -368,6 +387,91 @@ impl Publisher for P2pPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job answer of one prompt's group.
+    fn answer(members: Vec<Value>) -> Value {
+        json!({"results": [{"completions": members}]})
+    }
+
+    fn member(ids: &[u32], logprob: f64, text: &str, version: u64) -> Value {
+        json!({"token_ids": ids, "logprobs": vec![logprob; ids.len()], "text": text,
+               "reward": 0.0, "policy_version": version})
+    }
+
+    #[test]
+    fn answers_are_checked_and_rewards_recomputed_from_the_tokens() {
+        let engine = strata_engine::Engine::load_default().unwrap();
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap(),
+        );
+        let mut src =
+            GatewaySource::new(rt, "http://127.0.0.1:1", "k", "m", engine.tokenizer.clone());
+        let prompts = strata_rl::generate("copy", 3, 1).unwrap();
+        let spec = SampleSpec {
+            group_size: 2,
+            max_tokens: 16,
+            temperature: 1.0,
+            seed: 1,
+        };
+        let right = engine
+            .tokenizer
+            .encode(&format!("Answer: {}", prompts[0].expected), false)
+            .unwrap();
+        // Right tokens sent with a wrong text and reward: scored from the tokens.
+        let ok = answer(vec![
+            member(&right, -0.5, "junk", 2),
+            member(&right, -0.5, "junk", 2),
+        ]);
+        let b = src.parse(&ok, 2, &prompts, &spec).unwrap();
+        assert_eq!(b.rollouts.len(), 2);
+        assert_eq!(b.rollouts[0].reward, 1.0);
+        assert_eq!(src.reward_mismatches, 2);
+
+        let refused = |body: Value, src: &mut GatewaySource| {
+            src.parse(&body, 2, &prompts, &spec)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = refused(
+            answer(vec![
+                member(&right, -0.5, "", 3),
+                member(&right, -0.5, "", 3),
+            ]),
+            &mut src,
+        );
+        assert!(e.contains("version 3 in a job for version 2"), "{e}");
+        let e = refused(
+            answer(vec![
+                member(&[u32::MAX], -0.5, "", 2),
+                member(&right, -0.5, "", 2),
+            ]),
+            &mut src,
+        );
+        assert!(e.contains("outside the vocabulary"), "{e}");
+        let e = refused(
+            answer(vec![
+                member(&right, 0.5, "", 2),
+                member(&right, -0.5, "", 2),
+            ]),
+            &mut src,
+        );
+        assert!(e.contains("must be ≤ 0"), "{e}");
+        let long = vec![right[0]; 17];
+        let e = refused(
+            answer(vec![
+                member(&long, -0.5, "", 2),
+                member(&right, -0.5, "", 2),
+            ]),
+            &mut src,
+        );
+        assert!(e.contains("budget 16"), "{e}");
+        // A group with a failed member is dropped whole: nothing is left.
+        let failed = json!({"error": {"message": "node down"}});
+        let e = refused(answer(vec![member(&right, -0.5, "", 2), failed]), &mut src);
+        assert!(e.contains("no complete group"), "{e}");
+    }
 
     #[test]
     fn offers_count_free_slots_and_refuse_missing_fields() {

@@ -234,23 +234,6 @@ pub struct PolicyModel {
     pairs: Vec<LoraPair>,
 }
 
-/// `(in, out)` of a projection.
-pub fn target_dims(cfg: &LlamaConfig, t: LoraTarget) -> (usize, usize) {
-    let (h, q, kv, i) = (
-        cfg.hidden_size,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.intermediate_size,
-    );
-    match t {
-        LoraTarget::AttnQ => (h, q),
-        LoraTarget::AttnK | LoraTarget::AttnV => (h, kv),
-        LoraTarget::AttnOutput => (q, h),
-        LoraTarget::FfnGate | LoraTarget::FfnUp => (h, i),
-        LoraTarget::FfnDown => (i, h),
-    }
-}
-
 impl PolicyModel {
     /// Loads the base weights of a llama GGUF file, dequantized to `dtype`,
     /// with fresh LoRA pairs (`A` random from `seed`, `B` zero).
@@ -386,7 +369,7 @@ impl PolicyModel {
         let mut pairs = Vec::new();
         for layer in 0..cfg.n_layers {
             for &target in &lora.targets {
-                let (din, dout) = target_dims(&cfg, target);
+                let (din, dout) = target.dims(&cfg);
                 // Kaiming-uniform bound for A (as PEFT does), B = 0.
                 let bound = (1.0 / din as f64).sqrt();
                 let a: Vec<f64> = (0..lora.rank * din)
