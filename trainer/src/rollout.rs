@@ -87,11 +87,6 @@ impl LocalSampler {
         Self { engine, stop }
     }
 
-    /// The engine.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
     /// The prompt's tokens: one user turn in the chat template, as the
     /// gateway's rollout jobs send it.
     pub fn prompt_tokens(&self, prompt: &str) -> Result<Vec<u32>> {
